@@ -1,0 +1,3 @@
+"""egw: an execution gateway."""
+
+__version__ = "0.1.0"

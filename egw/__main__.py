@@ -1,0 +1,3 @@
+from egw.cli import main
+
+raise SystemExit(main())
