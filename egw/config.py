@@ -218,11 +218,28 @@ class GitHubActionsConfig:
     #: reconciler interval bounds for runs whose webhooks may have been missed
     poll_min_s: float = 15.0
     poll_max_s: float = 300.0
+    #: a workflow_dispatch input that the dispatched workflows declare and echo into their
+    #: run-name; egw sends a unique id in it so a run is found exactly without run details
+    #: (older Enterprise Server) or after an ambiguous failure. Unset: match by time window.
+    correlation_input: str | None = None
+    #: a dispatched run not identified after this long fails the task
+    correlation_timeout_s: float = 300.0
+    request_timeout_s: float = 30.0
 
     def validate(self, path: str) -> None:
         _url(self.api_url, f"{path}.api_url")
         if self.api_version not in ("2022-11-28", "2026-03-10"):
             raise ConfigError(f"{path}.api_version", "one of 2022-11-28, 2026-03-10")
+        for name in ("poll_min_s", "poll_max_s", "correlation_timeout_s", "request_timeout_s"):
+            _positive(getattr(self, name), f"{path}.{name}")
+        if self.poll_max_s < self.poll_min_s:
+            raise ConfigError(f"{path}.poll_max_s", "must be at least poll_min_s")
+        if self.correlation_input is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_-]{0,99}", self.correlation_input
+        ):
+            raise ConfigError(
+                f"{path}.correlation_input", "a GitHub input name ([A-Za-z_][A-Za-z0-9_-]*)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +257,11 @@ class CloudRunConfig:
     logging_reads_per_minute: int = 30
     poll_min_s: float = 2.0
     poll_max_s: float = 30.0
+    #: Cloud Logging ingests late: a running execution's log lines are read only once
+    #: they are this old, so a late entry is not skipped (0 reads up to now)
+    logging_settle_s: float = 5.0
+    #: one upstream HTTP request (Run Admin or Logging) gives up after this
+    request_timeout_s: float = 30.0
 
     def validate(self, path: str) -> None:
         _url(self.run_api_url, f"{path}.run_api_url")
@@ -248,6 +270,12 @@ class CloudRunConfig:
             raise ConfigError(f"{path}.credentials_file", f"no such file: {self.credentials_file}")
         if self.logging_reads_per_minute < 1:
             raise ConfigError(f"{path}.logging_reads_per_minute", "must be at least 1")
+        _positive(self.poll_min_s, f"{path}.poll_min_s")
+        if self.poll_max_s < self.poll_min_s:
+            raise ConfigError(f"{path}.poll_max_s", "must be at least poll_min_s")
+        if self.logging_settle_s < 0:
+            raise ConfigError(f"{path}.logging_settle_s", "must be 0 or more")
+        _positive(self.request_timeout_s, f"{path}.request_timeout_s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,10 @@ class Task:
     index: int = 0
     #: all output has been read into the log store (set after the task ends)
     logs_complete: bool = False
+    #: bytes of output in the log store (the offset the next chunk gets)
+    log_size: int = 0
+    #: submission order, for listing newest first without ties
+    submit_seq: int = 0
 
     def evolve(self, **changes: Any) -> Self:
         return replace(self, **changes)

@@ -1,0 +1,64 @@
+"""The SQLite event log: the only package that talks to the database."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from egw.errors import ConfigError
+from egw.store.db import connect
+from egw.store.migrate import current_version, load_migrations, migrate
+from egw.store.reads import Reader
+from egw.store.writer import Commit, LogChunk, Writer
+
+
+class Store:
+    """One write connection (owned by the `Writer`) and one read connection."""
+
+    def __init__(self, path: str, *, cache_size: int = 10000) -> None:
+        self.path = path
+        self._cache_size = cache_size
+        self._wconn: aiosqlite.Connection | None = None
+        self._rconn: aiosqlite.Connection | None = None
+        self.writer: Writer
+        self.reader: Reader
+
+    async def open(self, *, auto_migrate: bool = True) -> None:
+        self._wconn = await connect(self.path)
+        try:
+            if auto_migrate:
+                await migrate(self._wconn)
+            else:
+                have, want = await current_version(self._wconn), len(load_migrations())
+                if have != want:
+                    raise ConfigError(
+                        "storage.path", f"schema version {have}, expected {want}: run `egw migrate`"
+                    )
+            self._rconn = await connect(self.path, readonly=True)
+            self.writer = Writer(self._wconn, cache_size=self._cache_size)
+            self.reader = Reader(self._rconn)
+            await self.writer.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            await self.writer.close()
+        for conn in (self._rconn, self._wconn):
+            if conn is not None:
+                await conn.close()
+        self._rconn = self._wconn = None
+
+    async def writable(self) -> bool:
+        """For /readyz: the database answers and accepts a write transaction."""
+        if self._wconn is None or self._rconn is None:
+            return False
+        try:
+            async with self._rconn.execute("SELECT 1") as cur:
+                await cur.fetchone()
+        except Exception:
+            return False
+        return self.writer.running
+
+
+__all__ = ["Commit", "LogChunk", "Reader", "Store", "Writer"]

@@ -1,0 +1,363 @@
+"""The task use cases (submit, cancel, read, wait) and the `ProviderSink` providers report to.
+
+No HTTP and no SQL here: the web layer calls these methods, providers call the
+sink methods, and both go through the store's single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
+from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError
+from egw.providers.base import Provider
+from egw.service.fanout import Hub
+from egw.store import Store
+from egw.store.writer import (
+    AppendLog,
+    Command,
+    LogsComplete,
+    Observe,
+    Progress,
+    Prune,
+    SetCursor,
+    SetUpstream,
+    Submit,
+    retention_cutoff,
+)
+
+log = structlog.get_logger("egw.service")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitRequest:
+    provider: str
+    task: Mapping[str, Any]
+    name: str | None = None
+    labels: Mapping[str, str] | None = None
+    timeout_s: float | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the request, to tell a replayed Idempotency-Key from a reused one."""
+        body = {
+            "provider": self.provider,
+            "task": self.task,
+            "name": self.name,
+            "labels": dict(self.labels or {}),
+            "timeout_s": self.timeout_s,
+        }
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    # errors of a launch are recorded on the task (and raised to the waiting client, if any)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("background_error", error=repr(task.exception()))
+
+
+class TaskService:
+    """Submit, cancel and watch tasks; implements `egw.providers.base.ProviderSink`."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        hub: Hub,
+        *,
+        retention_days: float = 7.0,
+        prune_interval_s: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.providers = dict(providers)
+        self.hub = hub
+        self._retention_days = retention_days
+        self._prune_interval_s = prune_interval_s
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._prune_task: asyncio.Task[None] | None = None
+        store.writer.listeners.append(hub.on_commit)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start providers (each resumes its own unfinished tasks), then re-launch
+        submits that a previous gateway left unacknowledged, and re-arm timeouts."""
+        for provider in self.providers.values():
+            await provider.start(self)
+        for task in await self.store.reader.unfinished():
+            if task.provider not in self.providers:
+                await self.observe(
+                    task.id,
+                    Observation(
+                        state=TaskState.FAILED,
+                        reason=f"provider {task.provider} is not configured on this gateway",
+                    ),
+                    source="gateway",
+                )
+                await self.logs_complete(task.id)
+                continue
+            current = await self.get(task.id)
+            if current.status is TaskState.PENDING and current.upstream_id is None:
+                if not current.upstream.get("submitted"):
+                    self._spawn(self._launch(self.providers[task.provider], current))
+            self._arm_timeout(current)
+        self._prune_task = asyncio.create_task(self._prune_loop(), name="egw-prune")
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._background)
+        if self._prune_task is not None:
+            tasks.append(self._prune_task)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for provider in self.providers.values():
+            try:
+                await provider.close()
+            except Exception as exc:
+                log.error("provider_close_failed", provider=provider.name, error=repr(exc))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_finished)
+        return task
+
+    # --- use cases -----------------------------------------------------------------------------
+
+    def provider(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            raise InvalidRequest(
+                f"unknown or disabled provider {name!r} (enabled: {sorted(self.providers)})",
+                field="provider",
+            )
+        return provider
+
+    async def submit(
+        self,
+        req: SubmitRequest,
+        *,
+        actor: str | None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Task, bool]:
+        """Record the task, then start it upstream; returns (task, created).
+
+        With an ``idempotency_key`` seen before (same actor, same body) the task
+        recorded then is returned and nothing is started again.
+        """
+        provider = self.provider(req.provider)
+        spec = provider.validate(req.task)
+        now = utcnow()
+        draft = Task(
+            id=new_task_id(),
+            provider=provider.name,
+            spec=spec,
+            name=req.name,
+            labels=dict(req.labels or {}),
+            actor=actor,
+            timeout_s=req.timeout_s,
+            created_at=now,
+            updated_at=now,
+        )
+        idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
+        task, created = await self.store.writer.submit(Submit(draft, idem))
+        if not created:
+            return task, False
+        self._arm_timeout(task)
+        # the upstream call outlives a client that hangs up: a started run must be recorded
+        launch = self._spawn(self._launch(provider, task))
+        await asyncio.shield(launch)
+        return await self.get(task.id), True
+
+    async def _launch(self, provider: Provider, task: Task) -> None:
+        try:
+            sub = await provider.submit(task, idempotency_key=task.id)
+        except ProviderError as exc:
+            log.warning("submit_failed", task_id=task.id, provider=provider.name, error=exc.message)
+            await self.observe(
+                task.id,
+                Observation(state=TaskState.FAILED, reason=f"submit failed: {exc.message}"),
+                source="gateway",
+            )
+            await self.logs_complete(task.id)
+            raise
+        except EgwError as exc:
+            await self.observe(
+                task.id,
+                Observation(state=TaskState.FAILED, reason=f"submit refused: {exc.message}"),
+                source="gateway",
+            )
+            await self.logs_complete(task.id)
+            raise
+        data = {**sub.upstream, "submitted": True}
+        await self.set_upstream(
+            task.id, upstream_id=sub.upstream_id, upstream_url=sub.upstream_url, data=data
+        )
+        obs = sub.observation
+        if obs is None and sub.upstream_id is not None:
+            obs = Observation(state=TaskState.QUEUED)
+        if obs is not None:
+            await self.observe(task.id, obs, source=provider.name)
+
+    async def get(self, task_id: str) -> Task:
+        task = self.store.writer.cached(task_id)
+        if task is None:
+            task = await self.store.reader.task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}", details={"task_id": task_id})
+        return task
+
+    async def wait(self, task_id: str, *, index: int, wait_s: float) -> Task:
+        """Nomad-style blocking query: answer once the task's index exceeds ``index``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            task = await self.get(task_id)
+            left = deadline - loop.time()
+            if task.index > index or left <= 0:
+                return task
+            await self.hub.wait_change(task_id, left)
+
+    async def cancel(self, task_id: str, *, actor: str | None, force: bool = False) -> Task:
+        task, changed = await self.store.writer.submit(
+            Command(task_id, "cancel", actor, {"force": force})
+        )
+        escalate = force and task.status is TaskState.CANCELLING and not changed
+        if task.status is TaskState.CANCELLING and (changed or escalate):
+            provider = self.providers.get(task.provider)
+            if provider is not None:
+                try:
+                    obs = await provider.cancel(task, force=force)
+                except EgwError as exc:
+                    await self.progress(
+                        task.id, "cancel_failed", {"error": exc.to_json()["error"]},
+                        source=task.provider,
+                    )
+                    raise
+                if obs is not None:
+                    await self.observe(task.id, obs, source=task.provider)
+        if task.status is TaskState.CANCELLED and changed:
+            await self.logs_complete(task.id)
+        return await self.get(task_id)
+
+    # --- timeouts and retention ----------------------------------------------------------------
+
+    def _arm_timeout(self, task: Task) -> None:
+        if not task.timeout_s or task.status in TERMINAL or task.id in self._timers:
+            return
+        elapsed = (utcnow() - task.created_at).total_seconds()
+        delay = max(0.0, task.timeout_s - elapsed)
+        loop = asyncio.get_running_loop()
+        self._timers[task.id] = loop.call_later(
+            delay, lambda: self._spawn(self._expire(task.id))
+        )
+
+    async def _expire(self, task_id: str) -> None:
+        self._timers.pop(task_id, None)
+        task, changed = await self.store.writer.submit(Command(task_id, "timeout", None))
+        if not changed:
+            return
+        log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
+        provider = self.providers.get(task.provider)
+        if provider is None:
+            return
+        try:
+            await provider.cancel(task, force=False)
+        except EgwError as exc:
+            log.warning("timeout_cancel_failed", task_id=task_id, error=exc.message)
+            await self.progress(
+                task_id, "cancel_failed", {"error": exc.to_json()["error"]}, source=task.provider
+            )
+
+    async def prune(self) -> None:
+        await self.store.writer.submit(Prune(retention_cutoff(self._retention_days)))
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except EgwError as exc:
+                log.error("prune_failed", error=exc.message)
+            await asyncio.sleep(self._prune_interval_s)
+
+    # --- ProviderSink --------------------------------------------------------------------------
+
+    async def observe(
+        self, task_id: str, obs: Observation, *, source: str, delivery_id: str | None = None
+    ) -> Task | None:
+        try:
+            task: Task = await self.store.writer.submit(Observe(task_id, obs, source, delivery_id))
+        except NotFound:
+            return None
+        if task.status in TERMINAL:
+            handle = self._timers.pop(task_id, None)
+            if handle is not None:
+                handle.cancel()
+        return task
+
+    async def progress(
+        self,
+        task_id: str,
+        kind: str,
+        data: Mapping[str, Any],
+        *,
+        source: str,
+        delivery_id: str | None = None,
+    ) -> bool:
+        try:
+            return bool(
+                await self.store.writer.submit(Progress(task_id, kind, data, source, delivery_id))
+            )
+        except NotFound:
+            return False
+
+    async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"unknown stream {stream!r}")
+        end: int = await self.store.writer.submit(AppendLog(task_id, stream, data))
+        return end
+
+    async def logs_complete(self, task_id: str) -> None:
+        await self.store.writer.submit(LogsComplete(task_id))
+
+    async def set_upstream(
+        self,
+        task_id: str,
+        *,
+        upstream_id: str | None = None,
+        upstream_url: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self.store.writer.submit(SetUpstream(task_id, upstream_id, upstream_url, data))
+
+    async def get_task(self, task_id: str) -> Task | None:
+        try:
+            return await self.get(task_id)
+        except NotFound:
+            return None
+
+    async def find_task(self, provider: str, upstream_id: str) -> Task | None:
+        found = await self.store.reader.task_by_upstream(provider, upstream_id)
+        return self.store.writer.cached(found.id) or found if found else None
+
+    async def active_tasks(self, provider: str) -> list[Task]:
+        return [self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)]
+
+    async def get_cursor(self, key: str) -> str | None:
+        return await self.store.reader.cursor(key)
+
+    async def set_cursor(self, key: str, value: str) -> None:
+        await self.store.writer.submit(SetCursor(key, value))

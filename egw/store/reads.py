@@ -1,0 +1,153 @@
+"""Read queries, on their own connection (WAL lets them run beside the writer)."""
+
+from __future__ import annotations
+
+
+from typing import Any
+
+import aiosqlite
+
+from egw.core.model import TERMINAL, Event, Task
+from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
+from egw.store.writer import LogChunk
+
+
+class Reader:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _all(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def task(self, task_id: str) -> Task | None:
+        rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return task_from_row(rows[0]) if rows else None
+
+    async def task_by_upstream(self, provider: str, upstream_id: str) -> Task | None:
+        rows = await self._all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE provider = ? AND upstream_id = ?"
+            " ORDER BY submit_seq DESC LIMIT 1",
+            (provider, upstream_id),
+        )
+        return task_from_row(rows[0]) if rows else None
+
+    async def tasks(
+        self,
+        *,
+        provider: str | None = None,
+        status: list[str] | None = None,
+        labels: dict[str, str] | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """Newest first by submission order; ``before`` is a submit_seq cursor."""
+        where: list[str] = []
+        params: list[Any] = []
+        if provider:
+            where.append("provider = ?")
+            params.append(provider)
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        for key, value in (labels or {}).items():
+            where.append("json_extract(labels, ?) = ?")
+            params.extend([f'$."{key}"', value])
+        if before is not None:
+            where.append("submit_seq < ?")
+            params.append(before)
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY submit_seq DESC LIMIT ?"
+        params.append(limit)
+        return [task_from_row(r) for r in await self._all(sql, params)]
+
+    async def active(self, provider: str) -> list[Task]:
+        terminal = [str(s) for s in TERMINAL]
+        marks = ",".join("?" * len(terminal))
+        rows = await self._all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE provider = ?"
+            f" AND (status NOT IN ({marks}) OR logs_complete = 0) ORDER BY submit_seq",
+            [provider, *terminal],
+        )
+        return [task_from_row(r) for r in rows]
+
+    async def unfinished(self) -> list[Task]:
+        terminal = [str(s) for s in TERMINAL]
+        marks = ",".join("?" * len(terminal))
+        rows = await self._all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status NOT IN ({marks}) ORDER BY submit_seq",
+            terminal,
+        )
+        return [task_from_row(r) for r in rows]
+
+    async def events(
+        self,
+        *,
+        after: int = 0,
+        task_id: str | None = None,
+        provider: str | None = None,
+        limit: int = 500,
+        status_only: bool = False,
+    ) -> list[Event]:
+        where = ["seq > ?"]
+        params: list[Any] = [after]
+        if task_id:
+            where.append("task_id = ?")
+            params.append(task_id)
+        if provider:
+            where.append("provider = ?")
+            params.append(provider)
+        if status_only:
+            where.append("applied = 1")
+        params.append(limit)
+        rows = await self._all(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            params,
+        )
+        return [event_from_row(r) for r in rows]
+
+    async def logs(
+        self,
+        task_id: str,
+        *,
+        offset: int = 0,
+        limit_bytes: int = 1 << 20,
+    ) -> list[LogChunk]:
+        """Chunks holding bytes at or after ``offset``, in order; the first may start before it."""
+        rows = await self._all(
+            "SELECT pos, stream, data FROM log_chunks WHERE task_id = ? AND pos >= COALESCE("
+            "(SELECT MAX(pos) FROM log_chunks WHERE task_id = ? AND pos <= ?), 0)"
+            " ORDER BY pos LIMIT 4096",
+            (task_id, task_id, offset),
+        )
+        chunks: list[LogChunk] = []
+        size = 0
+        for off, stream, data in rows:
+            chunks.append(LogChunk(task_id, int(off), str(stream), bytes(data)))
+            size += len(data)
+            if size >= limit_bytes:
+                break
+        return chunks
+
+    async def cursor(self, key: str) -> str | None:
+        rows = await self._all("SELECT value FROM cursors WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def pruned_seq(self) -> int:
+        rows = await self._all("SELECT pruned_seq FROM pruned WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    async def max_seq(self) -> int:
+        rows = await self._all("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return int(rows[0][0])
+
+    async def counts_by_status(self) -> dict[str, dict[str, int]]:
+        rows = await self._all("SELECT provider, status, COUNT(*) FROM tasks GROUP BY provider, status")
+        out: dict[str, dict[str, int]] = {}
+        for provider, status, n in rows:
+            out.setdefault(str(provider), {})[str(status)] = int(n)
+        return out
+
+

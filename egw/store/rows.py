@@ -1,0 +1,118 @@
+"""Rows of the SQLite tables <-> the core dataclasses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from egw.core.model import Event, Task, TaskState, format_time, parse_time
+
+TASK_COLUMNS = (
+    "id, submit_seq, provider, name, labels, spec, status, reason, exit_code, upstream_id, "
+    "upstream_url, upstream, actor, timeout_s, created_at, updated_at, started_at, finished_at, "
+    "idx, logs_complete, log_size"
+)
+
+EVENT_COLUMNS = (
+    "seq, task_id, provider, kind, status, prev_status, applied, reason, exit_code, actor, "
+    "source, delivery_id, at, data"
+)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    created = parse_time(row[14])
+    updated = parse_time(row[15])
+    assert created is not None and updated is not None
+    return Task(
+        id=row[0],
+        submit_seq=row[1],
+        provider=row[2],
+        name=row[3],
+        labels=json.loads(row[4]),
+        spec=json.loads(row[5]),
+        status=TaskState(row[6]),
+        reason=row[7],
+        exit_code=row[8],
+        upstream_id=row[9],
+        upstream_url=row[10],
+        upstream=json.loads(row[11]),
+        actor=row[12],
+        timeout_s=row[13],
+        created_at=created,
+        updated_at=updated,
+        started_at=parse_time(row[16]),
+        finished_at=parse_time(row[17]),
+        index=row[18],
+        logs_complete=bool(row[19]),
+        log_size=row[20],
+    )
+
+
+def task_to_row(t: Task) -> tuple[Any, ...]:
+    return (
+        t.id,
+        t.submit_seq,
+        t.provider,
+        t.name,
+        dumps(dict(t.labels)),
+        dumps(dict(t.spec)),
+        str(t.status),
+        t.reason,
+        t.exit_code,
+        t.upstream_id,
+        t.upstream_url,
+        dumps(dict(t.upstream)),
+        t.actor,
+        t.timeout_s,
+        format_time(t.created_at),
+        format_time(t.updated_at),
+        format_time(t.started_at),
+        format_time(t.finished_at),
+        t.index,
+        int(t.logs_complete),
+        t.log_size,
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    at = parse_time(row[12])
+    assert at is not None
+    return Event(
+        seq=row[0],
+        task_id=row[1],
+        provider=row[2],
+        kind=row[3],
+        status=TaskState(row[4]),
+        prev_status=TaskState(row[5]) if row[5] else None,
+        applied=bool(row[6]),
+        reason=row[7],
+        exit_code=row[8],
+        actor=row[9],
+        source=row[10],
+        at=at,
+        data=json.loads(row[13]),
+    )
+
+
+def event_to_row(e: Event, delivery_id: str | None) -> tuple[Any, ...]:
+    return (
+        e.seq,
+        e.task_id,
+        e.provider,
+        e.kind,
+        str(e.status),
+        str(e.prev_status) if e.prev_status else None,
+        int(e.applied),
+        e.reason,
+        e.exit_code,
+        e.actor,
+        e.source,
+        delivery_id,
+        format_time(e.at),
+        dumps(dict(e.data)),
+    )

@@ -1,0 +1,124 @@
+"""`create_app(config)`: the composition root, and `ssl_context` for HTTPS.
+
+Each resource is made in a ``cleanup_ctx`` generator, in order, and torn down
+in reverse: the database, one shared HTTP client session, the providers and
+the task service, the SSE ticker.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from egw import __version__
+from egw.config import Config
+from egw.providers.registry import build_providers
+from egw.service.fanout import Hub
+from egw.service.tasks import TaskService
+from egw.store import Store
+from egw.web import events, health, hooks, logs, tasks
+from egw.web.auth import Authenticator
+from egw.web.keys import (
+    auth_key,
+    config_key,
+    event_channel_key,
+    hub_key,
+    log_channels_key,
+    service_key,
+    session_key,
+    store_key,
+    ticker_key,
+)
+from egw.web.middleware import add_request_id, make_auth_middleware, request_middleware
+from egw.web.sse import EventChannel, Ticker
+
+
+def create_app(config: Config) -> web.Application:
+    auth = Authenticator(config.auth.tokens)
+    app = web.Application(
+        middlewares=[request_middleware, make_auth_middleware(auth.authenticate)],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[config_key] = config
+    app[auth_key] = auth
+    for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes):
+        app.add_routes(table)
+    app.on_response_prepare.append(add_request_id)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_service_ctx)
+    app.on_shutdown.append(_close_streams)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[config_key].storage
+    store = Store(cfg.path, cache_size=cfg.cache_size)
+    await store.open()
+    app[store_key] = store
+    yield
+    await store.close()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(
+        timeout=timeout, headers={"User-Agent": f"egw/{__version__}"}
+    ) as session:
+        app[session_key] = session
+        yield
+
+
+async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[config_key]
+    hub = Hub()
+    ticker = Ticker(flush_s=cfg.server.sse_flush_ms / 1000, keepalive_s=cfg.server.sse_keepalive_s)
+    channel = EventChannel(ticker)
+    hub.subscribe_all(channel)
+    providers = build_providers(cfg, app[session_key])
+    service = TaskService(
+        app[store_key],
+        providers,
+        hub,
+        retention_days=cfg.storage.retention_days,
+        prune_interval_s=cfg.storage.prune_interval_s,
+    )
+    app[hub_key] = hub
+    app[ticker_key] = ticker
+    app[event_channel_key] = channel
+    app[log_channels_key] = {}
+    app[service_key] = service
+    ticker.start()
+    try:
+        await service.start()
+    except BaseException:
+        await service.close()
+        await ticker.close()
+        raise
+    yield
+    await service.close()
+    await ticker.close()
+
+
+async def _close_streams(app: web.Application) -> None:
+    """on_shutdown: end open SSE streams so that a stop does not wait for clients."""
+    if ticker_key in app:
+        await app[ticker_key].close()
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context: TLS 1.2 at least; client certificates when a CA is set."""
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    assert tls.cert_file and tls.key_file
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        ctx.load_verify_locations(tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

@@ -1,0 +1,55 @@
+"""Bearer tokens: constant-time lookup by hash, scopes, and the actor name for the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from egw.config import TokenConfig
+from egw.errors import Forbidden, Unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(
+                f"token {self.name!r} lacks the scope {scope!r}", details={"scope": scope}
+            )
+
+
+class Authenticator:
+    def __init__(self, tokens: Iterable[TokenConfig]) -> None:
+        self._entries: list[tuple[bytes, Principal]] = []
+        for t in tokens:
+            if not t.configured:
+                continue
+            digest = t.sha256 if t.sha256 else hashlib.sha256((t.token or "").encode()).hexdigest()
+            self._entries.append((bytes.fromhex(digest), Principal(t.name, frozenset(t.scopes))))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._entries)
+
+    def authenticate(self, header: str | None) -> Principal:
+        """The principal of an ``Authorization: Bearer <token>`` header, or Unauthorized."""
+        if not header:
+            raise Unauthorized("missing bearer token")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        found: Principal | None = None
+        # compare against every entry, always: the time taken does not tell which matched
+        for expected, principal in self._entries:
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid bearer token")
+        return found

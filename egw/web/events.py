@@ -1,0 +1,89 @@
+"""Event-log routes: a task's events (JSON or SSE) and the SSE stream of all events."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from egw.web import schemas
+from egw.web.keys import event_channel_key, service_key, ticker_key
+from egw.web.middleware import principal
+from egw.web.sse import SSEStream, _http_chunk, encode, event_frame, sse_headers
+
+routes = web.RouteTableDef()
+
+
+def _wants_sse(request: web.Request) -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "") or schemas.bool_query(request, "follow")
+
+
+@routes.get("/v1/tasks/{id}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    task = await service.get(request.match_info["id"])
+    if _wants_sse(request):
+        after = schemas.last_event_id(request, query="after") or 0
+        return await _stream(request, after=after, provider=None, task_id=task.id)
+    after = schemas.int_query(request, "after", default=0, lo=0, hi=2**62)
+    limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
+    events = await service.store.reader.events(after=after, task_id=task.id, limit=limit)
+    return web.json_response(
+        {"events": [e.to_json() for e in events], "last_seq": events[-1].seq if events else after}
+    )
+
+
+@routes.get("/v1/events")
+async def all_events(request: web.Request) -> web.StreamResponse:
+    """SSE of every event; without a cursor it starts now, with ``Last-Event-ID``
+    (or ``?after=``) it replays from the log first."""
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    provider = request.query.get("provider") or None
+    task_id = request.query.get("task_id") or None
+    after = schemas.last_event_id(request, query="after")
+    if after is None:
+        after = await service.store.reader.max_seq()
+    return await _stream(request, after=after, provider=provider, task_id=task_id)
+
+
+async def _stream(
+    request: web.Request, *, after: int, provider: str | None, task_id: str | None
+) -> web.StreamResponse:
+    app = request.app
+    service, ticker, channel = app[service_key], app[ticker_key], app[event_channel_key]
+    reader = service.store.reader
+    resp = web.StreamResponse(headers=sse_headers())
+    await resp.prepare(request)
+    stream = SSEStream(request, resp)
+    channel.add(stream, (provider, task_id))
+    ticker.streams.add(stream)
+    try:
+        await stream.write(b"retry: 1000\n\n")
+        pruned = await reader.pruned_seq()
+        if 0 < after < pruned:
+            # events after the cursor were pruned by retention: say so, never skip silently
+            await stream.write(
+                encode(
+                    "reset",
+                    {"reason": "retention", "pruned_seq": pruned, "message":
+                     "events after your cursor were pruned; re-read the current state"},
+                    pruned,
+                )
+            )
+        position = after
+        while True:
+            events = await reader.events(after=position, task_id=task_id, provider=provider, limit=1000)
+            if not events:
+                break
+            position = events[-1].seq
+            await stream.write(b"".join(event_frame(e) for e in events))
+        frames = channel.go_live(stream, position)
+        if frames:
+            stream.push(_http_chunk(b"".join(frames)))
+        await stream.done
+    except ConnectionResetError:
+        pass
+    finally:
+        channel.remove(stream)
+        ticker.streams.discard(stream)
+    return resp

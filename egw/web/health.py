@@ -1,0 +1,38 @@
+"""Liveness and readiness (no token), and the admin prune route."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from egw import __version__
+from egw.web.keys import service_key, store_key
+from egw.web.middleware import principal
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[service_key]
+    db_ok = await request.app[store_key].writable()
+    providers = {}
+    for name, provider in service.providers.items():
+        try:
+            providers[name] = dict(provider.health())
+        except Exception as exc:  # a provider's health must not break readiness reporting
+            providers[name] = {"error": repr(exc)}
+    ready = db_ok and bool(providers)
+    body = {"status": "ready" if ready else "not_ready", "database": db_ok, "providers": providers}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+@routes.post("/v1/admin/prune")
+async def prune(request: web.Request) -> web.Response:
+    principal(request).require("admin")
+    await request.app[service_key].prune()
+    return web.json_response({"status": "pruned"})

@@ -1,0 +1,112 @@
+"""``GET /v1/tasks/{id}/logs``: the output so far as text, or a live SSE tail that resumes exactly."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from egw.errors import InvalidRequest
+from egw.store import LogChunk
+from egw.web import schemas
+from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
+from egw.web.middleware import principal
+from egw.web.sse import LogChannel, SSEStream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
+
+routes = web.RouteTableDef()
+
+
+def _wants_sse(request: web.Request) -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "") or schemas.bool_query(request, "follow")
+
+
+@routes.get("/v1/tasks/{id}/logs")
+async def logs(request: web.Request) -> web.StreamResponse:
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    task = await service.get(request.match_info["id"])
+    group = request.query.get("stream") or None
+    if group not in (None, "stdout", "stderr"):
+        raise InvalidRequest("stream must be stdout or stderr", field="stream")
+    if _wants_sse(request):
+        start = schemas.last_event_id(request, query="offset") or 0
+        return await _tail_sse(request, task.id, start, group)
+    start = schemas.int_query(request, "offset", default=0, lo=0, hi=2**62)
+    return await _plain(request, task.id, start, group)
+
+
+async def _plain(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
+    service = request.app[service_key]
+    task = await service.get(task_id)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            # the offset to ask for next time (?offset=), and whether more can come
+            "X-Egw-Offset": str(task.log_size),
+            "X-Egw-Complete": "true" if task.status.terminal and task.logs_complete else "false",
+        }
+    )
+    await resp.prepare(request)
+    position, end = start, task.log_size
+    while position < end:
+        chunks = [c for c in await service.store.reader.logs(task_id, offset=position) if c.end > position]
+        if not chunks:
+            break
+        parts = [_tail(c, position).data for c in chunks if c.offset < end and group in (None, c.stream)]
+        position = chunks[-1].end
+        await resp.write(b"".join(parts))
+    await resp.write_eof()
+    return resp
+
+
+async def _tail_sse(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
+    app = request.app
+    service, ticker, channels = app[service_key], app[ticker_key], app[log_channels_key]
+    resp = web.StreamResponse(headers=sse_headers())
+    await resp.prepare(request)
+    stream = SSEStream(request, resp)
+    channel = channels.get(task_id)
+    if channel is None or channel.ended:
+        channel = channels[task_id] = LogChannel(ticker, task_id, lambda ch: _drop(app, ch))
+        app[hub_key].subscribe(task_id, channel)
+    channel.add(stream, group)
+    ticker.streams.add(stream)
+    why = "closed"
+    try:
+        await stream.write(b"retry: 1000\n\n")
+        position = start
+        while True:
+            chunks: list[LogChunk] = [
+                c for c in await service.store.reader.logs(task_id, offset=position) if c.end > position
+            ]
+            if not chunks:
+                break
+            frames = [log_frame(_tail(c, position)) for c in chunks if group in (None, c.stream)]
+            position = chunks[-1].end
+            await stream.write(b"".join(frames))
+        task = await service.get(task_id)
+        # no await from here on until the stream is live: nothing can slip between
+        frames = [status_frame(task), *channel.go_live(stream, position, task)]
+        if channel.task is None or channel.task.index < task.index:
+            channel.task = task
+        channel.logs_complete = channel.logs_complete or task.logs_complete
+        current = channel.task
+        if current.status.terminal and channel.logs_complete:
+            frames.append(end_frame(current))
+            stream.push(_http_chunk(b"".join(frames)))
+            stream.finish("end")
+        else:
+            stream.push(_http_chunk(b"".join(frames)))
+        why = await stream.done
+    except ConnectionResetError:
+        return resp
+    finally:
+        channel.remove(stream)
+        ticker.streams.discard(stream)
+    if why == "end":
+        await resp.write_eof()
+    return resp
+
+
+def _drop(app: web.Application, channel: LogChannel) -> None:
+    if app[log_channels_key].get(channel.task_id) is channel:
+        del app[log_channels_key][channel.task_id]
+    app[hub_key].unsubscribe(channel.task_id, channel)

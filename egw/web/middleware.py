@@ -1,0 +1,109 @@
+"""Middlewares: request id and one canonical log line per request; errors as JSON; bearer auth."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from egw.errors import EgwError, Unauthorized
+from egw.web.auth import Principal
+
+log = structlog.get_logger("egw.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+principal_key = web.RequestKey("principal", Principal)
+request_id_key = web.RequestKey("request_id", str)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics")
+
+
+def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+
+
+def _from_http(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (unknown route, wrong method, body too large) in our JSON shape."""
+    codes = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+    }
+    code = codes.get(exc.status, "http_error")
+    message = exc.reason
+    if exc.status == 413:
+        message = "the request body is too large"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+    return web.json_response(
+        {"error": {"code": code, "message": message, "details": {}}},
+        status=exc.status,
+        headers=headers,
+    )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, render every error as JSON, and log one line per request."""
+    start = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    request[request_id_key] = request_id
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except EgwError as exc:
+        headers = {"WWW-Authenticate": 'Bearer realm="egw"'} if isinstance(exc, Unauthorized) else None
+        response = error_response(exc, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _from_http(exc)
+    except ConnectionResetError:
+        raise  # the client went away: nothing to answer
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        response = web.json_response(
+            {"error": {"code": "internal", "message": "internal error", "details": {}}},
+            status=500,
+        )
+    principal = request.get(principal_key)
+    status = response.status
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round((time.perf_counter() - start) * 1000, 2),
+        actor=principal.name if principal else None,
+    )
+    return response
+
+
+def make_auth_middleware(authenticate: Callable[[str | None], Principal]) -> web.middleware:  # type: ignore[valid-type]
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/v1/") and not path.startswith(_PUBLIC):
+            request[principal_key] = authenticate(request.headers.get("Authorization"))
+        return await handler(request)
+
+    return auth_middleware
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: echo the request id on every response, streams included."""
+    request_id = request.get(request_id_key)
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+
+
+def principal(request: web.Request) -> Principal:
+    return request[principal_key]

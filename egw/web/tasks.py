@@ -1,0 +1,117 @@
+"""Task routes: submit, list, read (with ETag and blocking queries), cancel."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from egw.core.model import TaskState
+from egw.errors import InvalidRequest
+from egw.web import schemas
+from egw.web.keys import config_key, service_key
+from egw.web.middleware import principal
+
+routes = web.RouteTableDef()
+
+_IDEMPOTENCY_KEY_MAX = 255
+
+
+def _task_response(task_json: dict[str, object], *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(task_json, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+@routes.post("/v1/tasks")
+@routes.post("/v1/tasks/submit")
+async def submit(request: web.Request) -> web.Response:
+    who = principal(request)
+    who.require("tasks:write")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= _IDEMPOTENCY_KEY_MAX:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} characters",
+            field="Idempotency-Key",
+        )
+    req = schemas.submit_request(await schemas.read_json(request))
+    task, created = await request.app[service_key].submit(req, actor=who.name, idempotency_key=key)
+    resp = _task_response(task.to_json(), status=202)
+    resp.headers["Location"] = f"/v1/tasks/{task.id}"
+    resp.headers["ETag"] = f'"{task.index}"'
+    if not created:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+@routes.get("/v1/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    limit = schemas.int_query(request, "limit", default=50, lo=1, hi=500)
+    statuses = request.query.getall("status", [])
+    for s in statuses:
+        if s not in TaskState.__members__.values():
+            raise InvalidRequest(f"unknown status {s!r}", field="status")
+    labels: dict[str, str] = {}
+    for item in request.query.getall("label", []):
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InvalidRequest("label filters are written name=value", field="label")
+        labels[k] = v
+    cursor = request.query.get("cursor")
+    before = schemas.decode_cursor(cursor) if cursor else None
+    tasks = await service.store.reader.tasks(
+        provider=request.query.get("provider") or None,
+        status=statuses or None,
+        labels=labels or None,
+        before=before,
+        limit=limit + 1,
+    )
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    body = {
+        "tasks": [(service.store.writer.cached(t.id) or t).to_json() for t in tasks],
+        "next_cursor": schemas.encode_cursor(tasks[-1].submit_seq) if more else None,
+    }
+    return web.json_response(body)
+
+
+@routes.get("/v1/tasks/{id}")
+@routes.get("/v1/tasks/{id}/status")
+async def get_task(request: web.Request) -> web.Response:
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    task_id = request.match_info["id"]
+    if "index" in request.query:
+        index = schemas.int_query(request, "index", default=0, lo=0, hi=2**62)
+        max_wait = request.app[config_key].server.max_wait_s
+        wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
+        task = await service.wait(task_id, index=index, wait_s=wait_s)
+    else:
+        task = await service.get(task_id)
+    etag = f'"{task.index}"'
+    headers = {"ETag": etag, "X-Egw-Index": str(task.index), "Cache-Control": "no-cache"}
+    if etag in _etags(request.headers.get("If-None-Match")):
+        return web.Response(status=304, headers=headers)
+    resp = _task_response(task.to_json())
+    resp.headers.update(headers)
+    return resp
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
+
+
+@routes.delete("/v1/tasks/{id}")
+@routes.post("/v1/tasks/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    who = principal(request)
+    who.require("tasks:write")
+    force = schemas.bool_query(request, "force")
+    task = await request.app[service_key].cancel(request.match_info["id"], actor=who.name, force=force)
+    return _task_response(task.to_json(), status=202)
