@@ -57,6 +57,7 @@ class LocalProvider:
         self._sink: ProviderSink | None = None
         self._running: dict[str, _Run] = {}
         self._queue: deque[_Run] = deque()
+        self._watchers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     # --- validation (pure) -------------------------------------------------------------------
@@ -121,9 +122,9 @@ class LocalProvider:
             run.stopping = "gateway stopped while the task ran"
             self._signal(run, signal.SIGTERM)
             self._arm_kill(run)
-        watchers = [r.watcher for r in runs if r.watcher is not None]
-        if watchers:
-            await asyncio.gather(*watchers, return_exceptions=True)
+        # every watcher, also those past their process's exit still recording it
+        if self._watchers:
+            await asyncio.gather(*self._watchers, return_exceptions=True)
 
     # --- the provider API --------------------------------------------------------------------
 
@@ -212,6 +213,8 @@ class LocalProvider:
         run.proc = proc
         self._running[run.task.id] = run
         run.watcher = asyncio.create_task(self._watch(run), name=f"egw-local-{run.task.id}")
+        self._watchers.add(run.watcher)
+        run.watcher.add_done_callback(self._watchers.discard)
         return None
 
     async def _watch(self, run: _Run) -> None:

@@ -174,6 +174,9 @@ class LogChannel(Channel):
 
     def go_live(self, stream: SSEStream, position: int, task: Task) -> list[bytes]:
         """Frames from the stream's backlog past ``position``; it is live from now on."""
+        # first send what is pending to the streams already live: from here on, the
+        # pending list holds only what this stream has not seen in its backlog
+        self.flush()
         group = self.catching_up.pop(stream)
         frames: list[bytes] = []
         for kind, item in stream.backlog:
@@ -267,6 +270,7 @@ class EventChannel(Channel):
         self.catching_up[stream] = key
 
     def go_live(self, stream: SSEStream, after: int) -> list[bytes]:
+        self.flush()  # as in LogChannel.go_live
         key = self.catching_up.pop(stream)
         frames = [event_frame(e) for e in stream.backlog if e.seq > after and _matches(key, e)]
         stream.backlog.clear()

@@ -1,0 +1,88 @@
+"""Test helpers: tokens, configs on a temporary database, and task helpers.
+
+``make_config(tmp_path, {...})`` merges overrides into a config dict and parses
+it exactly as `egw serve` would; ``READER``, ``WRITER`` and ``ADMIN`` are header
+dicts for the three scopes (the ``api`` fixture in conftest.py is a test client
+of `create_app` on such a config).
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from egw.config import Config, parse_config
+
+WRITER_TOKEN = "writer-token-0123456789"
+READER_TOKEN = "reader-token-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789ab"
+WRITER = {"Authorization": f"Bearer {WRITER_TOKEN}"}
+READER = {"Authorization": f"Bearer {READER_TOKEN}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_dict(tmp_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = {
+        "server": {"sse_flush_ms": 10},
+        "storage": {"path": str(tmp_path / "egw.db")},
+        "auth": {
+            "tokens": [
+                {"name": "writer", "token": WRITER_TOKEN, "scopes": ["tasks:read", "tasks:write"]},
+                {"name": "reader", "token": READER_TOKEN, "scopes": ["tasks:read"]},
+                {"name": "admin", "token": ADMIN_TOKEN, "scopes": ["admin"]},
+            ]
+        },
+        "retry": {"attempts": 3, "initial_backoff_s": 0.01, "max_backoff_s": 0.05, "deadline_s": 5},
+        "providers": {"local": {"kill_grace_s": 1}},
+    }
+    return _merge(base, overrides or {})
+
+
+def make_config(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Config:
+    return parse_config(config_dict(tmp_path, overrides), {})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_terminal(api: TestClient[web.Request, web.Application], task_id: str) -> dict[str, Any]:
+    """Follow the task with blocking queries until it ends."""
+    index = 0
+    for _ in range(200):
+        resp = await api.get(f"/v1/tasks/{task_id}?index={index}&wait=5s", headers=WRITER)
+        assert resp.status == 200, await resp.text()
+        task: dict[str, Any] = await resp.json()
+        if task["status"] in TERMINAL:
+            return task
+        index = task["index"]
+    raise AssertionError(f"task {task_id} did not end")
+
+
+async def submit_local(
+    api: TestClient[web.Request, web.Application], *argv: str, **extra: Any
+) -> dict[str, Any]:
+    body = {"provider": "local", "task": {"command": argv[0], "args": list(argv[1:])}, **extra}
+    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
+    assert resp.status == 202, await resp.text()
+    task: dict[str, Any] = await resp.json()
+    return task

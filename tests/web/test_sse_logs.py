@@ -1,0 +1,176 @@
+"""SSE log tailing: exact bytes, resume with Last-Event-ID, stream filters, fan-out, the end event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from support import WRITER, submit_local, wait_terminal
+
+from egw.web.keys import service_key
+
+SSE = {**WRITER, "Accept": "text/event-stream"}
+
+# prints 300 numbered lines on stdout and every 10th on stderr, in small bursts
+CHATTY = (
+    "import sys, time\n"
+    "for i in range(300):\n"
+    "    print(f'out {i} ' + 'x' * (i % 7), flush=True)\n"
+    "    if i % 10 == 0:\n"
+    "        print(f'err {i} é', file=sys.stderr, flush=True)\n"
+    "    if i % 25 == 0:\n"
+    "        time.sleep(0.01)\n"
+)
+
+
+async def read_frames(resp: Any, limit: int | None = None) -> list[dict[str, str]]:
+    """Parse SSE frames until the stream ends (or ``limit`` log frames were read)."""
+    frames: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    logs = 0
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if current:
+                frames.append(current)
+                if current.get("event") == "log":
+                    logs += 1
+                    if limit is not None and logs >= limit:
+                        return frames
+            current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(": ")
+        current[name] = value
+    return frames
+
+
+def text_of(frames: list[dict[str, str]]) -> str:
+    return "".join(json.loads(f["data"])["text"] for f in frames if f.get("event") == "log")
+
+
+async def test_exact_bytes_of_a_live_tail(api: TestClient[web.Request, web.Application]) -> None:
+    task = await submit_local(api, "sleep", "30")
+    service = api.app[service_key]
+    await service.append_log(task["id"], "stdout", b"hello\n")
+    await service.append_log(task["id"], "stderr", "caf\u00e9 \"q\"\n".encode())
+    async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert resp.headers["Cache-Control"] == "no-cache"
+        head = b""
+        while head.count(b"\n\n") < 3:
+            head += await resp.content.readany()
+        assert head == (
+            b"retry: 1000\n\n"
+            b'id: 6\nevent: log\ndata: {"stream":"stdout","text":"hello\\n"}\n\n'
+            b'id: 16\nevent: log\ndata: {"stream":"stderr","text":"caf\xc3\xa9 \\"q\\"\\n"}\n\n'
+        )
+        # live: the next chunk arrives framed the same way, its id the offset after it
+        rest = b""
+        await service.append_log(task["id"], "stdout", b"more\n")
+        while b"more" not in rest:
+            rest += await resp.content.readany()
+        assert rest.startswith(b"event: status\ndata: {")
+        assert rest.endswith(b'id: 21\nevent: log\ndata: {"stream":"stdout","text":"more\\n"}\n\n')
+    cancel = await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)
+    assert cancel.status == 202
+
+
+async def test_late_client_gets_everything_then_end(api: TestClient[web.Request, web.Application]) -> None:
+    task = await submit_local(api, sys.executable, "-c", CHATTY)
+    done = await wait_terminal(api, task["id"])
+    assert done["status"] == "succeeded"
+    plain = await (await api.get(f"/v1/tasks/{task['id']}/logs", headers=WRITER)).text()
+    async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as resp:
+        frames = await read_frames(resp)
+    assert frames[-1]["event"] == "end"
+    assert json.loads(frames[-1]["data"])["status"] == "succeeded"
+    assert text_of(frames) == plain
+    assert plain.count("\n") == 330
+
+
+async def test_resume_after_a_dropped_connection_is_exact(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    task = await submit_local(api, sys.executable, "-c", CHATTY)
+    collected: list[dict[str, str]] = []
+    last_id: str | None = None
+    drops = 0
+    while True:
+        headers = dict(SSE)
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        async with api.get(f"/v1/tasks/{task['id']}/logs", headers=headers) as resp:
+            frames = await read_frames(resp, limit=None if drops >= 3 else 2)
+        collected.extend(frames)
+        ids = [f["id"] for f in frames if "id" in f]
+        last_id = ids[-1] if ids else last_id
+        if frames and frames[-1].get("event") == "end":
+            break
+        drops += 1
+    assert drops == 3
+    plain = await (await api.get(f"/v1/tasks/{task['id']}/logs", headers=WRITER)).read()
+    assert text_of(collected).encode() == plain
+    # ids are strictly increasing byte offsets; the last is the size of the output
+    offsets = [int(f["id"]) for f in collected if "id" in f]
+    assert offsets == sorted(set(offsets))
+    assert offsets[-1] == len(plain)
+
+
+async def test_stream_filter_with_resume(api: TestClient[web.Request, web.Application]) -> None:
+    task = await submit_local(api, sys.executable, "-c", CHATTY)
+    await wait_terminal(api, task["id"])
+    expected = await (await api.get(f"/v1/tasks/{task['id']}/logs?stream=stderr", headers=WRITER)).text()
+    assert expected.splitlines()[0] == "err 0 é" and len(expected.splitlines()) == 30
+    async with api.get(f"/v1/tasks/{task['id']}/logs?stream=stderr", headers=SSE) as resp:
+        first = await read_frames(resp, limit=5)
+    resume = first[-1]["id"]
+    async with api.get(
+        f"/v1/tasks/{task['id']}/logs?stream=stderr", headers={**SSE, "Last-Event-ID": resume}
+    ) as resp:
+        rest = await read_frames(resp)
+    assert text_of(first) + text_of(rest) == expected
+    assert {json.loads(f["data"])["stream"] for f in first + rest if f.get("event") == "log"} == {"stderr"}
+
+
+async def test_many_tailers_share_one_reader_and_agree(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    task = await submit_local(api, sys.executable, "-c", CHATTY)
+
+    async def tail() -> str:
+        async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as resp:
+            return text_of(await read_frames(resp))
+
+    outputs = await asyncio.gather(*(tail() for _ in range(40)))
+    plain = await (await api.get(f"/v1/tasks/{task['id']}/logs", headers=WRITER)).text()
+    assert all(out == plain for out in outputs)
+    # every tailer was served by the one channel of that task, now gone
+    from egw.web.keys import log_channels_key
+
+    assert task["id"] not in api.app[log_channels_key]
+
+
+async def test_status_events_reach_tailers(api: TestClient[web.Request, web.Application]) -> None:
+    task = await submit_local(api, "sh", "-c", "sleep 0.3; exit 3")
+    async with api.get(f"/v1/tasks/{task['id']}/logs?follow=1", headers=WRITER) as resp:
+        frames = await read_frames(resp)
+    statuses = [json.loads(f["data"])["status"] for f in frames if f.get("event") == "status"]
+    assert statuses[0] == "running" and statuses[-1] == "failed"
+    end = json.loads(frames[-1]["data"])
+    assert frames[-1]["event"] == "end" and end["status"] == "failed" and end["exit_code"] == 3
+
+
+async def test_plain_offset(api: TestClient[web.Request, web.Application]) -> None:
+    task = await submit_local(api, "printf", "abcdef")
+    await wait_terminal(api, task["id"])
+    resp = await api.get(f"/v1/tasks/{task['id']}/logs?offset=2", headers=WRITER)
+    assert await resp.text() == "cdef"
+    assert resp.headers["X-Egw-Offset"] == "6"
+    assert resp.headers["X-Egw-Complete"] == "true"
