@@ -27,7 +27,7 @@ import structlog
 
 from egw.config import LocalConfig
 from egw.core.model import Observation, Task, TaskState
-from egw.errors import Forbidden, InvalidRequest
+from egw.errors import EgwError, Forbidden, InvalidRequest
 from egw.providers.base import ProviderSink, Submission, WebhookResult
 
 log = structlog.get_logger("egw.providers.local")
@@ -231,8 +231,13 @@ class LocalProvider:
             if run.killer is not None:
                 run.killer.cancel()
             self._running.pop(run.task.id, None)
-        await sink.logs_complete(run.task.id)
-        await sink.observe(run.task.id, self._outcome(run, code), source=self.name)
+        try:
+            await sink.logs_complete(run.task.id)
+            await sink.observe(run.task.id, self._outcome(run, code), source=self.name)
+        except EgwError as exc:
+            # the store is gone (gateway stopping): the next start records the task
+            log.warning("local_outcome_not_recorded", task_id=run.task.id, error=exc.message)
+            return
         await self._next()
 
     def _outcome(self, run: _Run, code: int) -> Observation:

@@ -1,0 +1,165 @@
+"""`egw serve` as a real process: the CLI end to end, and a SIGKILL during a burst of submits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from support import WRITER, WRITER_TOKEN, config_dict, free_port
+
+import yaml
+
+
+class Gateway:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config_dict(tmp_path)))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp_path / "gateway.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "egw", "serve", "--config", str(self.config), "--port", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"gateway did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "EGW_URL": self.url, "EGW_TOKEN": WRITER_TOKEN}
+        return subprocess.run(
+            [sys.executable, "-m", "egw", *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path)
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def test_cli_end_to_end(gateway: Gateway) -> None:
+    submitted = gateway.cli("submit", "--json", "--", "sh", "-c", "echo out; echo err >&2; exit 0")
+    assert submitted.returncode == 0, submitted.stderr
+    task = json.loads(submitted.stdout)
+    follow = gateway.cli("logs", task["id"], "-f")
+    assert follow.returncode == 0
+    assert follow.stdout == "out\n" and follow.stderr == "err\n"
+    status = gateway.cli("status", task["id"], "--wait")
+    assert status.returncode == 0 and "succeeded" in status.stdout
+
+    failing = gateway.cli("submit", "--follow", "--", "sh", "-c", "echo bye; exit 5")
+    assert failing.returncode == 5 and failing.stdout == "bye\n"
+    assert "task failed: exit code 5" in failing.stderr
+
+    long = json.loads(gateway.cli("submit", "--json", "--name", "nap", "--", "sleep", "30").stdout)
+    cancelled = gateway.cli("cancel", long["id"])
+    assert cancelled.returncode == 0 and "cancelling" in cancelled.stdout
+    waited = gateway.cli("status", long["id"], "--wait")
+    assert waited.returncode == 3 and "cancelled" in waited.stdout
+
+    listed = gateway.cli("tasks", "--status", "cancelled")
+    assert long["id"] in listed.stdout and task["id"] not in listed.stdout
+    missing = gateway.cli("status", "t_missing")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    denied = subprocess.run(
+        [sys.executable, "-m", "egw", "tasks", "--url", gateway.url, "--token", "wrong-token-000000"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert denied.returncode == 1 and "unauthorized" in denied.stderr
+
+
+def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> None:
+    acknowledged: dict[str, str] = {}
+
+    async def burst() -> None:
+        async with aiohttp.ClientSession(headers=WRITER) as session:
+            async def one(i: int) -> None:
+                body = {"provider": "local", "task": {"command": "true"}, "name": f"burst-{i}"}
+                try:
+                    async with session.post(
+                        f"{gateway.url}/v1/tasks", json=body, headers={"Idempotency-Key": f"k{i}"}
+                    ) as resp:
+                        if resp.status == 202:
+                            acknowledged[f"k{i}"] = (await resp.json())["id"]
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass  # in flight when the gateway died: not acknowledged
+
+            running = [asyncio.create_task(one(i)) for i in range(400)]
+            # kill it mid-burst: some answers are in, many requests are still in flight
+            for _ in range(400):
+                if len(acknowledged) >= 20:
+                    break
+                await asyncio.sleep(0.01)
+            gateway.kill()
+            await asyncio.gather(*running)
+
+    asyncio.run(burst())
+    assert acknowledged, "the gateway acknowledged nothing before it was killed"
+    gateway.start()
+
+    async def check() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession(headers=WRITER) as session:
+            tasks: list[dict[str, Any]] = []
+            cursor = None
+            while True:
+                url = f"{gateway.url}/v1/tasks?limit=500" + (f"&cursor={cursor}" if cursor else "")
+                async with session.get(url) as resp:
+                    page = await resp.json()
+                tasks.extend(page["tasks"])
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return tasks
+
+    tasks = asyncio.run(check())
+    ids = [t["id"] for t in tasks]
+    assert len(ids) == len(set(ids))
+    for key, task_id in acknowledged.items():
+        assert task_id in ids, f"acknowledged task {task_id} ({key}) is lost"
+    # each acknowledged name appears once; nothing is left hanging after the restart
+    names = [t["name"] for t in tasks]
+    assert len(names) == len(set(names))
+    deadline = time.monotonic() + 20
+    while any(t["status"] not in ("succeeded", "failed", "cancelled", "timed_out") for t in tasks):
+        assert time.monotonic() < deadline, [t for t in tasks if t["status"] in ("pending", "queued", "running")][:3]
+        time.sleep(0.2)
+        tasks = asyncio.run(check())

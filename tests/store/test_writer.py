@@ -1,0 +1,139 @@
+"""The event log on a real SQLite file: group commit, order, dedupe, all-or-nothing batches, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
+from egw.errors import Conflict, NotFound
+from egw.store import Store
+from egw.store.migrate import load_migrations
+from egw.store.writer import AppendLog, Command, Observe, Progress, Prune, Submit
+
+
+def draft(**kw: object) -> Task:
+    now = utcnow()
+    return Task(id=new_task_id(), provider="local", spec={"command": "x"}, created_at=now,
+                updated_at=now, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Store(str(tmp_path / "egw.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_concurrent_appends_are_batched_and_ordered(store: Store) -> None:
+    task, _ = await store.writer.submit(Submit(draft()))
+    ops = [Progress(task.id, "tick", {"n": i}, "test") for i in range(2000)]
+    await asyncio.gather(*(store.writer.submit(op) for op in ops))
+    assert max(store.writer.batch_sizes) > 50  # group commit happened
+    events = []
+    after = 0
+    while batch := await store.reader.events(after=after, task_id=task.id):
+        events.extend(batch)
+        after = batch[-1].seq
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) == 2001
+    assert [e.data["n"] for e in events[1:]] == list(range(2000))
+
+
+async def test_duplicate_delivery_is_recorded_once(store: Store) -> None:
+    task, _ = await store.writer.submit(Submit(draft()))
+    obs = Observation(state=TaskState.RUNNING)
+    a, b = await asyncio.gather(
+        store.writer.submit(Observe(task.id, obs, "github", "delivery-1")),
+        store.writer.submit(Observe(task.id, obs, "github", "delivery-1")),
+    )
+    assert a.status is b.status is TaskState.RUNNING
+    again = await store.writer.submit(Progress(task.id, "x", {}, "github", "delivery-1"))
+    assert again is False
+    events = await store.reader.events(task_id=task.id)
+    assert [e.kind for e in events] == ["submitted", "observed"]
+
+
+async def test_stale_observation_is_recorded_not_applied(store: Store) -> None:
+    task, _ = await store.writer.submit(Submit(draft()))
+    await store.writer.submit(Observe(task.id, Observation(state=TaskState.SUCCEEDED, exit_code=0), "x"))
+    after = await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+    assert after.status is TaskState.SUCCEEDED
+    last = (await store.reader.events(task_id=task.id))[-1]
+    assert last.applied is False and last.data["observed"] == "running"
+    assert last.status is TaskState.SUCCEEDED
+
+
+async def test_idempotency_keys(store: Store) -> None:
+    t1, created = await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-a")))
+    t2, created2 = await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-a")))
+    assert created and not created2 and t2.id == t1.id
+    with pytest.raises(Conflict):
+        await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-b")))
+    t3, created3 = await store.writer.submit(Submit(draft(), ("bob", "k1", "hash-a")))
+    assert created3 and t3.id != t1.id
+
+
+async def test_errors_fail_only_their_operation(store: Store) -> None:
+    task, _ = await store.writer.submit(Submit(draft()))
+    ok, missing = await asyncio.gather(
+        store.writer.submit(AppendLog(task.id, "stdout", b"abc")),
+        store.writer.submit(AppendLog("t_nope", "stdout", b"abc")),
+        return_exceptions=True,
+    )
+    assert ok == 3 and isinstance(missing, NotFound)
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: Store, tmp_path: Path) -> None:
+    task, _ = await store.writer.submit(Submit(draft()))
+    before = await store.reader.max_seq()
+    # another connection holds the write lock: the writer's batch cannot commit
+    other = sqlite3.connect(tmp_path / "egw.db", timeout=0.1)
+    other.execute("PRAGMA busy_timeout = 0")
+    other.execute("BEGIN EXCLUSIVE")
+    await store._wconn.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="could not write"):
+        await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+    other.rollback()
+    other.close()
+    assert store.writer.cached(task.id).status is TaskState.PENDING  # type: ignore[union-attr]
+    assert await store.reader.max_seq() == before
+    # and the writer goes on, numbering without a gap
+    after = await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+    assert after.status is TaskState.RUNNING and after.index == before + 1
+
+
+async def test_prune_removes_old_finished_tasks_and_records_the_horizon(store: Store) -> None:
+    old, _ = await store.writer.submit(Submit(draft()))
+    await store.writer.submit(AppendLog(old.id, "stdout", b"old output"))
+    done = await store.writer.submit(Observe(old.id, Observation(state=TaskState.SUCCEEDED), "x"))
+    live, _ = await store.writer.submit(Submit(draft()))
+    await store.writer.submit(Prune(utcnow() + timedelta(seconds=1)))
+    assert await store.reader.task(old.id) is None
+    assert await store.reader.logs(old.id) == []
+    assert await store.reader.task(live.id) is not None
+    assert await store.reader.pruned_seq() == done.index
+    # a new task never reuses a pruned sequence number
+    again, _ = await store.writer.submit(Command(live.id, "cancel", "me"))
+    assert again.index > done.index
+
+
+async def test_migrations_are_numbered_and_tracked(tmp_path: Path) -> None:
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    s = Store(str(tmp_path / "m.db"))
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    # opening again applies nothing
+    s = Store(str(tmp_path / "m.db"))
+    await s.open()
+    await s.close()
