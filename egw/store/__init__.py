@@ -6,7 +6,7 @@ import aiosqlite
 
 from egw.errors import ConfigError
 from egw.store.db import connect
-from egw.store.migrate import current_version, load_migrations, migrate
+from egw.store.migrate import apply_migrations, current_version, load_migrations
 from egw.store.reads import Reader
 from egw.store.writer import Commit, LogChunk, Writer
 
@@ -26,7 +26,7 @@ class Store:
         self._wconn = await connect(self.path)
         try:
             if auto_migrate:
-                await migrate(self._wconn)
+                await apply_migrations(self._wconn)
             else:
                 have, want = await current_version(self._wconn), len(load_migrations())
                 if have != want:

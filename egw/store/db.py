@@ -6,7 +6,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from egw.store.migrate import migrate
+from egw.store.migrate import apply_migrations
 
 
 async def connect(path: str, *, readonly: bool = False) -> aiosqlite.Connection:
@@ -33,6 +33,6 @@ async def open_and_migrate(path: str) -> list[str]:
     """`egw migrate`: apply missing migrations to the file at ``path``."""
     conn = await connect(path)
     try:
-        return await migrate(conn)
+        return await apply_migrations(conn)
     finally:
         await conn.close()

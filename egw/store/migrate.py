@@ -57,7 +57,7 @@ async def current_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
+async def apply_migrations(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
     """Apply what is missing, each migration in its own transaction; returns the names applied."""
     applied: list[str] = []
     version = await current_version(conn)
@@ -69,9 +69,14 @@ async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> lis
         )
     for m in known[version:]:
         # executescript commits first; run the file and the version bump as one transaction
-        await conn.executescript(
-            f"BEGIN IMMEDIATE;\n{m.sql}\n;PRAGMA user_version = {m.version};\nCOMMIT;"
-        )
+        try:
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{m.sql}\n;PRAGMA user_version = {m.version};\nCOMMIT;"
+            )
+        except Exception:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
         applied.append(m.name)
         log.info("migration_applied", migration=m.name)
     return applied
