@@ -19,7 +19,7 @@ from egw.providers.registry import build_providers
 from egw.service.fanout import Hub
 from egw.service.tasks import TaskService
 from egw.store import Store
-from egw.web import events, health, hooks, logs, tasks
+from egw.web import docs, events, health, hooks, logs, tasks
 from egw.web.auth import Authenticator
 from egw.web.keys import (
     auth_key,
@@ -44,7 +44,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[config_key] = config
     app[auth_key] = auth
-    for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes):
+    for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes):
         app.add_routes(table)
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_store_ctx)

@@ -20,7 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 principal_key = web.RequestKey("principal", Principal)
 request_id_key = web.RequestKey("request_id", str)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics")
+_PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics", "/v1/openapi.json")
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
