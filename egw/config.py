@@ -164,6 +164,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    #: serve Prometheus metrics at GET /metrics
+    enabled: bool = True
+    #: ask for a bearer token (any scope) on /metrics
+    require_token: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LocalConfig:
     enabled: bool = True
     #: tasks running at once; the rest wait as ``queued``
@@ -294,6 +302,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
 
 

@@ -36,7 +36,9 @@ and a deadline, honouring ``Retry-After``) from the ``retry`` config, and
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -183,6 +185,53 @@ class Provider(Protocol):
         ...
 
 
+# --- telemetry -----------------------------------------------------------------------------
+
+
+class UpstreamObserver(Protocol):
+    """Told of every upstream call and retry (the metrics registry implements it)."""
+
+    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None: ...
+
+    def upstream_retry(self, provider: str, operation: str) -> None: ...
+
+
+_observers: list[UpstreamObserver] = []
+#: the operation named by the enclosing `retrying` loop, for labelling the calls inside it
+_operation: ContextVar[str] = ContextVar("egw_upstream_operation", default="other")
+
+
+def add_observer(observer: UpstreamObserver) -> None:
+    _observers.append(observer)
+
+
+def remove_observer(observer: UpstreamObserver) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
+
+
+def _outcome(status: int | None) -> str:
+    if status is None:
+        return "error"
+    if status < 400:
+        return "ok"
+    return "server_error" if status == 429 or status >= 500 else "client_error"
+
+
+class _Retrying(AsyncRetrying):
+    """AsyncRetrying that names its operation for the calls made inside each attempt."""
+
+    operation = "other"
+
+    async def __anext__(self) -> Any:
+        token = _operation.set(self.operation)
+        try:
+            return await super().__anext__()
+        except BaseException:
+            _operation.reset(token)
+            raise
+
+
 # --- retries ------------------------------------------------------------------------------
 
 
@@ -220,14 +269,18 @@ def retrying(
         )
         if on_retry is not None:
             on_retry(provider, operation)
+        for observer in _observers:
+            observer.upstream_retry(provider, operation)
 
-    return AsyncRetrying(
+    policy = _Retrying(
         retry=retry_if_exception_type(ProviderUnavailable),
         stop=stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline_s),
         wait=wait,
         before_sleep=before_sleep,
         reraise=True,
     )
+    policy.operation = operation
+    return policy
 
 
 async def with_retries(
@@ -283,6 +336,8 @@ async def http_request(
     kwargs: dict[str, Any] = {}
     if ssl is not None:
         kwargs["ssl"] = ssl
+    started = time.perf_counter()
+    status: int | None = None
     try:
         async with session.request(
             method,
@@ -296,6 +351,7 @@ async def http_request(
             **kwargs,
         ) as resp:
             body = await resp.read()
+            status = resp.status
             return HTTPResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
     except TimeoutError as exc:
         raise ProviderUnavailable(
@@ -306,6 +362,11 @@ async def http_request(
             f"{provider}: {method} {_path(url)} failed: {type(exc).__name__}: {exc}",
             provider=provider,
         ) from exc
+    finally:
+        if _observers:
+            elapsed = time.perf_counter() - started
+            for observer in _observers:
+                observer.upstream_call(provider, _operation.get(), _outcome(status), elapsed)
 
 
 def raise_for_status(

@@ -164,9 +164,10 @@ class Writer:
         self._seq = 0
         self._submit_seq = 0
         self._runner: asyncio.Task[None] | None = None
+        #: called after each commit with what it changed (the hub, metrics)
         self.listeners: list[Callable[[Commit], None]] = []
-        self.batches = 0
-        self.batch_sizes: list[int] = []
+        #: called after each commit with the number of operations it held
+        self.batch_listeners: list[Callable[[int], None]] = []
 
     async def start(self) -> None:
         await self._reload_counters()
@@ -249,9 +250,8 @@ class Writer:
                 pass
             await self._reload_counters()
             raise
-        self.batches += 1
-        if len(self.batch_sizes) < 100000:
-            self.batch_sizes.append(len(ops))
+        for batch_listener in self.batch_listeners:
+            batch_listener(len(ops))
         for task in b.staged.values():
             self._remember(task)
         for task_id in b.commit.pruned:

@@ -19,7 +19,9 @@ from egw.providers.registry import build_providers
 from egw.service.fanout import Hub
 from egw.service.tasks import TaskService
 from egw.store import Store
-from egw.web import docs, events, health, hooks, logs, tasks
+from egw.metrics import Metrics
+from egw.providers.base import add_observer, remove_observer
+from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
 from egw.web.keys import (
     auth_key,
@@ -27,6 +29,7 @@ from egw.web.keys import (
     event_channel_key,
     hub_key,
     log_channels_key,
+    metrics_key,
     service_key,
     session_key,
     store_key,
@@ -46,6 +49,9 @@ def create_app(config: Config) -> web.Application:
     app[auth_key] = auth
     for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes):
         app.add_routes(table)
+    if config.metrics.enabled:
+        app[metrics_key] = Metrics()
+        app.add_routes(metrics.routes)
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
@@ -59,7 +65,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = Store(cfg.path, cache_size=cfg.cache_size)
     await store.open()
     app[store_key] = store
+    observer = app.get(metrics_key)
+    if observer is not None:
+        store.writer.listeners.append(observer.on_commit)
+        store.writer.batch_listeners.append(observer.on_batch)
+        add_observer(observer)
     yield
+    if observer is not None:
+        remove_observer(observer)
     await store.close()
 
 

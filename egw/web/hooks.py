@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 
-from egw.errors import NotFound
-from egw.web.keys import service_key
+from egw.errors import EgwError, NotFound
+from egw.web.keys import metrics_key, service_key
 
 routes = web.RouteTableDef()
 
@@ -17,6 +20,34 @@ async def webhook(request: web.Request) -> web.Response:
         if provider.webhook_source == source:
             # the signature covers the exact bytes: read them raw, parse nothing first
             body = await request.read()
-            result = await provider.handle_webhook(request.headers, body)
+            try:
+                result = await provider.handle_webhook(request.headers, body)
+            except EgwError as exc:
+                _count(request, source, exc.status, {})
+                raise
+            _count(request, source, result.status, result.body)
             return web.json_response(dict(result.body), status=result.status)
     raise NotFound(f"no enabled provider takes webhooks from {source!r}", details={"source": source})
+
+
+def _count(request: web.Request, source: str, status: int, body: Mapping[str, Any]) -> None:
+    metrics = request.app.get(metrics_key)
+    if metrics is None:
+        return
+    if status == 401:
+        result = "bad_signature"
+    elif status == 400:
+        result = "malformed"
+    elif status >= 400:
+        result = "rejected"
+    else:
+        # what the provider's answer says it did with the delivery
+        if body.get("duplicate"):
+            result = "duplicate"
+        elif "ignored" in body:
+            result = "ignored"
+        elif "zen" in body:
+            result = "pong"
+        else:
+            result = "accepted"
+    metrics.webhook(source, result)

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from egw.config import Config
+from egw.metrics import Metrics
 from egw.service.fanout import Hub
 from egw.service.tasks import TaskService
 from egw.store import Store
@@ -21,3 +22,4 @@ service_key = web.AppKey("service", TaskService)
 ticker_key = web.AppKey("ticker", Ticker)
 log_channels_key = web.AppKey("log_channels", dict[str, LogChannel])
 event_channel_key = web.AppKey("event_channel", EventChannel)
+metrics_key = web.AppKey("metrics", Metrics)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from egw.errors import EgwError, Unauthorized
 from egw.web.auth import Principal
+from egw.web.keys import metrics_key
 
 log = structlog.get_logger("egw.http")
 
@@ -76,14 +77,20 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     principal = request.get(principal_key)
     status = response.status
+    elapsed = time.perf_counter() - start
     log.info(
         "request",
         method=request.method,
         path=request.path,
         status=status,
-        duration_ms=round((time.perf_counter() - start) * 1000, 2),
+        duration_ms=round(elapsed * 1000, 2),
         actor=principal.name if principal else None,
     )
+    metrics = request.app.get(metrics_key)
+    if metrics is not None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http(request.method, route, status, elapsed)
     return response
 
 

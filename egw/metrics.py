@@ -1,0 +1,156 @@
+"""Prometheus metrics (prometheus-client): one registry per app, fed by listeners, never by handlers' code.
+
+Label values are bounded: route templates (never raw paths), providers,
+statuses, operations named in code. No task ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from egw.core.model import TERMINAL
+from egw.store import Commit
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "egw_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "egw_http_request_duration_seconds", "Time to answer (to the end of the stream for SSE)",
+            ["method", "route"], buckets=_LATENCY, registry=r,
+        )
+        self.submitted = Counter("egw_tasks_submitted_total", "Tasks submitted", ["provider"], registry=r)
+        self.finished = Counter(
+            "egw_tasks_finished_total", "Tasks that reached a terminal state", ["provider", "outcome"],
+            registry=r,
+        )
+        self.appends = Counter("egw_eventlog_appends_total", "Events appended to the log", registry=r)
+        self.log_bytes = Counter("egw_log_bytes_total", "Task output bytes stored", ["provider"], registry=r)
+        self.batch_size = Histogram(
+            "egw_eventlog_write_batch_size", "Operations per write transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+        )
+        self.upstream_calls = Counter(
+            "egw_upstream_requests_total", "HTTP calls to upstream APIs",
+            ["provider", "operation", "outcome"], registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "egw_upstream_request_duration_seconds", "Latency of upstream calls",
+            ["provider", "operation"], buckets=_LATENCY, registry=r,
+        )
+        self.retries = Counter(
+            "egw_upstream_retries_total", "Upstream calls retried after a transient failure",
+            ["provider", "operation"], registry=r,
+        )
+        self.webhooks = Counter(
+            "egw_webhook_deliveries_total", "Webhook deliveries by result", ["source", "result"], registry=r,
+        )
+        self.sse_connections = Gauge(
+            "egw_sse_connections", "Open server-sent event streams", registry=r
+        )
+        self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
+        self._health: Mapping[str, Mapping[str, Any]] = {}
+        r.register(_Snapshot(self))
+
+    # --- listeners -------------------------------------------------------------------------------
+
+    def on_commit(self, commit: Commit) -> None:
+        """Writer listener: counts events, submissions, outcomes and output."""
+        self.appends.inc(len(commit.events))
+        for event in commit.events:
+            if event.kind == "submitted":
+                self.submitted.labels(event.provider).inc()
+            elif event.applied and event.status in TERMINAL:
+                self.finished.labels(event.provider, str(event.status)).inc()
+        for chunk in commit.logs:
+            task = commit.tasks.get(chunk.task_id)
+            self.log_bytes.labels(task.provider if task else "unknown").inc(len(chunk.data))
+
+    def on_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        self.upstream_calls.labels(provider, operation, outcome).inc()
+        self.upstream_latency.labels(provider, operation).observe(seconds)
+
+    def upstream_retry(self, provider: str, operation: str) -> None:
+        self.retries.labels(provider, operation).inc()
+
+    def webhook(self, source: str, result: str) -> None:
+        self.webhooks.labels(source, result).inc()
+
+    def http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_latency.labels(method, route).observe(seconds)
+
+    # --- scrape ------------------------------------------------------------------------------------
+
+    def render(
+        self,
+        *,
+        tasks_by_status: Mapping[str, Mapping[str, int]],
+        health: Mapping[str, Mapping[str, Any]],
+        sse_connections: int,
+    ) -> bytes:
+        self._tasks_by_status = tasks_by_status
+        self._health = health
+        self.sse_connections.set(sse_connections)
+        return generate_latest(self.registry)
+
+
+class _Snapshot(Collector):
+    """Gauges read at scrape time: tasks by status, and providers' own health figures."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        tasks = GaugeMetricFamily("egw_tasks", "Tasks by provider and current status",
+                                  labels=["provider", "status"])
+        for provider, counts in sorted(self.m._tasks_by_status.items()):
+            for status, n in sorted(counts.items()):
+                tasks.add_metric([provider, status], n)
+        yield tasks
+        # numbers that providers report in health(): GitHub's rate-limit budget, Nomad's
+        # event-stream index lag and reconnects, Cloud Logging reads left...
+        figures = GaugeMetricFamily(
+            "egw_provider_health", "Numeric health figures reported by each provider",
+            labels=["provider", "figure"],
+        )
+        for provider, health in sorted(self.m._health.items()):
+            for key, value in _numbers(health):
+                figures.add_metric([provider, key], value)
+        yield figures
+
+
+def _numbers(health: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+    for key, value in sorted(health.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            yield name, 1.0 if value else 0.0
+        elif isinstance(value, int | float):
+            yield name, float(value)
+        elif isinstance(value, Mapping) and not prefix:
+            yield from _numbers(value, prefix=f"{name}.")
+
+
+def timer() -> Callable[[], float]:
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

@@ -1,0 +1,30 @@
+"""``GET /metrics``: Prometheus exposition (on by default; a token only if ``metrics.require_token``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from egw.metrics import CONTENT_TYPE
+from egw.web.keys import auth_key, config_key, metrics_key, service_key, ticker_key
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    if app[config_key].metrics.require_token:
+        app[auth_key].authenticate(request.headers.get("Authorization"))
+    service = app[service_key]
+    health = {}
+    for name, provider in service.providers.items():
+        try:
+            health[name] = dict(provider.health())
+        except Exception:  # a provider's health must not break the scrape
+            health[name] = {}
+    body = app[metrics_key].render(
+        tasks_by_status=await service.store.reader.counts_by_status(),
+        health=health,
+        sse_connections=len(app[ticker_key].streams),
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,71 @@
+"""GET /metrics after a scripted session: each metric moved as it should."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from support import WRITER, make_config, submit_local, wait_terminal
+
+from egw.web.app import create_app
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in the exposition text (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
+        assert m, line
+        if m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(m.group(4))
+    return 0.0
+
+
+async def scrape(api: TestClient[web.Request, web.Application]) -> str:
+    resp = await api.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return await resp.text()
+
+
+async def test_metrics_follow_a_session(api: TestClient[web.Request, web.Application]) -> None:
+    before = await scrape(api)
+    ok = await submit_local(api, "echo", "hello")
+    bad = await submit_local(api, "false")
+    await wait_terminal(api, ok["id"])
+    await wait_terminal(api, bad["id"])
+    async with api.get(f"/v1/tasks/{ok['id']}/logs", headers={**WRITER, "Accept": "text/event-stream"}) as r:
+        await r.read()
+    await api.get("/v1/tasks/t_nope", headers=WRITER)
+    after = await scrape(api)
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert moved("egw_tasks_submitted_total", provider="local") == 2
+    assert moved("egw_tasks_finished_total", provider="local", outcome="succeeded") == 1
+    assert moved("egw_tasks_finished_total", provider="local", outcome="failed") == 1
+    assert sample(after, "egw_tasks", provider="local", status="succeeded") == 1
+    assert moved("egw_http_requests_total", method="POST", route="/v1/tasks", status="202") == 2
+    assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}", status="404") == 1
+    assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}/logs", status="200") == 1
+    assert moved("egw_eventlog_appends_total") >= 6
+    assert moved("egw_log_bytes_total", provider="local") == len("hello\n")
+    assert sample(after, "egw_eventlog_write_batch_size_count") > 0
+    assert sample(after, "egw_sse_connections") == 0
+    assert not re.search(r"t_[0-9a-f]{32}", after)  # no task ids in labels
+
+
+async def test_metrics_can_require_a_token_or_be_off(aiohttp_client: Any, tmp_path: Path) -> None:
+    guarded = await aiohttp_client(create_app(make_config(tmp_path / "a", {"metrics": {"require_token": True}})))
+    assert (await guarded.get("/metrics")).status == 401
+    assert (await guarded.get("/metrics", headers=WRITER)).status == 200
+    off = await aiohttp_client(create_app(make_config(tmp_path / "b", {"metrics": {"enabled": False}})))
+    assert (await off.get("/metrics")).status == 404
