@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("--limit", type=int, default=20)
     ts.set_defaults(run=_client(_tasks))
 
+    from egw.devserver import add_dev_parser
+
+    add_dev_parser(sub)
     return p
 
 

@@ -1,0 +1,78 @@
+"""`egw dev` as a process: one task on each provider through the CLI, follow, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TASKS = {
+    "local": ["--", "echo", "hello from local"],
+    "nomad": ["--task", json.dumps({"job_id": "demo-job-1", "image": "busybox:latest",
+                                    "command": "echo", "args": ["hello from nomad"]})],
+    "github_actions": ["--task", json.dumps({"workflow_id": "deploy.yml", "ref": "main",
+                                             "inputs": {"env": "prod"}})],
+    "cloud_run": ["--task", json.dumps({"project": "egw-dev", "region": "us-central1", "job": "hello",
+                                        "args": ["hello from cloud run"]})],
+}
+EXPECTED = {"local": "hello from local", "nomad": "hello from nomad", "github_actions": "env=prod",
+            "cloud_run": "hello from cloud run"}
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    info = tmp_path / "info.json"
+    with (tmp_path / "dev.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "egw", "dev", "--port", "0", "--info", str(info), "--time-scale", "0.05"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not info.exists() or not info.read_text().strip().endswith("}"):
+            assert proc.poll() is None, (tmp_path / "dev.log").read_text()
+            assert time.monotonic() < deadline, "egw dev did not start"
+            time.sleep(0.05)
+        data = json.loads(info.read_text())
+        assert oct(info.stat().st_mode & 0o777) == "0o600"  # it holds the token
+        yield data
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (tmp_path / "dev.log").read_text()
+
+
+def cli(info: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EGW_URL": info["gateway"], "EGW_TOKEN": info["token"]}
+    return subprocess.run([sys.executable, "-m", "egw", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_one_task_on_each_provider(dev: dict[str, Any]) -> None:
+    assert set(dev) >= {"gateway", "token", "nomad", "github", "github_webhook_secret", "cloud_run"}
+    for provider, args in TASKS.items():
+        done = cli(dev, "submit", "--follow", "--provider", provider, *args)
+        assert done.returncode == 0, (provider, done.stdout, done.stderr)
+        assert EXPECTED[provider] in done.stdout, (provider, done.stdout)
+    listed = json.loads(cli(dev, "tasks", "--json").stdout)["tasks"]
+    assert sorted(t["provider"] for t in listed) == sorted(TASKS)
+    assert {t["status"] for t in listed} == {"succeeded"}
+
+
+def test_cancel_through_the_cli(dev: dict[str, Any]) -> None:
+    task = json.loads(cli(dev, "submit", "--json", "--", "sleep", "60").stdout)
+    assert cli(dev, "cancel", task["id"]).returncode == 0
+    waited = cli(dev, "status", task["id"], "--wait")
+    assert waited.returncode == 3 and "cancelled" in waited.stdout
