@@ -113,10 +113,8 @@ def _load(path: str | None) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from egw.logconfig import configure_logging
-    from egw.web.app import create_app, ssl_context
+    from egw.web.app import serve
 
     cfg = _load(args.config)
     server = replace(cfg.server, host=args.host or cfg.server.host, port=args.port or cfg.server.port)
@@ -135,16 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(level=cfg.logging.level, fmt=cfg.logging.format, file=cfg.logging.file)
     scheme = "https" if cfg.tls.enabled else "http"
     print(f"egw: listening on {scheme}://{server.host}:{server.port}", file=sys.stderr, flush=True)
-    web.run_app(
-        create_app(cfg),
-        host=server.host,
-        port=server.port,
-        ssl_context=ssl_context(cfg),
-        shutdown_timeout=server.shutdown_timeout_s,
-        keepalive_timeout=server.keepalive_timeout_s,
-        print=None,
-        access_log=None,
-    )
+    serve(cfg)
     return 0
 
 

@@ -203,6 +203,14 @@ class NomadConfig:
     server_name: str | None = None
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 30.0
+    #: reconnect the event stream when nothing (not even the 30 s heartbeat) came for this long
+    stream_idle_timeout_s: float = 75.0
+    #: while the event stream is refused (ACL, network), long-poll allocations with this ``wait``
+    blocking_wait_s: float = 60.0
+    #: while long-polling, try the event stream again this often
+    stream_retry_s: float = 300.0
+    #: keep tailing an allocation's logs this long after egw ended its task (then drain and stop)
+    log_grace_s: float = 30.0
 
     def validate(self, path: str) -> None:
         _url(self.address, f"{path}.address")
@@ -210,6 +218,15 @@ class NomadConfig:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 raise ConfigError(f"{path}.{name}", f"no such file: {value}")
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            raise ConfigError(
+                f"{path}.client_key_file", "give client_cert_file and client_key_file together"
+            )
+        for name in ("connect_timeout_s", "request_timeout_s", "stream_idle_timeout_s",
+                     "blocking_wait_s", "stream_retry_s", "log_grace_s"):
+            _positive(getattr(self, name), f"{path}.{name}")
+        if self.blocking_wait_s > 600:
+            raise ConfigError(f"{path}.blocking_wait_s", "Nomad caps wait at 600 s (10m)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +423,8 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str], is_secr
 
 
 def _kind(value: Any, is_secret: bool) -> str:
-    if is_secret:
+    # only a scalar is quoted: a list or mapping may hold secrets written in the file
+    if is_secret or not isinstance(value, str | int | float | bool | None):
         return type(value).__name__
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}"

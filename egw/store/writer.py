@@ -193,6 +193,8 @@ class Writer:
     async def submit(self, op: _Op) -> Any:
         loop = asyncio.get_running_loop()
         op.fut = loop.create_future()
+        # a caller cancelled while waiting never reads the outcome: do not warn about it
+        op.fut.add_done_callback(_retrieved)
         if self._runner is None or self._runner.done():
             raise StoreError("the event log is not running")
         self._queue.put_nowait(op)
@@ -227,9 +229,21 @@ class Writer:
                 raise
             except Exception as exc:  # a failed transaction fails its batch, not the writer
                 log.error("store_batch_failed", error=repr(exc), size=len(batch))
-                for op in batch:
-                    if not op.fut.done():
-                        op.fut.set_exception(StoreError(f"the event log could not write: {exc}"))
+                if len(batch) > 1:
+                    # one bad operation must not fail its neighbours: apply each alone
+                    for op in batch:
+                        await self._apply_alone(op)
+                else:
+                    _fail(batch[0], exc)
+
+    async def _apply_alone(self, op: _Op) -> None:
+        try:
+            await self._apply([op])
+        except asyncio.CancelledError:
+            _fail(op, RuntimeError("shutting down"))
+            raise
+        except Exception as exc:
+            _fail(op, exc)
 
     async def _apply(self, ops: list[_Op]) -> None:
         b = _Batch()
@@ -542,6 +556,17 @@ class Writer:
                                ("idempotency_keys", "task_id"), ("tasks", "id")):
                 await self._conn.execute(f"DELETE FROM {table} WHERE {col} IN ({q})", part)
         return ids
+
+
+def _fail(op: _Op, exc: BaseException) -> None:
+    if not op.fut.done():
+        log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
+        op.fut.set_exception(StoreError("the event log could not record this change"))
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def retention_cutoff(retention_days: float, now: datetime | None = None) -> datetime:

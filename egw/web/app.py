@@ -135,3 +135,18 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
         ctx.load_verify_locations(tls.client_ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def serve(config: Config) -> None:
+    """Run the gateway until SIGINT or SIGTERM (`egw serve`)."""
+    server = config.server
+    web.run_app(
+        create_app(config),
+        host=server.host,
+        port=server.port,
+        ssl_context=ssl_context(config),
+        shutdown_timeout=server.shutdown_timeout_s,
+        keepalive_timeout=server.keepalive_timeout_s,
+        print=None,
+        access_log=None,
+    )

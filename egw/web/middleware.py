@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from egw.errors import EgwError, Unauthorized
+from egw.errors import EgwError, InvalidRequest, Unauthorized
 from egw.web.auth import Principal
 from egw.web.keys import metrics_key
 
@@ -67,6 +69,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         response = _from_http(exc)
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
+        response = error_response(InvalidRequest(f"cannot read the body: {exc}", field="body"))
     except ConnectionResetError:
         raise  # the client went away: nothing to answer
     except Exception:

@@ -29,9 +29,20 @@ async def read_json(request: web.Request) -> Any:
         )
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        body = json.loads(raw)
+    # ValueError also covers integers longer than Python's 4,300-digit limit
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    try:
+        # JSON may spell lone UTF-16 surrogates (\ud800) that no UTF-8 text can hold
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "the body holds text that is not valid Unicode (a lone surrogate)", field="body"
+        ) from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply", field="body") from None
+    return body
 
 
 def submit_request(body: Any) -> SubmitRequest:

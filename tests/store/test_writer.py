@@ -99,7 +99,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, tmp_path
     other.execute("PRAGMA busy_timeout = 0")
     other.execute("BEGIN EXCLUSIVE")
     await store._wconn.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
-    with pytest.raises(Exception, match="could not write"):
+    with pytest.raises(Exception, match="could not record"):
         await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
     other.rollback()
     other.close()

@@ -1,0 +1,221 @@
+"""structlog as `egw serve` configures it: one canonical JSON line per request, to stdout and to
+a file, and no Authorization header or token anywhere in the output.
+
+`configure_logging` changes process-wide state (structlog's configuration, the
+root logger's handlers); the ``json_logging`` fixture puts all of it back, so
+tests that run later are unaffected.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from support import ADMIN_TOKEN, READER, READER_TOKEN, WRITER, WRITER_TOKEN, make_config
+
+from egw.logconfig import configure_logging
+from egw.web.app import create_app
+
+WRONG_TOKEN = "wrong-token-Zq81mXv02LpN"
+TOKENS = (WRITER_TOKEN, READER_TOKEN, ADMIN_TOKEN, WRONG_TOKEN)
+
+
+def _uncache_lazy_loggers() -> None:
+    """Module-level ``structlog.get_logger()`` proxies that were used while
+    ``cache_logger_on_first_use`` was on keep the configuration of that moment
+    (a ``bind`` attribute on the instance); drop it so they follow the current one."""
+    for obj in gc.get_objects():
+        if isinstance(obj, structlog._config.BoundLoggerLazyProxy) and "bind" in vars(obj):
+            del obj.bind
+
+
+@pytest.fixture
+def json_logging(tmp_path: Path) -> Iterator[Callable[[], Path]]:
+    """Gives ``configure()``; call it in the test body, where the stdout handler binds
+    to the ``sys.stdout`` that capsys reads (a fixture's own stdout is closed after setup)."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    access = logging.getLogger("aiohttp.access")
+    saved_access = access.level
+    log_file = tmp_path / "egw.log"
+
+    def configure() -> Path:
+        configure_logging(level="info", fmt="json", file=str(log_file))
+        return log_file
+
+    try:
+        yield configure
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        _uncache_lazy_loggers()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in saved_handlers:
+                handler.close()
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+        access.setLevel(saved_access)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            out.append(json.loads(line))  # every line is one JSON object
+    return out
+
+
+def request_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [entry for entry in lines if entry.get("event") == "request"]
+
+
+def assert_no_secret(text: str, *, header_names: bool = True) -> None:
+    for token in TOKENS:
+        assert token not in text
+        assert token[:12] not in text
+    assert "Bearer" not in text and "bearer" not in text
+    if header_names:  # not even the header's name: requests are logged without headers
+        assert "Authorization" not in text and "authorization" not in text
+
+
+async def test_one_json_line_per_request_to_stdout_and_file(
+    json_logging: Callable[[], Path],
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log_file = json_logging()
+    api = await aiohttp_client(create_app(make_config(tmp_path)))
+    capsys.readouterr()  # startup lines are not requests
+    calls = [
+        ("GET", "/healthz", {}, None, 200, None),
+        ("GET", "/v1/tasks", READER, None, 200, "reader"),
+        (
+            "POST",
+            "/v1/tasks",
+            WRITER,
+            {"provider": "local", "task": {"command": "true"}},
+            202,
+            "writer",
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            READER,
+            {"provider": "local", "task": {"command": "true"}},
+            403,
+            "reader",
+        ),
+        (
+            "GET",
+            "/v1/tasks/t_nope",
+            {**READER, "X-Request-ID": "trace-me-123"},
+            None,
+            404,
+            "reader",
+        ),
+        ("GET", "/v1/tasks", {"Authorization": f"Bearer {WRONG_TOKEN}"}, None, 401, None),
+        ("GET", "/v1/tasks", {"Authorization": WRONG_TOKEN}, None, 401, None),
+        ("GET", "/v1/tasks", {}, None, 401, None),
+    ]
+    expected: dict[str, tuple[str, str, int, str | None]] = {}
+    for method, path, headers, body, status, actor in calls:
+        resp = await api.request(method, path, headers=headers, json=body)
+        assert resp.status == status, await resp.text()
+        await resp.read()
+        expected[resp.headers["X-Request-ID"]] = (method, path, status, actor)
+    assert "trace-me-123" in expected
+    await api.close()
+
+    out = capsys.readouterr()
+    stdout = json_lines(out.out)
+    from_file = json_lines(log_file.read_text(encoding="utf-8"))
+    for lines in (request_lines(stdout), request_lines(from_file)):
+        by_id: dict[str, dict[str, Any]] = {}
+        for entry in lines:
+            assert entry["request_id"] not in by_id, f"two lines for one request: {entry}"
+            by_id[entry["request_id"]] = entry
+        assert set(by_id) == set(expected)
+        for rid, (method, path, status, actor) in expected.items():
+            entry = by_id[rid]
+            assert (entry["method"], entry["path"], entry["status"], entry["actor"]) == (
+                method,
+                path,
+                status,
+                actor,
+            ), entry
+            assert isinstance(entry["duration_ms"], int | float) and entry["duration_ms"] >= 0
+            assert entry["level"] == "info"
+            assert "timestamp" in entry
+    # the file holds the same request lines as stdout
+    assert {e["request_id"] for e in request_lines(stdout)} == {
+        e["request_id"] for e in request_lines(from_file)
+    }
+    assert_no_secret(out.out + out.err)
+    assert_no_secret(log_file.read_text(encoding="utf-8"))
+
+
+async def test_a_wrong_token_is_never_logged(
+    json_logging: Callable[[], Path],
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log_file = json_logging()
+    api = await aiohttp_client(create_app(make_config(tmp_path)))
+    for header in (
+        f"Bearer {WRONG_TOKEN}",
+        f"bearer {WRONG_TOKEN}",
+        f"Basic {WRONG_TOKEN}",
+        f"Bearer {WRITER_TOKEN}x",
+        f"Token {WRONG_TOKEN}",
+    ):
+        for method, path in (
+            ("GET", "/v1/tasks"),
+            ("POST", "/v1/tasks"),
+            ("GET", "/v1/events"),
+            ("GET", "/v1/tasks/t_x/logs"),
+            ("DELETE", "/v1/tasks/t_x"),
+        ):
+            resp = await api.request(method, path, headers={"Authorization": header})
+            assert resp.status == 401
+            await resp.read()
+    await api.close()
+    out = capsys.readouterr()
+    lines = request_lines(json_lines(out.out))
+    assert len(lines) == 25
+    assert all(entry["status"] == 401 and entry["actor"] is None for entry in lines)
+    assert_no_secret(out.out + out.err)
+    assert_no_secret(log_file.read_text(encoding="utf-8"))
+
+
+def test_secret_fields_are_redacted(
+    json_logging: Callable[[], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_file = json_logging()
+    log = structlog.get_logger("egw.test")
+    log.info(
+        "careless",
+        token=WRITER_TOKEN,
+        authorization=f"Bearer {READER_TOKEN}",
+        github_token=ADMIN_TOKEN,
+        webhook_secret=WRONG_TOKEN,
+        access_token=WRONG_TOKEN,
+        task_id="t_1",
+    )
+    logging.getLogger("some.stdlib.logger").warning("stdlib lines are JSON too")
+    out = capsys.readouterr().out
+    lines = json_lines(out)
+    careless = next(e for e in lines if e["event"] == "careless")
+    assert careless["task_id"] == "t_1"
+    assert careless["token"] == careless["authorization"] == "[redacted]"
+    assert any(e["event"] == "stdlib lines are JSON too" and e["level"] == "warning" for e in lines)
+    assert_no_secret(out + log_file.read_text(encoding="utf-8"), header_names=False)
