@@ -62,6 +62,7 @@ class Metrics:
         self.sse_connections = Gauge(
             "egw_sse_connections", "Open server-sent event streams", registry=r
         )
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
         self._health: Mapping[str, Mapping[str, Any]] = {}
         r.register(_Snapshot(self))
@@ -94,8 +95,16 @@ class Metrics:
         self.webhooks.labels(source, result).inc()
 
     def http(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_latency.labels(method, route).observe(seconds)
+        # labelled children are cached: .labels() costs more than the increment itself
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     # --- scrape ------------------------------------------------------------------------------------
 

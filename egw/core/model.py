@@ -40,7 +40,9 @@ def format_time(when: datetime | None) -> str | None:
     """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-27T18:55:00.123Z``."""
     if when is None:
         return None
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return when.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -35,18 +35,19 @@ from egw.web.keys import (
     store_key,
     ticker_key,
 )
-from egw.web.middleware import add_request_id, make_auth_middleware, request_middleware
+from egw.web.middleware import add_request_id, make_middleware
 from egw.web.sse import EventChannel, Ticker
 
 
 def create_app(config: Config) -> web.Application:
     auth = Authenticator(config.auth.tokens)
     app = web.Application(
-        middlewares=[request_middleware, make_auth_middleware(auth.authenticate)],
+        middlewares=[make_middleware(auth.authenticate)],
         client_max_size=config.server.max_body_bytes,
     )
     app[config_key] = config
     app[auth_key] = auth
+    app[tasks.body_cache_key] = tasks.BodyCache()
     for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes):
         app.add_routes(table)
     if config.metrics.enabled:

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from egw.core.model import TaskState
+from egw.core.model import Task, TaskState
 from egw.errors import InvalidRequest
 from egw.web import schemas
 from egw.web.keys import config_key, service_key
@@ -15,11 +15,33 @@ from egw.web.middleware import principal
 routes = web.RouteTableDef()
 
 _IDEMPOTENCY_KEY_MAX = 255
+_BODY_CACHE_SIZE = 4096
 
 
-def _task_response(task_json: dict[str, object], *, status: int = 200) -> web.Response:
+class BodyCache:
+    """Encoded task JSON by (task id, index): a task's projection changes only with its
+    index, so a chat-ops bot polling one task costs one encoding per change."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, tuple[int, bytes]] = {}
+
+    def body(self, task: Task) -> bytes:
+        hit = self._bodies.get(task.id)
+        if hit is not None and hit[0] == task.index:
+            return hit[1]
+        encoded = json.dumps(task.to_json(), separators=(",", ":")).encode()
+        if len(self._bodies) >= _BODY_CACHE_SIZE:
+            self._bodies.clear()
+        self._bodies[task.id] = (task.index, encoded)
+        return encoded
+
+
+body_cache_key = web.AppKey("body_cache", BodyCache)
+
+
+def _task_response(request: web.Request, task: Task, *, status: int = 200) -> web.Response:
     return web.Response(
-        body=json.dumps(task_json, separators=(",", ":")).encode(),
+        body=request.app[body_cache_key].body(task),
         status=status,
         content_type="application/json",
     )
@@ -38,7 +60,7 @@ async def submit(request: web.Request) -> web.Response:
         )
     req = schemas.submit_request(await schemas.read_json(request))
     task, created = await request.app[service_key].submit(req, actor=who.name, idempotency_key=key)
-    resp = _task_response(task.to_json(), status=202)
+    resp = _task_response(request, task, status=202)
     resp.headers["Location"] = f"/v1/tasks/{task.id}"
     resp.headers["ETag"] = f'"{task.index}"'
     if not created:
@@ -85,7 +107,7 @@ async def get_task(request: web.Request) -> web.Response:
     principal(request).require("tasks:read")
     service = request.app[service_key]
     task_id = request.match_info["id"]
-    if "index" in request.query:
+    if request.query_string and "index" in request.query:
         index = schemas.int_query(request, "index", default=0, lo=0, hi=2**62)
         max_wait = request.app[config_key].server.max_wait_s
         wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
@@ -96,7 +118,7 @@ async def get_task(request: web.Request) -> web.Response:
     headers = {"ETag": etag, "X-Egw-Index": str(task.index), "Cache-Control": "no-cache"}
     if etag in _etags(request.headers.get("If-None-Match")):
         return web.Response(status=304, headers=headers)
-    resp = _task_response(task.to_json())
+    resp = _task_response(request, task)
     resp.headers.update(headers)
     return resp
 
@@ -114,4 +136,4 @@ async def cancel(request: web.Request) -> web.Response:
     who.require("tasks:write")
     force = schemas.bool_query(request, "force")
     task = await request.app[service_key].cancel(request.match_info["id"], actor=who.name, force=force)
-    return _task_response(task.to_json(), status=202)
+    return _task_response(request, task, status=202)
