@@ -73,7 +73,7 @@ class LocalProvider:
         if not isinstance(env, dict):
             raise InvalidRequest("task.env must be an object of strings", field="task.env")
         for key, value in env.items():
-            if not isinstance(key, str) or not _ENV_NAME.match(key):
+            if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
                 raise InvalidRequest(f"task.env has a bad variable name {key!r}", field="task.env")
             if not isinstance(value, str) or "\0" in value:
                 raise InvalidRequest(f"task.env.{key} must be a string", field=f"task.env.{key}")

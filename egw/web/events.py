@@ -49,6 +49,8 @@ async def all_events(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request, *, after: int, provider: str | None, task_id: str | None
 ) -> web.StreamResponse:
+    if request.method == "HEAD":
+        return web.Response(headers=sse_headers())
     app = request.app
     service, ticker, channel = app[service_key], app[ticker_key], app[event_channel_key]
     reader = service.store.reader

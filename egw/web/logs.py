@@ -28,6 +28,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("stream must be stdout or stderr", field="stream")
     if _wants_sse(request):
         start = schemas.last_event_id(request, query="offset") or 0
+        if request.method == "HEAD":
+            return web.Response(headers=sse_headers())
         return await _tail_sse(request, task.id, start, group)
     start = schemas.int_query(request, "offset", default=0, lo=0, hi=2**62)
     return await _plain(request, task.id, start, group)

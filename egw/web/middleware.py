@@ -66,7 +66,7 @@ def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
         start = time.perf_counter()
         incoming = request.headers.get("X-Request-ID")
         request_id = (
-            incoming if incoming and _REQUEST_ID.match(incoming) else f"{prefix}{next(counter):08x}"
+            incoming if incoming and _REQUEST_ID.fullmatch(incoming) else f"{prefix}{next(counter):08x}"
         )
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -18,6 +18,8 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _SUBMIT_FIELDS = {"provider", "task", "name", "labels", "timeout_s"}
 MAX_TIMEOUT_S = 7 * 24 * 3600
+#: the largest offset or sequence number a client may name (SQLite integers are 64-bit)
+MAX_CURSOR = 2**62
 
 
 async def read_json(request: web.Request) -> Any:
@@ -65,7 +67,7 @@ def submit_request(body: Any) -> SubmitRequest:
         if not isinstance(labels, dict) or len(labels) > 64:
             raise InvalidRequest("labels must be an object of at most 64 strings", field="labels")
         for key, value in labels.items():
-            if not _LABEL_KEY.match(key):
+            if not _LABEL_KEY.fullmatch(key):
                 raise InvalidRequest(f"bad label name {key!r}", field=f"labels.{key}")
             if not isinstance(value, str) or len(value) > 256:
                 raise InvalidRequest(
@@ -104,7 +106,7 @@ def duration_query(request: web.Request, name: str, *, default_s: float, max_s: 
     raw = request.query.get(name)
     if raw is None:
         return default_s
-    m = _DURATION.match(raw.strip())
+    m = _DURATION.fullmatch(raw.strip())
     if not m:
         raise InvalidRequest(f"{name} must be a duration like 30s or 5m", field=name)
     value = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
@@ -145,6 +147,6 @@ def last_event_id(request: web.Request, *, query: str) -> int | None:
         value = int(raw)
     except ValueError:
         raise InvalidRequest(f"Last-Event-ID / {query} must be an integer", field=query) from None
-    if value < 0:
-        raise InvalidRequest(f"{query} must not be negative", field=query)
+    if not 0 <= value <= MAX_CURSOR:
+        raise InvalidRequest(f"Last-Event-ID / {query} must be between 0 and {MAX_CURSOR}", field=query)
     return value

@@ -107,13 +107,13 @@ async def get_task(request: web.Request) -> web.Response:
     principal(request).require("tasks:read")
     service = request.app[service_key]
     task_id = request.match_info["id"]
-    if request.query_string and "index" in request.query:
-        index = schemas.int_query(request, "index", default=0, lo=0, hi=2**62)
+    task = await service.get(task_id)
+    if request.query_string:  # plain polls skip query parsing altogether
         max_wait = request.app[config_key].server.max_wait_s
         wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
-        task = await service.wait(task_id, index=index, wait_s=wait_s)
-    else:
-        task = await service.get(task_id)
+        if "index" in request.query:
+            index = schemas.int_query(request, "index", default=0, lo=0, hi=schemas.MAX_CURSOR)
+            task = await service.wait(task_id, index=index, wait_s=wait_s)
     etag = f'"{task.index}"'
     headers = {"ETag": etag, "X-Egw-Index": str(task.index), "Cache-Control": "no-cache"}
     if etag in _etags(request.headers.get("If-None-Match")):
