@@ -62,7 +62,10 @@ class Hub:
         waiters = self._waiters.setdefault(task_id, set())
         waiters.add(fut)
         try:
-            await asyncio.wait_for(fut, timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the future completing
+            async with asyncio.timeout(timeout_s):
+                await fut
             return True
         except TimeoutError:
             return False

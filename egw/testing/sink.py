@@ -152,6 +152,8 @@ class MemorySink:
 
     async def logs_complete(self, task_id: str) -> None:
         self.complete.add(task_id)
+        if task_id in self.tasks:
+            self.tasks[task_id] = self.tasks[task_id].evolve(logs_complete=True)
         await self._notify()
 
     async def set_upstream(
