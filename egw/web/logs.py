@@ -97,6 +97,7 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
             stream.finish("end")
         else:
             stream.push(_http_chunk(b"".join(frames)))
+        del frames, chunks, task, current  # an idle tailer holds nothing but its stream
         why = await stream.done
     except ConnectionResetError:
         return resp

@@ -357,8 +357,11 @@ class Ticker:
         loop = asyncio.get_running_loop()
         next_keepalive = loop.time() + self.keepalive_s
         chunk = _http_chunk(KEEPALIVE)
+        deadline = loop.time()
         while True:
-            await asyncio.sleep(self.flush_s)
+            # ticks on fixed deadlines: a long flush shortens the next wait, not the rate
+            deadline = max(deadline + self.flush_s, loop.time())
+            await asyncio.sleep(deadline - loop.time())
             self.flush_now()
             if loop.time() >= next_keepalive:
                 next_keepalive = loop.time() + self.keepalive_s
