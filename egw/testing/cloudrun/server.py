@@ -1,0 +1,476 @@
+"""`CloudRunSimulator`: Cloud Run Admin v2 (jobs:run, executions, tasks, operations), Cloud Logging
+``entries:list`` and an OAuth2 token endpoint, served by one aiohttp app over real HTTP.
+
+Paths, bodies, status codes and error bodies follow shared/contracts/cloudrun/ (copied to
+tests/samples/cloudrun/): errors are AIP-193 ``{"error": {"code", "message", "status"}}`` with the
+google.rpc.Code name of the HTTP status. See the package docstring for the scripting API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import string
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from egw.testing.cloudrun.filters import FilterError, compile_filter
+from egw.testing.cloudrun.google import (
+    GOOGLE_TOKEN_URL,
+    STATUS_NAMES,
+    UNAUTHENTICATED_MESSAGE,
+    GoogleError,
+    decode_token,
+    encode_token,
+    jwt_claims,
+    known_fields,
+    oauth_error,
+)
+from egw.testing.cloudrun.google import page as paged
+from egw.testing.cloudrun.model import JobScript, SimExecution, SimJob
+from egw.wire.cloudrun import normalize_timestamp
+
+OPERATIONS = ("run", "get_execution", "list_executions", "cancel", "list_tasks", "get_task",
+              "get_operation", "wait_operation", "list_entries", "token")
+_SEG = r"[^/]+"
+_JOB = rf"projects/{_SEG}/locations/{_SEG}/jobs/{_SEG}"
+_EXEC = rf"{_JOB}/executions/{_SEG}"
+_OP = rf"projects/{_SEG}/locations/{_SEG}/operations/{_SEG}"
+# (method, path pattern after /v2/, operation) from the discovery documents' method paths
+_ROUTES = [
+    ("POST", re.compile(r"entries:list"), "list_entries"),
+    ("POST", re.compile(rf"({_JOB}):run"), "run"),
+    ("GET", re.compile(rf"({_JOB})/executions"), "list_executions"),
+    ("POST", re.compile(rf"({_EXEC}):cancel"), "cancel"),
+    ("GET", re.compile(rf"({_EXEC})/tasks"), "list_tasks"),
+    ("GET", re.compile(rf"({_EXEC}/tasks/{_SEG})"), "get_task"),
+    ("GET", re.compile(rf"({_EXEC})"), "get_execution"),
+    ("POST", re.compile(rf"({_OP}):wait"), "wait_operation"),
+    ("GET", re.compile(rf"({_OP})"), "get_operation"),
+]
+_RUN_KEYS = {"": {"overrides", "etag", "validateOnly"},
+             "overrides": {"containerOverrides", "taskCount", "timeout"},
+             "overrides.containerOverrides": {"name", "args", "env", "clearArgs"},
+             "overrides.containerOverrides.env": {"name", "value", "valueSource"}}
+_LIST_KEYS = {"": {"resourceNames", "projectIds", "filter", "orderBy", "pageSize", "pageToken"}}
+
+
+@dataclass
+class _Fault:
+    operation: str
+    times: int
+    skip: int = 0
+    status: int | None = None
+    delay_s: float = 0.0
+    apply: bool = False
+    message: str | None = None
+
+
+@dataclass
+class _Op:
+    name: str
+    execution: str
+
+
+class CloudRunSimulator:
+    """Both Google APIs on one base URL; see `egw.testing.cloudrun` for the scripting API."""
+
+    def __init__(
+        self, *, token: str | None = "sim-token", time_scale: float = 1.0, seed: int | None = None,
+        clock: Callable[[], float] = time.time, token_lifetime_s: float = 3600.0,
+        require_auth: bool = True,
+    ) -> None:
+        self.time_scale = time_scale
+        #: every API call needs a good bearer token (a static one, or one issued by /token)
+        self.require_auth = require_auth
+        self.clock = clock
+        self.token_lifetime_s = token_lifetime_s
+        self.tokens: dict[str, float | None] = {token: None} if token else {}
+        #: service-account public keys (PEM) by key id; when set, token requests must be signed
+        self.trusted_keys: dict[str, str] = {}
+        self.jobs: dict[str, SimJob] = {}
+        self.executions: dict[str, SimExecution] = {}
+        self.operations: dict[str, _Op] = {}
+        #: every API call as (operation, path), in order
+        self.requests: list[tuple[str, str]] = []
+        #: the next N entries:list answers that would hold entries hold none (but a nextPageToken)
+        self.empty_log_pages = 0
+        #: Cloud Logging read quota per project per (real) minute; None: unlimited
+        self.logging_quota_per_minute: int | None = None
+        self._reads: dict[str, deque[float]] = {}
+        self._faults: list[_Fault] = []
+        self._rng = random.Random(seed)
+        self.app = web.Application()
+        self.app.router.add_route("*", "/v2/{path:.*}", self._dispatch)
+        self.app.router.add_post("/token", self._token)
+        self._runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    # --- scripting ------------------------------------------------------------------------
+
+    def add_job(
+        self, project: str, region: str, name: str, *, script: JobScript | None = None,
+        args: list[str] | None = None, env: Mapping[str, str] | None = None, task_count: int = 1,
+        container: str = "job-1",
+    ) -> SimJob:
+        job = SimJob(project, region, name, args=list(args or []), env=dict(env or {}),
+                     task_count=task_count, container=container, script=script or JobScript())
+        self.jobs[job.resource] = job
+        return job
+
+    def fail(self, operation: str, status: int = 503, *, times: int = 1, skip: int = 0,
+             apply: bool = False, message: str | None = None) -> None:
+        """Answer the next ``times`` calls of ``operation`` (one of OPERATIONS, or ``*``) with an
+        error, after letting ``skip`` calls through; with ``apply`` the call takes effect first
+        (an execution is started, then 500)."""
+        self._check_op(operation)
+        self._faults.append(_Fault(operation, times, skip=skip, status=status, apply=apply,
+                                   message=message))
+
+    def delay(self, operation: str, seconds: float, *, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``operation`` ``seconds`` (real) late, after they
+        took effect: a client that times out has lost the answer, not the effect."""
+        self._check_op(operation)
+        self._faults.append(_Fault(operation, times, delay_s=seconds))
+
+    def count(self, operation: str) -> int:
+        return sum(1 for op, _ in self.requests if op == operation)
+
+    def executions_of(self, project: str, region: str, job: str) -> list[SimExecution]:
+        prefix = f"projects/{project}/locations/{region}/jobs/{job}/executions/"
+        return [e for n, e in self.executions.items() if n.startswith(prefix)]
+
+    def issue_token(self, lifetime_s: float | None = None) -> str:
+        token = "ya29.sim-" + "".join(self._rng.choices(string.ascii_letters + string.digits, k=32))
+        self.tokens[token] = None if lifetime_s is None else self.clock() + lifetime_s
+        return token
+
+    def now_ns(self) -> int:
+        return int(self.clock() * 1_000_000_000)
+
+    @staticmethod
+    def _check_op(operation: str) -> None:
+        if operation != "*" and operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; one of {OPERATIONS}")
+
+    # --- serving ---------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.rel_url.raw_path.removeprefix("/v2/")
+        for method, pattern, operation in _ROUTES:
+            m = pattern.fullmatch(path)
+            if m and request.method == method:
+                break
+        else:
+            return GoogleError(404, f"The requested URL /v2/{path} was not found on this server."
+                               ).response()
+        self.requests.append((operation, path))
+        try:
+            self._authenticate(request)
+            fault = self._take_fault(operation)
+            handler: Callable[..., Awaitable[Any]] = getattr(self, f"_{operation}")
+            arg = m.group(1) if m.groups() else None
+            if fault is not None and fault.status is not None and not fault.apply:
+                raise self._fault_error(fault, operation)
+            body = await handler(request, arg) if arg is not None else await handler(request)
+            if fault is not None and fault.status is not None:
+                raise self._fault_error(fault, operation)
+            if fault is not None and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            return web.json_response(body)
+        except GoogleError as err:
+            return err.response()
+
+    def _authenticate(self, request: web.Request) -> None:
+        if not self.require_auth:
+            return
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else None
+        if token is None or token not in self.tokens:
+            raise GoogleError(401, UNAUTHENTICATED_MESSAGE)
+        expiry = self.tokens[token]
+        if expiry is not None and self.clock() >= expiry:
+            raise GoogleError(401, UNAUTHENTICATED_MESSAGE)
+
+    def _take_fault(self, operation: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.times > 0 and fault.operation in (operation, "*"):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
+                fault.times -= 1
+                return fault
+        return None
+
+    def _fault_error(self, fault: _Fault, operation: str) -> GoogleError:
+        status = fault.status or 503
+        if fault.message:
+            return GoogleError(status, fault.message)
+        if status == 429:
+            logging = operation == "list_entries"
+            service = "logging.googleapis.com" if logging else "run.googleapis.com"
+            metric = "Read requests" if logging or operation.startswith(("get", "list", "wait")) \
+                else "Write requests"
+            return GoogleError(
+                429, f"Quota exceeded for quota metric '{metric}' and limit '{metric} per"
+                     f" minute' of service '{service}'.",
+                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason":
+                  "RATE_LIMIT_EXCEEDED", "domain": "googleapis.com",
+                  "metadata": {"service": service}}])
+        if status == 503:
+            return GoogleError(503, "The service is currently unavailable.")
+        return GoogleError(status, f"Simulated {STATUS_NAMES.get(status, 'error')} ({status}).")
+
+    @staticmethod
+    async def _json(request: web.Request, allowed: Mapping[str, set[str]]) -> dict[str, Any]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise GoogleError(400, f"Invalid JSON payload received. {exc}") from None
+        if not isinstance(body, dict):
+            raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
+        known_fields(body, allowed, "")
+        return body
+
+    # --- Cloud Run Admin v2 ------------------------------------------------------------------
+
+    def _job(self, name: str) -> SimJob:
+        job = self.jobs.get(name)
+        if job is None:
+            parts = name.split("/")
+            raise GoogleError(404, f"Resource '{parts[-1]}' of kind 'JOB' in region '{parts[3]}'"
+                                   f" in project '{parts[1]}' does not exist.")
+        return job
+
+    def _execution(self, name: str) -> SimExecution:
+        ex = self.executions.get(name)
+        if ex is None:
+            raise GoogleError(404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'EXECUTION' in"
+                                   f" region '{name.split('/')[3]}' in project"
+                                   f" '{name.split('/')[1]}' does not exist.")
+        return ex
+
+    async def _run(self, request: web.Request, job_name: str) -> dict[str, Any]:
+        body = await self._json(request, _RUN_KEYS)
+        job = self._job(job_name)
+        overrides = body.get("overrides") or {}
+        containers = overrides.get("containerOverrides") or []
+        if len(containers) > 1:
+            raise GoogleError(400, "Only one container override is supported by this simulator.")
+        for c in containers:
+            if c.get("name") and c["name"] != job.container:
+                raise GoogleError(400, f"Container override name '{c['name']}' does not match any"
+                                       f" container of job '{job.name}'.")
+        count = overrides.get("taskCount")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise GoogleError(400, "overrides.task_count must be greater than 0.")
+        timeout = overrides.get("timeout")
+        if timeout is not None and not re.fullmatch(r"\d+(\.\d{1,9})?s", str(timeout)):
+            raise GoogleError(400, "Invalid value at 'overrides.timeout' (type.googleapis.com/"
+                                   "google.protobuf.Duration), Field 'timeout', Illegal duration"
+                                   " format; duration must end with 's'")
+        short = f"{job.name[:57]}-" + "".join(self._rng.choices(string.ascii_lowercase +
+                                                                 string.digits, k=5))
+        now = self.now_ns()  # the answer shows the execution as it was created
+        ex = SimExecution(job, short_id=short, now_ns=now, scale=self.time_scale,
+                          overrides=overrides, rng=self._rng)
+        if body.get("validateOnly"):
+            return {"name": self._new_op(job, ex, store=False), "done": True,
+                    "metadata": ex.to_json(now, typed=True)}
+        self.executions[ex.name] = ex
+        return self._op_json(self._new_op(job, ex), now)
+
+    def _new_op(self, job: SimJob, ex: SimExecution, *, store: bool = True) -> str:
+        name = f"projects/{job.project}/locations/{job.region}/operations/{uuid.uuid4()}"
+        if store:
+            self.operations[name] = _Op(name, ex.name)
+        return name
+
+    def _op_json(self, name: str, now: int | None = None) -> dict[str, Any]:
+        op = self.operations[name]
+        ex = self.executions[op.execution]
+        now = self.now_ns() if now is None else now
+        body: dict[str, Any] = {"name": name, "metadata": ex.to_json(now, typed=True)}
+        if ex.done(now):
+            body["done"] = True
+            body["response"] = ex.to_json(now, typed=True)
+        return body
+
+    async def _get_execution(self, request: web.Request, name: str) -> dict[str, Any]:
+        return self._execution(name).to_json(self.now_ns())
+
+    async def _list_executions(self, request: web.Request, parent: str) -> dict[str, Any]:
+        self._job(parent)
+        found = sorted(self.executions_of(*_job_parts(parent)),
+                       key=lambda e: (e.created_ns, e.name), reverse=True)
+        now = self.now_ns()
+        page, token = paged(request, [e.to_json(now) for e in found], parent)
+        return {"executions": page, "nextPageToken": token} if token else {"executions": page}
+
+    async def _cancel(self, request: web.Request, name: str) -> dict[str, Any]:
+        await self._json(request, {"": {"etag", "validateOnly"}})
+        ex = self._execution(name)
+        now = self.now_ns()
+        if ex.done(now):
+            raise GoogleError(400, f"Execution {ex.short_id} has already completed.",
+                              name="FAILED_PRECONDITION")
+        if ex.cancelled_ns is None:
+            ex.cancelled_ns = now
+        return self._op_json(self._new_op(ex.job, ex))
+
+    async def _list_tasks(self, request: web.Request, parent: str) -> dict[str, Any]:
+        ex = self._execution(parent)
+        now = self.now_ns()
+        page, token = paged(request, [ex.task_json(t, now) for t in ex.tasks], parent)
+        return {"tasks": page, "nextPageToken": token} if token else {"tasks": page}
+
+    async def _get_task(self, request: web.Request, name: str) -> dict[str, Any]:
+        ex = self._execution(name.rsplit("/tasks/", 1)[0])
+        for task in ex.tasks:
+            body = ex.task_json(task, self.now_ns())
+            if body["name"] == name:
+                return body
+        raise GoogleError(404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'TASK' does not exist.")
+
+    async def _get_operation(self, request: web.Request, name: str) -> dict[str, Any]:
+        if name not in self.operations:
+            raise GoogleError(404, f"Operation {name} not found.")
+        return self._op_json(name)
+
+    async def _wait_operation(self, request: web.Request, name: str) -> dict[str, Any]:
+        body = await self._json(request, {"": {"timeout"}})
+        if name not in self.operations:
+            raise GoogleError(404, f"Operation {name} not found.")
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(body.get("timeout") or "30s"))
+        if not m:
+            raise GoogleError(400, "Illegal duration format; duration must end with 's'")
+        deadline = asyncio.get_running_loop().time() + min(float(m.group(1)) * self.time_scale, 60)
+        ex = self.executions[self.operations[name].execution]
+        while not ex.done(self.now_ns()) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return self._op_json(name)
+
+    # --- Cloud Logging v2 --------------------------------------------------------------------
+
+    async def _list_entries(self, request: web.Request) -> dict[str, Any]:
+        body = await self._json(request, _LIST_KEYS)
+        resources = list(body.get("resourceNames") or []) + [
+            f"projects/{p}" for p in body.get("projectIds") or []]
+        if not resources:
+            raise GoogleError(400, "resource_names: at least one resource name is required.")
+        projects = set()
+        for res in resources:
+            m = re.fullmatch(r"projects/([^/]+)", str(res))
+            if not m:
+                raise GoogleError(400, f"Invalid resource name: {res}")
+            projects.add(m.group(1))
+        order = body.get("orderBy") or "timestamp asc"
+        if order not in ("timestamp asc", "timestamp desc"):
+            raise GoogleError(400, f"Invalid order_by: {order}")
+        size = body.get("pageSize", 50)
+        if not isinstance(size, int) or size < 0:
+            raise GoogleError(400, "page_size must not be negative.")
+        size = min(size or 50, 1000)
+        try:
+            pred = compile_filter(str(body.get("filter") or ""))
+        except FilterError as exc:
+            raise GoogleError(400, f"Invalid filter: {exc}") from None
+        for project in projects:
+            self._spend_read(project)
+        now = self.now_ns()
+        entries = [e for ex in self.executions.values() if ex.job.project in projects
+                   for e in ex.visible_entries(now) if pred(e)]
+        def key(e: Mapping[str, Any]) -> tuple[str, str]:
+            return normalize_timestamp(e["timestamp"]), str(e["insertId"])
+
+        entries.sort(key=key, reverse=order == "timestamp desc")
+        digest = hashlib.sha256(json.dumps([body.get("filter"), order, sorted(resources)]).encode()
+                                ).hexdigest()[:16]
+        after = decode_token(body.get("pageToken"), digest)
+        if after is not None:
+            desc = order == "timestamp desc"
+            entries = [e for e in entries if (key(e) < after if desc else key(e) > after)]
+        if entries and self.empty_log_pages > 0:
+            self.empty_log_pages -= 1
+            token = body.get("pageToken") or encode_token(None, digest)
+            return {"nextPageToken": token}
+        page = entries[:size]
+        result: dict[str, Any] = {"entries": page} if page else {}
+        if len(entries) > size:
+            result["nextPageToken"] = encode_token(key(page[-1]), digest)
+        return result
+
+    def _spend_read(self, project: str) -> None:
+        if self.logging_quota_per_minute is None:
+            return
+        reads = self._reads.setdefault(project, deque())
+        now = time.monotonic()
+        while reads and reads[0] <= now - 60:
+            reads.popleft()
+        if len(reads) >= self.logging_quota_per_minute:
+            raise GoogleError(429, f"Quota exceeded for quota metric 'Read requests' and limit"
+                                   f" 'Read requests per minute' of service"
+                                   f" 'logging.googleapis.com' for consumer 'project:{project}'.")
+        reads.append(now)
+
+    # --- OAuth2 token endpoint (what a service-account key's token_uri points at) -------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.requests.append(("token", "/token"))
+        fault = self._take_fault("token")
+        if fault is not None and fault.status is not None:
+            return web.json_response({"error": "temporarily_unavailable"}, status=fault.status)
+        form = await request.post()
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return oauth_error("unsupported_grant_type", "Only the JWT bearer grant is simulated.")
+        assertion = str(form.get("assertion") or "")
+        try:
+            claims = jwt_claims(assertion)
+        except (ValueError, TypeError):
+            return oauth_error("invalid_grant", "Invalid JWT assertion.")
+        # google-auth always signs for Google's endpoint, whatever the key file's token_uri says
+        if claims.get("aud") not in (GOOGLE_TOKEN_URL, str(request.url.with_query(None))):
+            return oauth_error("invalid_grant", "Invalid JWT: audience does not match token URL.")
+        if "cloud-platform" not in str(claims.get("scope", "")):
+            return oauth_error("invalid_scope", "The cloud-platform scope is required.")
+        if self.trusted_keys:
+            from google.auth import exceptions as gexc
+            from google.auth import jwt
+
+            try:
+                jwt.decode(assertion, certs=self.trusted_keys,  # type: ignore[no-untyped-call]
+                           audience=claims["aud"])
+            except (gexc.GoogleAuthError, ValueError):
+                return oauth_error("invalid_grant", "Invalid JWT Signature.")
+        token = self.issue_token(self.token_lifetime_s)
+        return web.json_response({"access_token": token, "expires_in": int(self.token_lifetime_s),
+                                  "token_type": "Bearer"})
+
+
+def _job_parts(parent: str) -> tuple[str, str, str]:
+    parts = parent.split("/")
+    return parts[1], parts[3], parts[5]
