@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
-from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError
+from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider
 from egw.service.fanout import Hub
 from egw.store import Store
@@ -34,6 +34,11 @@ from egw.store.writer import (
 )
 
 log = structlog.get_logger("egw.service")
+
+#: a submit that failed ambiguously (upstream unavailable) is tried this many times in all,
+#: waiting SUBMIT_RETRY_S, then twice that, and so on, before the task fails
+SUBMIT_ATTEMPTS = 4
+SUBMIT_RETRY_S = 15.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +88,8 @@ class TaskService:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._prune_task: asyncio.Task[None] | None = None
+        self.submit_attempts = SUBMIT_ATTEMPTS
+        self.submit_retry_s = SUBMIT_RETRY_S
         store.writer.listeners.append(hub.on_commit)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -182,25 +189,27 @@ class TaskService:
         await asyncio.shield(launch)
         return await self.get(task.id), True
 
-    async def _launch(self, provider: Provider, task: Task) -> None:
+    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
-        except ProviderError as exc:
-            log.warning("submit_failed", task_id=task.id, provider=provider.name, error=exc.message)
-            await self.observe(
-                task.id,
-                Observation(state=TaskState.FAILED, reason=f"submit failed: {exc.message}"),
-                source="gateway",
-            )
-            await self.logs_complete(task.id)
+        except ProviderUnavailable as exc:
+            # ambiguous: the upstream may or may not have started the work. The task stays
+            # pending and the submit is tried again later; providers look before they start
+            # anything twice (see providers/base.py), so a retry adopts what a lost answer made
+            if attempt < self.submit_attempts:
+                delay = self.submit_retry_s * 2 ** (attempt - 1)
+                await self.progress(
+                    task.id, "submit_retry",
+                    {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
+                    source="gateway",
+                )
+                self._spawn(self._relaunch(provider, task.id, attempt + 1, delay))
+            else:
+                await self._submit_failed(task, f"submit failed: {exc.message}")
             raise
         except EgwError as exc:
-            await self.observe(
-                task.id,
-                Observation(state=TaskState.FAILED, reason=f"submit refused: {exc.message}"),
-                source="gateway",
-            )
-            await self.logs_complete(task.id)
+            verb = "failed" if isinstance(exc, ProviderError) else "refused"
+            await self._submit_failed(task, f"submit {verb}: {exc.message}")
             raise
         data = {**sub.upstream, "submitted": True}
         await self.set_upstream(
@@ -211,6 +220,28 @@ class TaskService:
             obs = Observation(state=TaskState.QUEUED)
         if obs is not None:
             await self.observe(task.id, obs, source=provider.name)
+        current = await self.get(task.id)
+        if current.status is TaskState.CANCELLED and current.upstream_id is not None:
+            # cancelled while its submit was in flight: stop what the submit started
+            try:
+                await provider.cancel(current, force=False)
+            except EgwError as exc:
+                log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
+
+    async def _relaunch(self, provider: Provider, task_id: str, attempt: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        task = await self.get(task_id)
+        if task.status is not TaskState.PENDING or task.upstream.get("submitted"):
+            return
+        try:
+            await self._launch(provider, task, attempt)
+        except EgwError:
+            pass  # recorded on the task by _launch
+
+    async def _submit_failed(self, task: Task, reason: str) -> None:
+        log.warning("submit_failed", task_id=task.id, provider=task.provider, reason=reason)
+        await self.observe(task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway")
+        await self.logs_complete(task.id)
 
     async def get(self, task_id: str) -> Task:
         task = self.store.writer.cached(task_id)
