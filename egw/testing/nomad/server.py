@@ -1,0 +1,540 @@
+"""The simulator's HTTP API: Nomad's endpoints over `Cluster`, with ACLs, blocking queries,
+streams and fault injection.
+
+Wire rules followed (contracts/nomad/common.md): every error is ``text/plain`` with Nomad's
+message; reads answer ``X-Nomad-Index`` and block on ``?index=&wait=``; the event stream is
+NDJSON starting with ``{}`` and resuming per Nomad's ``StartAtClosest`` (event-stream.md);
+logs are back-to-back JSON frames or raw bytes with ``plain=true`` (client-fs-logs.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from egw.testing.nomad.cluster import Cluster
+from egw.testing.nomad.script import Script, SimError, new_uuid, public
+
+FRAME_SIZE = 64 * 1024  # streamFrameSize (client-fs-logs.md)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_READ_JOB_TOPICS = frozenset({"Job", "Allocation", "Evaluation", "Deployment", "Service"})
+
+
+@dataclass
+class Token:
+    """An ACL token: management, or capabilities per namespace (``"*"``: every namespace)."""
+
+    secret: str
+    name: str = "token"
+    management: bool = False
+    namespaces: dict[str, set[str]] = field(default_factory=dict)
+    accessor: str = field(default_factory=new_uuid)
+
+    def allows(self, namespace: str, capability: str) -> bool:
+        if self.management:
+            return True
+        caps = self.namespaces.get(namespace, set()) | self.namespaces.get("*", set())
+        return capability in caps
+
+
+@dataclass
+class Fault:
+    pattern: re.Pattern[str]
+    method: str | None = None
+    status: int | None = 500
+    body: str = "rpc error: simulated failure"
+    times: int = 1
+    delay_s: float = 0.0
+    #: do the work, then answer the error (a lost answer)
+    after_commit: bool = False
+    #: hold the request until this is set (see `NomadSimulator.hold`)
+    gate: asyncio.Event | None = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    token: str | None
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.Response(status=status, body=text.encode(), headers={"Content-Type": "text/plain"})
+
+
+def _json(body: Any, index: int | None = None) -> web.Response:
+    headers = {"Content-Type": "application/json"}
+    if index is not None:
+        headers.update({"X-Nomad-Index": str(max(1, index)), "X-Nomad-KnownLeader": "true",
+                        "X-Nomad-LastContact": "0"})
+    return web.Response(body=json.dumps(body).encode(), headers=headers)
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("30s", "5m", "1500ms") in seconds; ValueError if it is not one."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            raise ValueError(text)
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(text)
+    return total
+
+
+def _bool(value: str | None, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise SimError(400, f"Failed to parse value of {name!r} ({value!r}) as a boolean")
+
+
+class NomadSimulator:
+    """See the package docstring (`egw.testing.nomad`) for the scripting API."""
+
+    def __init__(self, *, time_scale: float = 1.0, acl: bool = False, buffer_size: int = 100,
+                 heartbeat_s: float = 30.0, log_heartbeat_s: float = 1.0) -> None:
+        self.cluster = Cluster(time_scale=time_scale, buffer_size=buffer_size)
+        self.acl = acl
+        self.tokens: dict[str, Token] = {}
+        self.heartbeat_s = heartbeat_s
+        self.log_heartbeat_s = log_heartbeat_s
+        self.faults: list[Fault] = []
+        self.requests: list[Seen] = []
+        self._drops: dict[str, set[asyncio.Event]] = {"events": set(), "logs": set()}
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        #: the base URL once `start` has run
+        self.url: str | None = None
+        self.app = web.Application(middlewares=[self._middleware])
+        self.app.on_shutdown.append(self._on_shutdown)
+        r = self.app.router
+        r.add_route("PUT", "/v1/jobs", self._register)
+        r.add_route("POST", "/v1/jobs", self._register)
+        r.add_get("/v1/job/{job_id}", self._read_job)
+        r.add_delete("/v1/job/{job_id}", self._stop_job)
+        r.add_get("/v1/job/{job_id}/allocations", self._job_allocs)
+        r.add_get("/v1/allocation/{alloc_id}", self._read_alloc)
+        r.add_get("/v1/evaluation/{eval_id}", self._read_eval)
+        r.add_get("/v1/evaluation/{eval_id}/allocations", self._eval_allocs)
+        r.add_get("/v1/client/fs/logs/{alloc_id}", self._logs)
+        r.add_get("/v1/event/stream", self._event_stream)
+        r.add_get("/v1/acl/token/self", self._token_self)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on ``host:port`` (0: any free port); returns the base URL."""
+        self._runner = web.AppRunner(self.app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://{host}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        await self._on_shutdown(self.app)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.cluster.close()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self._closing.set()
+        await self.cluster.notify()
+
+    # --- scripting and faults ------------------------------------------------------------------
+
+    def script(self, job_id: str, **fields: Any) -> Script:
+        """Script what the job with this ID does (fields of `Script`)."""
+        script = Script(**fields)
+        self.cluster.scripts[job_id] = script
+        return script
+
+    def add_token(self, secret: str, *, management: bool = False,
+                  namespaces: dict[str, set[str]] | None = None, name: str = "token") -> Token:
+        token = Token(secret=secret, name=name, management=management,
+                      namespaces=dict(namespaces or {}))
+        self.tokens[secret] = token
+        return token
+
+    def fail(self, path: str, *, method: str | None = None, status: int = 500,
+             body: str = "rpc error: simulated failure", times: int = 1,
+             after_commit: bool = False, delay_s: float = 0.0) -> Fault:
+        """Answer the next ``times`` requests whose path matches the regex ``path`` with
+        ``status`` and a plain-text ``body`` (``after_commit``: do the work first)."""
+        fault = Fault(re.compile(path), method, status, body, times, delay_s, after_commit)
+        self.faults.append(fault)
+        return fault
+
+    def slow(self, path: str, delay_s: float, *, method: str | None = None,
+             times: int = 1) -> Fault:
+        """Delay the next ``times`` matching requests by ``delay_s`` wall-clock seconds."""
+        fault = Fault(re.compile(path), method, None, "", times, delay_s)
+        self.faults.append(fault)
+        return fault
+
+    def hold(self, path: str, *, method: str | None = None, times: int = 1) -> asyncio.Event:
+        """Hold the next ``times`` matching requests until the returned event is set (then
+        they are served as usual): a deterministic "slow answer"."""
+        gate = asyncio.Event()
+        self.faults.append(Fault(re.compile(path), method, None, "", times, gate=gate))
+        return gate
+
+    def drop_event_streams(self) -> int:
+        """End every open event stream at once (the connection is cut); returns how many."""
+        return self._drop("events")
+
+    def drop_log_streams(self) -> int:
+        return self._drop("logs")
+
+    def age_out_events(self, keep: int = 0) -> None:
+        """Drop buffered events: a resume from an older index starts at the oldest kept one."""
+        self.cluster.age_out(keep)
+
+    def _drop(self, kind: str) -> int:
+        drops = list(self._drops[kind])
+        for ev in drops:
+            ev.set()
+        self.cluster.spawn(self.cluster.notify())
+        return len(drops)
+
+    def count(self, method: str, path: str) -> int:
+        """How many requests matched ``method`` and the path regex ``path``."""
+        rx = re.compile(path)
+        return sum(1 for s in self.requests if s.method == method and rx.search(s.path))
+
+    # --- middleware: request log, faults, plain-text errors ------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+        self.requests.append(Seen(request.method, request.path,
+                                  tuple(request.query.items()), self._secret(request)))
+        fault = next((f for f in self.faults if f.times > 0 and f.pattern.search(request.path)
+                      and f.method in (None, request.method)), None)
+        if fault is not None:
+            fault.times -= 1
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.gate is not None:
+                await fault.gate.wait()
+            if fault.status is not None and not fault.after_commit:
+                return _error(fault.status, fault.body)
+        try:
+            resp = await handler(request)
+        except SimError as exc:
+            return _error(exc.status, exc.text)
+        if fault is not None and fault.status is not None and fault.after_commit:
+            return _error(fault.status, fault.body)
+        return resp
+
+    @staticmethod
+    def _secret(request: web.Request) -> str | None:
+        # command/agent/http.go parseToken: X-Nomad-Token first, then "Authorization: Bearer"
+        token = request.headers.get("X-Nomad-Token")
+        if token:
+            return token
+        auth = request.headers.get("Authorization", "")
+        scheme, _, value = auth.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+    def _token(self, request: web.Request) -> Token | None:
+        if not self.acl:
+            return None
+        secret = self._secret(request)
+        if secret is None:
+            return Token(secret="", name="anonymous")
+        token = self.tokens.get(secret)
+        if token is None:
+            raise SimError(403, "ACL token not found")
+        return token
+
+    def _require(self, request: web.Request, namespace: str, *capabilities: str) -> None:
+        token = self._token(request)
+        if token is not None and not any(token.allows(namespace, c) for c in capabilities):
+            raise SimError(403, "Permission denied")
+
+    @staticmethod
+    def _ns(request: web.Request) -> str:
+        return request.query.get("namespace") or "default"
+
+    # --- blocking queries (common.md "Blocking Queries") -----------------------------------------
+
+    async def _blocking(self, request: web.Request,
+                        compute: Callable[[], tuple[int, Any]]) -> web.Response:
+        try:
+            index = int(request.query.get("index", "0") or 0)
+            if index < 0:
+                raise ValueError
+        except ValueError:
+            raise SimError(400, "Invalid index") from None
+        try:
+            wait = parse_duration(request.query["wait"]) if "wait" in request.query else 300.0
+        except ValueError:
+            raise SimError(400, "Invalid wait time") from None
+        wait = min(wait, 600.0)
+        current, body = compute()
+        if index and current <= index:
+            def moved() -> bool:
+                if self._closing.is_set():
+                    return True
+                try:
+                    return compute()[0] > index
+                except SimError:
+                    return True
+            timeout = (wait + random.uniform(0, wait / 16)) * self.cluster.time_scale
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    async with self.cluster.changed:
+                        await self.cluster.changed.wait_for(moved)
+            current, body = compute()
+        return _json(body, current)
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    async def _register(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise SimError(400, "Failed to decode request body: invalid JSON") from None
+        if not isinstance(body, dict):
+            raise SimError(400, "Failed to decode request body: not an object")
+        job = body.get("Job") if isinstance(body.get("Job"), dict) else {}
+        ns = job.get("Namespace") or self._ns(request)
+        self._require(request, ns, "submit-job")
+        return _json(await self.cluster.register(ns, body))
+
+    async def _read_job(self, request: web.Request) -> web.Response:
+        ns, job_id = self._ns(request), request.match_info["job_id"]
+        self._require(request, ns, "read-job")
+
+        def compute() -> tuple[int, Any]:
+            job = self.cluster.job(ns, job_id)
+            return job["ModifyIndex"], public(job)
+        return await self._blocking(request, compute)
+
+    async def _stop_job(self, request: web.Request) -> web.Response:
+        ns, job_id = self._ns(request), request.match_info["job_id"]
+        self._require(request, ns, "submit-job")
+        purge = _bool(request.query.get("purge"), "purge")
+        return _json(await self.cluster.deregister(ns, job_id, purge=purge))
+
+    async def _job_allocs(self, request: web.Request) -> web.Response:
+        ns, job_id = self._ns(request), request.match_info["job_id"]
+        self._require(request, ns, "read-job")
+
+        def compute() -> tuple[int, Any]:
+            allocs = self.cluster.job_allocs(ns, job_id)
+            return max((a["ModifyIndex"] for a in allocs), default=1), [public(a) for a in allocs]
+        return await self._blocking(request, compute)
+
+    def _alloc(self, request: web.Request) -> dict[str, Any]:
+        alloc = self.cluster.allocs.get(request.match_info["alloc_id"])
+        if alloc is None:
+            raise SimError(404, "alloc not found")
+        self._require(request, alloc["Namespace"], "read-job")
+        return alloc
+
+    async def _read_alloc(self, request: web.Request) -> web.Response:
+        alloc = self._alloc(request)
+
+        def compute() -> tuple[int, Any]:
+            job = self.cluster.jobs.get((alloc["Namespace"], alloc["JobID"]))
+            return alloc["ModifyIndex"], {**public(alloc), **alloc["_resources"],
+                                          "Job": public(job) if job else None}
+        return await self._blocking(request, compute)
+
+    def _eval(self, request: web.Request) -> dict[str, Any]:
+        ev = self.cluster.evals.get(request.match_info["eval_id"])
+        if ev is None:
+            raise SimError(404, "eval not found")
+        self._require(request, ev["Namespace"], "read-job")
+        return ev
+
+    async def _read_eval(self, request: web.Request) -> web.Response:
+        ev = self._eval(request)
+        return await self._blocking(request, lambda: (ev["ModifyIndex"], public(ev)))
+
+    async def _eval_allocs(self, request: web.Request) -> web.Response:
+        ev = self._eval(request)
+
+        def compute() -> tuple[int, Any]:
+            allocs = [a for a in self.cluster.allocs.values() if a["EvalID"] == ev["ID"]]
+            return max((a["ModifyIndex"] for a in allocs), default=ev["ModifyIndex"]), [
+                public(a) for a in allocs]
+        return await self._blocking(request, compute)
+
+    async def _token_self(self, request: web.Request) -> web.Response:
+        token = self._token(request)
+        if token is None:
+            raise SimError(400, "ACL support disabled")
+        if not token.secret:
+            raise SimError(403, "Permission denied")
+        return _json({"AccessorID": token.accessor, "SecretID": token.secret, "Name": token.name,
+                      "Type": "management" if token.management else "client",
+                      "Policies": [] if token.management else ["sim"], "Global": False,
+                      "CreateTime": self.cluster.now_rfc3339(), "CreateIndex": 1, "ModifyIndex": 1})
+
+    # --- streams -------------------------------------------------------------------------------
+
+    def _stream_open(self, request: web.Request, drop: asyncio.Event) -> bool:
+        transport = request.transport
+        return not (drop.is_set() or self._closing.is_set() or transport is None
+                    or transport.is_closing())
+
+    async def _event_stream(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        try:
+            index = int(q.get("index", "0") or 0)
+        except ValueError as exc:
+            raise SimError(400, f"Unable to parse index: {exc}") from None
+        ns = self._ns(request)
+        topics: dict[str, set[str]] = {}
+        for raw in q.getall("topic", []):
+            topic, _, key = raw.partition(":")
+            if not topic or raw.count(":") > 1:
+                raise SimError(400, f"Invalid topic query: {raw!r}")
+            topics.setdefault(topic, set()).add(key or "*")
+        if not topics or "*" in topics:
+            self._require(request, ns, "management")
+        for topic in topics:
+            self._require(request, ns, "read-job" if topic in _READ_JOB_TOPICS else "management")
+        resp = web.StreamResponse(headers={"Content-Type": "application/json",
+                                           "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write(b"{}\n")
+        drop = asyncio.Event()
+        self._drops["events"].add(drop)
+        cluster = self.cluster
+        try:
+            # nomad/stream/event_buffer.go StartAtClosest: the exact index, else the next one,
+            # else (asked beyond the newest) the newest item again
+            items = list(cluster.buffer)
+            if index and items:
+                later = [i for i, (idx, _) in enumerate(items) if idx >= index]
+                start = later[0] if later else len(items) - 1
+                items = items[start:]
+            last = items[0][0] - 1 if items else (index - 1 if index else cluster.index)
+            while self._stream_open(request, drop):
+                for idx, events in items:
+                    matching = [e for e in events if self._matches(e, ns, topics)]
+                    if matching:
+                        await resp.write(json.dumps({"Index": idx, "Events": matching},
+                                                    separators=(",", ":")).encode() + b"\n")
+                    last = idx
+                behind = cluster.buffer and cluster.buffer[0][0] > last + 1
+                if cluster.dropped_upto > last and behind:
+                    break  # "event dropped from buffer": this subscriber fell behind
+
+                def news(last: int = last) -> bool:
+                    return not self._stream_open(request, drop) or (
+                        bool(cluster.buffer) and cluster.buffer[-1][0] > last)
+                try:
+                    async with asyncio.timeout(self.heartbeat_s * cluster.time_scale):
+                        async with cluster.changed:
+                            await cluster.changed.wait_for(news)
+                except TimeoutError:
+                    await resp.write(b"{}\n")
+                items = [(i, e) for i, e in cluster.buffer if i > last]
+            if drop.is_set() and request.transport is not None:
+                request.transport.close()  # a cut connection, not a clean end
+        except ConnectionResetError:
+            pass
+        finally:
+            self._drops["events"].discard(drop)
+        return resp
+
+    @staticmethod
+    def _matches(event: dict[str, Any], ns: str, topics: dict[str, set[str]]) -> bool:
+        if event["Namespace"] not in ("", ns) and ns != "*":
+            return False
+        keys = topics.get(event["Topic"], set()) | topics.get("*", set())
+        if not topics:
+            return True
+        return "*" in keys or event["Key"] in keys or any(
+            k in keys for k in event.get("FilterKeys") or [])
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        alloc = self.cluster.allocs.get(request.match_info["alloc_id"])
+        if alloc is None:
+            raise SimError(404, f'Unknown allocation "{request.match_info["alloc_id"]}"')
+        self._require(request, alloc["Namespace"], "read-logs", "read-fs")
+        q = request.query
+        task = q.get("task")
+        if not task:
+            raise SimError(400, "must provide task name")
+        kind = q.get("type")
+        if kind not in ("stdout", "stderr"):
+            raise SimError(400, "must provide log type (stdout/stderr)")
+        origin = q.get("origin") or "start"
+        if origin not in ("start", "end"):
+            raise SimError(400, "origin must be start or end")
+        follow, plain = _bool(q.get("follow"), "follow"), _bool(q.get("plain"), "plain")
+        try:
+            offset = int(q.get("offset") or 0)
+        except ValueError as exc:
+            raise SimError(400, f"failed to parse offset field to integer: {exc}") from None
+        if task not in alloc["TaskStates"]:
+            raise SimError(400, f'unknown task name "{task}"')
+        buf = self.cluster.logs.get((alloc["ID"], task, kind))
+        if buf is None:
+            raise SimError(404, f'task "{task}" not started yet. No logs available')
+        pos = min(len(buf), offset if origin == "start" else max(0, len(buf) - offset))
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/plain" if plain else "application/json"})
+        await resp.prepare(request)
+        drop = asyncio.Event()
+        self._drops["logs"].add(drop)
+        name = f"alloc/logs/{task}.{kind}.0"
+        try:
+            while self._stream_open(request, drop):
+                while pos < len(buf):
+                    chunk = bytes(buf[pos:pos + FRAME_SIZE])
+                    pos += len(chunk)
+                    if plain:
+                        await resp.write(chunk)
+                    else:
+                        frame = {"Offset": pos, "Data": base64.b64encode(chunk).decode(),
+                                 "File": name}
+                        await resp.write(json.dumps(frame, separators=(",", ":")).encode())
+                if not follow:
+                    break
+                start = pos
+
+                def grown(start: int = start) -> bool:
+                    return not self._stream_open(request, drop) or len(buf) > start
+                try:
+                    async with asyncio.timeout(self.log_heartbeat_s * self.cluster.time_scale):
+                        async with self.cluster.changed:
+                            await self.cluster.changed.wait_for(grown)
+                except TimeoutError:
+                    if not plain:
+                        await resp.write(b"{}")
+            if drop.is_set() and request.transport is not None:
+                request.transport.close()
+        except ConnectionResetError:
+            pass
+        finally:
+            self._drops["logs"].discard(drop)
+        return resp
