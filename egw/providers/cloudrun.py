@@ -1,6 +1,6 @@
 """`CloudRunProvider`: run Cloud Run Jobs executions, watch them by polling, tail their Cloud Logging logs.
 
-Contracts: shared/contracts/cloudrun/run-v2-jobs.md and logging-entries-list.md (copies in
+Contracts: tests/samples/cloudrun/run-v2-jobs.md and logging-entries-list.md (copies in
 tests/samples/cloudrun/); the wire formats are in `egw.wire.cloudrun`.
 
 Theory of operation

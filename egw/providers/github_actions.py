@@ -8,7 +8,7 @@ Theory of operation
   Enterprise Server refuses the field (400/422 naming it): egw dispatches once
   without it and the task stays ``pending`` (no upstream id) while a correlator
   lists ``event=workflow_dispatch`` runs created since the dispatch and matches
-  the correlation id echoed into the run-name (ASKS.md section 1; without a
+  the correlation id echoed into the run-name (the run-name marker of actions such as lasith-kg/dispatch-workflow; without a
   ``correlation_input`` the oldest unclaimed run of the window is taken, a
   heuristic GitHub does not specify). A dispatch is
   not idempotent: after an ambiguous failure (timeout, reset, 5xx) the next
@@ -25,10 +25,10 @@ Theory of operation
 * **Reconciler.** One loop polls each non-terminal run with ``If-None-Match`` (a
   304 costs no rate limit) at an interval that doubles while nothing changes
   (``poll_min_s`` .. ``poll_max_s``) and stretches to the maximum while webhooks
-  arrive. Rate-limited answers (403/429) pause all calls as NOTES.md describes;
+  arrive. Rate-limited answers (403/429) pause all calls as GitHub's rate-limit docs describe (tests/samples/github/NOTES.md);
   `health` shows the remaining budget.
 
-Size: over the 500-line budget (STYLE.md 3.5) because this backend has one provider
+Size: over the 500-line budget (the project's module budget) because this backend has one provider
 module; submit/correlation, webhooks, logs and the reconciler are its split points.
 """
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Contracts: /work/shared/contracts/nomad/*.md. Formats and state mapping are in
+Contracts: tests/samples/nomad/*.md (Nomad's API docs and wire facts). Formats and state mapping are in
 `egw.wire.nomad` (pure); this module does the I/O. It is longer than the style guide's
 500 lines because the four loops below share one piece of state per task (`_Tracked`) and
 splitting them would only spread that state over modules.

@@ -1,6 +1,6 @@
 """Cloud Run Jobs and Cloud Logging wire formats (pure): names, RunJobRequest, Execution -> state, log entries.
 
-Contracts: shared/contracts/cloudrun/run-v2-jobs.md and logging-entries-list.md (copied, with the
+Contracts: tests/samples/cloudrun/run-v2-jobs.md and logging-entries-list.md (copied, with the
 discovery documents they summarise, into tests/samples/cloudrun/).
 
 Theory of operation

@@ -10,17 +10,17 @@ Everything here is a function of its arguments: no I/O, no clock (callers pass
   they are checked against GitHub's name rules and may never hold ``/``, ``..``,
   ``%`` or ``?``), a ``ref`` (git's ref-name rules) and at most 25 ``inputs``
   (``rest-actions.openapi.json``: ``maxProperties: 25``).
-* Deliveries are parsed *tolerantly* (NOTES.md, "Schema caveats"): older
+* Deliveries are parsed *tolerantly* (tests/samples/github/NOTES.md, "Schema caveats"): older
   payloads lack ``run_attempt`` or ``display_title``, newer ones carry fields no
   schema lists; only the ids we key on are required.
-* Deliveries arrive late, twice and out of order (ASKS.md section 5). A run
+* Deliveries arrive late, twice and out of order (google/go-github#2706, runs-on/runs-on#539). A run
   report is applied only if `is_newer` than the last one applied: ordered by
   ``run_attempt``, then ``updated_at`` (second resolution), and on a tie the
   further state wins (``completed`` over ``in_progress`` over queued), so a late
   ``in_progress`` never overrides ``completed``.
 * ``neutral`` and ``skipped`` conclusions map to ``succeeded`` (see `CONCLUSIONS`).
 
-Size: over the 500-line budget (STYLE.md 3.5) because this backend has one wire
+Size: over the 500-line budget (the project's module budget) because this backend has one wire
 module; its sections (names, dispatch, signatures, payloads, states, rate limits)
 are the split points if it grows.
 """
@@ -307,7 +307,7 @@ def parse_dispatch_response(status: int, body: bytes) -> DispatchResult:
 
 def rejects_run_details(status: int, message: str) -> bool:
     """An older Enterprise Server refusing ``return_run_details`` (400 or 422 naming it;
-    ASKS.md section 1: cli/cli#12672, github/gh-aw#19414)."""
+    cli/cli#12672, github/gh-aw#19414)."""
     return status in (400, 422) and "return_run_details" in message
 
 
@@ -538,7 +538,7 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
 
 S = TaskState
 
-#: run ``status`` values before completion (NOTES.md "Status values")
+#: run ``status`` values before completion (tests/samples/github/NOTES.md, "Status values")
 _WAITING_STATUSES: Final = frozenset({"requested", "queued", "pending", "waiting"})
 #: ``conclusion`` of a completed run -> egw state. ``neutral`` and ``skipped`` count as
 #: success, as GitHub itself counts them for required checks ("A job that is skipped will
@@ -639,7 +639,7 @@ def pick_run(
     """The run a dispatch created, among listed runs.
 
     With a correlation input the run whose run-name carries the id (exact). Without
-    one, a heuristic (NOTES.md: GitHub specifies no matching): the oldest unclaimed
+    one, a heuristic (GitHub specifies no matching: tests/samples/github/NOTES.md): the oldest unclaimed
     ``workflow_dispatch`` run on the ref created since the dispatch.
     """
     if correlation is not None:
@@ -741,7 +741,7 @@ def rate_limit_wait(
 ) -> float | None:
     """Seconds to wait after a rate-limited response, or None if it is not one.
 
-    NOTES.md (rate-limits-for-the-rest-api.md): primary limit = 403/429 with
+    tests/samples/github/NOTES.md (from GitHub's rate-limits-for-the-rest-api.md): primary limit = 403/429 with
     ``x-ratelimit-remaining: 0``, wait until ``x-ratelimit-reset``; secondary limit =
     403/429 with a message: honour ``retry-after``, else the reset if remaining is 0,
     else at least one minute, growing exponentially with ``attempt``.

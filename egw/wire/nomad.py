@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Contracts: /work/shared/contracts/nomad/*.md (copies of the samples used by the tests are in
-tests/samples/nomad/). Nothing here does I/O; `egw.providers.nomad` feeds it bytes and objects.
+Contracts: Nomad's API docs and wire facts, copied in tests/samples/nomad/*.md with the
+samples the tests use. Nothing here does I/O; `egw.providers.nomad` feeds it bytes and objects.
 
 * A user's ``task`` object is either egw's short form (``job_id``, ``image``, ``command``...)
   or ``{"job": {...}}``, a Nomad JSON job passed through. `validate_task` checks it and

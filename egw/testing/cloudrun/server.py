@@ -1,7 +1,7 @@
 """`CloudRunSimulator`: Cloud Run Admin v2 (jobs:run, executions, tasks, operations), Cloud Logging
 ``entries:list`` and an OAuth2 token endpoint, served by one aiohttp app over real HTTP.
 
-Paths, bodies, status codes and error bodies follow shared/contracts/cloudrun/ (copied to
+Paths, bodies, status codes and error bodies follow tests/samples/cloudrun/ (copied to
 tests/samples/cloudrun/): errors are AIP-193 ``{"error": {"code", "message", "status"}}`` with the
 google.rpc.Code name of the HTTP status. See the package docstring for the scripting API.
 """

@@ -1,7 +1,7 @@
 """Webhook deliveries of the GitHub simulator: signed POSTs to one URL, with faults.
 
 Headers follow the ``x-webhooks`` parameters of ``webhooks-workflow.openapi.json``
-and NOTES.md ("Delivery"). Each delivery is recorded in `Deliverer.deliveries`;
+and tests/samples/github/NOTES.md ("Delivery"). Each delivery is recorded in `Deliverer.deliveries`;
 rules can drop, delay or hold deliveries, and any recorded delivery can be sent
 again (a redelivery reuses its ``X-GitHub-Delivery`` GUID and body, as GitHub's
 does). Deliveries go out one at a time, in order, unless delayed or released

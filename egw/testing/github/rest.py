@@ -1,5 +1,5 @@
 """HTTP pieces of the GitHub simulator: ``basic-error`` bodies, faults, ETags, paging,
-and the ``created`` filter of the runs lists (rest-actions.openapi.json; NOTES.md
+and the ``created`` filter of the runs lists (rest-actions.openapi.json; tests/samples/github/NOTES.md
 "Pagination": ``per_page`` at most 100, a ``Link`` header only when there is more than
 one page)."""
 

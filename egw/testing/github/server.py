@@ -8,7 +8,7 @@ under the API root, plus two unauthenticated download URLs (``/_sim/logs/...``,
 as GitHub redirects to short-lived blob URLs. A middleware does what every API
 response shares: fault injection, the bearer token, ``X-GitHub-Api-Version``,
 the primary rate limit and its ``x-ratelimit-*`` headers (a 304 costs nothing,
-NOTES.md "Rate limits"). Runs live in memory and play their scripts on the
+tests/samples/github/NOTES.md, "Rate limits"). Runs live in memory and play their scripts on the
 simulated clock (`egw.testing.github.runs`); their webhooks go out through the
 `Deliverer` (`egw.testing.github.hooks`).
 """

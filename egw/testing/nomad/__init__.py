@@ -1,6 +1,6 @@
 """A Nomad agent simulator speaking Nomad's HTTP API on loopback (for tests and ``egw dev``).
 
-Endpoints (contracts/nomad/*.md): ``POST|PUT /v1/jobs`` (with ``EnforceIndex``),
+Endpoints (tests/samples/nomad/*.md): ``POST|PUT /v1/jobs`` (with ``EnforceIndex``),
 ``GET|DELETE /v1/job/:id`` (``?purge=true``), ``GET /v1/job/:id/allocations``,
 ``GET /v1/allocation/:id``, ``GET /v1/evaluation/:id`` and ``/allocations``,
 ``GET /v1/client/fs/logs/:alloc`` (framed, or ``plain=true``; ``follow``, ``offset``,

@@ -1,7 +1,7 @@
 """The simulator's HTTP API: Nomad's endpoints over `Cluster`, with ACLs, blocking queries,
 streams and fault injection.
 
-Wire rules followed (contracts/nomad/common.md): every error is ``text/plain`` with Nomad's
+Wire rules followed (tests/samples/nomad/common.md): every error is ``text/plain`` with Nomad's
 message; reads answer ``X-Nomad-Index`` and block on ``?index=&wait=``; the event stream is
 NDJSON starting with ``{}`` and resuming per Nomad's ``StartAtClosest`` (event-stream.md);
 logs are back-to-back JSON frames or raw bytes with ``plain=true`` (client-fs-logs.md).
