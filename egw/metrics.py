@@ -149,15 +149,19 @@ class _Snapshot(Collector):
         yield figures
 
 
-def _numbers(health: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+def _numbers(
+    health: Mapping[str, Any], prefix: str = "", depth: int = 0
+) -> Iterable[tuple[str, float]]:
+    """Numeric leaves as dotted names (``rate_limit.remaining``, ``namespaces.default.reconnects``);
+    nesting is bounded, and so are the names: providers report fixed keys per configured item."""
     for key, value in sorted(health.items()):
         name = f"{prefix}{key}"
         if isinstance(value, bool):
             yield name, 1.0 if value else 0.0
         elif isinstance(value, int | float):
             yield name, float(value)
-        elif isinstance(value, Mapping) and not prefix:
-            yield from _numbers(value, prefix=f"{name}.")
+        elif isinstance(value, Mapping) and depth < 2:
+            yield from _numbers(value, prefix=f"{name}.", depth=depth + 1)
 
 
 def timer() -> Callable[[], float]:
