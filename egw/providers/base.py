@@ -223,13 +223,36 @@ class _Retrying(AsyncRetrying):
 
     operation = "other"
 
+    def copy(self, *args: Any, **kwargs: Any) -> Any:  # a copy keeps its operation's name
+        new = super().copy(*args, **kwargs)
+        new.operation = self.operation
+        return new
+
     async def __anext__(self) -> Any:
         token = _operation.set(self.operation)
         try:
-            return await super().__anext__()
+            attempt = await super().__anext__()
         except BaseException:
             _operation.reset(token)
             raise
+        return _NamedAttempt(attempt, token)
+
+
+class _NamedAttempt:
+    """One attempt's ``with`` block: the operation's name holds inside it, and only there."""
+
+    def __init__(self, attempt: Any, token: Any) -> None:
+        self._attempt = attempt
+        self._token = token
+
+    def __enter__(self) -> Any:
+        return self._attempt.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._attempt.__exit__(*exc)
+        finally:
+            _operation.reset(self._token)
 
 
 # --- retries ------------------------------------------------------------------------------

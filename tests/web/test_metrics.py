@@ -69,3 +69,48 @@ async def test_metrics_can_require_a_token_or_be_off(aiohttp_client: Any, tmp_pa
     assert (await guarded.get("/metrics", headers=WRITER)).status == 200
     off = await aiohttp_client(create_app(make_config(tmp_path / "b", {"metrics": {"enabled": False}})))
     assert (await off.get("/metrics")).status == 404
+
+
+async def test_metrics_after_webhooks_and_a_failed_upstream_call(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from egw.testing.github import GitHubSimulator
+
+    sim = GitHubSimulator(webhook_secret="metrics-secret", token="ghp_m", time_scale=0.005)
+    await sim.start()
+    try:
+        cfg = make_config(tmp_path, {"providers": {"github_actions": {
+            "enabled": True, "api_url": sim.base_url, "token": "ghp_m",
+            "webhook_secret": "metrics-secret", "owner": "o", "repo": "r",
+            "poll_min_s": 30, "poll_max_s": 60}}})
+        api = await aiohttp_client(create_app(cfg))
+        sim.webhook_url = str(api.make_url("/v1/webhooks/github"))
+        before = await scrape(api)
+        sim.fail_next(502, match="/dispatches")  # one failed upstream call, then a retry
+        body = {"provider": "github_actions", "task": {"workflow_id": "ci.yml", "ref": "main"}}
+        resp = await api.post("/v1/tasks", json=body, headers=WRITER)
+        assert resp.status == 202, await resp.text()
+        done = await wait_terminal(api, (await resp.json())["id"])
+        assert done["status"] == "succeeded"
+        bad = await api.post("/v1/webhooks/github", data=b"{}", headers={
+            "X-GitHub-Event": "ping", "X-GitHub-Delivery": "d-1", "Content-Type": "application/json",
+            "X-Hub-Signature-256": "sha256=" + "0" * 64})
+        assert bad.status == 401
+        after = await scrape(api)
+    finally:
+        await sim.close()
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert moved("egw_upstream_requests_total", provider="github_actions", operation="dispatch",
+                 outcome="server_error") == 1
+    # after an ambiguous failure the attempt looks for the run before dispatching again
+    assert moved("egw_upstream_requests_total", provider="github_actions", operation="dispatch",
+                 outcome="ok") >= 1
+    assert moved("egw_upstream_retries_total", provider="github_actions", operation="dispatch") == 1
+    assert moved("egw_webhook_deliveries_total", source="github", result="accepted") >= 3
+    assert moved("egw_webhook_deliveries_total", source="github", result="bad_signature") == 1
+    assert moved("egw_tasks_finished_total", provider="github_actions", outcome="succeeded") == 1
+    assert sample(after, "egw_provider_health", provider="github_actions",
+                  figure="rate_limit.remaining") > 0
