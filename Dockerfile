@@ -18,7 +18,7 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY config.yaml /etc/egw/config.yaml
 VOLUME ["/var/lib/egw"]
 WORKDIR /var/lib/egw
-USER egw
+USER 10001
 EXPOSE 8080
 ENV EGW_HOST=0.0.0.0 \
     EGW_DB=/var/lib/egw/egw.db

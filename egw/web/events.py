@@ -21,10 +21,9 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     principal(request).require("tasks:read")
     service = request.app[service_key]
     task = await service.get(request.match_info["id"])
+    after = schemas.last_event_id(request, query="after") or 0
     if _wants_sse(request):
-        after = schemas.last_event_id(request, query="after") or 0
         return await _stream(request, after=after, provider=None, task_id=task.id)
-    after = schemas.int_query(request, "after", default=0, lo=0, hi=2**62)
     limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
     events = await service.store.reader.events(after=after, task_id=task.id, limit=limit)
     return web.json_response(

@@ -26,13 +26,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     group = request.query.get("stream") or None
     if group not in (None, "stdout", "stderr"):
         raise InvalidRequest("stream must be stdout or stderr", field="stream")
+    cursor = schemas.last_event_id(request, query="offset")
     if _wants_sse(request):
-        start = schemas.last_event_id(request, query="offset") or 0
+        start = cursor or 0
         if request.method == "HEAD":
             return web.Response(headers=sse_headers())
         return await _tail_sse(request, task.id, start, group)
-    start = schemas.int_query(request, "offset", default=0, lo=0, hi=2**62)
-    return await _plain(request, task.id, start, group)
+    return await _plain(request, task.id, cursor or 0, group)
 
 
 async def _plain(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:

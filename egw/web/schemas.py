@@ -15,7 +15,7 @@ from egw.errors import InvalidRequest, UnsupportedMediaType
 from egw.service.tasks import SubmitRequest
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _SUBMIT_FIELDS = {"provider", "task", "name", "labels", "timeout_s"}
 MAX_TIMEOUT_S = 7 * 24 * 3600
 #: the largest offset or sequence number a client may name (SQLite integers are 64-bit)
@@ -92,10 +92,9 @@ def int_query(request: web.Request, name: str, *, default: int, lo: int, hi: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", field=name) from None
+    if len(raw) > 20 or not re.fullmatch(r"-?[0-9]+", raw):
+        raise InvalidRequest(f"{name} must be an integer between {lo} and {hi}", field=name)
+    value = int(raw)
     if not lo <= value <= hi:
         raise InvalidRequest(f"{name} must be between {lo} and {hi}", field=name)
     return value
@@ -138,15 +137,20 @@ def decode_cursor(cursor: str) -> int:
     raise InvalidRequest("cursor is not valid", field="cursor")
 
 
-def last_event_id(request: web.Request, *, query: str) -> int | None:
-    """``Last-Event-ID`` (a resuming EventSource) or the query parameter, as an integer."""
-    raw = request.headers.get("Last-Event-ID") or request.query.get(query)
+def _cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Last-Event-ID / {query} must be an integer", field=query) from None
-    if not 0 <= value <= MAX_CURSOR:
-        raise InvalidRequest(f"Last-Event-ID / {query} must be between 0 and {MAX_CURSOR}", field=query)
+    if len(raw) > 20 or not raw.isascii() or not raw.isdigit():
+        raise InvalidRequest(f"{field} must be a whole number up to {MAX_CURSOR}", field=field)
+    value = int(raw)
+    if value > MAX_CURSOR:
+        raise InvalidRequest(f"{field} must be between 0 and {MAX_CURSOR}", field=field)
     return value
+
+
+def last_event_id(request: web.Request, *, query: str) -> int | None:
+    """``Last-Event-ID`` (a resuming EventSource) or the query parameter; both are checked,
+    and the header wins."""
+    from_query = _cursor(request.query.get(query), query)
+    from_header = _cursor(request.headers.get("Last-Event-ID"), query)
+    return from_header if from_header is not None else from_query

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -151,8 +150,12 @@ async def test_restart_marks_orphaned_tasks_failed(aiohttp_client: Any, cfg: Con
     assert done["status"] == "failed" and done["reason"] == "gateway restarted"
     # the leftover process (same pid, same start time) was stopped
     for _ in range(50):
-        if not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
-            break
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break  # gone (and reaped)
+        if state == "Z":
+            break  # dead, waiting to be reaped by its parent
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the leftover process is still running")

@@ -1,0 +1,252 @@
+"""A property-based run of schemathesis against a live `egw serve` on loopback.
+
+The gateway runs as a real process on a free port, on a config from `support.config_dict`
+with only the local runner, restricted to ``echo`` and ``true`` (fuzzed submits run nothing
+harmful). Its own ``GET /v1/openapi.json`` is loaded, and for every operation schemathesis
+draws schema-valid (positive) and schema-violating (negative) requests, sends them with the
+admin token, and checks each answer:
+
+* no 5xx (``not_a_server_error``);
+* the answer conforms: its status, content type, headers and body are documented
+  (``status_code_conformance``, ``content_type_conformance``, ``response_headers_conformance``,
+  ``response_schema_conformance``; an SSE body event by event);
+* no schema-violating request is accepted (``negative_data_rejection``) and no schema-valid
+  one refused with a 400 (``positive_data_acceptance``);
+* an operation that declares bearer auth refuses the same request without or with a wrong
+  token (``ignored_auth``).
+
+Operations on a task run twice: with drawn ids (unknown tasks) and pinned to a real, finished
+task. Bounded: at most ``MAX_EXAMPLES`` requests per operation and mode, a short request
+timeout (event streams are read until it passes), no shrinking, hypothesis derandomized (the
+same requests every run), and a time budget for the whole run.
+
+Two narrowings of the served document, both because a schema cannot say them:
+``SubmitRequest`` is narrowed to ``LocalSubmit`` (only the local runner is enabled here, and
+the other providers' task shapes are theirs), and ``cursor`` is pinned to a real ``next_cursor``
+for positive requests (a cursor is opaque: any string is schema-valid, few are cursors).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi import checks as openapi_checks
+from support import ADMIN_TOKEN, config_dict, free_port
+
+MAX_EXAMPLES = 30
+BUDGET_S = 75.0  # for the whole run; the test's own timeout is above it
+REQUEST_TIMEOUT_S = 2.0
+STREAM_TIMEOUT_S = 0.3  # an event stream is read this long, then cut short
+CHECKS = [
+    not_a_server_error,
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.response_headers_conformance,
+    openapi_checks.response_schema_conformance,
+    openapi_checks.negative_data_rejection,
+    openapi_checks.positive_data_acceptance,
+    openapi_checks.ignored_auth,
+]
+
+pytestmark = [
+    pytest.mark.timeout(150),
+]
+
+
+class Gateway:
+    """`egw serve` as a process on a free loopback port."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        overrides = {
+            "providers": {"local": {"allowed_commands": ["echo", "true"], "max_concurrent": 8}},
+            # a blocking query on a real task waits at most this long
+            "server": {"max_wait_s": 0.2},
+            "logging": {"level": "warning"},
+        }
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config_dict(tmp_path, overrides)))
+        self.log = tmp_path / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "egw",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"gateway did not start: {self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, size: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-size:]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path)
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def real_task_and_cursor(url: str) -> tuple[str, str]:
+    """A finished task (for the operations on a task) and a real cursor (for listing)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ids = []
+    for word in ("one", "two"):
+        body = {"provider": "local", "task": {"command": "echo", "args": [word]}}
+        resp = requests.post(f"{url}/v1/tasks", json=body, headers=headers, timeout=10)
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+    for task_id in ids:
+        for _ in range(100):
+            task = requests.get(f"{url}/v1/tasks/{task_id}", headers=headers, timeout=10).json()
+            if task["status"] in ("succeeded", "failed", "cancelled", "timed_out"):
+                break
+            time.sleep(0.05)
+    page = requests.get(f"{url}/v1/tasks?limit=1", headers=headers, timeout=10).json()
+    assert page["next_cursor"], page
+    return ids[0], page["next_cursor"]
+
+
+def load_schema(url: str) -> Any:
+    raw = requests.get(f"{url}/v1/openapi.json", timeout=10).json()
+    raw["components"]["schemas"]["SubmitRequest"] = {"$ref": "#/components/schemas/LocalSubmit"}
+    config = schemathesis.Config.from_dict(
+        {
+            "base-url": url,
+            "request-timeout": REQUEST_TIMEOUT_S,
+            "max-stream-events": 50,
+            "auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}},
+            "operations": [
+                {"include-path": path, "request-timeout": STREAM_TIMEOUT_S}
+                for path in ("/v1/events", "/v1/tasks/{id}/events", "/v1/tasks/{id}/logs")
+            ],
+        }
+    )
+    return schemathesis.openapi.from_dict(raw, config=config)
+
+
+def has_inputs(operation: Any) -> bool:
+    """Whether there is anything to make invalid (a parameter or a body)."""
+    return bool(list(operation.iter_parameters())) or bool(operation.body)
+
+
+def test_schemathesis_finds_no_failure(gateway: Gateway) -> None:
+    schema = load_schema(gateway.url)
+    task_id, cursor = real_task_and_cursor(gateway.url)
+    started = time.monotonic()
+    failures: dict[tuple[str, ...], str] = {}
+    sent: dict[str, int] = {}
+    planned: set[str] = set()
+
+    def run(operation: Any, mode: GenerationMode, label: str, **fixed: Any) -> None:
+        if mode is GenerationMode.NEGATIVE and not has_inputs(operation):
+            return  # nothing to make invalid (healthz, readyz, metrics, this document)
+        planned.add(f"{label} {mode.value}")
+
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=mode, **fixed))
+        def fuzz(case: Any) -> None:
+            if time.monotonic() - started > BUDGET_S:
+                failures.setdefault(("budget",), f"the {BUDGET_S:.0f} s budget ran out at {label}")
+                return
+            key = f"{label} {mode.value}"
+            sent[key] = sent.get(key, 0) + 1
+            try:
+                case.call_and_validate(checks=CHECKS)
+            except FailureGroup as group:
+                for failure in group.exceptions:
+                    status = getattr(failure, "status_code", "")
+                    failures.setdefault(
+                        (label, mode.value, failure.title, str(status)), str(group)[:2500]
+                    )
+            except requests.exceptions.RequestException as exc:
+                failures.setdefault(
+                    (label, mode.value, type(exc).__name__),
+                    f"{exc!r}"[:500] + f"\n\nReproduce with:\n\n    {case.as_curl_command()}",
+                )
+
+        try:
+            fuzz()
+        except Unsatisfiable:
+            failures.setdefault(
+                (label, mode.value, "unsatisfiable"), "schemathesis could not draw a request"
+            )
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fixed: dict[str, Any] = {}
+            if operation.label == "GET /v1/tasks" and mode is GenerationMode.POSITIVE:
+                fixed["query"] = {"cursor": cursor}
+            run(operation, mode, operation.label, **fixed)
+            if "{id}" in operation.path:
+                run(
+                    operation,
+                    mode,
+                    f"{operation.label} (a real task)",
+                    path_parameters={"id": task_id},
+                )
+
+    elapsed = time.monotonic() - started
+    report = "\n\n".join(f"=== {' | '.join(key)}\n{text}" for key, text in sorted(failures.items()))
+    server_errors = [key for key in failures if "Server error" in " ".join(key)]
+    assert not failures, (
+        f"{len(failures)} distinct failures in {elapsed:.1f} s, {sum(sent.values())} requests:\n\n"
+        f"{report}" + (f"\n\n--- gateway log (tail) ---\n{gateway.tail()}" if server_errors else "")
+    )
+    assert elapsed < BUDGET_S
+    # every operation of the document was exercised, in both modes where it has inputs
+    assert set(sent) == planned, sorted(planned - set(sent))
