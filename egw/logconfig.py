@@ -17,17 +17,17 @@ from typing import IO, Any
 
 import structlog
 
-_REDACT = ("authorization", "token", "secret", "password", "access_token")
+_REDACT = frozenset({"authorization", "token", "secret", "password", "access_token"})
 
 Renderer = Callable[[Any, str, Any], Any]
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: a field named like a secret is never written out."""
-    for key in list(event):
+    for key in event:
         low = key.lower()
         if low in _REDACT or low.endswith(("_token", "_secret")):
-            event[key] = "[redacted]"
+            event[key] = "[redacted]"  # a new value, not a new key: iterating stays safe
     return event
 
 

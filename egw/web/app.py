@@ -35,7 +35,7 @@ from egw.web.keys import (
     store_key,
     ticker_key,
 )
-from egw.web.middleware import add_request_id, make_middleware
+from egw.web.middleware import make_middleware
 from egw.web.sse import EventChannel, Ticker
 
 
@@ -53,7 +53,6 @@ def create_app(config: Config) -> web.Application:
     if config.metrics.enabled:
         app[metrics_key] = Metrics()
         app.add_routes(metrics.routes)
-    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_service_ctx)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from egw.web import schemas
 from egw.web.keys import event_channel_key, service_key, ticker_key
-from egw.web.middleware import principal
+from egw.web.middleware import principal, stream_response
 from egw.web.sse import SSEStream, _http_chunk, encode, event_frame, sse_headers
 
 routes = web.RouteTableDef()
@@ -53,7 +53,7 @@ async def _stream(
     app = request.app
     service, ticker, channel = app[service_key], app[ticker_key], app[event_channel_key]
     reader = service.store.reader
-    resp = web.StreamResponse(headers=sse_headers())
+    resp = stream_response(request, sse_headers())
     await resp.prepare(request)
     stream = SSEStream(request, resp)
     channel.add(stream, (provider, task_id))

@@ -8,7 +8,7 @@ from egw.errors import InvalidRequest
 from egw.store import LogChunk
 from egw.web import schemas
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
-from egw.web.middleware import principal
+from egw.web.middleware import principal, stream_response
 from egw.web.sse import LogChannel, SSEStream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
 
 routes = web.RouteTableDef()
@@ -38,8 +38,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def _plain(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
     service = request.app[service_key]
     task = await service.get(task_id)
-    resp = web.StreamResponse(
-        headers={
+    resp = stream_response(
+        request,
+        {
             "Content-Type": "text/plain; charset=utf-8",
             # the offset to ask for next time (?offset=), and whether more can come
             "X-Egw-Offset": str(task.log_size),
@@ -62,7 +63,7 @@ async def _plain(request: web.Request, task_id: str, start: int, group: str | No
 async def _tail_sse(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
     app = request.app
     service, ticker, channels = app[service_key], app[ticker_key], app[log_channels_key]
-    resp = web.StreamResponse(headers=sse_headers())
+    resp = stream_response(request, sse_headers())
     await resp.prepare(request)
     stream = SSEStream(request, resp)
     channel = channels.get(task_id)

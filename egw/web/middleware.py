@@ -95,6 +95,8 @@ def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
                 {"error": {"code": "internal", "message": "internal error", "details": {}}},
                 status=500,
             )
+        if not response.prepared:
+            response.headers["X-Request-ID"] = request_id
         principal = request.get(principal_key)
         status = response.status
         elapsed = time.perf_counter() - start
@@ -116,11 +118,13 @@ def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
     return middleware
 
 
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: echo the request id on every response, streams included."""
+def stream_response(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """A streamed response (prepared by its handler) that echoes the request id too."""
+    response = web.StreamResponse(headers=headers)
     request_id = request.get(request_id_key)
     if request_id:
         response.headers["X-Request-ID"] = request_id
+    return response
 
 
 def principal(request: web.Request) -> Principal:

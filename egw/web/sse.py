@@ -95,7 +95,9 @@ def sse_headers() -> dict[str, str]:
 
 
 class SSEStream:
-    """One client's open event stream."""
+    """One client's open event stream (slots: thousands of these stay open at once)."""
+
+    __slots__ = ("response", "transport", "live", "backlog", "done", "sent", "__weakref__")
 
     def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
         self.response = response
