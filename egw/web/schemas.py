@@ -92,7 +92,8 @@ def int_query(request: web.Request, name: str, *, default: int, lo: int, hi: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if len(raw) > 20 or not re.fullmatch(r"-?[0-9]+", raw):
+    # at most 19 significant digits before int(): Python refuses 4,300 and more
+    if not re.fullmatch(r"-?0*[0-9]{1,19}", raw):
         raise InvalidRequest(f"{name} must be an integer between {lo} and {hi}", field=name)
     value = int(raw)
     if not lo <= value <= hi:
@@ -140,7 +141,7 @@ def decode_cursor(cursor: str) -> int:
 def _cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if len(raw) > 20 or not raw.isascii() or not raw.isdigit():
+    if not re.fullmatch(r"0*[0-9]{1,19}", raw):
         raise InvalidRequest(f"{field} must be a whole number up to {MAX_CURSOR}", field=field)
     value = int(raw)
     if value > MAX_CURSOR:
