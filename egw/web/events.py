@@ -7,7 +7,7 @@ from aiohttp import web
 from egw.web import schemas
 from egw.web.keys import event_channel_key, service_key, ticker_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import SSEStream, _http_chunk, encode, event_frame, sse_headers
+from egw.web.sse import SSEResponse, SSEStream, _http_chunk, encode, event_frame, sse_headers
 
 routes = web.RouteTableDef()
 
@@ -53,11 +53,16 @@ async def _stream(
     app = request.app
     service, ticker, channel = app[service_key], app[ticker_key], app[event_channel_key]
     reader = service.store.reader
-    resp = stream_response(request, sse_headers())
+    resp = stream_response(request, sse_headers(), SSEResponse)
     await resp.prepare(request)
     stream = SSEStream(request, resp)
     channel.add(stream, (provider, task_id))
     ticker.streams.add(stream)
+
+    def close() -> None:
+        channel.remove(stream)
+        ticker.streams.discard(stream)
+
     try:
         await stream.write(b"retry: 1000\n\n")
         pruned = await reader.pruned_seq()
@@ -81,10 +86,12 @@ async def _stream(
         frames = channel.go_live(stream, position)
         if frames:
             stream.push(_http_chunk(b"".join(frames)))
-        await stream.done
-    except ConnectionResetError:
-        pass
-    finally:
-        channel.remove(stream)
-        ticker.streams.discard(stream)
+    except ConnectionResetError:  # the client left during the replay
+        close()
+        return resp
+    except BaseException:
+        close()
+        raise
+    # the stream goes on without this handler: see SSEResponse
+    resp.hand_off(stream, close)
     return resp

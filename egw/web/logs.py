@@ -9,7 +9,7 @@ from egw.store import LogChunk
 from egw.web import schemas
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import LogChannel, SSEStream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
+from egw.web.sse import LogChannel, SSEResponse, SSEStream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
 
 routes = web.RouteTableDef()
 
@@ -63,7 +63,7 @@ async def _plain(request: web.Request, task_id: str, start: int, group: str | No
 async def _tail_sse(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
     app = request.app
     service, ticker, channels = app[service_key], app[ticker_key], app[log_channels_key]
-    resp = stream_response(request, sse_headers())
+    resp = stream_response(request, sse_headers(), SSEResponse)
     await resp.prepare(request)
     stream = SSEStream(request, resp)
     channel = channels.get(task_id)
@@ -72,7 +72,11 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
         app[hub_key].subscribe(task_id, channel)
     channel.add(stream, group)
     ticker.streams.add(stream)
-    why = "closed"
+
+    def close() -> None:
+        channel.remove(stream)
+        ticker.streams.discard(stream)
+
     try:
         await stream.write(b"retry: 1000\n\n")
         position = start
@@ -98,15 +102,14 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
             stream.finish("end")
         else:
             stream.push(_http_chunk(b"".join(frames)))
-        del frames, chunks, task, current  # an idle tailer holds nothing but its stream
-        why = await stream.done
-    except ConnectionResetError:
+    except ConnectionResetError:  # the client left during the replay
+        close()
         return resp
-    finally:
-        channel.remove(stream)
-        ticker.streams.discard(stream)
-    if why == "end":
-        await resp.write_eof()
+    except BaseException:
+        close()
+        raise
+    # the stream goes on without this handler: see SSEResponse
+    resp.hand_off(stream, close)
     return resp
 
 

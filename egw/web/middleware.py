@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -21,6 +21,7 @@ from egw.web.keys import metrics_key
 log = structlog.get_logger("egw.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_R = TypeVar("_R", bound=web.StreamResponse)
 
 principal_key = web.RequestKey("principal", Principal)
 request_id_key = web.RequestKey("request_id", str)
@@ -118,9 +119,11 @@ def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
     return middleware
 
 
-def stream_response(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+def stream_response(
+    request: web.Request, headers: dict[str, str], cls: type[_R] = web.StreamResponse  # type: ignore[assignment]
+) -> _R:
     """A streamed response (prepared by its handler) that echoes the request id too."""
-    response = web.StreamResponse(headers=headers)
+    response = cls(headers=headers)
     request_id = request.get(request_id_key)
     if request_id:
         response.headers["X-Request-ID"] = request_id

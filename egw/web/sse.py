@@ -132,6 +132,36 @@ class SSEStream:
             self.done.set_result(why)
 
 
+class SSEResponse(web.StreamResponse):
+    """A live event stream that outlives its handler.
+
+    The handler replays, goes live, calls `hand_off` and returns; aiohttp then
+    calls `write_eof`, which waits here until the stream ends. So an idle tailer
+    keeps no handler or middleware frames alive: thousands of them cost only
+    their connection, their response and their `SSEStream`.
+    """
+
+    def __init__(self, *, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self._live: tuple[SSEStream, Callable[[], None]] | None = None
+
+    def hand_off(self, stream: SSEStream, on_close: Callable[[], None]) -> None:
+        self._live = (stream, on_close)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            stream, on_close = live
+            try:
+                await stream.done
+            finally:
+                on_close()
+        try:
+            await super().write_eof(data)
+        except ConnectionResetError:
+            pass  # the client is gone: there is no one to end the stream for
+
+
 class Channel:
     """Something the ticker flushes: pending items framed once per group of streams."""
 
