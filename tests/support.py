@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import socket
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -86,3 +87,24 @@ async def submit_local(
     assert resp.status == 202, await resp.text()
     task: dict[str, Any] = await resp.json()
     return task
+
+
+async def sse_frames(
+    resp: Any, stop: Callable[[dict[str, str]], bool] | None = None
+) -> list[dict[str, str]]:
+    """Parse an event stream into frames (``{"id", "event", "data", ...}``), until ``stop``
+    says so for a frame, or the stream ends. Comment lines (keep-alives) are skipped."""
+    out: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if current:
+                out.append(current)
+                if stop is not None and stop(current):
+                    return out
+            current = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            current[name] = value
+    return out

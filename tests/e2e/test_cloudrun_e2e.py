@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import ADMIN, WRITER, make_config, wait_terminal
+from support import ADMIN, WRITER, make_config, wait_terminal, sse_frames
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript
 from egw.web.app import create_app
@@ -42,21 +42,6 @@ def gateway(tmp_path: Path, sim: CloudRunSimulator) -> web.Application:
     return create_app(cfg)
 
 
-async def frames(resp: Any, stop: Callable[[dict[str, str]], bool]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if current:
-                out.append(current)
-                if stop(current):
-                    return out
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            current[name] = value
-    return out
 
 
 async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +66,7 @@ async def log_text(api: Client, task_id: str, headers: dict[str, str] | None = N
                    ) -> tuple[str, list[dict[str, str]]]:
     async with api.get(f"/v1/tasks/{task_id}/logs", headers=headers or SSE) as resp:
         assert resp.status == 200
-        got = await frames(resp, lambda f: f.get("event") == "end")
+        got = await sse_frames(resp, lambda f: f.get("event") == "end")
     text = "".join(json.loads(f["data"])["text"] for f in got if f.get("event") == "log")
     return text, got
 
@@ -96,13 +81,13 @@ async def test_seed_example_over_sse(tmp_path: Path, sim: CloudRunSimulator,
         task = await submit(api, SEED)
         # tail the log over SSE while the execution runs
         async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as logs:
-            got = await frames(logs, lambda f: f.get("event") == "end")
+            got = await sse_frames(logs, lambda f: f.get("event") == "end")
 
         def ended(frame: dict[str, str]) -> bool:
             data = json.loads(frame.get("data") or "{}")
             return frame.get("event") == "status" and data.get("task_id") == task["id"] \
                 and data.get("status") == "succeeded"
-        seen = await frames(events, ended)
+        seen = await sse_frames(events, ended)
     statuses = [json.loads(f["data"])["status"] for f in seen if f.get("event") == "status"
                 and json.loads(f["data"])["task_id"] == task["id"]]
     assert statuses == ["pending", "queued", "running", "succeeded"]
@@ -143,7 +128,7 @@ async def test_failure_cancel_429s_and_injection(tmp_path: Path, sim: CloudRunSi
         "no such file\n[cloud run] Container called exit(2).\n")
     await wait_status(api, long["id"], "running")
     async with api.get(f"/v1/tasks/{long['id']}/logs", headers=SSE) as resp:
-        first = await frames(resp, lambda f: f.get("event") == "log")  # it is writing
+        first = await sse_frames(resp, lambda f: f.get("event") == "log")  # it is writing
     assert json.loads(first[-1]["data"])["text"].startswith("tick 0\n")
     resp = await api.post(f"/v1/tasks/{long['id']}/cancel", headers=WRITER)
     assert resp.status in (200, 202), await resp.text()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, make_config, wait_terminal
+from support import WRITER, make_config, wait_terminal, sse_frames
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
 from egw.web.app import create_app
@@ -65,21 +65,6 @@ async def gateway(
     return api
 
 
-async def frames(resp: Any, stop: Callable[[dict[str, str]], bool]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if current:
-                out.append(current)
-                if stop(current):
-                    return out
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            current[name] = value
-    return out
 
 
 async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +88,7 @@ async def wait_status(api: Client, task_id: str, status: str) -> dict[str, Any]:
 async def log_text(api: Client, task_id: str) -> str:
     async with api.get(f"/v1/tasks/{task_id}/logs", headers=SSE) as resp:
         assert resp.status == 200
-        got = await frames(resp, lambda f: f.get("event") == "end")
+        got = await sse_frames(resp, lambda f: f.get("event") == "end")
     return "".join(json.loads(f["data"])["text"] for f in got if f.get("event") == "log")
 
 
@@ -122,7 +107,7 @@ async def test_seed_example_by_webhooks_over_sse(
                 and data.get("status") == "succeeded"
             )
 
-        got = await frames(resp, ended)
+        got = await sse_frames(resp, ended)
     statuses = [
         json.loads(f["data"])["status"]
         for f in got

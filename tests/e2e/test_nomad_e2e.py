@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, make_config, wait_terminal
+from support import WRITER, make_config, wait_terminal, sse_frames
 
 from egw.testing.nomad import NomadSimulator
 from egw.web.app import create_app
@@ -37,21 +37,6 @@ def gateway(tmp_path: Path, sim: NomadSimulator) -> web.Application:
     return create_app(cfg)
 
 
-async def frames(resp: Any, stop: Callable[[dict[str, str]], bool]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if current:
-                out.append(current)
-                if stop(current):
-                    return out
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            current[name] = value
-    return out
 
 
 async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +61,7 @@ async def wait_status(api: Client, task_id: str, status: str) -> None:
 async def log_text(api: Client, task_id: str) -> tuple[str, list[dict[str, str]]]:
     async with api.get(f"/v1/tasks/{task_id}/logs", headers=SSE) as resp:
         assert resp.status == 200
-        got = await frames(resp, lambda f: f.get("event") == "end")
+        got = await sse_frames(resp, lambda f: f.get("event") == "end")
     text = "".join(json.loads(f["data"])["text"] for f in got if f.get("event") == "log")
     return text, got
 
@@ -91,7 +76,7 @@ async def test_seed_example_over_sse(tmp_path: Path, sim: NomadSimulator,
             data = json.loads(frame.get("data") or "{}")
             return frame.get("event") == "status" and data.get("task_id") == task["id"] \
                 and data.get("status") == "succeeded"
-        got = await frames(resp, ended)
+        got = await sse_frames(resp, ended)
     statuses = [json.loads(f["data"])["status"] for f in got if f.get("event") == "status"
                 and json.loads(f["data"])["task_id"] == task["id"]]
     assert statuses == ["pending", "queued", "running", "succeeded"]

@@ -7,28 +7,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import ADMIN, WRITER, submit_local, wait_terminal
+from support import ADMIN, WRITER, sse_frames, submit_local, wait_terminal
 
 from egw.web.keys import service_key
 
 SSE = {**WRITER, "Accept": "text/event-stream"}
-
-
-async def frames_until(resp: Any, stop: Any) -> list[dict[str, str]]:
-    frames: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if current:
-                frames.append(current)
-                if stop(current):
-                    return frames
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            current[name] = value
-    return frames
 
 
 def is_end_of(task_id: str) -> Any:
@@ -45,7 +28,7 @@ async def test_live_stream_of_status_changes(api: TestClient[web.Request, web.Ap
     async with api.get("/v1/events", headers=SSE) as resp:
         assert resp.status == 200
         task = await submit_local(api, "sh", "-c", "sleep 0.1")
-        frames = await frames_until(resp, is_end_of(task["id"]))
+        frames = await sse_frames(resp, is_end_of(task["id"]))
     statuses = [json.loads(f["data"])["status"] for f in frames if f.get("event") == "status"]
     assert statuses == ["pending", "running", "succeeded"]
     ids = [int(f["id"]) for f in frames if "id" in f]
@@ -58,7 +41,7 @@ async def test_resume_replays_from_the_log(api: TestClient[web.Request, web.Appl
     history = (await (await api.get(f"/v1/tasks/{first['id']}/events", headers=WRITER)).json())["events"]
     cursor = history[0]["seq"]
     async with api.get("/v1/events", headers={**SSE, "Last-Event-ID": str(cursor)}) as resp:
-        frames = await frames_until(resp, is_end_of(first["id"]))
+        frames = await sse_frames(resp, is_end_of(first["id"]))
     replayed = [int(f["id"]) for f in frames if "id" in f]
     assert replayed == [e["seq"] for e in history[1:]]
 
@@ -71,12 +54,12 @@ async def test_filters(api: TestClient[web.Request, web.Application]) -> None:
     async with api.get(
         f"/v1/events?after=0&task_id={target['id']}&provider=local", headers=SSE
     ) as resp:
-        frames = await frames_until(resp, is_end_of(target["id"]))
+        frames = await sse_frames(resp, is_end_of(target["id"]))
     assert {json.loads(f["data"])["task_id"] for f in frames if "data" in f and "task_id" in f["data"]} == {
         target["id"]
     }
     async with api.get(f"/v1/tasks/{target['id']}/events", headers=SSE) as resp:
-        frames = await frames_until(resp, is_end_of(target["id"]))
+        frames = await sse_frames(resp, is_end_of(target["id"]))
     assert json.loads(frames[-1]["data"])["status"] == "succeeded"
 
 
@@ -93,7 +76,7 @@ async def test_a_cursor_older_than_retention_gets_reset(
     assert (await api.get(f"/v1/tasks/{old['id']}", headers=WRITER)).status == 404
     fresh = await submit_local(api, "true")
     async with api.get("/v1/events", headers={**SSE, "Last-Event-ID": "1"}) as resp:
-        frames = await frames_until(resp, is_end_of(fresh["id"]))
+        frames = await sse_frames(resp, is_end_of(fresh["id"]))
     assert frames[1]["event"] == "reset"
     assert json.loads(frames[1]["data"])["reason"] == "retention"
     # the writer token is not admin

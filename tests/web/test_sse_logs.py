@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, submit_local, wait_terminal
+from support import WRITER, sse_frames, submit_local, wait_terminal
 
 from egw.web.keys import service_key
 
@@ -28,26 +28,15 @@ CHATTY = (
 
 
 async def read_frames(resp: Any, limit: int | None = None) -> list[dict[str, str]]:
-    """Parse SSE frames until the stream ends (or ``limit`` log frames were read)."""
-    frames: list[dict[str, str]] = []
-    current: dict[str, str] = {}
+    """Frames until the stream ends, or until ``limit`` log frames were read."""
     logs = 0
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if current:
-                frames.append(current)
-                if current.get("event") == "log":
-                    logs += 1
-                    if limit is not None and logs >= limit:
-                        return frames
-            current = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(": ")
-        current[name] = value
-    return frames
+
+    def stop(frame: dict[str, str]) -> bool:
+        nonlocal logs
+        logs += frame.get("event") == "log"
+        return limit is not None and logs >= limit
+
+    return await sse_frames(resp, stop)
 
 
 def text_of(frames: list[dict[str, str]]) -> str:
