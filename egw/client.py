@@ -38,7 +38,8 @@ class SSEEvent:
 
 async def parse_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
     """Events of a text/event-stream body (WHATWG rules: fields, blank-line dispatch, comments)."""
-    event, data, last_id = "", [], None
+    event, last_id = "", None
+    data: list[str] = []
     while True:
         raw = await content.readline()
         if not raw:

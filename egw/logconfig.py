@@ -131,15 +131,16 @@ def configure_logging(
         outputs.append((open(file, "a", encoding="utf-8", buffering=1), json_renderer))  # noqa: SIM115 - lives as long as the process
     sink = _Outputs(outputs)
     timestamper = _Stamp()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamper,
+        _redact,
+        structlog.processors.format_exc_info,
+        _hand_over,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            timestamper,
-            _redact,
-            structlog.processors.format_exc_info,
-            _hand_over,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=lambda *args: _Logger(sink),
         cache_logger_on_first_use=cache,

@@ -152,9 +152,9 @@ class LocalProvider:
         )
 
     async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
-        for run in self._queue:
-            if run.task.id == task.id:
-                self._queue.remove(run)
+        for waiting in self._queue:
+            if waiting.task.id == task.id:
+                self._queue.remove(waiting)
                 if self._sink is not None:
                     await self._sink.logs_complete(task.id)
                 return Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
