@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+import orjson
 import structlog
 
 _REDACT = frozenset({"authorization", "token", "secret", "password", "access_token"})
@@ -122,7 +123,10 @@ def configure_logging(
     *, level: str = "info", fmt: str = "json", file: str | None = None, cache: bool = True
 ) -> None:
     """Configure structlog and the stdlib root logger; ``cache`` off in tests (see structlog docs)."""
-    json_renderer = structlog.processors.JSONRenderer()
+    # orjson, as structlog's performance docs recommend; repr() for anything it cannot encode
+    json_renderer = structlog.processors.JSONRenderer(
+        serializer=lambda obj, **_: orjson.dumps(obj, default=repr).decode()
+    )
     stdout_renderer: Renderer = (
         structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if fmt == "console" else json_renderer
     )
