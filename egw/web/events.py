@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from egw.web import schemas
-from egw.web.keys import event_channel_key, service_key, ticker_key
+from egw.web.keys import event_channel_key, service_key
 from egw.web.middleware import principal, stream_response
 from egw.web.sse import SSEResponse, SSEStream, _http_chunk, encode, event_frame, sse_headers
 
@@ -51,17 +51,15 @@ async def _stream(
     if request.method == "HEAD":
         return web.Response(headers=sse_headers())
     app = request.app
-    service, ticker, channel = app[service_key], app[ticker_key], app[event_channel_key]
+    service, channel = app[service_key], app[event_channel_key]
     reader = service.store.reader
     resp = stream_response(request, sse_headers(), SSEResponse)
     await resp.prepare(request)
     stream = SSEStream(request, resp)
     channel.add(stream, (provider, task_id))
-    ticker.streams.add(stream)
 
     def close() -> None:
         channel.remove(stream)
-        ticker.streams.discard(stream)
 
     try:
         await stream.write(b"retry: 1000\n\n")

@@ -71,11 +71,9 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
         channel = channels[task_id] = LogChannel(ticker, task_id, lambda ch: _drop(app, ch))
         app[hub_key].subscribe(task_id, channel)
     channel.add(stream, group)
-    ticker.streams.add(stream)
 
     def close() -> None:
         channel.remove(stream)
-        ticker.streams.discard(stream)
 
     try:
         await stream.write(b"retry: 1000\n\n")
@@ -117,3 +115,4 @@ def _drop(app: web.Application, channel: LogChannel) -> None:
     if app[log_channels_key].get(channel.task_id) is channel:
         del app[log_channels_key][channel.task_id]
     app[hub_key].unsubscribe(channel.task_id, channel)
+    app[ticker_key].channels.discard(channel)

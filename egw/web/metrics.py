@@ -25,6 +25,6 @@ async def metrics(request: web.Request) -> web.Response:
     body = app[metrics_key].render(
         tasks_by_status=await service.store.reader.counts_by_status(),
         health=health,
-        sse_connections=len(app[ticker_key].streams),
+        sse_connections=app[ticker_key].stream_count(),
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -114,6 +114,8 @@ def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
             metrics.http(request.method, route, status, elapsed)
+        # an event stream goes on after this: it need not carry the request's log context
+        structlog.contextvars.clear_contextvars()
         return response
 
     return middleware

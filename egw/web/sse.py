@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -168,6 +167,7 @@ class Channel:
     def __init__(self, ticker: Ticker) -> None:
         self.ticker = ticker
         self.dirty = False
+        ticker.channels.add(self)
 
     def mark(self) -> None:
         if not self.dirty:
@@ -179,6 +179,10 @@ class Channel:
 
     def streams(self) -> Iterable[SSEStream]:  # pragma: no cover - overridden
         raise TypeError
+
+    def all_streams(self) -> list[SSEStream]:
+        """Live streams and those still replaying."""
+        return [*self.streams(), *self.catching_up]  # type: ignore[attr-defined]
 
 
 class LogChannel(Channel):
@@ -361,17 +365,21 @@ class Ticker:
         self.flush_s = flush_s
         self.keepalive_s = keepalive_s
         self.dirty: list[Channel] = []
-        self.channels: weakref.WeakSet[Channel] = weakref.WeakSet()
-        self.streams: weakref.WeakSet[SSEStream] = weakref.WeakSet()
+        #: every channel with clients (a task's log channel leaves when its last client does)
+        self.channels: set[Channel] = set()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="egw-sse-ticker")
 
+    def stream_count(self) -> int:
+        return sum(len(channel.all_streams()) for channel in self.channels)
+
     async def close(self) -> None:
-        for stream in list(self.streams):
-            stream.finish("shutdown")
+        for channel in list(self.channels):
+            for stream in channel.all_streams():
+                stream.finish("shutdown")
         if self._task is not None:
             self._task.cancel()
             try:
@@ -397,6 +405,6 @@ class Ticker:
             self.flush_now()
             if loop.time() >= next_keepalive:
                 next_keepalive = loop.time() + self.keepalive_s
-                for stream in list(self.streams):
-                    if stream.live:
+                for channel in list(self.channels):
+                    for stream in list(channel.streams()):
                         stream.push(chunk)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, sse_frames, submit_local, wait_terminal
+from support import WRITER, make_config, sse_frames, submit_local, wait_terminal
 
+from egw.web.app import create_app
 from egw.web.keys import service_key
 
 SSE = {**WRITER, "Accept": "text/event-stream"}
@@ -163,3 +165,18 @@ async def test_plain_offset(api: TestClient[web.Request, web.Application]) -> No
     assert await resp.text() == "cdef"
     assert resp.headers["X-Egw-Offset"] == "6"
     assert resp.headers["X-Egw-Complete"] == "true"
+
+
+async def test_idle_streams_get_keepalive_comments(aiohttp_client: Any, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, {"server": {"sse_keepalive_s": 0.1}})
+    api = await aiohttp_client(create_app(cfg))
+    task = await submit_local(api, "sleep", "30")
+    async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as resp:
+        seen = b""
+        while b": keepalive\n\n" not in seen:
+            seen += await asyncio.wait_for(resp.content.readany(), 5)
+    async with api.get("/v1/events", headers=SSE) as resp:
+        seen = b""
+        while b": keepalive\n\n" not in seen:
+            seen += await asyncio.wait_for(resp.content.readany(), 5)
+    await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)
