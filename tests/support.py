@@ -9,11 +9,17 @@ of `create_app` on such a config).
 from __future__ import annotations
 
 import copy
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -108,3 +114,51 @@ async def sse_frames(
             name, _, value = line.partition(": ")
             current[name] = value
     return out
+
+
+class GatewayProcess:
+    """`egw serve` as a real process on a free loopback port, with a config built from
+    `config_dict` (plus ``overrides``), its output in ``gateway.log`` under ``tmp_path``."""
+
+    def __init__(self, tmp_path: Path, overrides: dict[str, Any] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config_dict(tmp_path, overrides)))
+        self.log = tmp_path / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "egw", "serve", "--config", str(self.config),
+                 "--port", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"gateway did not start: {self.tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, size: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-size:]

@@ -12,17 +12,13 @@ from egw.web.sse import SSEResponse, SSEStream, _http_chunk, encode, event_frame
 routes = web.RouteTableDef()
 
 
-def _wants_sse(request: web.Request) -> bool:
-    return "text/event-stream" in request.headers.get("Accept", "") or schemas.bool_query(request, "follow")
-
-
 @routes.get("/v1/tasks/{id}/events")
 async def task_events(request: web.Request) -> web.StreamResponse:
     principal(request).require("tasks:read")
     service = request.app[service_key]
     task = await service.get(request.match_info["id"])
     after = schemas.last_event_id(request, query="after") or 0
-    if _wants_sse(request):
+    if schemas.wants_sse(request):
         return await _stream(request, after=after, provider=None, task_id=task.id)
     limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
     events = await service.store.reader.events(after=after, task_id=task.id, limit=limit)

@@ -14,10 +14,6 @@ from egw.web.sse import LogChannel, SSEResponse, SSEStream, _http_chunk, _tail, 
 routes = web.RouteTableDef()
 
 
-def _wants_sse(request: web.Request) -> bool:
-    return "text/event-stream" in request.headers.get("Accept", "") or schemas.bool_query(request, "follow")
-
-
 @routes.get("/v1/tasks/{id}/logs")
 async def logs(request: web.Request) -> web.StreamResponse:
     principal(request).require("tasks:read")
@@ -27,7 +23,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if group not in (None, "stdout", "stderr"):
         raise InvalidRequest("stream must be stdout or stderr", field="stream")
     cursor = schemas.last_event_id(request, query="offset")
-    if _wants_sse(request):
+    if schemas.wants_sse(request):
         start = cursor or 0
         if request.method == "HEAD":
             return web.Response(headers=sse_headers())

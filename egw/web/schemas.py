@@ -124,6 +124,11 @@ def bool_query(request: web.Request, name: str) -> bool:
     raise InvalidRequest(f"{name} must be true or false", field=name)
 
 
+def wants_sse(request: web.Request) -> bool:
+    """An event stream is asked for with ``Accept: text/event-stream`` or ``?follow=1``."""
+    return "text/event-stream" in request.headers.get("Accept", "") or bool_query(request, "follow")
+
+
 def encode_cursor(submit_seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{submit_seq}".encode()).decode().rstrip("=")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,53 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import WRITER, WRITER_TOKEN, config_dict, free_port
-
-import yaml
+from support import WRITER, WRITER_TOKEN, GatewayProcess
 
 
-class Gateway:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp_path / "config.yaml"
-        self.config.write_text(yaml.safe_dump(config_dict(tmp_path)))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp_path / "gateway.log"
 
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "egw", "serve", "--config", str(self.config), "--port", str(self.port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                import urllib.request
-
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"gateway did not start: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
+class Gateway(GatewayProcess):
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "EGW_URL": self.url, "EGW_TOKEN": WRITER_TOKEN}
         return subprocess.run(

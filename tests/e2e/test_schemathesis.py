@@ -28,11 +28,7 @@ for positive requests (a cursor is opaque: any string is schema-valid, few are c
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +36,13 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi import checks as openapi_checks
-from support import ADMIN_TOKEN, config_dict, free_port
+from support import ADMIN_TOKEN, GatewayProcess
 
 MAX_EXAMPLES = 30
 BUDGET_S = 75.0  # for the whole run; the test's own timeout is above it
@@ -69,60 +64,16 @@ pytestmark = [
 ]
 
 
-class Gateway:
-    """`egw serve` as a process on a free loopback port."""
+class Gateway(GatewayProcess):
+    """`egw serve` with only harmless local commands, and short blocking queries."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        overrides = {
+        super().__init__(tmp_path, {
             "providers": {"local": {"allowed_commands": ["echo", "true"], "max_concurrent": 8}},
             # a blocking query on a real task waits at most this long
             "server": {"max_wait_s": 0.2},
             "logging": {"level": "warning"},
-        }
-        self.config = tmp_path / "config.yaml"
-        self.config.write_text(yaml.safe_dump(config_dict(tmp_path, overrides)))
-        self.log = tmp_path / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "egw",
-                    "serve",
-                    "--config",
-                    str(self.config),
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"gateway did not start: {self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def tail(self, size: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-size:]
+        })
 
 
 @pytest.fixture
