@@ -22,6 +22,10 @@ def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("egw/migrations/"))
     assert shipped == sorted(f"egw/migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql"))
+    # the OpenAPI document served at /v1/openapi.json, and the simulators `egw dev` runs
+    assert "egw/web/openapi.json" in names
+    for sim in ("nomad", "github", "cloudrun"):
+        assert f"egw/testing/{sim}/__init__.py" in names
 
     site = tmp_path / "site"
     subprocess.run(
