@@ -72,27 +72,43 @@ def free_port() -> int:
         return port
 
 
-async def wait_terminal(api: TestClient[web.Request, web.Application], task_id: str) -> dict[str, Any]:
-    """Follow the task with blocking queries until it ends."""
+async def wait_for(
+    api: TestClient[web.Request, web.Application], task_id: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Follow the task with blocking queries until ``done(task)``."""
     index = 0
     for _ in range(200):
         resp = await api.get(f"/v1/tasks/{task_id}?index={index}&wait=5s", headers=WRITER)
         assert resp.status == 200, await resp.text()
         task: dict[str, Any] = await resp.json()
-        if task["status"] in TERMINAL:
+        if done(task):
             return task
         index = task["index"]
-    raise AssertionError(f"task {task_id} did not end")
+    raise AssertionError(f"task {task_id} did not get there: {task}")
+
+
+async def wait_terminal(api: TestClient[web.Request, web.Application], task_id: str) -> dict[str, Any]:
+    return await wait_for(api, task_id, lambda t: t["status"] in TERMINAL)
+
+
+async def wait_status(
+    api: TestClient[web.Request, web.Application], task_id: str, status: str
+) -> dict[str, Any]:
+    return await wait_for(api, task_id, lambda t: t["status"] == status)
+
+
+async def submit(api: TestClient[web.Request, web.Application], body: dict[str, Any]) -> dict[str, Any]:
+    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
+    assert resp.status == 202, await resp.text()
+    task: dict[str, Any] = await resp.json()
+    return task
 
 
 async def submit_local(
     api: TestClient[web.Request, web.Application], *argv: str, **extra: Any
 ) -> dict[str, Any]:
     body = {"provider": "local", "task": {"command": argv[0], "args": list(argv[1:])}, **extra}
-    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
-    assert resp.status == 202, await resp.text()
-    task: dict[str, Any] = await resp.json()
-    return task
+    return await submit(api, body)
 
 
 async def sse_frames(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import ADMIN, WRITER, make_config, wait_terminal, sse_frames
+from support import ADMIN, WRITER, make_config, sse_frames, submit, wait_status, wait_terminal
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript
 from egw.web.app import create_app
@@ -40,26 +40,6 @@ def gateway(tmp_path: Path, sim: CloudRunSimulator) -> web.Application:
         "access_token": "sim-token", "poll_min_s": 0.02, "poll_max_s": 0.1,
         "logging_settle_s": 0.05, "logging_reads_per_minute": 6000}}})
     return create_app(cfg)
-
-
-
-
-async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
-    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
-    assert resp.status == 202, await resp.text()
-    task: dict[str, Any] = await resp.json()
-    return task
-
-
-async def wait_status(api: Client, task_id: str, status: str) -> None:
-    index = 0
-    for _ in range(200):
-        resp = await api.get(f"/v1/tasks/{task_id}?index={index}&wait=5s", headers=WRITER)
-        task = await resp.json()
-        if task["status"] == status:
-            return
-        index = task["index"]
-    raise AssertionError(f"task {task_id} never reached {status}")
 
 
 async def log_text(api: Client, task_id: str, headers: dict[str, str] | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, make_config, wait_terminal, sse_frames
+from support import WRITER, make_config, sse_frames, submit, wait_status, wait_terminal
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
 from egw.web.app import create_app
@@ -63,26 +63,6 @@ async def gateway(
     api: Client = await aiohttp_client(create_app(cfg))
     sim.webhook_url = str(api.make_url("/v1/webhooks/github"))
     return api
-
-
-
-
-async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
-    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
-    assert resp.status == 202, await resp.text()
-    task: dict[str, Any] = await resp.json()
-    return task
-
-
-async def wait_status(api: Client, task_id: str, status: str) -> dict[str, Any]:
-    index = 0
-    for _ in range(200):
-        resp = await api.get(f"/v1/tasks/{task_id}?index={index}&wait=5s", headers=WRITER)
-        task: dict[str, Any] = await resp.json()
-        if task["status"] == status:
-            return task
-        index = task["index"]
-    raise AssertionError(f"task {task_id} never reached {status}")
 
 
 async def log_text(api: Client, task_id: str) -> str:

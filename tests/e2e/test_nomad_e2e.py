@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import WRITER, make_config, wait_terminal, sse_frames
+from support import WRITER, make_config, sse_frames, submit, wait_status, wait_terminal
 
 from egw.testing.nomad import NomadSimulator
 from egw.web.app import create_app
@@ -35,27 +35,6 @@ def gateway(tmp_path: Path, sim: NomadSimulator) -> web.Application:
     cfg = make_config(tmp_path, {"providers": {"nomad": {
         "enabled": True, "address": sim.url, "log_grace_s": 2, "blocking_wait_s": 5}}})
     return create_app(cfg)
-
-
-
-
-async def submit(api: Client, body: dict[str, Any]) -> dict[str, Any]:
-    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
-    assert resp.status == 202, await resp.text()
-    task: dict[str, Any] = await resp.json()
-    return task
-
-
-async def wait_status(api: Client, task_id: str, status: str) -> None:
-    """Follow the task with blocking queries until it has ``status``."""
-    index = 0
-    for _ in range(200):
-        resp = await api.get(f"/v1/tasks/{task_id}?index={index}&wait=5s", headers=WRITER)
-        task = await resp.json()
-        if task["status"] == status:
-            return
-        index = task["index"]
-    raise AssertionError(f"task {task_id} never reached {status}")
 
 
 async def log_text(api: Client, task_id: str) -> tuple[str, list[dict[str, str]]]:
