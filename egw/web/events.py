@@ -7,7 +7,7 @@ from aiohttp import web
 from egw.web import schemas
 from egw.web.keys import event_channel_key, service_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import SSEResponse, SSEStream, _http_chunk, encode, event_frame, sse_headers
+from egw.web.sse import SSEResponse, SSEStream, serve_stream, _http_chunk, encode, event_frame, sse_headers
 
 routes = web.RouteTableDef()
 
@@ -54,10 +54,7 @@ async def _stream(
     stream = SSEStream(request, resp)
     channel.add(stream, (provider, task_id))
 
-    def close() -> None:
-        channel.remove(stream)
-
-    try:
+    async def replay() -> None:
         await stream.write(b"retry: 1000\n\n")
         pruned = await reader.pruned_seq()
         if 0 < after < pruned:
@@ -80,12 +77,5 @@ async def _stream(
         frames = channel.go_live(stream, position)
         if frames:
             stream.push(_http_chunk(b"".join(frames)))
-    except ConnectionResetError:  # the client left during the replay
-        close()
-        return resp
-    except BaseException:
-        close()
-        raise
-    # the stream goes on without this handler: see SSEResponse
-    resp.hand_off(stream, close)
-    return resp
+
+    return await serve_stream(resp, stream, replay, lambda: channel.remove(stream))

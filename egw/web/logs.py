@@ -9,7 +9,7 @@ from egw.store import LogChunk
 from egw.web import schemas
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import LogChannel, SSEResponse, SSEStream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
+from egw.web.sse import LogChannel, SSEResponse, SSEStream, serve_stream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
 
 routes = web.RouteTableDef()
 
@@ -68,10 +68,7 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
         app[hub_key].subscribe(task_id, channel)
     channel.add(stream, group)
 
-    def close() -> None:
-        channel.remove(stream)
-
-    try:
+    async def replay() -> None:
         await stream.write(b"retry: 1000\n\n")
         position = start
         while True:
@@ -96,15 +93,8 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
             stream.finish("end")
         else:
             stream.push(_http_chunk(b"".join(frames)))
-    except ConnectionResetError:  # the client left during the replay
-        close()
-        return resp
-    except BaseException:
-        close()
-        raise
-    # the stream goes on without this handler: see SSEResponse
-    resp.hand_off(stream, close)
-    return resp
+
+    return await serve_stream(resp, stream, replay, lambda: channel.remove(stream))
 
 
 def _drop(app: web.Application, channel: LogChannel) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -159,6 +159,27 @@ class SSEResponse(web.StreamResponse):
             await super().write_eof(data)
         except ConnectionResetError:
             pass  # the client is gone: there is no one to end the stream for
+
+
+async def serve_stream(
+    resp: SSEResponse,
+    stream: SSEStream,
+    replay: Callable[[], Awaitable[None]],
+    close: Callable[[], None],
+) -> SSEResponse:
+    """Run a stream's replay, then hand the live stream off to the response; ``close``
+    (which leaves the channel) runs however it ends: now if the replay fails, else at
+    the end of the stream."""
+    try:
+        await replay()
+    except ConnectionResetError:  # the client left during the replay
+        close()
+        return resp
+    except BaseException:
+        close()
+        raise
+    resp.hand_off(stream, close)
+    return resp
 
 
 class Channel:
