@@ -8,6 +8,8 @@ tests that run later are unaffected.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import gc
 import json
 import logging
@@ -19,7 +21,7 @@ import pytest
 import structlog
 from support import ADMIN_TOKEN, READER, READER_TOKEN, WRITER, WRITER_TOKEN, make_config
 
-from egw.logconfig import configure_logging
+from egw.logconfig import configure_logging, log_request, request_id_var
 from egw.web.app import create_app
 
 WRONG_TOKEN = "wrong-token-Zq81mXv02LpN"
@@ -67,7 +69,7 @@ def json_logging(tmp_path: Path) -> Iterator[Callable[[], Path]]:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # JSON lines end at \n only (str.splitlines also splits at U+2028)
         if line.strip():
             out.append(json.loads(line))  # every line is one JSON object
     return out
@@ -219,3 +221,73 @@ def test_secret_fields_are_redacted(
     assert careless["token"] == careless["authorization"] == "[redacted]"
     assert any(e["event"] == "stdlib lines are JSON too" and e["level"] == "warning" for e in lines)
     assert_no_secret(out + log_file.read_text(encoding="utf-8"), header_names=False)
+
+
+def _in_request(request_id: str, fn: Callable[[], None]) -> None:
+    """Run ``fn`` with ``request_id_var`` set, as while answering a request, without leaking it."""
+
+    def run() -> None:
+        request_id_var.set(request_id)
+        fn()
+
+    contextvars.copy_context().run(run)
+
+
+def test_the_request_line_is_the_line_structlog_would_write(
+    json_logging: Callable[[], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``log_request`` formats the canonical line itself (it is the hottest line there is);
+    it must stay the very line the configured processor renders, field for field, in order."""
+    log_file = json_logging()
+    odd_path = '/v1/tasks/t_"quoted"\\back\u00e9\u2028'
+    for method, path, status, duration_ms, actor in (
+        ("GET", "/v1/tasks/t_1", 200, 0.12, "reader"),
+        ("POST", odd_path, 401, 12.5, None),
+        ("DELETE", "/v1/tasks/t_2", 202, 0.0, 'na"me'),
+    ):
+        capsys.readouterr()
+        _in_request("rid-1", lambda: log_request(method, path, status, duration_ms, actor))
+        _in_request(
+            "rid-1",
+            lambda: structlog.get_logger("egw.http").info(
+                "request", method=method, path=path, status=status, duration_ms=duration_ms, actor=actor
+            ),
+        )
+        fast, slow = json_lines(capsys.readouterr().out)
+        assert fast.pop("timestamp")[:10] == slow.pop("timestamp")[:10]
+        assert list(fast.items()) == list(slow.items())
+        assert fast["path"] == path and fast["request_id"] == "rid-1"
+    assert len(request_lines(json_lines(log_file.read_text(encoding="utf-8")))) == 6
+
+
+def test_the_request_line_in_console_format_and_above_info(
+    capsys: pytest.CaptureFixture[str], json_logging: Callable[[], Path]
+) -> None:
+    configure_logging(level="info", fmt="console")
+    capsys.readouterr()
+    _in_request("rid-2", lambda: log_request("GET", "/healthz", 200, 0.5, None))
+    out = capsys.readouterr().out
+    assert "request" in out and "/healthz" in out and "rid-2" in out
+    assert not out.lstrip().startswith("{")
+    configure_logging(level="warning", fmt="json")
+    _in_request("rid-3", lambda: log_request("GET", "/healthz", 200, 0.5, None))
+    assert capsys.readouterr().out == ""
+
+
+async def test_lines_logged_on_the_loop_are_written_by_the_next_iteration(
+    json_logging: Callable[[], Path],
+) -> None:
+    """Info lines on the event loop are written together once per loop iteration; a warning
+    is written at once, after what is held, so the order is kept."""
+    log_file = json_logging()
+    log = structlog.get_logger("egw.test")
+    log.info("first")
+    log.info("second")
+    assert log_file.read_text(encoding="utf-8") == ""  # held for this iteration
+    log.warning("third")
+    assert [e["event"] for e in json_lines(log_file.read_text(encoding="utf-8"))] == [
+        "first", "second", "third",
+    ]
+    log.info("fourth")
+    await asyncio.sleep(0)
+    assert json_lines(log_file.read_text(encoding="utf-8"))[-1]["event"] == "fourth"

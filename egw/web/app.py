@@ -15,12 +15,12 @@ from aiohttp import web
 
 from egw import __version__
 from egw.config import Config
+from egw.metrics import Metrics
+from egw.providers.base import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.fanout import Hub
 from egw.service.tasks import TaskService
 from egw.store import Store
-from egw.metrics import Metrics
-from egw.providers.base import add_observer, remove_observer
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
 from egw.web.keys import (
@@ -35,24 +35,26 @@ from egw.web.keys import (
     store_key,
     ticker_key,
 )
-from egw.web.middleware import make_middleware
+from egw.web.middleware import Edge
 from egw.web.sse import EventChannel, Ticker
 
 
 def create_app(config: Config) -> web.Application:
     auth = Authenticator(config.auth.tokens)
-    app = web.Application(
-        middlewares=[make_middleware(auth.authenticate)],
-        client_max_size=config.server.max_body_bytes,
-    )
+    # no aiohttp middleware: the edge wraps each route's handler (see egw.web.middleware)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     app[config_key] = config
     app[auth_key] = auth
     app[tasks.body_cache_key] = tasks.BodyCache()
-    for table in (tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes):
-        app.add_routes(table)
-    if config.metrics.enabled:
-        app[metrics_key] = Metrics()
-        app.add_routes(metrics.routes)
+    observer = Metrics() if config.metrics.enabled else None
+    edge = Edge(auth.authenticate, observer.requests if observer else None)
+    tables = [tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes]
+    if observer is not None:
+        app[metrics_key] = observer
+        tables.append(metrics.routes)
+    for table in tables:
+        app.add_routes(edge.routes(table))
+    edge.add_catch_all(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_service_ctx)

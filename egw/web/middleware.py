@@ -1,4 +1,14 @@
-"""Middlewares: request id and one canonical log line per request; errors as JSON; bearer auth."""
+"""The edge of every route: request id, bearer auth on /v1, errors as JSON, one log line, metrics.
+
+It wraps each route's handler when the route is added (``Edge.routes``) rather
+than being an aiohttp middleware. With any middleware at all, aiohttp wraps
+every request in two more coroutines (the middleware and its own
+``current_app`` fixer); on a cached ``GET /v1/tasks/{id}`` that wrapping cost
+as much as everything egw does. What a middleware would also see, a path no
+route matches or a method a route does not take, is answered by a last,
+catch-all route (``Edge.no_route``) that goes through the same edge, so those
+answers too are JSON, logged, counted and carry ``X-Request-ID``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,8 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
@@ -15,8 +25,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from egw.errors import EgwError, InvalidRequest, Unauthorized
+from egw.logconfig import log_request, request_id_var
+from egw.metrics import HttpRequests
 from egw.web.auth import Principal
-from egw.web.keys import metrics_key
 
 log = structlog.get_logger("egw.http")
 
@@ -24,9 +35,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _R = TypeVar("_R", bound=web.StreamResponse)
 
 principal_key = web.RequestKey("principal", Principal)
-request_id_key = web.RequestKey("request_id", str)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics", "/v1/openapi.json")
+_UNMATCHED = "unmatched"  # the route label of requests no route took
+_CATCH_ALL = "/{path:.*}"
+NO_ROUTE = "no-route"  # the catch-all resource's name
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
@@ -53,72 +66,108 @@ def _from_http(exc: web.HTTPException) -> web.Response:
     )
 
 
-def make_middleware(authenticate: Callable[[str | None], Principal]) -> Any:
-    """The one middleware: request id, bearer auth on /v1, errors as JSON, one log line, metrics.
+def _protected(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith(_PUBLIC)
 
-    One middleware rather than a chain: aiohttp wraps every middleware per
-    request, and on a cached GET that wrapping is a measurable share of the time.
-    """
-    prefix = secrets.token_hex(4)
-    counter = itertools.count()
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID")
-        request_id = (
-            incoming if incoming and _REQUEST_ID.fullmatch(incoming) else f"{prefix}{next(counter):08x}"
-        )
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        request[request_id_key] = request_id
-        response: web.StreamResponse
-        try:
-            path = request.path
-            if path.startswith("/v1/") and not path.startswith(_PUBLIC):
-                request[principal_key] = authenticate(request.headers.get("Authorization"))
-            response = await handler(request)
-        except EgwError as exc:
-            headers = {"WWW-Authenticate": 'Bearer realm="egw"'} if isinstance(exc, Unauthorized) else None
-            response = error_response(exc, headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = _from_http(exc)
-        except (HttpProcessingError, RequestPayloadError) as exc:
-            # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
-            response = error_response(InvalidRequest(f"cannot read the body: {exc}", field="body"))
-        except ConnectionResetError:
-            raise  # the client went away: nothing to answer
-        except Exception:
-            log.exception("unhandled_error", method=request.method, path=request.path)
-            response = web.json_response(
-                {"error": {"code": "internal", "message": "internal error", "details": {}}},
-                status=500,
+class Edge:
+    """Wraps handlers; one per application."""
+
+    def __init__(
+        self, authenticate: Callable[[str | None], Principal], metrics: HttpRequests | None
+    ) -> None:
+        self._authenticate = authenticate
+        self._metrics = metrics
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count()
+
+    def routes(self, table: Iterable[web.AbstractRouteDef]) -> list[web.RouteDef]:
+        """The table's routes, each handler wrapped, labelled by its route template."""
+        out = []
+        for route in table:
+            assert isinstance(route, web.RouteDef), route
+            out.append(
+                web.RouteDef(
+                    route.method,
+                    route.path,
+                    self.wrap(route.handler, route.path, _protected(route.path)),
+                    route.kwargs,
+                )
             )
-        if not response.prepared:
-            response.headers["X-Request-ID"] = request_id
-        principal = request.get(principal_key)
-        status = response.status
-        elapsed = time.perf_counter() - start
-        log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=status,
-            duration_ms=round(elapsed * 1000, 2),
-            actor=principal.name if principal else None,
-        )
-        metrics = request.app.get(metrics_key)
-        if metrics is not None:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            metrics.http(request.method, route, status, elapsed)
-        # an event stream goes on after this: it need not carry the request's log context
-        structlog.contextvars.clear_contextvars()
-        return response
+        return out
 
-    return middleware
+    def add_catch_all(self, app: web.Application) -> None:
+        """Last: the route of any path or method no other route takes (404 or 405, as JSON)."""
+        resource = app.router.add_resource(_CATCH_ALL, name=NO_ROUTE)
+
+        async def no_route(request: web.Request) -> web.StreamResponse:
+            allowed: set[str] = set()
+            for other in request.app.router.resources():
+                if other is not resource:
+                    # (None, methods) when the path is the resource's and the method is not
+                    allowed |= (await other.resolve(request))[1]
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, allowed)
+            raise web.HTTPNotFound()
+
+        resource.add_route("*", self.wrap(no_route, _UNMATCHED, None))
+
+    def wrap(self, handler: Handler, route: str, protected: bool | None) -> Handler:
+        """``protected``: whether a bearer token is required; None decides by the request's path."""
+        authenticate = self._authenticate
+        metrics = self._metrics
+        prefix = self._prefix
+        counter = self._counter
+        fullmatch = _REQUEST_ID.fullmatch
+
+        async def edge(request: web.Request) -> web.StreamResponse:
+            start = time.perf_counter()
+            incoming = request.headers.get("X-Request-ID")
+            request_id = incoming if incoming and fullmatch(incoming) else f"{prefix}{next(counter):08x}"
+            # every line logged while answering carries it (a request's task has a context
+            # of its own, so the next request on this connection sets its own)
+            request_id_var.set(request_id)
+            actor: str | None = None
+            response: web.StreamResponse
+            try:
+                if protected or (protected is None and _protected(request.path)):
+                    who = authenticate(request.headers.get("Authorization"))
+                    request[principal_key] = who
+                    actor = who.name
+                response = await handler(request)
+            except EgwError as exc:
+                headers = (
+                    {"WWW-Authenticate": 'Bearer realm="egw"'} if isinstance(exc, Unauthorized) else None
+                )
+                response = error_response(exc, headers)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = _from_http(exc)
+            except (HttpProcessingError, RequestPayloadError) as exc:
+                # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
+                response = error_response(InvalidRequest(f"cannot read the body: {exc}", field="body"))
+            except ConnectionResetError:
+                raise  # the client went away: nothing to answer
+            except Exception:
+                log.exception("unhandled_error", method=request.method, path=request.path)
+                response = web.json_response(
+                    {"error": {"code": "internal", "message": "internal error", "details": {}}},
+                    status=500,
+                )
+            if not response.prepared:
+                response.headers["X-Request-ID"] = request_id
+            status = response.status
+            elapsed = time.perf_counter() - start
+            method = request.method
+            log_request(method, request.path, status, round(elapsed * 1000, 2), actor)
+            if metrics is not None:
+                metrics.observe(method, route, status, elapsed)
+            return response
+
+        edge.__name__ = getattr(handler, "__name__", "edge")
+        edge.__doc__ = handler.__doc__
+        return edge
 
 
 def stream_response(
@@ -126,7 +175,7 @@ def stream_response(
 ) -> _R:
     """A streamed response (prepared by its handler) that echoes the request id too."""
     response = cls(headers=headers)
-    request_id = request.get(request_id_key)
+    request_id = request_id_var.get()
     if request_id:
         response.headers["X-Request-ID"] = request_id
     return response

@@ -19,21 +19,25 @@ _BODY_CACHE_SIZE = 4096
 
 
 class BodyCache:
-    """Encoded task JSON by (task id, index): a task's projection changes only with its
-    index, so a chat-ops bot polling one task costs one encoding per change."""
+    """Encoded task JSON and ETag by (task id, index): a task's projection changes only
+    with its index, so a chat-ops bot polling one task costs one encoding per change."""
 
     def __init__(self) -> None:
-        self._bodies: dict[str, tuple[int, bytes]] = {}
+        self._bodies: dict[str, tuple[int, bytes, str]] = {}
 
-    def body(self, task: Task) -> bytes:
+    def get(self, task: Task) -> tuple[bytes, str]:
         hit = self._bodies.get(task.id)
         if hit is not None and hit[0] == task.index:
-            return hit[1]
+            return hit[1], hit[2]
         encoded = json.dumps(task.to_json(), separators=(",", ":")).encode()
         if len(self._bodies) >= _BODY_CACHE_SIZE:
             self._bodies.clear()
-        self._bodies[task.id] = (task.index, encoded)
-        return encoded
+        etag = f'"{task.index}"'
+        self._bodies[task.id] = (task.index, encoded, etag)
+        return encoded, etag
+
+    def body(self, task: Task) -> bytes:
+        return self.get(task)[0]
 
 
 body_cache_key = web.AppKey("body_cache", BodyCache)
@@ -45,6 +49,31 @@ def _task_response(request: web.Request, task: Task, *, status: int = 200) -> we
         status=status,
         content_type="application/json",
     )
+
+
+# First in the file, so first among the /v1/tasks routes aiohttp tries: a poll of
+# one task is the most frequent request there is, and each route tried before
+# the right one is a regular expression and a coroutine more.
+@routes.get("/v1/tasks/{id}/status")
+@routes.get("/v1/tasks/{id}")
+async def get_task(request: web.Request) -> web.Response:
+    principal(request).require("tasks:read")
+    service = request.app[service_key]
+    task_id = request.match_info["id"]
+    task = service.peek(task_id) or await service.get(task_id)
+    if request.query_string:  # plain polls skip query parsing altogether
+        max_wait = request.app[config_key].server.max_wait_s
+        wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
+        if "index" in request.query:
+            index = schemas.int_query(request, "index", default=0, lo=0, hi=schemas.MAX_CURSOR)
+            task = await service.wait(task_id, index=index, wait_s=wait_s)
+    body, etag = request.app[body_cache_key].get(task)
+    headers = {"ETag": etag, "X-Egw-Index": etag[1:-1], "Cache-Control": "no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag in _etags(if_none_match):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = "application/json"
+    return web.Response(body=body, headers=headers)
 
 
 @routes.post("/v1/tasks")
@@ -99,28 +128,6 @@ async def list_tasks(request: web.Request) -> web.Response:
         "next_cursor": schemas.encode_cursor(tasks[-1].submit_seq) if more else None,
     }
     return web.json_response(body)
-
-
-@routes.get("/v1/tasks/{id}")
-@routes.get("/v1/tasks/{id}/status")
-async def get_task(request: web.Request) -> web.Response:
-    principal(request).require("tasks:read")
-    service = request.app[service_key]
-    task_id = request.match_info["id"]
-    task = await service.get(task_id)
-    if request.query_string:  # plain polls skip query parsing altogether
-        max_wait = request.app[config_key].server.max_wait_s
-        wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
-        if "index" in request.query:
-            index = schemas.int_query(request, "index", default=0, lo=0, hi=schemas.MAX_CURSOR)
-            task = await service.wait(task_id, index=index, wait_s=wait_s)
-    etag = f'"{task.index}"'
-    headers = {"ETag": etag, "X-Egw-Index": str(task.index), "Cache-Control": "no-cache"}
-    if etag in _etags(request.headers.get("If-None-Match")):
-        return web.Response(status=304, headers=headers)
-    resp = _task_response(request, task)
-    resp.headers.update(headers)
-    return resp
 
 
 def _etags(header: str | None) -> set[str]:

@@ -56,6 +56,7 @@ async def test_metrics_follow_a_session(api: TestClient[web.Request, web.Applica
     assert moved("egw_http_requests_total", method="POST", route="/v1/tasks", status="202") == 2
     assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}", status="404") == 1
     assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}/logs", status="200") == 1
+    assert moved("egw_http_requests_total", method="GET", route="unmatched", status="404") == 0
     assert moved("egw_eventlog_appends_total") >= 6
     assert moved("egw_log_bytes_total", provider="local") == len("hello\n")
     assert sample(after, "egw_eventlog_write_batch_size_count") > 0
@@ -114,3 +115,32 @@ async def test_metrics_after_webhooks_and_a_failed_upstream_call(
     assert moved("egw_tasks_finished_total", provider="github_actions", outcome="succeeded") == 1
     assert sample(after, "egw_provider_health", provider="github_actions",
                   figure="rate_limit.remaining") > 0
+
+
+async def test_request_latency_is_a_prometheus_histogram(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    """Counted without prometheus-client's locks, exposed through its collector API: the
+    buckets are cumulative, end at +Inf, and agree with the request counter."""
+    for _ in range(3):
+        await api.get("/v1/tasks/t_nope", headers=WRITER)
+    await api.get("/no/such/route")
+    await api.patch("/healthz")
+    text = await scrape(api)
+    labels = {"method": "GET", "route": "/v1/tasks/{id}"}
+    les = [
+        re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+        for line in text.splitlines()
+        if line.startswith("egw_http_request_duration_seconds_bucket{")
+        and 'route="/v1/tasks/{id}"' in line and 'method="GET"' in line
+    ]
+    assert les and les[-1] == "+Inf" and les[0] == "0.001"
+    counts = [sample(text, "egw_http_request_duration_seconds_bucket", **labels, le=le) for le in les]
+    assert counts == sorted(counts) and counts[-1] == 3
+    assert sample(text, "egw_http_request_duration_seconds_count", **labels) == 3
+    assert 0 < sample(text, "egw_http_request_duration_seconds_sum", **labels) < 30
+    assert sample(text, "egw_http_requests_total", **labels, status="404") == 3
+    # what no route takes is counted under one label, never under its raw path
+    assert sample(text, "egw_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    assert sample(text, "egw_http_requests_total", method="PATCH", route="unmatched", status="405") == 1
+    assert "/no/such/route" not in text
