@@ -78,4 +78,4 @@ async def _stream(
         if frames:
             stream.push(_http_chunk(b"".join(frames)))
 
-    return await serve_stream(resp, stream, replay, lambda: channel.remove(stream))
+    return await serve_stream(resp, stream, replay, channel)

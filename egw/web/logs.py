@@ -34,7 +34,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def _plain(request: web.Request, task_id: str, start: int, group: str | None) -> web.StreamResponse:
     service = request.app[service_key]
     task = await service.get(task_id)
-    resp = stream_response(
+    resp: web.StreamResponse = stream_response(
         request,
         {
             "Content-Type": "text/plain; charset=utf-8",
@@ -94,7 +94,7 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
         else:
             stream.push(_http_chunk(b"".join(frames)))
 
-    return await serve_stream(resp, stream, replay, lambda: channel.remove(stream))
+    return await serve_stream(resp, stream, replay, channel)
 
 
 def _drop(app: web.Application, channel: LogChannel) -> None:

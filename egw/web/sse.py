@@ -87,10 +87,12 @@ def sse_headers() -> dict[str, str]:
     return {
         "Content-Type": "text/event-stream; charset=utf-8",
         "Cache-Control": "no-cache",
-        "Connection": "keep-alive",
         # nginx would otherwise buffer the stream
         "X-Accel-Buffering": "no",
     }
+
+
+_LIVE: tuple[()] = ()  # the backlog of every live stream: nothing, and no list of its own
 
 
 class SSEStream:
@@ -102,9 +104,16 @@ class SSEStream:
         self.response = response
         self.transport = request.transport
         self.live = False
-        self.backlog: list[Any] = []
+        # what arrives during the replay; _LIVE once live (a list of its own costs 56 bytes)
+        self.backlog: list[Any] | tuple[()] = []
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.sent = 0
+
+    def hold(self, item: Any) -> None:
+        """Keep what arrived during the replay (only a stream still replaying is given any)."""
+        backlog = self.backlog
+        assert isinstance(backlog, list), "a live stream holds nothing"
+        backlog.append(item)
 
     async def write(self, data: bytes) -> None:
         """Write through aiohttp (replay, first bytes); may wait for the socket."""
@@ -142,19 +151,22 @@ class SSEResponse(web.StreamResponse):
 
     def __init__(self, *, headers: dict[str, str]) -> None:
         super().__init__(headers=headers)
-        self._live: tuple[SSEStream, Callable[[], None]] | None = None
+        # the live stream and the channel it leaves when it ends (no closure: thousands
+        # of these are open at once, and a lambda and its cell cost 200 bytes each)
+        self._stream: SSEStream | None = None
+        self._channel: Channel | None = None
 
-    def hand_off(self, stream: SSEStream, on_close: Callable[[], None]) -> None:
-        self._live = (stream, on_close)
+    def hand_off(self, stream: SSEStream, channel: Channel) -> None:
+        self._stream, self._channel = stream, channel
 
     async def write_eof(self, data: bytes = b"") -> None:
-        live, self._live = self._live, None
-        if live is not None:
-            stream, on_close = live
+        stream, channel = self._stream, self._channel
+        self._stream = self._channel = None
+        if stream is not None and channel is not None:
             try:
                 await stream.done
             finally:
-                on_close()
+                channel.remove(stream)
         try:
             await super().write_eof(data)
         except ConnectionResetError:
@@ -165,20 +177,19 @@ async def serve_stream(
     resp: SSEResponse,
     stream: SSEStream,
     replay: Callable[[], Awaitable[None]],
-    close: Callable[[], None],
+    channel: Channel,
 ) -> SSEResponse:
-    """Run a stream's replay, then hand the live stream off to the response; ``close``
-    (which leaves the channel) runs however it ends: now if the replay fails, else at
-    the end of the stream."""
+    """Run a stream's replay, then hand the live stream off to the response; the stream
+    leaves ``channel`` however it ends: now if the replay fails, else at its end."""
     try:
         await replay()
     except ConnectionResetError:  # the client left during the replay
-        close()
+        channel.remove(stream)
         return resp
     except BaseException:
-        close()
+        channel.remove(stream)
         raise
-    resp.hand_off(stream, close)
+    resp.hand_off(stream, channel)
     return resp
 
 
@@ -194,6 +205,9 @@ class Channel:
         if not self.dirty:
             self.dirty = True
             self.ticker.dirty.append(self)
+
+    def remove(self, stream: SSEStream) -> None:  # pragma: no cover - overridden
+        raise TypeError
 
     def flush(self) -> None:  # pragma: no cover - overridden
         raise TypeError
@@ -242,7 +256,7 @@ class LogChannel(Channel):
                     frames.append(log_frame(_tail(item, position)))
             elif kind == "status":
                 frames.append(status_frame(item))
-        stream.backlog.clear()
+        stream.backlog = _LIVE  # a live stream gets no backlog: its list is let go
         stream.live = True
         self.groups[group].add(stream)
         return frames
@@ -258,7 +272,7 @@ class LogChannel(Channel):
 
     def on_log(self, chunk: LogChunk) -> None:
         for stream in self.catching_up:
-            stream.backlog.append(("log", chunk))
+            stream.hold(("log", chunk))
         self.pending.append(("log", chunk))
         self.mark()
 
@@ -268,7 +282,7 @@ class LogChannel(Channel):
         self.task = task
         if event.applied:
             for stream in self.catching_up:
-                stream.backlog.append(("status", task))
+                stream.hold(("status", task))
             self.pending.append(("status", task))
             self.mark()
 
@@ -330,7 +344,7 @@ class EventChannel(Channel):
         self.flush()  # as in LogChannel.go_live
         key = self.catching_up.pop(stream)
         frames = [event_frame(e) for e in stream.backlog if e.seq > after and _matches(key, e)]
-        stream.backlog.clear()
+        stream.backlog = _LIVE
         stream.live = True
         self.groups.setdefault(key, set()).add(stream)
         return frames
@@ -347,7 +361,7 @@ class EventChannel(Channel):
             return
         for stream, key in self.catching_up.items():
             if _matches(key, event):
-                stream.backlog.append(event)
+                stream.hold(event)
         self.pending.append(event)
         self.mark()
 
