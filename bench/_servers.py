@@ -12,9 +12,10 @@ the same backlog, no access log), so only the application differs:
 
 * ``hello``: a bare aiohttp application, ``GET /`` answers ``Hello, World!``
   (the ceiling of ``GET /v1/tasks/{id}``);
-* ``shaped``: what aiohttp alone costs for a response shaped like egw's: two
-  no-op middlewares (egw has two), the route ``/v1/tasks/{id}``, and the very
-  body and headers egw answered (read from ``--shape``), with no egw code;
+* ``shaped``: what aiohttp alone costs for a response shaped like egw's: no
+  middleware (egw has none either: its edge wraps each handler), the route
+  ``/v1/tasks/{id}``, and the very body and headers egw answered (read from
+  ``--shape``), with no egw code;
 * ``gateway``: ``egw.web.app.create_app(parse_config(config, {}))`` with
   logging configured as a server would (``configure_logging``: the canonical
   JSON line per request goes to this process's stdout, which the benchmark
@@ -22,7 +23,7 @@ the same backlog, no access log), so only the application differs:
 * ``fanout``: the ceiling of the SSE fan-out: the same design as
   ``egw.web.sse`` (one pre-framed HTTP chunk per tick written straight to each
   client's transport, same framing, same 25 ms tick) in a bare aiohttp
-  application, without egw's store, hub, auth, middlewares and replay. It runs
+  application, without egw's store, hub, auth, edge and replay. It runs
   the ticker task itself and tails its stdout. Any ``GET`` path is a stream.
 
 ``--cpu N`` pins the process (and so every thread and child it starts later:
@@ -163,18 +164,10 @@ def _shaped_app(shape_path: str) -> Any:
     headers = shape["headers"]
     content_type = shape.get("content_type", "application/json")
 
-    @web.middleware
-    async def first(request: web.Request, handler: Any) -> web.StreamResponse:
-        return await handler(request)  # type: ignore[no-any-return]
-
-    @web.middleware
-    async def second(request: web.Request, handler: Any) -> web.StreamResponse:
-        return await handler(request)  # type: ignore[no-any-return]
-
     async def task(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type=content_type, headers=headers)
 
-    app = web.Application(middlewares=[first, second])
+    app = web.Application()
     app.router.add_get("/v1/tasks/{id}", task)
     return app
 

@@ -961,7 +961,7 @@ def render(report: dict[str, Any]) -> str:
         out.append(f"  hello-world       median {h['hello_rps_median']:>10.1f} req/s")
         out.append(
             f"  aiohttp, egw-shaped median {h['shaped_rps_median']:>8.1f} req/s = "
-            f"{h['shaped_ratio_median_of_rounds']:.3f} of hello-world (2 no-op middlewares, egw's route,"
+            f"{h['shaped_ratio_median_of_rounds']:.3f} of hello-world (no middleware, egw's route,"
             " body and headers: the framework's floor for this response)"
         )
         out.append(f"  egw               median {h['egw_rps_median']:>10.1f} req/s")
