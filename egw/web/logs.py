@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from aiohttp import web
 
 from egw.errors import InvalidRequest
+from egw.service.tasks import TaskService
 from egw.store import LogChunk
 from egw.web import schemas
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import LogChannel, SSEResponse, SSEStream, serve_stream, _http_chunk, _tail, end_frame, log_frame, sse_headers, status_frame
+from egw.web.sse import (
+    WINDOW_BYTES,
+    LogChannel,
+    SSEResponse,
+    SSEStream,
+    _http_chunk,
+    _tail,
+    end_frame,
+    log_frame,
+    serve_stream,
+    sse_headers,
+    status_frame,
+)
+
+log = structlog.get_logger("egw.web.logs")
 
 routes = web.RouteTableDef()
 
@@ -71,18 +89,25 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
     async def replay() -> None:
         await stream.write(b"retry: 1000\n\n")
         position = start
-        while True:
+        frames: list[bytes] = []
+        await _window(channel, service)
+        from_memory = channel.covers(position)
+        if from_memory:  # no query, and usually no wait at all
+            frames = channel.window_frames(position, group)
+            position = max(position, channel.window_end)
+        while not from_memory:
             chunks: list[LogChunk] = [
                 c for c in await service.store.reader.logs(task_id, offset=position) if c.end > position
             ]
             if not chunks:
                 break
-            frames = [log_frame(_tail(c, position)) for c in chunks if group in (None, c.stream)]
+            replayed = [log_frame(_tail(c, position)) for c in chunks if group in (None, c.stream)]
             position = chunks[-1].end
-            await stream.write(b"".join(frames))
+            await stream.write(b"".join(replayed))
         task = await service.get(task_id)
         # no await from here on until the stream is live: nothing can slip between
-        frames = [status_frame(task), *channel.go_live(stream, position, task)]
+        # (and what arrived during an await above is in the stream's backlog)
+        frames += [status_frame(task), *channel.go_live(stream, position, task)]
         if channel.task is None or channel.task.index < task.index:
             channel.task = task
         channel.logs_complete = channel.logs_complete or task.logs_complete
@@ -95,6 +120,39 @@ async def _tail_sse(request: web.Request, task_id: str, start: int, group: str |
             stream.push(_http_chunk(b"".join(frames)))
 
     return await serve_stream(resp, stream, replay, channel)
+
+
+async def _window(channel: LogChannel, service: TaskService) -> None:
+    """Until the channel's window is loaded: one read for all the clients joining at once."""
+    if channel.window_start is not None:
+        return
+    if channel.loading is None or channel.loading.done():
+        channel.loading = asyncio.create_task(_load_window(channel, service))
+        channel.loading.add_done_callback(_loaded)
+    try:
+        await asyncio.shield(channel.loading)
+    except Exception:  # noqa: BLE001 - logged by _loaded; this client replays from the database
+        pass
+
+
+async def _load_window(channel: LogChannel, service: TaskService) -> None:
+    task_id = channel.task_id
+    task = await service.get(task_id)
+    start = max(0, task.log_size - WINDOW_BYTES)
+    chunks: list[LogChunk] = []
+    position = start
+    while True:
+        got = [c for c in await service.store.reader.logs(task_id, offset=position) if c.end > position]
+        if not got:
+            break
+        chunks += got
+        position = got[-1].end
+    channel.anchor(start, chunks)
+
+
+def _loaded(load: asyncio.Task[None]) -> None:
+    if not load.cancelled() and load.exception() is not None:
+        log.warning("log_window_load_failed", error=repr(load.exception()))
 
 
 def _drop(app: web.Application, channel: LogChannel) -> None:

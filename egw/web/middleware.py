@@ -124,9 +124,9 @@ class Edge:
             start = time.perf_counter()
             incoming = request.headers.get("X-Request-ID")
             request_id = incoming if incoming and fullmatch(incoming) else f"{prefix}{next(counter):08x}"
-            # every line logged while answering carries it (a request's task has a context
-            # of its own, so the next request on this connection sets its own)
-            request_id_var.set(request_id)
+            # every line logged while answering carries it (a request's task has a
+            # context of its own, so nothing leaks into other requests)
+            token = request_id_var.set(request_id)
             actor: str | None = None
             response: web.StreamResponse
             try:
@@ -163,6 +163,9 @@ class Edge:
             log_request(method, request.path, status, round(elapsed * 1000, 2), actor)
             if metrics is not None:
                 metrics.observe(method, route, status, elapsed)
+            # answered: an event stream goes on without the request's log context (and
+            # without the 120 bytes it would keep for as long as the stream is open)
+            request_id_var.reset(token)
             return response
 
         edge.__name__ = getattr(handler, "__name__", "edge")

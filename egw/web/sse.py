@@ -13,11 +13,17 @@ subscribers on one core. Instead, live output is *batched per tick*:
   items once per *group* of identical clients (for logs: all streams, stdout
   only, stderr only) and writes that one pre-framed HTTP chunk straight to
   each client's transport: no coroutine, no copy per client.
-* A new client first replays from the database (``Last-Event-ID`` or
-  ``offset``) while live items pile up in its own backlog; once the replay is
-  done it drains the backlog (skipping what the replay already covered, by
-  offset or sequence) and joins its group. Both steps run on the one event
-  loop, so nothing falls between them and nothing is sent twice.
+* A new client first replays (``Last-Event-ID`` or ``offset``) while live
+  items pile up in its own backlog; once the replay is done it drains the
+  backlog (skipping what the replay already covered, by offset or sequence)
+  and joins its group. Both steps run on the one event loop, so nothing falls
+  between them and nothing is sent twice.
+* A log channel keeps its task's latest output (``WINDOW_BYTES``) in memory:
+  loaded from the database once, when the channel opens, then extended by
+  every live chunk. A client that resumes inside that window replays from
+  memory, without a query and without waiting, so a reconnecting crowd costs
+  one read, not one per client (and no thousand suspended handlers at once,
+  whose memory the process would keep).
 
 The response uses HTTP/1.1 chunked encoding (aiohttp's default for a stream
 without a length): the replay goes through aiohttp's writer, live frames are
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -42,6 +49,7 @@ from egw.core.model import Event, Task
 from egw.store import LogChunk
 
 MAX_BUFFER = 1 << 20  # bytes queued in one client's socket before it is dropped
+WINDOW_BYTES = 64 << 10  # a tailed task's latest output kept in memory, for clients that join
 KEEPALIVE = b": keepalive\n\n"
 
 
@@ -235,6 +243,71 @@ class LogChannel(Channel):
         self.logs_complete = False
         self.ended = False
         self._on_empty = on_empty
+        # the window: the task's output from window_start to window_end, in memory;
+        # window_start is None until it is loaded (chunks seen meanwhile are kept)
+        self.window: deque[LogChunk] = deque()
+        self.window_start: int | None = None
+        self.window_end = 0
+        self._window_bytes = 0
+        self.loading: asyncio.Task[None] | None = None
+
+    # the window ---------------------------------------------------------------------------------
+
+    def covers(self, position: int) -> bool:
+        """Whether a replay from ``position`` can come from memory."""
+        return self.window_start is not None and self.window_start <= position
+
+    def window_frames(self, position: int, group: str | None) -> list[bytes]:
+        """Log frames of the window past ``position`` (``covers(position)`` must hold)."""
+        return [
+            log_frame(_tail(c, position))
+            for c in self.window
+            if c.end > position and group in (None, c.stream)
+        ]
+
+    def anchor(self, start: int, chunks: list[LogChunk]) -> None:
+        """The window is the output from ``start``: ``chunks`` (read from the database)
+        and the live chunks seen since the channel subscribed, which may overlap them."""
+        merged: deque[LogChunk] = deque()
+        end = start
+        for chunk in [*chunks, *self.window]:
+            if chunk.end <= end:
+                continue
+            if chunk.offset > end:  # a hole: the window would be wrong, so there is none
+                self._reset_window()
+                return
+            merged.append(_tail(chunk, end))
+            end = chunk.end
+        self.window, self.window_start, self.window_end = merged, start, end
+        self._window_bytes = sum(len(c.data) for c in merged)
+        self._trim()
+
+    def _remember(self, chunk: LogChunk) -> None:
+        if self.window_start is None:
+            if self.loading is not None and not self.loading.done():
+                self.window.append(chunk)  # for anchor(), once the load is read
+            return
+        if chunk.end <= self.window_end:
+            return
+        if chunk.offset > self.window_end:
+            self._reset_window()
+            return
+        chunk = _tail(chunk, self.window_end)
+        self.window.append(chunk)
+        self.window_end = chunk.end
+        self._window_bytes += len(chunk.data)
+        self._trim()
+
+    def _trim(self) -> None:
+        while self._window_bytes > WINDOW_BYTES and len(self.window) > 1:
+            dropped = self.window.popleft()
+            self._window_bytes -= len(dropped.data)
+            self.window_start = self.window[0].offset
+
+    def _reset_window(self) -> None:
+        self.window.clear()
+        self.window_start = None
+        self.window_end = self._window_bytes = 0
 
     def streams(self) -> Iterable[SSEStream]:
         for group in self.groups.values():
@@ -274,6 +347,7 @@ class LogChannel(Channel):
         for stream in self.catching_up:
             stream.hold(("log", chunk))
         self.pending.append(("log", chunk))
+        self._remember(chunk)
         self.mark()
 
     def on_event(self, event: Event, task: Task | None) -> None:

@@ -55,20 +55,22 @@ async def test_exact_bytes_of_a_live_tail(api: TestClient[web.Request, web.Appli
         assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         assert resp.headers["Cache-Control"] == "no-cache"
         head = b""
-        while head.count(b"\n\n") < 3:
+        while head.count(b"\n\n") < 4:  # the replay, then the task's status: it is live
             head += await resp.content.readany()
-        assert head == (
+        replayed = (
             b"retry: 1000\n\n"
             b'id: 6\nevent: log\ndata: {"stream":"stdout","text":"hello\\n"}\n\n'
             b'id: 16\nevent: log\ndata: {"stream":"stderr","text":"caf\xc3\xa9 \\"q\\"\\n"}\n\n'
         )
+        assert head.startswith(replayed)
+        assert head[len(replayed):].startswith(b"event: status\ndata: {")
+        assert head.endswith(b"}\n\n") and head.count(b"\n\n") == 4
         # live: the next chunk arrives framed the same way, its id the offset after it
         rest = b""
         await service.append_log(task["id"], "stdout", b"more\n")
         while b"more" not in rest:
             rest += await resp.content.readany()
-        assert rest.startswith(b"event: status\ndata: {")
-        assert rest.endswith(b'id: 21\nevent: log\ndata: {"stream":"stdout","text":"more\\n"}\n\n')
+        assert rest == b'id: 21\nevent: log\ndata: {"stream":"stdout","text":"more\\n"}\n\n'
     cancel = await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)
     assert cancel.status == 202
 
