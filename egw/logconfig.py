@@ -68,14 +68,21 @@ class _Enrich:
     def __init__(self) -> None:
         self._second = -1
         self._text = ""
+        self._ms = -1
+        self._stamp = ""
 
     def timestamp(self) -> str:
         now = time.time()
-        second = int(now)
+        ms = int(now * 1000)
+        if ms == self._ms:  # many lines share a millisecond under load
+            return self._stamp
+        second = ms // 1000
         if second != self._second:
             self._second = second
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._text}.{int((now - second) * 1000):03d}Z"
+        self._ms = ms
+        self._stamp = f"{self._text}.{ms % 1000:03d}Z"
+        return self._stamp
 
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         request_id = request_id_var.get()
@@ -242,6 +249,9 @@ def log_request(method: str, path: str, status: int, duration_ms: float, actor: 
     _request_line(method, path, status, duration_ms, actor)
 
 
+_NAMES_MAX = 1024  # methods and token names: few, but a client chooses the method
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -276,17 +286,29 @@ def configure_logging(
             '"event":"request","request_id":"%s","level":"info","timestamp":"%s"}'
         )
 
+        names: dict[str | None, str] = {None: "null"}  # methods and actors, as JSON strings
+
         def _request_line(
             method: str, path: str, status: int, duration_ms: float, actor: str | None
         ) -> None:
+            method_json = names.get(method)
+            if method_json is None:
+                method_json = _dumps(method)
+                if len(names) < _NAMES_MAX:
+                    names[method] = method_json
+            actor_json = names.get(actor)
+            if actor_json is None:
+                actor_json = _dumps(actor)
+                if len(names) < _NAMES_MAX:
+                    names[actor] = actor_json
             sink.write_json_line(
                 template
                 % (
-                    _dumps(method),
+                    method_json,
                     _dumps(path),
                     status,
                     duration_ms,
-                    _dumps(actor),
+                    actor_json,
                     request_id_var.get(),
                     enrich.timestamp(),
                 )
