@@ -7,7 +7,15 @@ from aiohttp import web
 from egw.web import schemas
 from egw.web.keys import event_channel_key, service_key
 from egw.web.middleware import principal, stream_response
-from egw.web.sse import SSEResponse, SSEStream, serve_stream, _http_chunk, encode, event_frame, sse_headers
+from egw.web.sse import (
+    SSEResponse,
+    SSEStream,
+    _http_chunk,
+    encode,
+    event_frame,
+    serve_stream,
+    sse_headers,
+)
 
 routes = web.RouteTableDef()
 

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import structlog
@@ -34,7 +35,9 @@ log = structlog.get_logger("egw.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _R = TypeVar("_R", bound=web.StreamResponse)
 
-principal_key = web.RequestKey("principal", Principal)
+#: The principal of the request being answered (the edge sets it, then resets it once
+#: answered: an open event stream keeps neither it nor the memory it would take).
+principal_var: ContextVar[Principal | None] = ContextVar("egw_principal", default=None)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics", "/v1/openapi.json")
 _UNMATCHED = "unmatched"  # the route label of requests no route took
@@ -127,12 +130,13 @@ class Edge:
             # every line logged while answering carries it (a request's task has a
             # context of its own, so nothing leaks into other requests)
             token = request_id_var.set(request_id)
+            principal_token = None
             actor: str | None = None
             response: web.StreamResponse
             try:
                 if protected or (protected is None and _protected(request.path)):
                     who = authenticate(request.headers.get("Authorization"))
-                    request[principal_key] = who
+                    principal_token = principal_var.set(who)
                     actor = who.name
                 response = await handler(request)
             except EgwError as exc:
@@ -166,6 +170,8 @@ class Edge:
             # answered: an event stream goes on without the request's log context (and
             # without the 120 bytes it would keep for as long as the stream is open)
             request_id_var.reset(token)
+            if principal_token is not None:
+                principal_var.reset(principal_token)
             return response
 
         edge.__name__ = getattr(handler, "__name__", "edge")
@@ -185,4 +191,8 @@ def stream_response(
 
 
 def principal(request: web.Request) -> Principal:
-    return request[principal_key]
+    """Who is making ``request`` (a route the edge authenticated)."""
+    who = principal_var.get()
+    if who is None:  # a public route asked: a bug, never a client's doing
+        raise RuntimeError(f"{request.path} is not an authenticated route")
+    return who
