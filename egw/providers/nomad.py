@@ -42,6 +42,7 @@ splitting them would only spread that state over modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import ssl
 import time
@@ -387,11 +388,11 @@ class NomadProvider:
             raise ProviderUnavailable("nomad: the provider is not started", provider=SOURCE)
         return self._sink
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run in the background; kept here until done (the loop holds tasks weakly)."""
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._finished)
-        return task
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
@@ -400,7 +401,7 @@ class NomadProvider:
 
     def _backoff(self, attempt: int) -> float:
         base = min(self._retry.max_backoff_s, self._retry.initial_backoff_s * 2 ** (attempt - 1))
-        return base / 2 + random.uniform(0, base / 2)
+        return float(base / 2 + random.uniform(0, base / 2))
 
     def _track(self, tracked: _Tracked) -> None:
         self._tracked[tracked.task_id] = tracked
@@ -840,10 +841,10 @@ class NomadProvider:
                     previous = tracked.chain.get((task_name, stream))
                     follower = asyncio.ensure_future(
                         self._follow(tracked, alloc_id, task_name, stream, done, previous))
-                    follower.add_done_callback(lambda _f, t=tracked: self._follower_done(t))
+                    follower.add_done_callback(functools.partial(self._follower_done, tracked))
                     tracked.followers[key] = tracked.chain[(task_name, stream)] = follower
 
-    def _follower_done(self, tracked: _Tracked) -> None:
+    def _follower_done(self, tracked: _Tracked, _: object = None) -> None:
         if not self._closed:
             self._spawn(self._maybe_complete(tracked))
 

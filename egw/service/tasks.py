@@ -114,7 +114,7 @@ class TaskService:
             current = await self.get(task.id)
             if current.status is TaskState.PENDING and current.upstream_id is None:
                 if not current.upstream.get("submitted"):
-                    self._spawn(self._launch(self.providers[task.provider], current))
+                    _ = self._spawn(self._launch(self.providers[task.provider], current))
             self._arm_timeout(current)
         self._prune_task = asyncio.create_task(self._prune_loop(), name="egw-prune")
 
@@ -203,7 +203,7 @@ class TaskService:
                     {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
                     source="gateway",
                 )
-                self._spawn(self._relaunch(provider, task.id, attempt + 1, delay))
+                _ = self._spawn(self._relaunch(provider, task.id, attempt + 1, delay))
             else:
                 await self._submit_failed(task, f"submit failed: {exc.message}")
             raise

@@ -370,7 +370,7 @@ def parse_stream_line(raw: bytes | str) -> StreamLine:
             topic=str(ev.get("Topic", "")), type=str(ev.get("Type", "")),
             key=str(ev.get("Key", "")), namespace=str(ev.get("Namespace") or ""),
             index=int(ev.get("Index") or index),
-            payload=ev.get("Payload") if isinstance(ev.get("Payload"), dict) else {},
+            payload=payload if isinstance(payload := ev.get("Payload"), dict) else {},
         ))
     return StreamLine(index, tuple(events))
 

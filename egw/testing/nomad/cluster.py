@@ -46,7 +46,7 @@ class Cluster:
         self.dropped_upto = 0
         self.scripts: dict[str, Script] = {}
         self.default_script = Script()
-        self.node = {"ID": new_uuid(), "Name": "sim-node-1", "Datacenter": datacenter,
+        self.node: dict[str, Any] = {"ID": new_uuid(), "Name": "sim-node-1", "Datacenter": datacenter,
                      "CPU": cpu, "MemoryMB": memory_mb}
         self.changed = asyncio.Condition()
         self.kill_events: dict[str, asyncio.Event] = {}
@@ -144,8 +144,8 @@ class Cluster:
         if not isinstance(job, dict):
             raise SimError(400, "Job must be specified")
         job = copy.deepcopy(job)
-        ns = job.get("Namespace") or namespace
-        job_id = job.get("ID")
+        ns: str = job.get("Namespace") or namespace
+        job_id: str = job.get("ID") or ""
         problems = []
         if not job_id:
             problems.append("Missing job ID")
@@ -332,7 +332,7 @@ class Cluster:
 
     def _resources(self, group: dict[str, Any]) -> dict[str, Any]:
         """What the full allocation read adds (allocations.md "Read Allocation")."""
-        per_task = {t["Name"]: {"CPU": int((t.get("Resources") or {}).get("CPU") or 100),
+        per_task: dict[str, dict[str, Any]] = {t["Name"]: {"CPU": int((t.get("Resources") or {}).get("CPU") or 100),
                                 "MemoryMB": int((t.get("Resources") or {}).get("MemoryMB") or 300),
                                 "DiskMB": 0, "Networks": None} for t in group["Tasks"]}
         total = {"CPU": sum(r["CPU"] for r in per_task.values()),

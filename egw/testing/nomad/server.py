@@ -320,8 +320,8 @@ class NomadSimulator:
             raise SimError(400, "Failed to decode request body: invalid JSON") from None
         if not isinstance(body, dict):
             raise SimError(400, "Failed to decode request body: not an object")
-        job = body.get("Job") if isinstance(body.get("Job"), dict) else {}
-        ns = job.get("Namespace") or self._ns(request)
+        job = body.get("Job")
+        ns = (job.get("Namespace") if isinstance(job, dict) else None) or self._ns(request)
         self._require(request, ns, "submit-job")
         return _json(await self.cluster.register(ns, body))
 
