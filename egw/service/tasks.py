@@ -251,8 +251,9 @@ class TaskService:
         task = self.store.writer.cached(task_id)
         if task is None:
             task = await self.store.reader.task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id}", details={"task_id": task_id})
+            if task is None:
+                raise NotFound(f"no task {task_id}", details={"task_id": task_id})
+            self.store.writer.warm(task_id)  # the next read of it needs no query
         return task
 
     async def wait(self, task_id: str, *, index: int, wait_s: float) -> Task:

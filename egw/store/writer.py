@@ -25,6 +25,7 @@ dropped and the counter is re-read, so nothing half-written is ever visible.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,13 @@ class Prune(_Op):
     before: datetime
 
 
+@dataclass(eq=False)
+class Load(_Op):
+    """Bring a task into the projection cache; writes nothing (see ``Writer.warm``)."""
+
+    task_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class LogChunk:
     task_id: str
@@ -169,6 +177,7 @@ class Writer:
         self.listeners: list[Callable[[Commit], None]] = []
         #: called after each commit with the number of operations it held
         self.batch_listeners: list[Callable[[int], None]] = []
+        self._warming: set[str] = set()
 
     async def start(self) -> None:
         await self._reload_counters()
@@ -190,6 +199,23 @@ class Writer:
     def cached(self, task_id: str) -> Task | None:
         """A task from the projection cache, without touching the database."""
         return self._cache.get(task_id)
+
+    def warm(self, task_id: str) -> None:
+        """Load a task the cache lacks (a read found it in the database), in the background,
+        so that the next reads need no query: after a restart, every task a bot polls is
+        read from SQLite once, not on every poll. The load goes through this writer's queue,
+        like a write, so it can never put an older projection over a newer one."""
+        if task_id in self._cache or task_id in self._warming or not self.running:
+            return
+        op = Load(task_id)
+        op.fut = asyncio.get_running_loop().create_future()
+        self._warming.add(task_id)
+        op.fut.add_done_callback(functools.partial(self._warmed, task_id))
+        self._queue.put_nowait(op)
+
+    def _warmed(self, task_id: str, fut: asyncio.Future[Any]) -> None:
+        self._warming.discard(task_id)
+        _retrieved(fut)  # pruned meanwhile: nothing to warm
 
     async def submit(self, op: _Op) -> Any:
         loop = asyncio.get_running_loop()
@@ -255,6 +281,13 @@ class Writer:
                 b.results.append((op, self._one(op, b)))
             except EgwError as exc:
                 b.results.append((op, exc))
+        if all(isinstance(op, Load) for op in ops):  # nothing to write: no transaction
+            for op, result in b.results:
+                if isinstance(result, BaseException):
+                    op.fut.set_exception(result)
+                else:
+                    op.fut.set_result(result)
+            return
         try:
             await self._write(b)
         except BaseException:
@@ -495,6 +528,8 @@ class Writer:
         if isinstance(op, Prune):
             b.prune.append(op.before)
             return None
+        if isinstance(op, Load):
+            return self._task(b, op.task_id)  # _preload brought it in
         raise TypeError(f"unknown store operation {op!r}")
 
     async def _write(self, b: _Batch) -> None:

@@ -139,3 +139,39 @@ async def test_migrations_are_numbered_and_tracked(tmp_path: Path) -> None:
     s = Store(str(tmp_path / "m.db"))
     await s.open()
     await s.close()
+
+
+async def test_a_task_read_after_a_restart_is_warmed_into_the_cache(tmp_path: Path) -> None:
+    """Reads of a task the projection cache lacks warm it in, through the writer's queue:
+    later reads need no query, and a write racing the load is never undone by it."""
+    first = Store(str(tmp_path / "egw.db"))
+    await first.open()
+    polled, _ = await first.writer.submit(Submit(draft()))
+    written, _ = await first.writer.submit(Submit(draft()))
+    await first.close()
+
+    store = Store(str(tmp_path / "egw.db"))  # a restart: the cache is empty
+    await store.open()
+    try:
+        batches: list[int] = []
+        store.writer.batch_listeners.append(batches.append)
+        assert store.writer.cached(polled.id) is None
+        store.writer.warm(polled.id)
+        store.writer.warm(polled.id)  # asked twice, queued once
+        store.writer.warm("t_nope")  # unknown: nothing happens, nothing fails
+        for _ in range(20):
+            if store.writer.cached(polled.id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        warmed = store.writer.cached(polled.id)
+        assert warmed is not None and (warmed.id, warmed.index) == (polled.id, polled.index)
+        assert batches == []  # a load writes nothing: no transaction, no batch
+        # a write queued behind a load: the cache ends with the write's projection
+        store.writer.warm(written.id)
+        await store.writer.submit(Progress(written.id, "tick", {"n": 1}, "test"))
+        cached = store.writer.cached(written.id)
+        stored = await store.reader.task(written.id)
+        assert cached is not None and stored is not None
+        assert cached.index == stored.index > written.index
+    finally:
+        await store.close()
