@@ -408,7 +408,7 @@ def bench_http(
             for name, (srv, p) in sides.items():
                 _load(loadgen, srv.port, p, warmup, conns, cpus["load"], srv.pid)
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
-        ratios, shaped_ratios = [], []
+        ratios, shaped_ratios, floor_ratios = [], [], []
         for r in range(rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
@@ -418,6 +418,7 @@ def bench_http(
                 )
             ratios.append(runs["egw"][-1]["rps"] / runs["hello"][-1]["rps"])
             shaped_ratios.append(runs["shaped"][-1]["rps"] / runs["hello"][-1]["rps"])
+            floor_ratios.append(runs["egw"][-1]["rps"] / runs["shaped"][-1]["rps"])
         errors = sum(x["non2xx"] + x["socket_errors"] for xs in runs.values() for x in xs)
         med = {k: _median([x["rps"] for x in v]) for k, v in runs.items()}
         ratio = _median(ratios)
@@ -434,6 +435,9 @@ def bench_http(
             "ratio_of_medians": round(med["egw"] / med["hello"], 3),
             "ratios": [round(x, 3) for x in ratios],
             "shaped_ratio_median_of_rounds": round(_median(shaped_ratios), 3),
+            # egw against aiohttp alone answering the same response: what egw's own work costs
+            "egw_over_shaped_median_of_rounds": round(_median(floor_ratios), 3),
+            "egw_us_per_request_over_shaped": round(1e6 / med["egw"] - 1e6 / med["shaped"], 1),
             "errors": errors,
             "loadgen_cpu_max": loadgen_cpu,
             "loadgen_saturated": loadgen_cpu > 0.9,
@@ -965,6 +969,12 @@ def render(report: dict[str, Any]) -> str:
             " body and headers: the framework's floor for this response)"
         )
         out.append(f"  egw               median {h['egw_rps_median']:>10.1f} req/s")
+        if "egw_over_shaped_median_of_rounds" in h:
+            out.append(
+                f"  egw / egw-shaped  {h['egw_over_shaped_median_of_rounds']:.3f}: egw's own work"
+                f" (auth, request id, log line, metrics, lookup) costs"
+                f" {h['egw_us_per_request_over_shaped']:.1f} us a request on this core"
+            )
         out.append(f"  egw per-round ratios {h['ratios']}; errors (non-2xx + socket) {h['errors']}")
         for side in ("hello", "shaped", "egw"):
             xs = h["runs"][side]
