@@ -13,7 +13,7 @@
     │   └── ProviderUnavailable (503, "provider_unavailable")  transient: retried at the seam
     └── ConfigError                                  `egw serve` exits 2 with its one line
 
-The web edge (`egw.web.middleware.Edge`) renders every EgwError as ``{"error": {"code", "message", "details"}}``.
+The web edge (`egw.web.edge.Edge`) renders every EgwError as ``{"error": {"code", "message", "details"}}``.
 """
 
 from __future__ import annotations

@@ -329,9 +329,7 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
-    root.addHandler(
-_StdlibBridge(sink, enrich)
-    )
+    root.addHandler(_StdlibBridge(sink, enrich))
     root.setLevel(level.upper())
     # the canonical request line replaces aiohttp's access log
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -23,6 +23,7 @@ from egw.service.tasks import TaskService
 from egw.store import Store
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
+from egw.web.edge import Edge
 from egw.web.keys import (
     auth_key,
     config_key,
@@ -35,13 +36,12 @@ from egw.web.keys import (
     store_key,
     ticker_key,
 )
-from egw.web.middleware import Edge
 from egw.web.sse import EventChannel, Ticker
 
 
 def create_app(config: Config) -> web.Application:
     auth = Authenticator(config.auth.tokens)
-    # no aiohttp middleware: the edge wraps each route's handler (see egw.web.middleware)
+    # no aiohttp middleware: the edge wraps each route's handler (see egw.web.edge)
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[config_key] = config
     app[auth_key] = auth

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from egw.web import schemas
+from egw.web.edge import principal, stream_response
 from egw.web.keys import event_channel_key, service_key
-from egw.web.middleware import principal, stream_response
 from egw.web.sse import (
     SSEResponse,
     SSEStream,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from egw import __version__
+from egw.web.edge import principal
 from egw.web.keys import service_key, store_key
-from egw.web.middleware import principal
 
 routes = web.RouteTableDef()
 

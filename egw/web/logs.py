@@ -11,8 +11,8 @@ from egw.errors import InvalidRequest
 from egw.service.tasks import TaskService
 from egw.store import LogChunk
 from egw.web import schemas
+from egw.web.edge import principal, stream_response
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key
-from egw.web.middleware import principal, stream_response
 from egw.web.sse import (
     WINDOW_BYTES,
     LogChannel,

@@ -153,7 +153,7 @@ class SSEResponse(web.StreamResponse):
 
     The handler replays, goes live, calls `hand_off` and returns; aiohttp then
     calls `write_eof`, which waits here until the stream ends. So an idle tailer
-    keeps no handler or middleware frames alive: thousands of them cost only
+    keeps no handler or edge frames alive: thousands of them cost only
     their connection, their response and their `SSEStream`.
     """
 

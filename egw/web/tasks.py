@@ -9,8 +9,8 @@ from aiohttp import web
 from egw.core.model import Task, TaskState
 from egw.errors import InvalidRequest
 from egw.web import schemas
+from egw.web.edge import principal
 from egw.web.keys import config_key, service_key
-from egw.web.middleware import principal
 
 routes = web.RouteTableDef()
 

@@ -4,7 +4,7 @@
   JSON Schema 2020-12 whose patterns compile, every ``$ref`` resolving, every component used,
   every example valid against its own schema (SSE examples parsed event by event).
 * No drift: the routes the app registers are exactly the documented operations (aiohttp's
-  implicit HEAD twin of each GET aside); the documented security is what the auth middleware
+  implicit HEAD twin of each GET aside); the documented security is what the edge
   does; a method a path lacks is a 405 whose ``Allow`` lists the documented methods.
 * The truth: real responses of the app (every route, every status the tests can provoke)
   are checked against the documented response for that status: the status is documented,
@@ -48,7 +48,7 @@ from support import (
 
 from egw.config import Config
 from egw.web.app import create_app
-from egw.web.middleware import NO_ROUTE
+from egw.web.edge import NO_ROUTE
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -6,7 +6,7 @@ every request in two more coroutines (the middleware and its own
 ``current_app`` fixer); on a cached ``GET /v1/tasks/{id}`` that wrapping cost
 as much as everything egw does. What a middleware would also see, a path no
 route matches or a method a route does not take, is answered by a last,
-catch-all route (``Edge.no_route``) that goes through the same edge, so those
+catch-all route (``Edge.add_catch_all``) that goes through the same edge, so those
 answers too are JSON, logged, counted and carry ``X-Request-ID``.
 """
 
