@@ -43,6 +43,7 @@ _PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics", "/v1/openapi.json
 _UNMATCHED = "unmatched"  # the route label of requests no route took
 _CATCH_ALL = "/{path:.*}"
 NO_ROUTE = "no-route"  # the catch-all resource's name
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="egw"'}
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
@@ -67,6 +68,15 @@ def _from_http(exc: web.HTTPException) -> web.Response:
         status=exc.status,
         headers=headers,
     )
+
+
+class _AnyPath(web.DynamicResource):
+    """Matches every request target, also those ``/{path:.*}`` cannot (``OPTIONS *``).
+
+    aiohttp tries it last: it is indexed under ``/``, where the router's walk ends."""
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {"path": path}
 
 
 def _protected(path: str) -> bool:
@@ -101,7 +111,8 @@ class Edge:
 
     def add_catch_all(self, app: web.Application) -> None:
         """Last: the route of any path or method no other route takes (404 or 405, as JSON)."""
-        resource = app.router.add_resource(_CATCH_ALL, name=NO_ROUTE)
+        resource = _AnyPath(_CATCH_ALL, name=NO_ROUTE)
+        app.router.register_resource(resource)
 
         async def no_route(request: web.Request) -> web.StreamResponse:
             allowed: set[str] = set()
@@ -126,7 +137,10 @@ class Edge:
         async def edge(request: web.Request) -> web.StreamResponse:
             start = time.perf_counter()
             incoming = request.headers.get("X-Request-ID")
-            request_id = incoming if incoming and fullmatch(incoming) else f"{prefix}{next(counter):08x}"
+            if incoming and fullmatch(incoming):
+                request_id = incoming
+            else:
+                request_id = f"{prefix}{next(counter):08x}"
             # every line logged while answering carries it (a request's task has a
             # context of its own, so nothing leaks into other requests)
             token = request_id_var.set(request_id)
@@ -140,17 +154,16 @@ class Edge:
                     actor = who.name
                 response = await handler(request)
             except EgwError as exc:
-                headers = (
-                    {"WWW-Authenticate": 'Bearer realm="egw"'} if isinstance(exc, Unauthorized) else None
-                )
-                response = error_response(exc, headers)
+                challenge = isinstance(exc, Unauthorized)
+                response = error_response(exc, _CHALLENGE if challenge else None)
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
                 response = _from_http(exc)
             except (HttpProcessingError, RequestPayloadError) as exc:
                 # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
-                response = error_response(InvalidRequest(f"cannot read the body: {exc}", field="body"))
+                unreadable = InvalidRequest(f"cannot read the body: {exc}", field="body")
+                response = error_response(unreadable)
             except ConnectionResetError:
                 raise  # the client went away: nothing to answer
             except Exception:

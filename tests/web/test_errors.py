@@ -257,6 +257,30 @@ async def test_wrong_method(api: Client, method: str, path: str, allowed: set[st
     assert allowed <= allow, allow
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"OPTIONS * HTTP/1.1",
+        b"GET //v1//tasks HTTP/1.1",
+        b"PROPFIND /v1/tasks HTTP/1.1",
+        b"HEAD /nope HTTP/1.1",
+    ],
+)
+async def test_what_no_route_takes_is_still_answered_by_egw(api: Client, target: bytes) -> None:
+    """Odd request targets no route takes (the asterisk form too) get egw's answer, not
+    aiohttp's plain text: a JSON error (but for HEAD) and a request id."""
+    status, headers, body = await raw_http(
+        api,
+        target + b"\r\nHost: t\r\nConnection: close\r\n"
+        + f"Authorization: {WRITER['Authorization']}\r\n\r\n".encode(),
+    )
+    assert status in (404, 405), body
+    assert _GENERATED.match(headers["x-request-id"]), headers
+    if not target.startswith(b"HEAD"):
+        assert headers["content-type"].startswith("application/json")
+        assert json.loads(body)["error"]["code"] in ("not_found", "method_not_allowed")
+
+
 # --- 413 / 415 -------------------------------------------------------------------------------
 
 
