@@ -132,28 +132,23 @@ class _Outputs:
             lines = [self.outputs[0][1](None, method, event)]
         else:
             lines = [render(None, method, dict(event)) for _, render in self.outputs]
+        self._hold(lines, at_once=method not in _HOLD)
+
+    def write_json_line(self, line: str) -> None:
+        """A line already rendered as ``_json_line`` renders (every output is JSON)."""
+        self._hold([line] * len(self.outputs), at_once=False)
+
+    def _hold(self, lines: list[str], *, at_once: bool) -> None:
+        """One line per output; written at once, or at the end of this loop iteration."""
         loop = asyncio._get_running_loop()
         with self.lock:
-            for i, line in enumerate(lines):
-                self._held[i].append(line)
-            if loop is None or method not in _HOLD:
+            for held, line in zip(self._held, lines, strict=True):
+                held.append(line)
+            if loop is None or at_once:
                 self._flush_locked()
             elif not self._scheduled:
                 self._scheduled = True
                 loop.call_soon(self.flush)
-
-    def write_json_line(self, line: str) -> None:
-        """A line already rendered as ``_json_line`` renders (every output is JSON)."""
-        with self.lock:
-            for held in self._held:
-                held.append(line)
-            if not self._scheduled:
-                loop = asyncio._get_running_loop()
-                if loop is None:
-                    self._flush_locked()
-                else:
-                    self._scheduled = True
-                    loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self.lock:
@@ -288,27 +283,25 @@ def configure_logging(
 
         names: dict[str | None, str] = {None: "null"}  # methods and actors, as JSON strings
 
+        def name_json(name: str | None) -> str:
+            rendered = names.get(name)
+            if rendered is None:
+                rendered = _dumps(name)
+                if len(names) < _NAMES_MAX:
+                    names[name] = rendered
+            return rendered
+
         def _request_line(
             method: str, path: str, status: int, duration_ms: float, actor: str | None
         ) -> None:
-            method_json = names.get(method)
-            if method_json is None:
-                method_json = _dumps(method)
-                if len(names) < _NAMES_MAX:
-                    names[method] = method_json
-            actor_json = names.get(actor)
-            if actor_json is None:
-                actor_json = _dumps(actor)
-                if len(names) < _NAMES_MAX:
-                    names[actor] = actor_json
             sink.write_json_line(
                 template
                 % (
-                    method_json,
+                    name_json(method),
                     _dumps(path),
                     status,
                     duration_ms,
-                    actor_json,
+                    name_json(actor),
                     request_id_var.get(),
                     enrich.timestamp(),
                 )

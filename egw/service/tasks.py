@@ -243,10 +243,6 @@ class TaskService:
         await self.observe(task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway")
         await self.logs_complete(task.id)
 
-    def peek(self, task_id: str) -> Task | None:
-        """The task if the writer's projection cache holds it (no I/O, no await); else None."""
-        return self.store.writer.cached(task_id)
-
     async def get(self, task_id: str) -> Task:
         task = self.store.writer.cached(task_id)
         if task is None:

@@ -163,6 +163,13 @@ class _Batch:
     prune: list[datetime] = field(default_factory=list)
     results: list[tuple[_Op, Any]] = field(default_factory=list)
 
+    @property
+    def writes_something(self) -> bool:
+        return bool(
+            self.event_rows or self.staged or self.log_rows or self.idem_rows
+            or self.cursor_rows or self.prune
+        )
+
 
 class Writer:
     def __init__(self, conn: aiosqlite.Connection, *, cache_size: int = 10000) -> None:
@@ -281,25 +288,19 @@ class Writer:
                 b.results.append((op, self._one(op, b)))
             except EgwError as exc:
                 b.results.append((op, exc))
-        if all(isinstance(op, Load) for op in ops):  # nothing to write: no transaction
-            for op, result in b.results:
-                if isinstance(result, BaseException):
-                    op.fut.set_exception(result)
-                else:
-                    op.fut.set_result(result)
-            return
-        try:
-            await self._write(b)
-        except BaseException:
-            self._seq, self._submit_seq = seq0, submit0
+        if b.writes_something:  # (loads, replays and duplicates alone open no transaction)
             try:
-                await self._conn.execute("ROLLBACK")
-            except Exception:  # no transaction open
-                pass
-            await self._reload_counters()
-            raise
-        for batch_listener in self.batch_listeners:
-            batch_listener(len(ops))
+                await self._write(b)
+            except BaseException:
+                self._seq, self._submit_seq = seq0, submit0
+                try:
+                    await self._conn.execute("ROLLBACK")
+                except Exception:  # no transaction open
+                    pass
+                await self._reload_counters()
+                raise
+            for batch_listener in self.batch_listeners:
+                batch_listener(len(ops))
         for task in b.staged.values():
             self._remember(task)
         for task_id in b.commit.pruned:

@@ -60,7 +60,7 @@ async def get_task(request: web.Request) -> web.Response:
     principal(request).require("tasks:read")
     service = request.app[service_key]
     task_id = request.match_info["id"]
-    task = service.peek(task_id) or await service.get(task_id)
+    task = await service.get(task_id)
     if request.query_string:  # plain polls skip query parsing altogether
         max_wait = request.app[config_key].server.max_wait_s
         wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
