@@ -50,16 +50,10 @@ import structlog
 from egw.config import CloudRunConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState, parse_time
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
-from egw.providers.base import (
-    HTTPResponse,
-    ProviderSink,
-    Submission,
-    WebhookResult,
-    cancel_and_wait,
-    http_request,
-    parse_retry_after,
-    retrying,
-)
+from egw.background import cancel_and_wait
+from egw.providers.base import ProviderSink, Submission, WebhookResult
+from egw.providers.http import HTTPResponse, http_request, parse_retry_after
+from egw.providers.retry import retrying
 from egw.wire import cloudrun as wire
 
 log = structlog.get_logger("egw.providers.cloudrun")
@@ -388,7 +382,7 @@ class CloudRunProvider:
         return f"{self._run_url}/v2/{wire.parse_execution_name(name).name}"
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
-        def counted(provider: str, op: str) -> None:
+        def counted() -> None:
             self._retries += 1
 
         async for attempt in retrying(self._retry, provider=self.name, operation=operation,

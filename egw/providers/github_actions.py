@@ -45,21 +45,14 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import aiohttp
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, stop_any
-from tenacity.stop import stop_base
 
 from egw.config import GitHubActionsConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState, format_time, parse_time, utcnow
 from egw.errors import Conflict, EgwError, ProviderError, ProviderUnavailable, Unauthorized
-from egw.providers.base import (
-    HTTPResponse,
-    ProviderSink,
-    Submission,
-    WebhookResult,
-    cancel_and_wait,
-    http_request,
-    retrying,
-)
+from egw.background import cancel_and_wait
+from egw.providers.base import ProviderSink, Submission, WebhookResult
+from egw.providers.http import HTTPResponse, http_request
+from egw.providers.retry import retrying, with_retries
 from egw.wire import github as gh
 
 log = structlog.get_logger("egw.providers.github_actions")
@@ -274,7 +267,9 @@ class GitHubActionsProvider:
                 ambiguous = bool(exc.details.get("ambiguous"))
                 raise
 
-        async for attempt in self._policy("dispatch"):
+        policy = retrying(self.retry, provider=self.name, operation="dispatch",
+                          max_retry_after_s=self.retry.deadline_s)
+        async for attempt in policy:
             with attempt:
                 if ambiguous:
                     # the lost request may have created the run: never dispatch twice blindly
@@ -829,26 +824,11 @@ class GitHubActionsProvider:
         self._background.add(task)
         task.add_done_callback(done)
 
-    def _policy(self, operation: str) -> AsyncRetrying:
+    async def _retried(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
         """The shared retry policy, which also gives up at once when GitHub's rate limit
         asks for a longer wait than the retry deadline (the caller gets a 503 with it)."""
-        policy = retrying(self.retry, provider=self.name, operation=operation)
-
-        limit = self.retry.deadline_s
-
-        class LongWait(stop_base):
-            def __call__(self, state: RetryCallState) -> bool:
-                exc = state.outcome.exception() if state.outcome else None
-                hint = getattr(exc, "retry_after_s", None)
-                return hint is not None and hint > limit
-
-        return policy.copy(stop=stop_any(cast(stop_base, policy.stop), LongWait()))
-
-    async def _retried(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
-        async for attempt in self._policy(operation):
-            with attempt:
-                return await fn()
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+        return await with_retries(self.retry, fn, provider=self.name, operation=operation,
+                                  max_retry_after_s=self.retry.deadline_s)
 
     def _require_sink(self) -> ProviderSink:
         if self._sink is None:

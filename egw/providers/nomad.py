@@ -58,15 +58,9 @@ from egw.config import NomadConfig, RetryConfig
 from egw.core.model import STREAMS, Observation, Task, TaskState
 from egw.core.states import can_move
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
-from egw.providers.base import (
-    HTTPResponse,
-    ProviderSink,
-    Submission,
-    WebhookResult,
-    http_request,
-    raise_for_status,
-    with_retries,
-)
+from egw.providers.base import ProviderSink, Submission, WebhookResult
+from egw.providers.http import HTTPResponse, http_request, raise_for_status
+from egw.providers.retry import with_retries
 from egw.wire import nomad as wire
 
 log = structlog.get_logger("egw.providers.nomad")

@@ -16,7 +16,7 @@ from aiohttp import web
 from egw import __version__
 from egw.config import Config
 from egw.metrics import Metrics
-from egw.providers.base import add_observer, remove_observer
+from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.fanout import Hub
 from egw.service.tasks import TaskService
