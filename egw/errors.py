@@ -11,6 +11,7 @@
     ├── UnsupportedMediaType (415, "unsupported_media_type")
     ├── ProviderError (502, "provider_error")        the upstream said no; carries its message
     │   └── ProviderUnavailable (503, "provider_unavailable")  transient: retried at the seam
+    ├── StoreError (503, "store_unavailable")        the database could not take a write
     └── ConfigError                                  `egw serve` exits 2 with its one line
 
 The web edge (`egw.web.edge.Edge`) renders every EgwError as ``{"error": {"code", "message", "details"}}``.
@@ -129,6 +130,11 @@ class ProviderUnavailable(ProviderError):
             message, provider=provider, upstream_status=upstream_status, details=details
         )
         self.retry_after_s = retry_after_s
+
+
+class StoreError(EgwError):
+    status = 503
+    code = "store_unavailable"
 
 
 class ConfigError(EgwError):

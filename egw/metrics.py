@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from egw.core.model import TERMINAL
-from egw.store import Commit
+from egw.core.records import Commit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

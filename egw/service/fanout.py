@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 from egw.core.model import Event, Task
-from egw.store import Commit, LogChunk
+from egw.core.records import Commit, LogChunk
 
 _T = TypeVar("_T")
 

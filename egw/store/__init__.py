@@ -8,7 +8,7 @@ from egw.errors import ConfigError
 from egw.store.db import connect
 from egw.store.migrate import apply_migrations, current_version, load_migrations
 from egw.store.reads import Reader
-from egw.store.writer import Commit, LogChunk, Writer
+from egw.store.writer import Writer
 
 
 class Store:
@@ -61,4 +61,4 @@ class Store:
         return self.writer.running
 
 
-__all__ = ["Commit", "LogChunk", "Reader", "Store", "Writer"]
+__all__ = ["Reader", "Store", "Writer"]

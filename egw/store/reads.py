@@ -9,7 +9,7 @@ import aiosqlite
 
 from egw.core.model import TERMINAL, Event, Task
 from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
-from egw.store.writer import LogChunk
+from egw.core.records import LogChunk
 
 
 class Reader:

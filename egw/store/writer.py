@@ -37,17 +37,13 @@ import structlog
 
 from egw.core import states
 from egw.core.model import TERMINAL, Event, Observation, Task, format_time, utcnow
-from egw.errors import Conflict, EgwError, NotFound
+from egw.core.records import Commit, LogChunk
+from egw.errors import Conflict, EgwError, NotFound, StoreError
 from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_to_row, task_from_row, task_to_row
 
 log = structlog.get_logger("egw.store")
 
 MAX_BATCH = 512
-
-
-class StoreError(EgwError):
-    status = 503
-    code = "store_unavailable"
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -125,29 +121,6 @@ class Load(_Op):
     """Bring a task into the projection cache; writes nothing (see ``Writer.warm``)."""
 
     task_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class LogChunk:
-    task_id: str
-    offset: int
-    stream: str
-    data: bytes
-
-    @property
-    def end(self) -> int:
-        return self.offset + len(self.data)
-
-
-@dataclass(slots=True)
-class Commit:
-    """What one committed batch changed, handed to ``on_commit`` listeners."""
-
-    events: list[Event] = field(default_factory=list)
-    logs: list[LogChunk] = field(default_factory=list)
-    logs_completed: list[str] = field(default_factory=list)
-    tasks: dict[str, Task] = field(default_factory=dict)
-    pruned: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -611,6 +584,6 @@ def retention_cutoff(retention_days: float, now: datetime | None = None) -> date
 
 
 __all__ = [
-    "AppendLog", "Command", "Commit", "LogChunk", "LogsComplete", "Observe", "Progress", "Prune",
-    "SetCursor", "SetUpstream", "StoreError", "Submit", "Writer", "retention_cutoff",
+    "AppendLog", "Command", "LogsComplete", "Observe", "Progress", "Prune",
+    "SetCursor", "SetUpstream", "Submit", "Writer", "retention_cutoff",
 ]

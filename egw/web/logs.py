@@ -9,7 +9,7 @@ from aiohttp import web
 
 from egw.errors import InvalidRequest
 from egw.service.tasks import TaskService
-from egw.store import LogChunk
+from egw.core.records import LogChunk
 from egw.web import schemas
 from egw.web.edge import principal, stream_response
 from egw.web.keys import hub_key, log_channels_key, service_key, ticker_key

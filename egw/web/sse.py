@@ -46,7 +46,7 @@ from typing import Any
 from aiohttp import web
 
 from egw.core.model import Event, Task
-from egw.store import LogChunk
+from egw.core.records import LogChunk
 
 MAX_BUFFER = 1 << 20  # bytes queued in one client's socket before it is dropped
 WINDOW_BYTES = 64 << 10  # a tailed task's latest output kept in memory, for clients that join

@@ -20,7 +20,7 @@ from support import WRITER, sse_frames, submit_local
 
 import egw.web.logs
 import egw.web.sse
-from egw.store import LogChunk
+from egw.core.records import LogChunk
 from egw.web.keys import service_key
 
 Client = TestClient[web.Request, web.Application]
