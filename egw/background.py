@@ -56,6 +56,12 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def wait(self) -> None:
+        """Wait until every task has ended on its own (nothing is cancelled): a provider
+        that must let its work record how it ended before it stops."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         """Cancel everything still running and wait until it has stopped."""
         tasks = list(self._tasks)
