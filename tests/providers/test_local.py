@@ -226,3 +226,17 @@ async def test_restart_marks_orphaned_tasks_failed(
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the leftover process is still running")
+
+
+async def test_close_waits_for_its_processes_and_records_why(
+    aiohttp_client: Any, cfg: Config
+) -> None:
+    api = await aiohttp_client(create_app(cfg))
+    running = await submit_local(api, "sleep", "30")
+    start = time.monotonic()
+    await api.close()
+    assert time.monotonic() - start < 5  # SIGTERM ended it at once
+    api2 = await aiohttp_client(create_app(cfg))
+    done = await (await api2.get(f"/v1/tasks/{running['id']}", headers=WRITER)).json()
+    assert done["status"] == "failed" and done["reason"] == "gateway stopped while the task ran"
+    assert done["exit_code"] == -15
