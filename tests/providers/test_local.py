@@ -8,12 +8,64 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import WRITER, make_config, submit_local, wait_terminal
 
-from egw.config import Config
+from egw.config import Config, LocalConfig
+from egw.errors import Forbidden, InvalidRequest
+from egw.providers.base import WebhookProvider
+from egw.providers.local import LocalProvider, LocalSpec
 from egw.web.app import create_app
+
+
+def test_spec_is_typed_and_stored_as_today() -> None:
+    local = LocalProvider(LocalConfig())
+    spec = local.validate({"command": "echo", "args": ["hi"], "env": {"A": "1"}})
+    assert spec == LocalSpec(command="echo", args=("hi",), env={"A": "1"})
+    assert spec.to_json() == {"command": "echo", "args": ["hi"], "env": {"A": "1"}}
+    assert local.validate({"command": "true"}).to_json() == {
+        "command": "true",
+        "args": [],
+        "env": {},
+    }
+    with_cwd = local.validate({"command": "ls", "cwd": "/tmp"})
+    assert with_cwd.to_json()["cwd"] == "/tmp"
+    assert LocalSpec.from_json(with_cwd.to_json()) == with_cwd
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        ({}, "task.command"),
+        ({"command": "  "}, "task.command"),
+        ({"command": "a\x00b"}, "task.command"),
+        ({"command": "true", "args": "x"}, "task.args"),
+        ({"command": "true", "args": ["ok", 3]}, "task.args[1]"),
+        ({"command": "true", "env": ["A=1"]}, "task.env"),
+        ({"command": "true", "env": {"1BAD": "x"}}, "task.env.1BAD"),
+        ({"command": "true", "env": {"A": 1}}, "task.env.A"),
+        ({"command": "true", "cwd": ""}, "task.cwd"),
+        ({"command": "true", "shell": True}, "task.shell"),
+    ],
+)
+def test_validation_names_the_field(task: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        LocalProvider(LocalConfig()).validate(task)
+    assert err.value.field == field
+
+
+def test_allowlist_is_forbidden_not_invalid() -> None:
+    local = LocalProvider(LocalConfig(allowed_commands=["echo"]))
+    assert local.validate({"command": "echo"}).command == "echo"
+    with pytest.raises(Forbidden) as err:
+        local.validate({"command": "rm"})
+    assert err.value.details["field"] == "task.command"
+
+
+def test_takes_no_webhooks() -> None:
+    assert not isinstance(LocalProvider(LocalConfig()), WebhookProvider)
 
 
 async def test_exit_codes(api: TestClient[web.Request, web.Application]) -> None:
@@ -25,7 +77,9 @@ async def test_exit_codes(api: TestClient[web.Request, web.Application]) -> None
     assert failed["reason"] == "exit code 7"
 
 
-async def test_command_not_found_fails_with_a_reason(api: TestClient[web.Request, web.Application]) -> None:
+async def test_command_not_found_fails_with_a_reason(
+    api: TestClient[web.Request, web.Application],
+) -> None:
     task = await submit_local(api, "/no/such/program")
     done = await wait_terminal(api, task["id"])
     assert done["status"] == "failed"
@@ -46,7 +100,9 @@ async def test_environment_is_clean(
     assert "must-not-leak" not in out
 
 
-async def test_cancel_stops_the_process_group(api: TestClient[web.Request, web.Application]) -> None:
+async def test_cancel_stops_the_process_group(
+    api: TestClient[web.Request, web.Application],
+) -> None:
     # the child ignores nothing; its grandchild shares the process group and dies with it
     task = await submit_local(api, "sh", "-c", "sleep 60 & sleep 60; wait")
     resp = await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)
@@ -61,7 +117,9 @@ async def test_cancel_stops_the_process_group(api: TestClient[web.Request, web.A
     assert again.status == 202 and (await again.json())["status"] == "cancelled"
 
 
-async def test_sigterm_ignored_then_sigkill_after_grace(api: TestClient[web.Request, web.Application]) -> None:
+async def test_sigterm_ignored_then_sigkill_after_grace(
+    api: TestClient[web.Request, web.Application],
+) -> None:
     script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
     task = await submit_local(api, sys.executable, "-c", script)
     for _ in range(100):
@@ -111,7 +169,9 @@ async def test_allowlist(aiohttp_client: Any, tmp_path: Path) -> None:
     api = await aiohttp_client(create_app(cfg))
     assert (await submit_local(api, "echo", "ok"))["status"] in ("running", "succeeded")
     resp = await api.post(
-        "/v1/tasks", json={"provider": "local", "task": {"command": "rm", "args": ["-rf", "/"]}}, headers=WRITER
+        "/v1/tasks",
+        json={"provider": "local", "task": {"command": "rm", "args": ["-rf", "/"]}},
+        headers=WRITER,
     )
     assert resp.status == 403
     assert (await resp.json())["error"]["details"]["field"] == "task.command"
@@ -122,28 +182,35 @@ async def test_timeout_ends_timed_out(api: TestClient[web.Request, web.Applicati
     done = await wait_terminal(api, task["id"])
     assert done["status"] == "timed_out"
     assert done["reason"] == "timed out after 0.3s"
-    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())["events"]
+    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())[
+        "events"
+    ]
     kinds = [(e["kind"], e["status"], e["applied"]) for e in events]
     assert ("timed_out", "timed_out", True) in kinds
     # the process's own end (killed by the timeout's cancel) is recorded, not applied
     await asyncio.sleep(0.3)
-    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())["events"]
+    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())[
+        "events"
+    ]
     assert events[-1]["kind"] == "observed" and events[-1]["applied"] is False
     assert events[-1]["data"]["observed"] == "cancelled"
 
 
-async def test_restart_marks_orphaned_tasks_failed(aiohttp_client: Any, cfg: Config) -> None:
+async def test_restart_marks_orphaned_tasks_failed(
+    aiohttp_client: Any, cfg: Config, monkeypatch: Any
+) -> None:
     app = create_app(cfg)
     api = await aiohttp_client(app)
     task = await submit_local(api, "sleep", "30")
     pid = int(task["upstream"]["id"])
     # a gateway that dies without cleanup (SIGKILL) leaves its task running: simulate by
-    # stopping the provider from recording anything, then reopen on the same database
+    # stopping the provider from stopping or recording anything, then reopen on the same database
     from egw.web.keys import service_key
 
-    local = app[service_key].providers["local"]
-    local._running.clear()  # the old gateway's memory is gone
-    local._watchers.clear()
+    async def killed() -> None:
+        """The old gateway's memory is gone: it stops nothing and waits for nothing."""
+
+    monkeypatch.setattr(app[service_key].providers["local"], "close", killed)
     await api.close()
     api2 = await aiohttp_client(create_app(cfg))
     done = await wait_terminal(api2, task["id"])
@@ -159,3 +226,17 @@ async def test_restart_marks_orphaned_tasks_failed(aiohttp_client: Any, cfg: Con
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the leftover process is still running")
+
+
+async def test_close_waits_for_its_processes_and_records_why(
+    aiohttp_client: Any, cfg: Config
+) -> None:
+    api = await aiohttp_client(create_app(cfg))
+    running = await submit_local(api, "sleep", "30")
+    start = time.monotonic()
+    await api.close()
+    assert time.monotonic() - start < 5  # SIGTERM ended it at once
+    api2 = await aiohttp_client(create_app(cfg))
+    done = await (await api2.get(f"/v1/tasks/{running['id']}", headers=WRITER)).json()
+    assert done["status"] == "failed" and done["reason"] == "gateway stopped while the task ran"
+    assert done["exit_code"] == -15

@@ -1,0 +1,173 @@
+"""The local provider: a queue in front of at most ``max_concurrent`` running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import structlog
+
+from egw.background import BackgroundTasks
+from egw.config import LocalConfig
+from egw.core.model import Observation, Task, TaskState
+from egw.errors import EgwError
+from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.local.leftovers import kill_leftover
+from egw.providers.local.process import Run
+from egw.providers.local.spec import LocalSpec, validate_task
+
+log = structlog.get_logger("egw.providers.local")
+
+#: how often `close` looks whether every watcher has ended
+_DRAIN_POLL_S = 0.01
+
+
+class LocalProvider:
+    name: ClassVar[str] = "local"
+
+    def __init__(self, cfg: LocalConfig) -> None:
+        self.cfg = cfg
+        self._sink = SinkSlot(self.name)
+        self._running: dict[str, Run] = {}
+        self._queue: deque[Run] = deque()
+        # one watcher per started process: it pumps the output, then records the outcome
+        self._watchers = BackgroundTasks(self.name)
+        self._closing = False
+
+    def validate(self, task: Mapping[str, Any]) -> LocalSpec:
+        return validate_task(task, self.cfg.allowed_commands)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, sink: ProviderSink) -> None:
+        """Tasks of a previous gateway cannot be re-attached: their pipes died with it."""
+        self._sink.attach(sink)
+        for task in await sink.active_tasks(self.name):
+            if not task.status.terminal:
+                kill_leftover(task)
+                await sink.observe(
+                    task.id,
+                    Observation(state=TaskState.FAILED, reason="gateway restarted"),
+                    source=self.name,
+                )
+            await sink.logs_complete(task.id)
+
+    async def close(self) -> None:
+        """Stop every process this gateway started, recording why."""
+        self._closing = True
+        for run in list(self._queue):
+            self._queue.remove(run)
+            await self._finish_unstarted(run, "gateway stopped before the task started")
+        for run in list(self._running.values()):
+            run.stopping = "gateway stopped while the task ran"
+            run.send_signal(signal.SIGTERM)
+            run.arm_kill(self.cfg.kill_grace_s)
+        # every watcher ends on its own (SIGKILL after the grace at the latest), also those
+        # past their process's exit still recording it: cancelling them would lose outcomes
+        while len(self._watchers):
+            await asyncio.sleep(_DRAIN_POLL_S)
+
+    # --- the provider API --------------------------------------------------------------------
+
+    async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
+        if task.id in self._running or any(r.task.id == task.id for r in self._queue):
+            return Submission(upstream_id=None, observation=None)
+        run = Run(task, LocalSpec.from_json(task.spec))
+        if len(self._running) >= self.cfg.max_concurrent:
+            self._queue.append(run)
+            return Submission(
+                upstream_id=None,
+                observation=Observation(
+                    state=TaskState.QUEUED,
+                    reason=f"waiting for a free slot ({self.cfg.max_concurrent} running)",
+                ),
+            )
+        failure = await self._start_process(run)
+        if failure is not None:
+            return Submission(upstream_id=None, observation=failure)
+        return Submission(
+            upstream_id=str(run.pid),
+            upstream=run.upstream(),
+            observation=Observation(state=TaskState.RUNNING),
+        )
+
+    async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
+        for waiting in self._queue:
+            if waiting.task.id == task.id:
+                self._queue.remove(waiting)
+                if self._sink.started:
+                    await self._sink().logs_complete(task.id)
+                return Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
+        run = self._running.get(task.id)
+        if run is None:
+            # not ours (any more): nothing runs, so it is stopped
+            return Observation(state=TaskState.CANCELLED, reason="no process was running")
+        run.cancelled = True
+        if force:
+            run.send_signal(signal.SIGKILL)
+        else:
+            run.send_signal(signal.SIGTERM)
+            run.arm_kill(self.cfg.kill_grace_s)
+        return None
+
+    async def status(self, task: Task) -> Observation:
+        if task.id in self._running:
+            return Observation(state=TaskState.RUNNING)
+        if any(r.task.id == task.id for r in self._queue):
+            return Observation(state=TaskState.QUEUED)
+        return Observation(state=task.status, reason=task.reason, exit_code=task.exit_code)
+
+    def health(self) -> Mapping[str, Any]:
+        return {"running": len(self._running), "queued": len(self._queue)}
+
+    # --- processes ---------------------------------------------------------------------------
+
+    async def _start_process(self, run: Run) -> Observation | None:
+        """Start the run's process and its watcher; the failure to record if it cannot start."""
+        try:
+            await run.start()
+        except OSError as exc:
+            if self._sink.started:
+                await self._sink().logs_complete(run.task.id)
+            return run.start_failure(exc)
+        self._running[run.task.id] = run
+        _ = self._watchers.spawn(self._watch(run), name=f"egw-local-{run.task.id}")
+        return None
+
+    async def _watch(self, run: Run) -> None:
+        try:
+            sink = self._sink()
+            code = await run.follow(sink)
+        finally:
+            self._running.pop(run.task.id, None)
+        try:
+            await sink.logs_complete(run.task.id)
+            await sink.observe(run.task.id, run.outcome(code), source=self.name)
+        except EgwError as exc:
+            # the store is gone (gateway stopping): the next start records the task
+            log.warning("local_outcome_not_recorded", task_id=run.task.id, error=exc.message)
+            return
+        await self._next()
+
+    async def _next(self) -> None:
+        """Start queued runs while there are free slots."""
+        while self._queue and len(self._running) < self.cfg.max_concurrent and not self._closing:
+            run = self._queue.popleft()
+            failure = await self._start_process(run)
+            sink = self._sink()
+            if failure is not None:
+                await sink.observe(run.task.id, failure, source=self.name)
+                continue
+            await sink.set_upstream(run.task.id, upstream_id=str(run.pid), data=run.upstream())
+            await sink.observe(run.task.id, Observation(state=TaskState.RUNNING), source=self.name)
+
+    async def _finish_unstarted(self, run: Run, reason: str) -> None:
+        if self._sink.started:
+            sink = self._sink()
+            await sink.logs_complete(run.task.id)
+            await sink.observe(
+                run.task.id, Observation(state=TaskState.FAILED, reason=reason), source=self.name
+            )

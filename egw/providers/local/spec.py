@@ -1,0 +1,57 @@
+"""A local task's spec: the submit's ``task`` object checked, as a frozen `LocalSpec`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from egw.core import fields
+from egw.errors import Forbidden
+
+_KEYS = ("command", "args", "env", "cwd")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalSpec:
+    """What to run: ``command`` with ``args`` (no shell), the task's own ``env``, in ``cwd``."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: ``cwd`` only when set."""
+        out: dict[str, Any] = {
+            "command": self.command,
+            "args": list(self.args),
+            "env": dict(self.env),
+        }
+        if self.cwd is not None:
+            out["cwd"] = self.cwd
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LocalSpec:
+        """A spec as submitted or stored (a stored spec is input too: it is checked again)."""
+        command = fields.text(data.get("command"), "task.command", allow_empty=False)
+        args = fields.argv(data.get("args", []), "task.args")
+        env = fields.env(data.get("env", {}), "task.env", names=fields.POSIX_ENV_NAME)
+        cwd = data.get("cwd")
+        if cwd is not None:
+            cwd = fields.text(cwd, "task.cwd", allow_empty=False)
+        fields.known_keys(data, _KEYS)
+        return cls(command=command, args=tuple(args), env=env, cwd=cwd)
+
+
+def validate_task(task: Mapping[str, Any], allowed_commands: Collection[str] | None) -> LocalSpec:
+    """Check a submit's ``task`` object; a command outside the allowlist (if one is set)
+    is `Forbidden`."""
+    spec = LocalSpec.from_json(task)
+    if allowed_commands is not None and spec.command not in allowed_commands:
+        raise Forbidden(
+            f"command {spec.command!r} is not in providers.local.allowed_commands",
+            details={"field": "task.command"},
+        )
+    return spec
