@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import deque
 from collections.abc import Mapping
@@ -20,10 +19,6 @@ from egw.providers.local.process import Run
 from egw.providers.local.spec import LocalSpec, validate_task
 
 log = structlog.get_logger("egw.providers.local")
-
-#: how often `close` looks whether every watcher has ended
-_DRAIN_POLL_S = 0.01
-
 
 class LocalProvider:
     name: ClassVar[str] = "local"
@@ -67,8 +62,7 @@ class LocalProvider:
             run.arm_kill(self.cfg.kill_grace_s)
         # every watcher ends on its own (SIGKILL after the grace at the latest), also those
         # past their process's exit still recording it: cancelling them would lose outcomes
-        while len(self._watchers):
-            await asyncio.sleep(_DRAIN_POLL_S)
+        await self._watchers.wait()
 
     # --- the provider API --------------------------------------------------------------------
 
