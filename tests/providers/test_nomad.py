@@ -15,7 +15,7 @@ import trustme
 from egw.config import NomadConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, InvalidRequest, ProviderError, ProviderUnavailable
-from egw.providers.base import Provider
+from egw.providers.base import Provider, WebhookProvider
 from egw.providers.nomad import NomadProvider
 from egw.testing.nomad import NomadSimulator
 from egw.testing.sink import MemorySink
@@ -54,7 +54,8 @@ class Harness:
     async def submit(self, provider: NomadProvider, task: dict[str, Any],
                      timeout_s: float | None = None) -> Task:
         """What egw's service does: validate, record, submit, record the acceptance."""
-        record = self.sink.add_task("nomad", provider.validate(task), timeout_s=timeout_s)
+        record = self.sink.add_task("nomad", provider.validate(task).to_json(),
+                                  timeout_s=timeout_s)
         sub = await provider.submit(record, idempotency_key=record.id)
         await self.accept(record, sub)
         return self.sink.tasks[record.id]
@@ -290,7 +291,7 @@ async def test_gateway_restart_picks_up_running_jobs(h: Harness) -> None:
 async def test_resubmit_after_restart_adopts_the_job(h: Harness) -> None:
     h.sim.script("demo-job-1", duration_s=5)
     first = await h.provider()
-    record = h.sink.add_task("nomad", first.validate(SEED))
+    record = h.sink.add_task("nomad", first.validate(SEED).to_json())
     await first.submit(record, idempotency_key=record.id)  # the answer is lost with the gateway
     await first.close()
     second = await h.provider()  # the task is still pending: egw submits it again
@@ -315,7 +316,7 @@ async def test_5xx_is_retried_within_the_budget(h: Harness) -> None:
 async def test_5xx_beyond_the_budget_is_provider_unavailable(h: Harness) -> None:
     provider = await h.provider()
     h.sim.fail(r"^/v1/jobs$", method="POST", status=503, body="No cluster leader", times=10)
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(ProviderUnavailable) as err:
         await provider.submit(record, idempotency_key=record.id)
     assert err.value.message == "nomad: No cluster leader"
@@ -348,7 +349,7 @@ async def test_a_live_job_egw_did_not_start_is_a_conflict(h: Harness) -> None:
                                         "Config": {"command": "sleep"}}]}]}}) as resp:
         assert resp.status == 200
     provider = await h.provider()
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(Conflict) as err:
         await provider.submit(record, idempotency_key=record.id)
     assert "already exists" in err.value.message and err.value.details["field"] == "task.job_id"
@@ -410,7 +411,7 @@ async def test_a_task_cancelled_while_registering_is_stopped_in_nomad(h: Harness
     h.sim.script("demo-job-1", duration_s=1000)
     provider = await h.provider()
     gate = h.sim.hold(r"^/v1/jobs$", method="POST")
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     submitting = asyncio.ensure_future(provider.submit(record, idempotency_key=record.id))
     async with asyncio.timeout(5):
         while h.sim.count("POST", r"^/v1/jobs$") == 0:
@@ -435,7 +436,7 @@ async def test_nomad_plain_text_errors_become_provider_errors() -> None:
         async with aiohttp.ClientSession() as session:
             h = Harness(sim, base, session)
             provider = await h.provider(token="reader-only-token")
-            record = h.sink.add_task("nomad", provider.validate(SEED))
+            record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
             with pytest.raises(ProviderError) as err:
                 await provider.submit(record, idempotency_key=record.id)
             assert err.value.message == "nomad: Permission denied"
@@ -475,7 +476,7 @@ async def test_tls_with_ca_client_certificate_server_name_and_token(tmp_path: Pa
             assert done.status is S.SUCCEEDED and h.sink.output(task.id) == b"hello\n"
             # without the server name the certificate does not match 127.0.0.1
             wrong = await h.provider(**tls)
-            record = h.sink.add_task("nomad", wrong.validate({**SEED, "job_id": "x"}))
+            record = h.sink.add_task("nomad", wrong.validate({**SEED, "job_id": "x"}).to_json())
             with pytest.raises(ProviderUnavailable) as err:
                 await wrong.submit(record, idempotency_key=record.id)
             assert "certificate" in err.value.message.lower() or "ssl" in err.value.message.lower()
@@ -492,7 +493,7 @@ async def test_status_reads_the_allocations(h: Harness) -> None:
     obs = await provider.status(h.sink.tasks[task.id])
     assert obs.state is S.FAILED and obs.exit_code == 4
     assert h.sim.count("GET", r"^/v1/job/demo-job-1/allocations$") == 1
-    pending = h.sink.add_task("nomad", provider.validate(SEED))
+    pending = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     assert (await provider.status(pending)).state is S.PENDING
 
 
@@ -542,11 +543,9 @@ async def test_a_rescheduled_allocation_is_a_new_log_segment(h: Harness) -> None
     assert failed_then == []  # the first failure was not final: a replacement was planned
 
 
-async def test_handle_webhook_and_start_required(h: Harness) -> None:
+async def test_no_webhooks_and_start_required(h: Harness) -> None:
     provider = NomadProvider(h.config(), session=h.session, retry=RETRY)
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(ProviderUnavailable):
         await provider.submit(record, idempotency_key=record.id)
-    result = await provider.handle_webhook({}, b"")
-    assert result.status == 404
-    assert provider.webhook_source is None and provider.name == "nomad"
+    assert not isinstance(provider, WebhookProvider) and provider.name == "nomad"

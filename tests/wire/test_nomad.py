@@ -24,7 +24,7 @@ def sample(name: str) -> Any:
 
 
 def validate(task: Any) -> dict[str, Any]:
-    return wire.validate_task(task, **DEFAULTS)
+    return wire.validate_task(task, **DEFAULTS).to_json()  # the spec as egw stores it
 
 
 # --- the task object ---------------------------------------------------------------------------
@@ -69,12 +69,13 @@ def test_exec_and_raw_exec_take_a_command_and_no_image() -> None:
 
 def test_register_body_marks_the_job_and_maps_the_timeout() -> None:
     spec = validate(SEED)
-    body = wire.register_body(spec, task_id="t_1", timeout_s=90.5, enforce_index=7)
+    typed = wire.NomadSpec.from_json(spec)
+    body = wire.register_body(typed, task_id="t_1", timeout_s=90.5, enforce_index=7)
     assert body["EnforceIndex"] is True and body["JobModifyIndex"] == 7
     assert body["Job"]["Meta"] == {wire.META_TASK_ID: "t_1"}
     assert body["Job"]["TaskGroups"][0]["MaxRunDuration"] == 90_500_000_000
     assert "MaxRunDuration" not in spec["job"]["TaskGroups"][0]  # the spec is not changed
-    plain = wire.register_body(spec, task_id="t_1", timeout_s=None, enforce_index=0)
+    plain = wire.register_body(typed, task_id="t_1", timeout_s=None, enforce_index=0)
     assert "MaxRunDuration" not in plain["Job"]["TaskGroups"][0]
 
 
