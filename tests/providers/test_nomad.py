@@ -15,7 +15,7 @@ import trustme
 from egw.config import NomadConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, InvalidRequest, ProviderError, ProviderUnavailable
-from egw.providers.base import Provider
+from egw.providers.base import Provider, WebhookProvider
 from egw.providers.nomad import NomadProvider
 from egw.testing.nomad import NomadSimulator
 from egw.testing.sink import MemorySink
@@ -35,9 +35,14 @@ class Harness:
         self.providers: list[NomadProvider] = []
 
     def config(self, **kw: Any) -> NomadConfig:
-        defaults: dict[str, Any] = {"enabled": True, "address": self.base,
-                                    "stream_idle_timeout_s": 10.0, "blocking_wait_s": 5.0,
-                                    "stream_retry_s": 30.0, "log_grace_s": 2.0}
+        defaults: dict[str, Any] = {
+            "enabled": True,
+            "address": self.base,
+            "stream_idle_timeout_s": 10.0,
+            "blocking_wait_s": 5.0,
+            "stream_retry_s": 30.0,
+            "log_grace_s": 2.0,
+        }
         return NomadConfig(**{**defaults, **kw})
 
     async def provider(self, *, retry: RetryConfig = RETRY, **kw: Any) -> NomadProvider:
@@ -51,30 +56,36 @@ class Harness:
             while not provider.health()["namespaces"].get(ns, {}).get("connected"):
                 await asyncio.sleep(0.005)
 
-    async def submit(self, provider: NomadProvider, task: dict[str, Any],
-                     timeout_s: float | None = None) -> Task:
+    async def submit(
+        self, provider: NomadProvider, task: dict[str, Any], timeout_s: float | None = None
+    ) -> Task:
         """What egw's service does: validate, record, submit, record the acceptance."""
-        record = self.sink.add_task("nomad", provider.validate(task), timeout_s=timeout_s)
+        record = self.sink.add_task("nomad", provider.validate(task).to_json(), timeout_s=timeout_s)
         sub = await provider.submit(record, idempotency_key=record.id)
         await self.accept(record, sub)
         return self.sink.tasks[record.id]
 
     async def accept(self, record: Task, sub: Any) -> None:
-        await self.sink.set_upstream(record.id, upstream_id=sub.upstream_id,
-                                     upstream_url=sub.upstream_url, data=sub.upstream)
+        await self.sink.set_upstream(
+            record.id, upstream_id=sub.upstream_id, upstream_url=sub.upstream_url, data=sub.upstream
+        )
         await self.sink.observe(record.id, sub.observation, source="service")
 
     async def cancel(self, provider: NomadProvider, task_id: str, *, force: bool = False) -> None:
         """What egw does on POST /v1/tasks/{id}/cancel."""
-        await self.sink.observe(task_id, Observation(state=S.CANCELLING, reason="cancel requested"),
-                                source="api")
+        await self.sink.observe(
+            task_id, Observation(state=S.CANCELLING, reason="cancel requested"), source="api"
+        )
         result = await provider.cancel(self.sink.tasks[task_id], force=force)
         if result is not None:
             await self.sink.observe(task_id, result, source="nomad")
 
     def observations(self, task_id: str) -> list[dict[str, Any]]:
-        return [e.data for e in self.sink.events if e.task_id == task_id and e.kind == "observe"
-                and e.data["source"] == "nomad"]
+        return [
+            e.data
+            for e in self.sink.events
+            if e.task_id == task_id and e.kind == "observe" and e.data["source"] == "nomad"
+        ]
 
     async def close(self) -> None:
         for provider in self.providers:
@@ -117,7 +128,10 @@ async def test_seed_example_runs_over_the_event_stream(h: Harness) -> None:
     job = h.sim.cluster.jobs[("default", "demo-job-1")]
     assert job["Type"] == "batch" and job["Meta"] == {"egw_task_id": task.id}
     assert job["TaskGroups"][0]["Tasks"][0]["Config"] == {
-        "image": "busybox:latest", "command": "echo", "args": ["hello"]}
+        "image": "busybox:latest",
+        "command": "echo",
+        "args": ["hello"],
+    }
     health = provider.health()["namespaces"]["default"]
     assert health["mode"] == "stream" and health["last_index"] == h.sim.cluster.index
     assert h.sink.cursors["nomad:event_index:default"] == str(h.sim.cluster.index)
@@ -149,8 +163,10 @@ async def test_placement_failure_ends_failed_and_stops_the_job(h: Harness) -> No
     task = await h.submit(provider, {**SEED, "resources": {"memory_mb": 100_000}})
     done = await h.sink.wait_for(task.id, logs=True)
     assert done.status is S.FAILED and done.exit_code is None
-    assert done.reason == ("placement failed: task group 'main': resources exhausted on "
-                           "1 node(s); dimension 'memory' exhausted on 1 node(s)")
+    assert done.reason == (
+        "placement failed: task group 'main': resources exhausted on "
+        "1 node(s); dimension 'memory' exhausted on 1 node(s)"
+    )
     assert h.sink.states(task.id) == ["queued", "failed"]
     async with asyncio.timeout(5):  # the blocked evaluation must never place it later
         while not h.sim.cluster.jobs[("default", "demo-job-1")]["Stop"]:
@@ -244,10 +260,22 @@ async def test_aged_out_index_forces_reconciliation(h: Harness) -> None:
     async with asyncio.timeout(5):  # ...while the job ends...
         while not any(a["ClientStatus"] == "complete" for a in h.sim.cluster.allocs.values()):
             await asyncio.sleep(0.01)
-    async with h.session.post(h.base + "/v1/jobs", json={"Job": {  # ...another job runs...
-            "ID": "other", "Type": "batch", "Datacenters": ["*"], "TaskGroups": [{
-                "Name": "g", "Tasks": [{"Name": "t", "Driver": "exec",
-                                        "Config": {"command": "true"}}]}]}}) as resp:
+    async with h.session.post(
+        h.base + "/v1/jobs",
+        json={
+            "Job": {  # ...another job runs...
+                "ID": "other",
+                "Type": "batch",
+                "Datacenters": ["*"],
+                "TaskGroups": [
+                    {
+                        "Name": "g",
+                        "Tasks": [{"Name": "t", "Driver": "exec", "Config": {"command": "true"}}],
+                    }
+                ],
+            }
+        },
+    ) as resp:
         assert resp.status == 200
     await asyncio.sleep(0.05)
     h.sim.age_out_events(keep=1)  # ...and Nomad forgets everything but its last event
@@ -290,7 +318,7 @@ async def test_gateway_restart_picks_up_running_jobs(h: Harness) -> None:
 async def test_resubmit_after_restart_adopts_the_job(h: Harness) -> None:
     h.sim.script("demo-job-1", duration_s=5)
     first = await h.provider()
-    record = h.sink.add_task("nomad", first.validate(SEED))
+    record = h.sink.add_task("nomad", first.validate(SEED).to_json())
     await first.submit(record, idempotency_key=record.id)  # the answer is lost with the gateway
     await first.close()
     second = await h.provider()  # the task is still pending: egw submits it again
@@ -315,7 +343,7 @@ async def test_5xx_is_retried_within_the_budget(h: Harness) -> None:
 async def test_5xx_beyond_the_budget_is_provider_unavailable(h: Harness) -> None:
     provider = await h.provider()
     h.sim.fail(r"^/v1/jobs$", method="POST", status=503, body="No cluster leader", times=10)
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(ProviderUnavailable) as err:
         await provider.submit(record, idempotency_key=record.id)
     assert err.value.message == "nomad: No cluster leader"
@@ -342,13 +370,25 @@ async def test_read_errors_are_retried(h: Harness) -> None:
 
 async def test_a_live_job_egw_did_not_start_is_a_conflict(h: Harness) -> None:
     h.sim.script("demo-job-1", duration_s=1000)
-    async with h.session.post(h.base + "/v1/jobs", json={"Job": {
-            "ID": "demo-job-1", "Type": "batch", "Datacenters": ["*"], "TaskGroups": [{
-                "Name": "g", "Tasks": [{"Name": "t", "Driver": "exec",
-                                        "Config": {"command": "sleep"}}]}]}}) as resp:
+    async with h.session.post(
+        h.base + "/v1/jobs",
+        json={
+            "Job": {
+                "ID": "demo-job-1",
+                "Type": "batch",
+                "Datacenters": ["*"],
+                "TaskGroups": [
+                    {
+                        "Name": "g",
+                        "Tasks": [{"Name": "t", "Driver": "exec", "Config": {"command": "sleep"}}],
+                    }
+                ],
+            }
+        },
+    ) as resp:
         assert resp.status == 200
     provider = await h.provider()
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(Conflict) as err:
         await provider.submit(record, idempotency_key=record.id)
     assert "already exists" in err.value.message and err.value.details["field"] == "task.job_id"
@@ -389,8 +429,11 @@ async def test_stream_refused_falls_back_to_blocking_queries(h: Harness) -> None
     assert h.sink.states(task.id) == ["queued", "running", "succeeded"]
     assert h.sink.output(task.id) == b"polled\n"
     assert provider.health()["namespaces"]["default"]["mode"] == "poll"
-    blocking = [dict(r.query) for r in h.sim.requests
-                if r.path == "/v1/job/demo-job-1/allocations" and "index" in dict(r.query)]
+    blocking = [
+        dict(r.query)
+        for r in h.sim.requests
+        if r.path == "/v1/job/demo-job-1/allocations" and "index" in dict(r.query)
+    ]
     assert blocking and all(q["wait"] == "5000ms" for q in blocking)
 
 
@@ -410,14 +453,15 @@ async def test_a_task_cancelled_while_registering_is_stopped_in_nomad(h: Harness
     h.sim.script("demo-job-1", duration_s=1000)
     provider = await h.provider()
     gate = h.sim.hold(r"^/v1/jobs$", method="POST")
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     submitting = asyncio.ensure_future(provider.submit(record, idempotency_key=record.id))
     async with asyncio.timeout(5):
         while h.sim.count("POST", r"^/v1/jobs$") == 0:
             await asyncio.sleep(0.005)
     # egw cancels the pending task at once (nothing known upstream yet)...
-    await h.sink.observe(record.id, Observation(state=S.CANCELLED, reason="cancel requested"),
-                         source="api")
+    await h.sink.observe(
+        record.id, Observation(state=S.CANCELLED, reason="cancel requested"), source="api"
+    )
     gate.set()  # ...and only then does Nomad answer the registration
     await h.accept(record, await submitting)
     await h.sink.wait_for(record.id, logs=True)
@@ -435,7 +479,7 @@ async def test_nomad_plain_text_errors_become_provider_errors() -> None:
         async with aiohttp.ClientSession() as session:
             h = Harness(sim, base, session)
             provider = await h.provider(token="reader-only-token")
-            record = h.sink.add_task("nomad", provider.validate(SEED))
+            record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
             with pytest.raises(ProviderError) as err:
                 await provider.submit(record, idempotency_key=record.id)
             assert err.value.message == "nomad: Permission denied"
@@ -460,22 +504,27 @@ async def test_tls_with_ca_client_certificate_server_name_and_token(tmp_path: Pa
     client_cert.cert_chain_pems[0].write_to_path(str(cert_file))
     client_cert.private_key_pem.write_to_path(str(key_file))
     sim = NomadSimulator(time_scale=SCALE, acl=True)
-    sim.add_token("a-long-secret-token", namespaces={"default": {
-        "read-job", "submit-job", "read-logs"}})
+    sim.add_token(
+        "a-long-secret-token", namespaces={"default": {"read-job", "submit-job", "read-logs"}}
+    )
     base = await sim.start(ssl_context=server_ctx)
     assert base.startswith("https://127.0.0.1:")
     try:
         async with aiohttp.ClientSession() as session:
             h = Harness(sim, base, session)
-            tls = {"ca_file": str(ca_file), "client_cert_file": str(cert_file),
-                   "client_key_file": str(key_file), "token": "a-long-secret-token"}
+            tls = {
+                "ca_file": str(ca_file),
+                "client_cert_file": str(cert_file),
+                "client_key_file": str(key_file),
+                "token": "a-long-secret-token",
+            }
             provider = await h.provider(server_name="nomad.test", **tls)
             task = await h.submit(provider, SEED)
             done = await h.sink.wait_for(task.id, logs=True)
             assert done.status is S.SUCCEEDED and h.sink.output(task.id) == b"hello\n"
             # without the server name the certificate does not match 127.0.0.1
             wrong = await h.provider(**tls)
-            record = h.sink.add_task("nomad", wrong.validate({**SEED, "job_id": "x"}))
+            record = h.sink.add_task("nomad", wrong.validate({**SEED, "job_id": "x"}).to_json())
             with pytest.raises(ProviderUnavailable) as err:
                 await wrong.submit(record, idempotency_key=record.id)
             assert "certificate" in err.value.message.lower() or "ssl" in err.value.message.lower()
@@ -492,7 +541,7 @@ async def test_status_reads_the_allocations(h: Harness) -> None:
     obs = await provider.status(h.sink.tasks[task.id])
     assert obs.state is S.FAILED and obs.exit_code == 4
     assert h.sim.count("GET", r"^/v1/job/demo-job-1/allocations$") == 1
-    pending = h.sink.add_task("nomad", provider.validate(SEED))
+    pending = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     assert (await provider.status(pending)).state is S.PENDING
 
 
@@ -512,9 +561,19 @@ async def test_multibyte_output_split_across_frames(h: Harness) -> None:
 async def test_full_job_passthrough_with_two_tasks(h: Harness) -> None:
     h.sim.script("pair", stdout=b"both\n")
     provider = await h.provider()
-    job = {"ID": "pair", "Datacenters": ["*"], "TaskGroups": [{"Name": "g", "Tasks": [
-        {"Name": "a", "Driver": "raw_exec", "Config": {"command": "echo"}},
-        {"Name": "b", "Driver": "raw_exec", "Config": {"command": "echo"}}]}]}
+    job = {
+        "ID": "pair",
+        "Datacenters": ["*"],
+        "TaskGroups": [
+            {
+                "Name": "g",
+                "Tasks": [
+                    {"Name": "a", "Driver": "raw_exec", "Config": {"command": "echo"}},
+                    {"Name": "b", "Driver": "raw_exec", "Config": {"command": "echo"}},
+                ],
+            }
+        ],
+    }
     task = await h.submit(provider, {"job": job})
     done = await h.sink.wait_for(task.id, logs=True)
     assert done.status is S.SUCCEEDED
@@ -524,29 +583,37 @@ async def test_full_job_passthrough_with_two_tasks(h: Harness) -> None:
 async def test_a_rescheduled_allocation_is_a_new_log_segment(h: Harness) -> None:
     h.sim.script("retry", stdout=b"attempt\n", exit_codes=(1, 0))
     provider = await h.provider()
-    job = {"ID": "retry", "Datacenters": ["*"], "TaskGroups": [{
-        "Name": "g", "ReschedulePolicy": {"Attempts": 1, "Unlimited": False,
-                                          "Delay": 1_000_000_000},
-        "Tasks": [{"Name": "t", "Driver": "exec", "Config": {"command": "flaky"}}]}]}
+    job = {
+        "ID": "retry",
+        "Datacenters": ["*"],
+        "TaskGroups": [
+            {
+                "Name": "g",
+                "ReschedulePolicy": {"Attempts": 1, "Unlimited": False, "Delay": 1_000_000_000},
+                "Tasks": [{"Name": "t", "Driver": "exec", "Config": {"command": "flaky"}}],
+            }
+        ],
+    }
     task = await h.submit(provider, {"job": job})
     done = await h.sink.wait_for(task.id, logs=True)
     assert done.status is S.SUCCEEDED and done.exit_code == 0
     assert h.sink.states(task.id) == ["queued", "running", "succeeded"]
-    first, second = (a["ID"] for a in sorted(h.sim.cluster.allocs.values(),
-                                               key=lambda a: a["CreateIndex"]))
+    first, second = (
+        a["ID"] for a in sorted(h.sim.cluster.allocs.values(), key=lambda a: a["CreateIndex"])
+    )
     segments = [e.data for e in h.sink.events if e.kind == "nomad.allocation"]
     assert [(s["alloc_id"], s["segment"], s["previous_alloc"]) for s in segments] == [
-        (first, 1, None), (second, 2, first)]
+        (first, 1, None),
+        (second, 2, first),
+    ]
     assert h.sink.output(task.id) == b"attempt\nattempt\n"
     failed_then = [o for o in h.observations(task.id) if o["status"] == "failed"]
     assert failed_then == []  # the first failure was not final: a replacement was planned
 
 
-async def test_handle_webhook_and_start_required(h: Harness) -> None:
+async def test_no_webhooks_and_start_required(h: Harness) -> None:
     provider = NomadProvider(h.config(), session=h.session, retry=RETRY)
-    record = h.sink.add_task("nomad", provider.validate(SEED))
+    record = h.sink.add_task("nomad", provider.validate(SEED).to_json())
     with pytest.raises(ProviderUnavailable):
         await provider.submit(record, idempotency_key=record.id)
-    result = await provider.handle_webhook({}, b"")
-    assert result.status == 404
-    assert provider.webhook_source is None and provider.name == "nomad"
+    assert not isinstance(provider, WebhookProvider) and provider.name == "nomad"

@@ -24,7 +24,7 @@ def sample(name: str) -> Any:
 
 
 def validate(task: Any) -> dict[str, Any]:
-    return wire.validate_task(task, **DEFAULTS)
+    return wire.validate_task(task, **DEFAULTS).to_json()  # the spec as egw stores it
 
 
 # --- the task object ---------------------------------------------------------------------------
@@ -42,15 +42,27 @@ def test_seed_task_becomes_a_batch_job_with_one_docker_task() -> None:
     assert group["Count"] == 1
     assert group["RestartPolicy"]["Attempts"] == 0 and group["ReschedulePolicy"]["Attempts"] == 0
     (task,) = group["Tasks"]
-    assert task == {"Name": "main", "Driver": "docker",
-                    "Config": {"image": "busybox:latest", "command": "echo", "args": ["hello"]}}
+    assert task == {
+        "Name": "main",
+        "Driver": "docker",
+        "Config": {"image": "busybox:latest", "command": "echo", "args": ["hello"]},
+    }
     json.dumps(spec)  # the spec is stored as JSON
 
 
 def test_all_short_form_fields() -> None:
-    spec = validate({**SEED, "env": {"A_B": "1"}, "datacenters": ["dc1", "dc2"],
-                     "namespace": "team-a", "region": "eu-west", "resources": {"cpu": 250,
-                     "memory_mb": 64}, "meta": {"owner": "ci"}, "timeout_s": 30})
+    spec = validate(
+        {
+            **SEED,
+            "env": {"A_B": "1"},
+            "datacenters": ["dc1", "dc2"],
+            "namespace": "team-a",
+            "region": "eu-west",
+            "resources": {"cpu": 250, "memory_mb": 64},
+            "meta": {"owner": "ci"},
+            "timeout_s": 30,
+        }
+    )
     job = spec["job"]
     task = job["TaskGroups"][0]["Tasks"][0]
     assert task["Env"] == {"A_B": "1"}
@@ -69,12 +81,13 @@ def test_exec_and_raw_exec_take_a_command_and_no_image() -> None:
 
 def test_register_body_marks_the_job_and_maps_the_timeout() -> None:
     spec = validate(SEED)
-    body = wire.register_body(spec, task_id="t_1", timeout_s=90.5, enforce_index=7)
+    typed = wire.NomadSpec.from_json(spec)
+    body = wire.register_body(typed, task_id="t_1", timeout_s=90.5, enforce_index=7)
     assert body["EnforceIndex"] is True and body["JobModifyIndex"] == 7
     assert body["Job"]["Meta"] == {wire.META_TASK_ID: "t_1"}
     assert body["Job"]["TaskGroups"][0]["MaxRunDuration"] == 90_500_000_000
     assert "MaxRunDuration" not in spec["job"]["TaskGroups"][0]  # the spec is not changed
-    plain = wire.register_body(spec, task_id="t_1", timeout_s=None, enforce_index=0)
+    plain = wire.register_body(typed, task_id="t_1", timeout_s=None, enforce_index=0)
     assert "MaxRunDuration" not in plain["Job"]["TaskGroups"][0]
 
 
@@ -83,8 +96,26 @@ def test_good_job_ids(job_id: str) -> None:
     assert validate({**SEED, "job_id": job_id})["job_id"] == job_id
 
 
-@pytest.mark.parametrize("job_id", ["", "has space", "a/b", "../etc", "a?b=1", "a#b", "%2F",
-                                    "x" * 129, "-lead", ".hidden", "é", "nul\x00", 5, None, ["a"]])
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "",
+        "has space",
+        "a/b",
+        "../etc",
+        "a?b=1",
+        "a#b",
+        "%2F",
+        "x" * 129,
+        "-lead",
+        ".hidden",
+        "é",
+        "nul\x00",
+        5,
+        None,
+        ["a"],
+    ],
+)
 def test_bad_job_ids_name_the_field(job_id: Any) -> None:
     with pytest.raises(InvalidRequest) as err:
         validate({**SEED, "job_id": job_id})
@@ -92,32 +123,35 @@ def test_bad_job_ids_name_the_field(job_id: Any) -> None:
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"driver": "podman"}, "task.driver"),
-    ({"image": ""}, "task.image"),
-    ({"image": "busy box"}, "task.image"),
-    ({"image": None}, "task.image"),
-    ({"driver": "exec", "command": "x"}, "task.image"),
-    ({"command": ""}, "task.command"),
-    ({"args": "hello"}, "task.args"),
-    ({"args": ["ok", 3]}, "task.args[1]"),
-    ({"env": {"1BAD": "x"}}, "task.env.1BAD"),
-    ({"env": {"OK": 1}}, "task.env.OK"),
-    ({"meta": {"egw_task_id": "x"}}, "task.meta.egw_task_id"),
-    ({"meta": []}, "task.meta"),
-    ({"namespace": "no_underscore"}, "task.namespace"),
-    ({"region": "a b"}, "task.region"),
-    ({"datacenters": []}, "task.datacenters"),
-    ({"datacenters": ["dc 1"]}, "task.datacenters[0]"),
-    ({"resources": {"cpu": 0}}, "task.resources.cpu"),
-    ({"resources": {"memory_mb": 5}}, "task.resources.memory_mb"),
-    ({"resources": {"memory_mb": True}}, "task.resources.memory_mb"),
-    ({"resources": {"gpu": 1}}, "task.resources.gpu"),
-    ({"resources": 3}, "task.resources"),
-    ({"timeout_s": 0}, "task.timeout_s"),
-    ({"timeout_s": "10"}, "task.timeout_s"),
-    ({"comand": "echo"}, "task.comand"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"driver": "podman"}, "task.driver"),
+        ({"image": ""}, "task.image"),
+        ({"image": "busy box"}, "task.image"),
+        ({"image": None}, "task.image"),
+        ({"driver": "exec", "command": "x"}, "task.image"),
+        ({"command": ""}, "task.command"),
+        ({"args": "hello"}, "task.args"),
+        ({"args": ["ok", 3]}, "task.args[1]"),
+        ({"env": {"1BAD": "x"}}, "task.env.1BAD"),
+        ({"env": {"OK": 1}}, "task.env.OK"),
+        ({"meta": {"egw_task_id": "x"}}, "task.meta.egw_task_id"),
+        ({"meta": []}, "task.meta"),
+        ({"namespace": "no_underscore"}, "task.namespace"),
+        ({"region": "a b"}, "task.region"),
+        ({"datacenters": []}, "task.datacenters"),
+        ({"datacenters": ["dc 1"]}, "task.datacenters[0]"),
+        ({"resources": {"cpu": 0}}, "task.resources.cpu"),
+        ({"resources": {"memory_mb": 5}}, "task.resources.memory_mb"),
+        ({"resources": {"memory_mb": True}}, "task.resources.memory_mb"),
+        ({"resources": {"gpu": 1}}, "task.resources.gpu"),
+        ({"resources": 3}, "task.resources"),
+        ({"timeout_s": 0}, "task.timeout_s"),
+        ({"timeout_s": "10"}, "task.timeout_s"),
+        ({"comand": "echo"}, "task.comand"),
+    ],
+)
 def test_bad_fields_name_the_field(patch: dict[str, Any], field: str) -> None:
     task = {**SEED, **patch}
     if patch.get("image", 1) is None:
@@ -158,26 +192,36 @@ def test_passthrough_counts_allocations_and_keeps_namespace() -> None:
     assert spec["expected"] == 3 and spec["namespace"] == "apps" and spec["timeout_s"] == 5.0
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"Type": "service"}, "task.job.Type"),
-    ({"ID": "a b"}, "task.job.ID"),
-    ({"TaskGroups": []}, "task.job.TaskGroups"),
-    ({"TaskGroups": [{"Name": "g", "Tasks": []}]}, "task.job.TaskGroups[0].Tasks"),
-    ({"TaskGroups": [{"Name": "g", "Count": -1, "Tasks": [{"Name": "t", "Driver": "x"}]}]},
-     "task.job.TaskGroups[0].Count"),
-    ({"TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t"}]}]},
-     "task.job.TaskGroups[0].Tasks[0].Driver"),
-    ({"Periodic": {"Enabled": True}}, "task.job.Periodic"),
-    ({"Meta": {"egw_task_id": "x"}}, "task.job.Meta.egw_task_id"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"Type": "service"}, "task.job.Type"),
+        ({"ID": "a b"}, "task.job.ID"),
+        ({"TaskGroups": []}, "task.job.TaskGroups"),
+        ({"TaskGroups": [{"Name": "g", "Tasks": []}]}, "task.job.TaskGroups[0].Tasks"),
+        (
+            {"TaskGroups": [{"Name": "g", "Count": -1, "Tasks": [{"Name": "t", "Driver": "x"}]}]},
+            "task.job.TaskGroups[0].Count",
+        ),
+        (
+            {"TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t"}]}]},
+            "task.job.TaskGroups[0].Tasks[0].Driver",
+        ),
+        ({"Periodic": {"Enabled": True}}, "task.job.Periodic"),
+        ({"Meta": {"egw_task_id": "x"}}, "task.job.Meta.egw_task_id"),
+    ],
+)
 def test_bad_passthrough_jobs(patch: dict[str, Any], field: str) -> None:
     job = {**sample("jobs.create.request.json")["Job"], **patch}
     with pytest.raises(InvalidRequest) as err:
         validate({"job": job})
     assert err.value.field == field
     with pytest.raises(InvalidRequest) as err:
-        validate({"job": job | {"ID": "ok"}, "image": "x"} if field == "task.job.Type" else
-                 {"job": "not an object"})
+        validate(
+            {"job": job | {"ID": "ok"}, "image": "x"}
+            if field == "task.job.Type"
+            else {"job": "not an object"}
+        )
     assert err.value.field in ("task.image", "task.job")
 
 
@@ -195,22 +239,54 @@ def test_event_stream_lines_of_the_contract() -> None:
     assert heartbeat.heartbeat and heartbeat2.heartbeat and heartbeat.index is None
     assert data.index == 12 and not data.heartbeat
     (ev,) = data.events
-    assert (ev.topic, ev.type, ev.namespace, ev.index) == ("Allocation", "AllocationUpdated",
-                                                           "default", 12)
+    assert (ev.topic, ev.type, ev.namespace, ev.index) == (
+        "Allocation",
+        "AllocationUpdated",
+        "default",
+        12,
+    )
     assert ev.key == "5fc98185-17ff-26bc-a802-0c74fa471c99"
     assert ev.job_id == "example"
     assert ev.object["ClientStatus"] == "running" and ev.object["Job"] is None
 
 
 def test_job_and_evaluation_events_name_their_job() -> None:
-    line = wire.parse_stream_line(json.dumps({"Index": 3, "Events": [
-        {"Topic": "Job", "Type": "JobRegistered", "Key": "web", "Namespace": "default",
-         "FilterKeys": None, "Index": 3, "Payload": {"Job": {"ID": "web"}}},
-        {"Topic": "Evaluation", "Type": "JobRegistered", "Key": "e1", "Namespace": "default",
-         "FilterKeys": ["web", ""], "Index": 3, "Payload": {"Evaluation": {"JobID": "web"}}},
-        {"Topic": "Node", "Type": "NodeEvent", "Key": "n1", "Namespace": "",
-         "FilterKeys": None, "Index": 3, "Payload": {"Node": {"ID": "n1"}}},
-    ]}))
+    line = wire.parse_stream_line(
+        json.dumps(
+            {
+                "Index": 3,
+                "Events": [
+                    {
+                        "Topic": "Job",
+                        "Type": "JobRegistered",
+                        "Key": "web",
+                        "Namespace": "default",
+                        "FilterKeys": None,
+                        "Index": 3,
+                        "Payload": {"Job": {"ID": "web"}},
+                    },
+                    {
+                        "Topic": "Evaluation",
+                        "Type": "JobRegistered",
+                        "Key": "e1",
+                        "Namespace": "default",
+                        "FilterKeys": ["web", ""],
+                        "Index": 3,
+                        "Payload": {"Evaluation": {"JobID": "web"}},
+                    },
+                    {
+                        "Topic": "Node",
+                        "Type": "NodeEvent",
+                        "Key": "n1",
+                        "Namespace": "",
+                        "FilterKeys": None,
+                        "Index": 3,
+                        "Payload": {"Node": {"ID": "n1"}},
+                    },
+                ],
+            }
+        )
+    )
     assert [e.job_id for e in line.events] == ["web", "web", None]
 
 
@@ -226,7 +302,7 @@ def test_ndjson_splitter_reassembles_lines_split_anywhere() -> None:
         splitter = wire.NdjsonSplitter()
         lines: list[bytes] = []
         for i in range(0, len(raw), size):
-            lines += splitter.feed(raw[i:i + size])
+            lines += splitter.feed(raw[i : i + size])
         assert [wire.parse_stream_line(x).index for x in lines] == [None, 12, None]
     with pytest.raises(ValueError):
         wire.NdjsonSplitter(max_line=8).feed(b"0123456789")
@@ -237,14 +313,16 @@ def test_ndjson_splitter_reassembles_lines_split_anywhere() -> None:
 
 def alloc(client: str = "running", desired: str = "run", **extra: Any) -> dict[str, Any]:
     base = copy.deepcopy(sample("job.allocations.response.json")[0])
-    base.update(ClientStatus=client, DesiredStatus=desired, NextAllocation="",
-                PreviousAllocation="")
+    base.update(
+        ClientStatus=client, DesiredStatus=desired, NextAllocation="", PreviousAllocation=""
+    )
     base.update(extra)
     return base
 
 
-def task_events(*events: dict[str, Any], failed: bool = False, state: str = "dead"
-                ) -> dict[str, Any]:
+def task_events(
+    *events: dict[str, Any], failed: bool = False, state: str = "dead"
+) -> dict[str, Any]:
     started = {"Type": "Started"}
     return {"redis": {"State": state, "Failed": failed, "Events": [started, *events]}}
 
@@ -255,40 +333,104 @@ def test_client_status_table(client: str, state: TaskState) -> None:
 
 
 def test_contract_allocation_samples_are_running() -> None:
-    for name in ("job.allocations.response.json", "allocations.list.response.json",
-                 "evaluation.allocations.response.json"):
+    for name in (
+        "job.allocations.response.json",
+        "allocations.list.response.json",
+        "evaluation.allocations.response.json",
+    ):
         obs = wire.alloc_observation(sample(name)[0])
         assert obs.state is S.RUNNING and obs.detail["started"] is True
     assert wire.alloc_observation(sample("allocation.read.response.json")).state is S.RUNNING
 
 
-@pytest.mark.parametrize(("a", "state", "code", "reason"), [
-    (alloc("pending", TaskStates={"redis": {"State": "pending", "Events": []}}),
-     S.QUEUED, None, "pending"),
-    (alloc("complete", TaskStates=task_events({"Type": "Terminated", "ExitCode": 0})),
-     S.SUCCEEDED, 0, "complete"),
-    (alloc("failed", TaskStates=task_events({"Type": "Terminated", "ExitCode": 3},
-                                            {"Type": "Not Restarting"}, failed=True)),
-     S.FAILED, 3, "task 'redis' exited with code 3"),
-    (alloc("failed", TaskStates={"redis": {"State": "dead", "Failed": True, "Events": [
-        {"Type": "Driver Failure", "DriverError": "image not found"}]}}),
-     S.FAILED, None, "task 'redis': Driver Failure: image not found"),
-    (alloc("complete", "stop", DesiredDescription="alloc not needed due to job update",
-           TaskStates=task_events({"Type": "Killing"}, {"Type": "Killed"})),
-     S.CANCELLED, None, "stopped: alloc not needed due to job update"),
-    (alloc("complete", "evict", TaskStates=task_events({"Type": "Killed"})),
-     S.FAILED, None, "evicted"),
-    (alloc("lost", "stop", DesiredDescription="alloc is lost since its node is down"),
-     S.FAILED, None, "lost: alloc is lost since its node is down"),
-    (alloc("complete", ClientDescription=wire.MAX_RUN_EXCEEDED,
-           TaskStates=task_events({"Type": "Killed"})),
-     S.TIMED_OUT, None, "max_run_duration"),
-    # stopped, but the task had already exited by itself: its own outcome counts
-    (alloc("complete", "stop", TaskStates=task_events({"Type": "Terminated", "ExitCode": 0})),
-     S.SUCCEEDED, 0, "complete"),
-])
-def test_alloc_observation(a: dict[str, Any], state: TaskState, code: int | None,
-                           reason: str) -> None:
+@pytest.mark.parametrize(
+    ("a", "state", "code", "reason"),
+    [
+        (
+            alloc("pending", TaskStates={"redis": {"State": "pending", "Events": []}}),
+            S.QUEUED,
+            None,
+            "pending",
+        ),
+        (
+            alloc("complete", TaskStates=task_events({"Type": "Terminated", "ExitCode": 0})),
+            S.SUCCEEDED,
+            0,
+            "complete",
+        ),
+        (
+            alloc(
+                "failed",
+                TaskStates=task_events(
+                    {"Type": "Terminated", "ExitCode": 3}, {"Type": "Not Restarting"}, failed=True
+                ),
+            ),
+            S.FAILED,
+            3,
+            "task 'redis' exited with code 3",
+        ),
+        (
+            alloc(
+                "failed",
+                TaskStates={
+                    "redis": {
+                        "State": "dead",
+                        "Failed": True,
+                        "Events": [{"Type": "Driver Failure", "DriverError": "image not found"}],
+                    }
+                },
+            ),
+            S.FAILED,
+            None,
+            "task 'redis': Driver Failure: image not found",
+        ),
+        (
+            alloc(
+                "complete",
+                "stop",
+                DesiredDescription="alloc not needed due to job update",
+                TaskStates=task_events({"Type": "Killing"}, {"Type": "Killed"}),
+            ),
+            S.CANCELLED,
+            None,
+            "stopped: alloc not needed due to job update",
+        ),
+        (
+            alloc("complete", "evict", TaskStates=task_events({"Type": "Killed"})),
+            S.FAILED,
+            None,
+            "evicted",
+        ),
+        (
+            alloc("lost", "stop", DesiredDescription="alloc is lost since its node is down"),
+            S.FAILED,
+            None,
+            "lost: alloc is lost since its node is down",
+        ),
+        (
+            alloc(
+                "complete",
+                ClientDescription=wire.MAX_RUN_EXCEEDED,
+                TaskStates=task_events({"Type": "Killed"}),
+            ),
+            S.TIMED_OUT,
+            None,
+            "max_run_duration",
+        ),
+        # stopped, but the task had already exited by itself: its own outcome counts
+        (
+            alloc(
+                "complete", "stop", TaskStates=task_events({"Type": "Terminated", "ExitCode": 0})
+            ),
+            S.SUCCEEDED,
+            0,
+            "complete",
+        ),
+    ],
+)
+def test_alloc_observation(
+    a: dict[str, Any], state: TaskState, code: int | None, reason: str
+) -> None:
     obs = wire.alloc_observation(a)
     assert obs.state is state
     assert obs.exit_code == code
@@ -296,10 +438,14 @@ def test_alloc_observation(a: dict[str, Any], state: TaskState, code: int | None
     assert obs.detail["alloc_id"] == a["ID"]
 
 
-def observe(allocs: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
-            evals: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (), **kw: Any) -> Any:
-    return wire.job_observation(allocs=allocs, evals=evals, since=kw.pop("since", 5),
-                                expected=kw.pop("expected", 1), **kw)
+def observe(
+    allocs: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
+    evals: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
+    **kw: Any,
+) -> Any:
+    return wire.job_observation(
+        allocs=allocs, evals=evals, since=kw.pop("since", 5), expected=kw.pop("expected", 1), **kw
+    )
 
 
 def test_job_observation_without_allocations() -> None:
@@ -314,59 +460,103 @@ def test_placement_failure_from_the_contract_evaluation() -> None:
     ev = sample("evaluation.read.response.json")  # blocked, FailedTGAllocs for "cache"
     obs = observe(evals=[ev], since=20)
     assert obs.state is S.FAILED
-    assert obs.reason == ("placement failed: task group 'cache': "
-                          "no nodes are available in datacenter(s) dc1")
+    assert obs.reason == (
+        "placement failed: task group 'cache': no nodes are available in datacenter(s) dc1"
+    )
     assert obs.detail["placement_failed"] is True
     # an evaluation from before egw's registration is not this task's
     assert observe(evals=[ev], since=29).state is S.QUEUED
 
 
 def test_describe_placement_failure() -> None:
-    text = wire.describe_placement_failure({"g": {
-        "NodesEvaluated": 3, "NodesExhausted": 2, "DimensionExhausted": {"memory": 2},
-        "ConstraintFiltered": {"${attr.kernel.name} = windows": 1}, "CoalescedFailures": 4,
-        "ClassFiltered": {"gpu": 1}, "QuotaExhausted": ["cpu exhausted (500 > 400)"]}})
-    assert text == ("placement failed: task group 'g': class 'gpu' filtered 1 node(s); "
-                    "constraint '${attr.kernel.name} = windows' filtered 1 node(s); "
-                    "resources exhausted on 2 node(s); dimension 'memory' exhausted on 2 node(s); "
-                    "quota limit hit 'cpu exhausted (500 > 400)'; "
-                    "4 more allocation(s) failed the same way")
+    text = wire.describe_placement_failure(
+        {
+            "g": {
+                "NodesEvaluated": 3,
+                "NodesExhausted": 2,
+                "DimensionExhausted": {"memory": 2},
+                "ConstraintFiltered": {"${attr.kernel.name} = windows": 1},
+                "CoalescedFailures": 4,
+                "ClassFiltered": {"gpu": 1},
+                "QuotaExhausted": ["cpu exhausted (500 > 400)"],
+            }
+        }
+    )
+    assert text == (
+        "placement failed: task group 'g': class 'gpu' filtered 1 node(s); "
+        "constraint '${attr.kernel.name} = windows' filtered 1 node(s); "
+        "resources exhausted on 2 node(s); dimension 'memory' exhausted on 2 node(s); "
+        "quota limit hit 'cpu exhausted (500 > 400)'; "
+        "4 more allocation(s) failed the same way"
+    )
     assert "no nodes were eligible" in wire.describe_placement_failure({"g": {}})
 
 
 def test_evaluation_failed() -> None:
-    ev = {"ID": "e", "Status": "failed", "StatusDescription": "maximum attempts reached",
-          "CreateIndex": 6}
+    ev = {
+        "ID": "e",
+        "Status": "failed",
+        "StatusDescription": "maximum attempts reached",
+        "CreateIndex": 6,
+    }
     obs = observe(evals=[ev])
     assert obs.state is S.FAILED and obs.reason == "evaluation failed: maximum attempts reached"
 
 
 def test_only_allocations_created_after_the_registration_count() -> None:
-    old = alloc("failed", CreateIndex=4, TaskStates=task_events(
-        {"Type": "Terminated", "ExitCode": 1}, failed=True))
+    old = alloc(
+        "failed",
+        CreateIndex=4,
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 1}, failed=True),
+    )
     new = alloc("running", ID="b", CreateIndex=9)
     assert observe([old]).state is S.QUEUED
     assert observe([old, new]).state is S.RUNNING
 
 
 def test_latest_allocation_of_a_slot_wins_and_rescheduling_keeps_running() -> None:
-    failed = alloc("failed", ID="a", CreateIndex=6, NextAllocation="b",
-                   TaskStates=task_events({"Type": "Terminated", "ExitCode": 1}, failed=True))
+    failed = alloc(
+        "failed",
+        ID="a",
+        CreateIndex=6,
+        NextAllocation="b",
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 1}, failed=True),
+    )
     assert observe([failed]).state is S.RUNNING  # a replacement is on its way
-    replacement = alloc("complete", ID="b", CreateIndex=8, PreviousAllocation="a",
-                        TaskStates=task_events({"Type": "Terminated", "ExitCode": 0}))
+    replacement = alloc(
+        "complete",
+        ID="b",
+        CreateIndex=8,
+        PreviousAllocation="a",
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 0}),
+    )
     obs = observe([failed, replacement])
     assert obs.state is S.SUCCEEDED and obs.detail["allocations"] == ["a", "b"]
-    delayed = alloc("failed", ID="a", CreateIndex=6, FollowupEvalID="e2",
-                    TaskStates=task_events({"Type": "Terminated", "ExitCode": 1}, failed=True))
+    delayed = alloc(
+        "failed",
+        ID="a",
+        CreateIndex=6,
+        FollowupEvalID="e2",
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 1}, failed=True),
+    )
     assert observe([delayed]).state is S.RUNNING
 
 
 def test_several_slots() -> None:
-    ok = alloc("complete", ID="a", Name="j.g[0]", CreateIndex=6,
-               TaskStates=task_events({"Type": "Terminated", "ExitCode": 0}))
-    bad = alloc("failed", ID="b", Name="j.g[1]", CreateIndex=6,
-                TaskStates=task_events({"Type": "Terminated", "ExitCode": 2}, failed=True))
+    ok = alloc(
+        "complete",
+        ID="a",
+        Name="j.g[0]",
+        CreateIndex=6,
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 0}),
+    )
+    bad = alloc(
+        "failed",
+        ID="b",
+        Name="j.g[1]",
+        CreateIndex=6,
+        TaskStates=task_events({"Type": "Terminated", "ExitCode": 2}, failed=True),
+    )
     assert observe([ok], expected=2).state is S.RUNNING  # one slot still to come
     obs = observe([ok, bad], expected=2)
     assert obs.state is S.FAILED and obs.exit_code == 2
@@ -375,17 +565,27 @@ def test_several_slots() -> None:
 def test_stopped_job() -> None:
     live = alloc("running", CreateIndex=6)
     assert observe([live], stopped=True).state is S.CANCELLING
-    killed = alloc("complete", "stop", CreateIndex=6,
-                   TaskStates=task_events({"Type": "Killing"}, {"Type": "Killed"}))
+    killed = alloc(
+        "complete",
+        "stop",
+        CreateIndex=6,
+        TaskStates=task_events({"Type": "Killing"}, {"Type": "Killed"}),
+    )
     assert observe([killed], stopped=True).state is S.CANCELLED
 
 
 def test_started_flag_lets_the_provider_fill_in_running() -> None:
-    done = alloc("complete", CreateIndex=6,
-                 TaskStates=task_events({"Type": "Terminated", "ExitCode": 0}))
+    done = alloc(
+        "complete", CreateIndex=6, TaskStates=task_events({"Type": "Terminated", "ExitCode": 0})
+    )
     assert observe([done]).detail["started"] is True
-    never = alloc("failed", CreateIndex=6, TaskStates={"redis": {
-        "State": "dead", "Failed": True, "Events": [{"Type": "Driver Failure"}]}})
+    never = alloc(
+        "failed",
+        CreateIndex=6,
+        TaskStates={
+            "redis": {"State": "dead", "Failed": True, "Events": [{"Type": "Driver Failure"}]}
+        },
+    )
     assert observe([never]).detail["started"] is False
 
 
@@ -398,7 +598,7 @@ def test_frames_of_the_contract_byte_by_byte() -> None:
         decoder = wire.FrameDecoder()
         frames: list[wire.LogFrame] = []
         for i in range(0, len(raw), size):
-            frames += decoder.feed(raw[i:i + size])
+            frames += decoder.feed(raw[i : i + size])
         data, hb1, hb2 = frames
         assert (data.offset, data.data, data.file) == (6, b"hello\n", "alloc/logs/web.stdout.0")
         assert not data.heartbeat and hb1.heartbeat and hb2.heartbeat
@@ -406,7 +606,7 @@ def test_frames_of_the_contract_byte_by_byte() -> None:
 
 def test_file_event_frame_of_the_docs_sample() -> None:
     text = (SAMPLES / "logs.docs.sample.txt").read_text()
-    second = text[text.index("},") + 2:].strip().rstrip(")")  # the display wraps frames in ( , )
+    second = text[text.index("},") + 2 :].strip().rstrip(")")  # the display wraps frames in ( , )
     (frame,) = wire.FrameDecoder().feed(second.encode())
     assert frame.file_event == "file deleted" and frame.data == b"" and not frame.heartbeat
 
@@ -433,3 +633,33 @@ def test_utf8_chunker_never_splits_a_character() -> None:
     assert chunker.pending == 0
     assert chunker.feed(b"\xff") == "\ufffd".encode()
     assert chunker.feed(b"\xe2\x82") == b"" and chunker.flush() == "\ufffd".encode()
+
+
+def test_the_typed_spec_round_trips_through_its_json() -> None:
+    spec = wire.validate_task({**SEED, "timeout_s": 30}, **DEFAULTS)
+    assert wire.NomadSpec.from_json(spec.to_json()) == spec
+    assert list(spec.to_json()) == [
+        "job_id",
+        "namespace",
+        "region",
+        "job",
+        "tasks",
+        "expected",
+        "timeout_s",
+    ]
+    with pytest.raises(ValueError, match="stored Nomad spec"):
+        wire.NomadSpec.from_json({**spec.to_json(), "tasks": "main"})
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"resources": {"cpu": 10**400}}, "task.resources.cpu"),
+        ({"timeout_s": 1e400}, "task.timeout_s"),
+        ({"timeout_s": float("nan")}, "task.timeout_s"),
+    ],
+)
+def test_huge_numbers_are_refused_before_conversion(patch: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        validate({**SEED, **patch})
+    assert err.value.field == field

@@ -1,0 +1,267 @@
+"""Nomad's HTTP API as egw uses it: register, read, stop a job; read its allocations; streams.
+
+Every call carries the token, the namespace and the region, goes over the configured TLS,
+and maps Nomad's plain-text errors (common.md) onto egw's error tree. Registration is
+check-and-set (``EnforceIndex`` on the job's current ``JobModifyIndex``); after an
+ambiguous failure (5xx, lost answer) the job is read again before another attempt, and a
+job already marked with this task's id is adopted, never registered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+
+from egw.config import NomadConfig, RetryConfig
+from egw.errors import Conflict, ProviderError, ProviderUnavailable
+from egw.providers.http import HTTPResponse, http_request, raise_for_status, streamed_get
+from egw.providers.nomad.tls import tls_context
+from egw.providers.nomad.tracked import Tracked, idx
+from egw.providers.retry import backoff_s, with_retries
+from egw.wire import nomad as wire
+
+log = structlog.get_logger("egw.providers.nomad")
+
+SOURCE = "nomad"
+
+
+def check(resp: HTTPResponse) -> None:
+    """Nomad's errors are plain text (common.md): that text becomes the egw error's message."""
+    if resp.status < 400:
+        return
+    text = resp.body.decode("utf-8", "replace").strip() or f"HTTP {resp.status}"
+    message = f"nomad: {text}"
+    if resp.status == 409:
+        raise Conflict(message, details={"provider": SOURCE, "upstream_status": 409})
+    raise_for_status(resp, provider=SOURCE, message=message)
+
+
+def job_path(job_id: str) -> str:
+    return f"/v1/job/{quote(job_id, safe='')}"
+
+
+class JobClient:
+    """One Nomad cluster's API, with the provider's token, TLS and retry policy."""
+
+    def __init__(
+        self, cfg: NomadConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+    ) -> None:
+        self.cfg = cfg
+        self.retry = retry
+        self.base = cfg.address.rstrip("/")
+        self._session = session
+        self._ssl = tls_context(cfg)
+        self._headers = {"X-Nomad-Token": cfg.token} if cfg.token else {}
+
+    def ui_url(self, job_id: str, namespace: str) -> str:
+        return f"{self.base}/ui/jobs/{quote(job_id, safe='')}@{quote(namespace, safe='')}"
+
+    def params(
+        self, ns: str | None, region: str | None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        params = {"namespace": ns} if ns else {}
+        if region or self.cfg.region:
+            params["region"] = str(region or self.cfg.region)
+        params.update(extra or {})
+        return params
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ns: str | None,
+        region: str | None = None,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        timeout_s: float | None = None,
+    ) -> HTTPResponse:
+        """One call, no retry; Nomad's error answers raised as egw errors."""
+        resp = await http_request(
+            self._session,
+            method,
+            self.base + path,
+            provider=SOURCE,
+            headers=self._headers,
+            json_body=json_body,
+            params=self.params(ns, region, params),
+            timeout_s=timeout_s or self.cfg.request_timeout_s,
+            ssl=self._ssl,
+        )
+        check(resp)
+        return resp
+
+    async def read(
+        self, operation: str, path: str, *, ns: str, region: str | None
+    ) -> dict[str, Any] | None:
+        """GET with retries; None for Nomad's 404 (``job not found``, ``eval not found``)."""
+        try:
+            resp = await with_retries(
+                self.retry,
+                lambda: self.request("GET", path, ns=ns, region=region),
+                provider=SOURCE,
+                operation=operation,
+            )
+        except ProviderError as exc:
+            if exc.upstream_status == 404:
+                return None
+            raise
+        body = resp.json()
+        return body if isinstance(body, dict) else None
+
+    async def stop_job(self, tracked: Tracked, *, purge: bool = False) -> None:
+        """``DELETE /v1/job/:id`` (``purge`` removes it at once), with retries."""
+        await with_retries(
+            self.retry,
+            lambda: self.request(
+                "DELETE",
+                job_path(tracked.job_id),
+                ns=tracked.namespace,
+                region=tracked.region,
+                params={"purge": "true"} if purge else None,
+            ),
+            provider=SOURCE,
+            operation="stop_job",
+        )
+
+    def stream(
+        self,
+        path: str,
+        *,
+        what: str,
+        params: Sequence[tuple[str, str]] | Mapping[str, str],
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A long-lived GET (the event stream, a followed log), idle-timed by the config."""
+        return streamed_get(
+            self._session,
+            self.base + path,
+            provider=SOURCE,
+            what=what,
+            params=params,
+            headers=self._headers,
+            connect_timeout_s=self.cfg.connect_timeout_s,
+            idle_timeout_s=self.cfg.stream_idle_timeout_s,
+            ssl=self._ssl,
+        )
+
+    async def refresh(
+        self, tracked: Tracked, *, index: int | None = None, wait_s: float | None = None
+    ) -> int:
+        """Read the job's allocations (a blocking query when ``index`` is given), the job, and
+        the evaluation while nothing is placed; returns the allocations' ``X-Nomad-Index``."""
+        ns, region, path = tracked.namespace, tracked.region, job_path(tracked.job_id)
+        job = tracked.job
+        params, timeout = None, None
+        if index and wait_s:
+            params = {"index": str(index), "wait": f"{int(wait_s * 1000)}ms"}
+            timeout = wait_s * 17 / 16 + self.cfg.request_timeout_s
+        resp = await with_retries(
+            self.retry,
+            lambda: self.request(
+                "GET", f"{path}/allocations", ns=ns, region=region, params=params, timeout_s=timeout
+            ),
+            provider=SOURCE,
+            operation="list_allocations",
+        )
+        for alloc in resp.json() or []:
+            if isinstance(alloc, dict) and job.ours(alloc, "CreateIndex"):
+                job.merge(job.allocs, alloc)
+        current = await self.read("read_job", path, ns=ns, region=region)
+        job.gone = current is None
+        if (
+            current is not None
+            and job.ours(current, "JobModifyIndex", strict=False)
+            and current.get("Stop")
+        ):
+            job.stopped = True
+        if job.eval_id and not job.own_allocs():
+            ev = await self.read(
+                "read_evaluation", f"/v1/evaluation/{quote(job.eval_id)}", ns=ns, region=region
+            )
+            if ev is not None:
+                job.merge(job.evals, ev)
+        try:
+            return int(resp.headers.get("x-nomad-index") or 0)
+        except ValueError:
+            return 0
+
+    async def register(
+        self, tracked: Tracked, spec: wire.NomadSpec, *, key: str, timeout_s: float | None
+    ) -> None:
+        """Register the job for task ``key`` (or adopt the one an earlier submit registered);
+        sets ``tracked.job.since`` and ``eval_id``."""
+        ns, region, job_id = tracked.namespace, tracked.region, tracked.job_id
+        current = await self.read("read_job", job_path(job_id), ns=ns, region=region)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            if current is not None and (current.get("Meta") or {}).get(wire.META_TASK_ID) == key:
+                self._adopt(tracked, current)
+                return
+            if current is not None and not current.get("Stop") and current.get("Status") != "dead":
+                owner = (current.get("Meta") or {}).get(wire.META_TASK_ID)
+                whose = f"egw task {owner}" if owner else "a job egw did not start"
+                raise Conflict(
+                    f"nomad: job {job_id!r} already exists in namespace {ns!r} and is "
+                    f"{current.get('Status') or 'pending'} ({whose}); egw does not replace a live "
+                    "job (stop it, or choose another job_id)",
+                    details={"provider": SOURCE, "field": "task.job_id"},
+                )
+            attempt += 1
+            body = wire.register_body(
+                spec, task_id=key, timeout_s=timeout_s, enforce_index=idx(current, "JobModifyIndex")
+            )
+            try:
+                resp = await self.request("POST", "/v1/jobs", ns=ns, region=region, json_body=body)
+            except ProviderUnavailable as exc:
+                # a 5xx or a lost answer may have registered the job, and a check-and-set
+                # miss means someone else did: look before anything else
+                cas = wire.ENFORCE_INDEX_ERROR in exc.message
+                log.warning("nomad_register_retry", job_id=job_id, attempt=attempt, error=str(exc))
+                if attempt >= self.retry.attempts or (
+                    time.monotonic() - started >= self.retry.deadline_s
+                ):
+                    current = await self.read("read_job", job_path(job_id), ns=ns, region=region)
+                    if current is not None and (
+                        (current.get("Meta") or {}).get(wire.META_TASK_ID) == key
+                    ):
+                        self._adopt(tracked, current)
+                        return
+                    raise
+                if not cas:
+                    await asyncio.sleep(backoff_s(self.retry, attempt))
+                current = await self.read("read_job", job_path(job_id), ns=ns, region=region)
+                continue
+            data = resp.json()
+            tracked.job.since = idx(data, "JobModifyIndex")
+            tracked.job.eval_id = data.get("EvalID") or None
+            log.info(
+                "nomad_registered",
+                task_id=tracked.task_id,
+                job_id=job_id,
+                namespace=ns,
+                eval_id=tracked.job.eval_id,
+                job_modify_index=tracked.job.since,
+            )
+            return
+
+    @staticmethod
+    def _adopt(tracked: Tracked, job: Mapping[str, Any]) -> None:
+        """The job is already this task's (an earlier submit whose answer was lost)."""
+        tracked.job.since = (
+            idx(job, "CreateIndex") if job.get("Stop") else idx(job, "JobModifyIndex")
+        )
+        tracked.adopted = True
+        log.info(
+            "nomad_adopted",
+            task_id=tracked.task_id,
+            job_id=tracked.job_id,
+            job_modify_index=tracked.job.since,
+        )

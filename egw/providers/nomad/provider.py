@@ -1,0 +1,172 @@
+"""`NomadProvider`: the Provider protocol over the job client, event watcher and log follower."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import structlog
+
+from egw.background import BackgroundTasks
+from egw.config import NomadConfig, RetryConfig
+from egw.core.model import Observation, Task, TaskState
+from egw.errors import ProviderError
+from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.nomad.client import SOURCE, JobClient
+from egw.providers.nomad.logs import LogFollower
+from egw.providers.nomad.state import JobStates
+from egw.providers.nomad.tracked import Registry, Tracked
+from egw.providers.nomad.watcher import EventWatcher
+from egw.wire import nomad as wire
+
+log = structlog.get_logger("egw.providers.nomad")
+
+S = TaskState
+
+
+class NomadProvider:
+    name: ClassVar[str] = "nomad"
+
+    def __init__(
+        self, cfg: NomadConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+    ) -> None:
+        self._cfg = cfg
+        self._client = JobClient(cfg, session=session, retry=retry)
+        self._sink = SinkSlot(SOURCE)
+        self._registry = Registry()
+        self._background = BackgroundTasks(SOURCE)
+        self._logs = LogFollower(self._client, self._sink, self._registry, self._background)
+        self._states = JobStates(
+            self._client, self._sink, self._registry, self._logs, self._background
+        )
+        self._watcher = EventWatcher(
+            self._client, self._sink, self._registry, self._states, self._background
+        )
+
+    # --- the Provider protocol -----------------------------------------------------------------
+
+    def validate(self, task: Mapping[str, Any]) -> wire.NomadSpec:
+        return wire.validate_task(
+            task,
+            namespace=self._cfg.namespace,
+            region=self._cfg.region,
+            datacenters=self._cfg.datacenters,
+        )
+
+    async def start(self, sink: ProviderSink) -> None:
+        """Resume every task egw still follows, then subscribe per namespace."""
+        self._sink.attach(sink)
+        for task in await sink.active_tasks(self.name):
+            if self._registry.get(task.id) is not None or task.upstream_id is None:
+                continue  # never registered: egw submits it again
+            self._registry.add(Tracked.from_task(task, self._cfg.namespace))
+        tracked = list(self._registry.tasks.values())
+        for ns in {self._cfg.namespace} | {t.namespace for t in tracked}:
+            self._watcher.ensure(ns)
+        for one in tracked:
+            _ = self._background.spawn(self._states.reconcile(one), name="nomad_reconcile")
+
+    async def close(self) -> None:
+        self._registry.closed = True
+        await self._background.close()  # the subscriptions, pollers and one-off jobs
+        await self._logs.close()  # the followers, letting a started delivery finish
+
+    async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
+        self._sink()  # not started: ProviderUnavailable before anything is tracked
+        known = self._registry.get(task.id)
+        if known is not None and not known.registering and known.job.since:
+            return self._submission(known)
+        spec = wire.NomadSpec.from_json(task.spec)
+        tracked = Tracked(
+            task_id=task.id,
+            job_id=spec.job_id,
+            namespace=spec.namespace,
+            region=spec.region,
+            expected=spec.expected or 1,
+            registering=True,
+            status=task.status,
+        )
+        self._registry.add(tracked)
+        self._watcher.ensure(tracked.namespace)
+        timeouts = [t for t in (task.timeout_s, spec.timeout_s) if t]
+        try:
+            await self._client.register(
+                tracked, spec, key=idempotency_key, timeout_s=min(timeouts) if timeouts else None
+            )
+        except BaseException:
+            self._registry.remove(tracked)
+            raise
+        for other in self._registry.of_job(tracked.namespace, tracked.job_id):
+            if other is not tracked and other.job.since < tracked.job.since:
+                other.job.until = tracked.job.since
+        tracked.registering = False
+        buffered, tracked.buffered = tracked.buffered, []
+        _ = self._background.spawn(
+            self._after_register(tracked, buffered), name="nomad_after_register"
+        )
+        return self._submission(tracked)
+
+    async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
+        """``DELETE /v1/job/:id`` (``purge`` when forced); ``cancelled`` comes from the stream
+        once the allocations have stopped."""
+        tracked = self._registry.get(task.id) or Tracked.from_task(task, self._cfg.namespace)
+        if task.upstream_id is None and not tracked.job.since:
+            return Observation(state=S.CANCELLED, reason="nothing was started in Nomad")
+        tracked.cancel_requested = True
+        try:
+            await self._client.stop_job(tracked, purge=force)
+        except ProviderError as exc:
+            if exc.upstream_status != 404:
+                raise
+            tracked.job.gone = True
+        if self._registry.get(task.id) is not None and (
+            tracked.job.gone or not self._watcher.connected(tracked.namespace)
+        ):
+            _ = self._background.spawn(self._states.reconcile(tracked), name="nomad_reconcile")
+        return None
+
+    async def status(self, task: Task) -> Observation:
+        """Read the job, its allocations and evaluation now."""
+        tracked = self._registry.get(task.id)
+        if tracked is None:
+            if task.upstream_id is None:
+                return Observation(state=task.status, reason="not registered in Nomad")
+            temp = Tracked.from_task(task, self._cfg.namespace)
+            await self._client.refresh(temp)
+            return temp.observation()
+        await self._client.refresh(tracked)
+        await self._states.evaluate(tracked)
+        return tracked.observation()
+
+    def health(self) -> Mapping[str, Any]:
+        return {
+            "namespaces": self._watcher.health(),
+            "tracked_tasks": len(self._registry),
+            "log_followers": self._logs.running(),
+        }
+
+    # --- after a registration -------------------------------------------------------------------
+
+    def _submission(self, tracked: Tracked) -> Submission:
+        short = (tracked.job.eval_id or "")[:8]
+        return Submission(
+            upstream_id=tracked.job_id,
+            upstream_url=self._client.ui_url(tracked.job_id, tracked.namespace),
+            upstream=tracked.upstream(),
+            observation=Observation(
+                state=S.QUEUED,
+                reason="registered in Nomad" + (f" (evaluation {short})" if short else ""),
+                detail={"job_modify_index": tracked.job.since, "eval_id": tracked.job.eval_id},
+            ),
+        )
+
+    async def _after_register(self, tracked: Tracked, buffered: list[wire.StreamEvent]) -> None:
+        for ev in buffered:
+            tracked.job.apply(ev)
+        if self._watcher.polling(tracked.namespace):
+            self._watcher.start_poller(tracked)
+        elif tracked.adopted or not self._watcher.connected(tracked.namespace):
+            await self._states.reconcile(tracked)
+        else:
+            await self._states.evaluate(tracked)

@@ -1,0 +1,189 @@
+"""What the Nomad provider knows about each task it follows, and the registry that finds it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from egw.core.model import Observation, Task, TaskState
+from egw.wire import nomad as wire
+
+S = TaskState
+
+
+def idx(obj: Mapping[str, Any] | None, key: str) -> int:
+    """A Nomad index field (``CreateIndex``...), 0 when absent or not an integer."""
+    value = (obj or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(eq=False)
+class JobView:
+    """What Nomad said about this task's run of the job: its allocations, evaluations, end."""
+
+    #: JobModifyIndex of egw's registration: this task's allocations were created after it
+    since: int = 0
+    #: a later registration of the same job ID (another task): what comes after is not ours
+    until: int | None = None
+    eval_id: str | None = None
+    allocs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: bool = False
+    gone: bool = False
+
+    def ours(self, obj: Mapping[str, Any], key: str, *, strict: bool = True) -> bool:
+        index = idx(obj, key)
+        after = index > self.since if strict else index >= self.since
+        return after and (self.until is None or index < self.until)
+
+    @staticmethod
+    def merge(table: dict[str, dict[str, Any]], obj: Mapping[str, Any]) -> bool:
+        """Keep ``obj`` unless a newer version (``ModifyIndex``) is already known."""
+        key = str(obj.get("ID"))
+        old = table.get(key)
+        if old is not None and idx(old, "ModifyIndex") > idx(obj, "ModifyIndex"):
+            return False
+        table[key] = dict(obj)
+        return True
+
+    def apply(self, ev: wire.StreamEvent) -> bool:
+        """Take one event of this job; False if it is not about this task's run."""
+        obj = ev.object
+        if ev.topic == "Allocation" and self.ours(obj, "CreateIndex"):
+            return self.merge(self.allocs, obj)
+        if ev.topic == "Evaluation" and self.ours(obj, "CreateIndex", strict=False):
+            return self.merge(self.evals, obj)
+        if ev.topic == "Job" and self.ours(obj, "JobModifyIndex", strict=False):
+            if ev.type in ("JobDeregistered", "JobBatchDeregistered") or obj.get("Stop"):
+                self.stopped = True
+            return True
+        return False
+
+    def own_allocs(self) -> list[dict[str, Any]]:
+        """This run's allocations, oldest first."""
+        mine = (a for a in self.allocs.values() if self.ours(a, "CreateIndex"))
+        return sorted(mine, key=lambda a: idx(a, "CreateIndex"))
+
+    def live_allocs(self) -> bool:
+        return any(a.get("ClientStatus") not in wire.TERMINAL_CLIENT for a in self.own_allocs())
+
+
+@dataclass(eq=False)
+class LogState:
+    """The task's log followers: one per (allocation, task, stream), a segment per allocation."""
+
+    segments: list[str] = field(default_factory=list)
+    alloc_done: dict[str, asyncio.Event] = field(default_factory=dict)
+    followers: dict[tuple[str, str, str], asyncio.Task[None]] = field(default_factory=dict)
+    #: the last follower of each (task, stream): the next segment waits for it
+    chain: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    grace: asyncio.TimerHandle | None = None
+    grace_over: bool = False
+    completed: bool = False
+
+    def following(self) -> bool:
+        return any(not f.done() for f in self.followers.values())
+
+
+@dataclass(eq=False)
+class Tracked:
+    """One task's Nomad job as egw follows it."""
+
+    task_id: str
+    job_id: str
+    namespace: str
+    region: str | None
+    expected: int = 1
+    status: TaskState = S.PENDING
+    registering: bool = False
+    adopted: bool = False
+    #: stream events that came while the register answer was on its way
+    buffered: list[wire.StreamEvent] = field(default_factory=list)
+    cancel_requested: bool = False
+    stop_sent: bool = False
+    job: JobView = field(default_factory=JobView)
+    logs: LogState = field(default_factory=LogState)
+    poller: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def from_task(cls, task: Task, default_namespace: str) -> Tracked:
+        up = task.upstream or {}
+        spec = wire.NomadSpec.from_json(task.spec)
+        return cls(
+            task_id=task.id,
+            job_id=str(up.get("job_id") or task.upstream_id or spec.job_id),
+            namespace=str(up.get("namespace") or spec.namespace or default_namespace),
+            region=up.get("region", spec.region),
+            expected=int(up.get("expected") or spec.expected or 1),
+            job=JobView(since=int(up.get("job_modify_index") or 0), eval_id=up.get("eval_id")),
+            status=task.status,
+        )
+
+    def observation(self) -> Observation:
+        job = self.job
+        return wire.job_observation(
+            allocs=job.allocs.values(),
+            evals=job.evals.values(),
+            since=job.since,
+            expected=self.expected,
+            stopped=job.stopped,
+            gone=job.gone,
+            cancel_requested=self.cancel_requested or self.status is S.CANCELLING,
+        )
+
+    def upstream(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "namespace": self.namespace,
+            "region": self.region,
+            "job_modify_index": self.job.since,
+            "eval_id": self.job.eval_id,
+            "expected": self.expected,
+        }
+
+
+class Registry:
+    """The tasks the provider follows, by task id and by (namespace, job id)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Tracked] = {}
+        self._by_job: dict[tuple[str, str], list[Tracked]] = {}
+        #: the provider is closing: start nothing new
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def get(self, task_id: str) -> Tracked | None:
+        return self.tasks.get(task_id)
+
+    def add(self, tracked: Tracked) -> None:
+        self.tasks[tracked.task_id] = tracked
+        self._by_job.setdefault((tracked.namespace, tracked.job_id), []).append(tracked)
+
+    def remove(self, tracked: Tracked) -> None:
+        if self.tasks.get(tracked.task_id) is tracked:
+            del self.tasks[tracked.task_id]
+        same = self._by_job.get((tracked.namespace, tracked.job_id), [])
+        if tracked in same:
+            same.remove(tracked)
+        if not same:
+            self._by_job.pop((tracked.namespace, tracked.job_id), None)
+        if tracked.poller is not None:
+            tracked.poller.cancel()
+        if tracked.logs.grace is not None:
+            tracked.logs.grace.cancel()
+
+    def of_job(self, namespace: str, job_id: str) -> list[Tracked]:
+        return list(self._by_job.get((namespace, job_id), []))
+
+    def in_namespace(self, ns: str) -> list[Tracked]:
+        """The tasks of ``ns`` whose state may still move (registered, logs not complete)."""
+        return [
+            t
+            for t in self.tasks.values()
+            if t.namespace == ns and not t.registering and not t.logs.completed
+        ]
