@@ -197,7 +197,7 @@ class CloudRunProvider:
 
     # --- Provider protocol ------------------------------------------------------------------
 
-    def validate(self, task: Mapping[str, Any]) -> dict[str, Any]:
+    def validate(self, task: Mapping[str, Any]) -> wire.CloudRunSpec:
         return wire.validate_task(task, default_project=self._cfg.project,
                                   default_region=self._cfg.region)
 
@@ -221,7 +221,8 @@ class CloudRunProvider:
         await asyncio.to_thread(self._auth.close)
 
     async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
-        ref = wire.job_ref(task.spec)
+        spec = wire.CloudRunSpec.from_json(task.spec)
+        ref = spec.job_ref
         lock = self._submit_locks.get(idempotency_key)
         if lock is None:
             lock = self._submit_locks[idempotency_key] = asyncio.Lock()
@@ -233,7 +234,7 @@ class CloudRunProvider:
                 return await self._adopt(task.id, execution, None)
             looked_for = bool(current.upstream.get("run_attempted"))
             await self._record(task.id, data={"run_attempted": True, "job": ref.name})
-            body = wire.run_job_request(task.spec, idempotency_key)
+            body = wire.run_job_request(spec, idempotency_key)
             ambiguous = looked_for
 
             async def attempt() -> tuple[Mapping[str, Any], str | None]:
@@ -345,7 +346,7 @@ class CloudRunProvider:
             return task.upstream_id
         if not task.upstream.get("run_attempted"):
             return None
-        job = wire.job_ref(task.spec)
+        job = wire.CloudRunSpec.from_json(task.spec).job_ref
         found = await self._retrying(
             lambda: self._find_execution(job, task.id, task.created_at), "executions.list")
         if found is None:

@@ -53,7 +53,7 @@ class Env:
         return self.sink.tasks[task.id]
 
     def task(self, p: CloudRunProvider, **task: Any) -> Task:
-        return self.sink.add_task("cloud_run", p.validate({**SEED, **task}))
+        return self.sink.add_task("cloud_run", p.validate({**SEED, **task}).to_json())
 
     def executions(self, job: str = "my-job") -> list[Any]:
         return self.sim.executions_of("my-project", "asia-east1", job)

@@ -40,22 +40,22 @@ def test_names_that_could_steer_a_request_are_refused(field: str, value: Any) ->
     ("job", "j"), ("job", "a" * 63), ("job", "etl-2024-nightly"),
 ])
 def test_valid_names_pass(field: str, value: str) -> None:
-    assert w.validate_task({**SEED, field: value})[field] == value
+    assert w.validate_task({**SEED, field: value}).to_json()[field] == value
 
 
 def test_seed_task_normalises_with_overrides() -> None:
     spec = w.validate_task({**SEED, "args": ["--date", "2026-11-27"], "env": {"MODE": "full"},
                             "container": "worker", "task_count": 3, "timeout_s": 600})
-    assert spec == {**SEED, "args": ["--date", "2026-11-27"], "env": {"MODE": "full"},
+    assert spec.to_json() == {**SEED, "args": ["--date", "2026-11-27"], "env": {"MODE": "full"},
                     "container": "worker", "task_count": 3, "timeout_s": 600}
-    assert w.validate_task(SEED) == {**SEED, "args": None, "env": {}, "container": None,
+    assert w.validate_task(SEED).to_json() == {**SEED, "args": None, "env": {}, "container": None,
                                      "task_count": None, "timeout_s": None}
 
 
 def test_project_and_region_default_from_config() -> None:
     spec = w.validate_task({"job": "my-job"}, default_project="p-default",
                            default_region="us-east1")
-    assert (spec["project"], spec["region"]) == ("p-default", "us-east1")
+    assert (spec.project, spec.region) == ("p-default", "us-east1")
     with pytest.raises(InvalidRequest, match="no default project") as info:
         w.validate_task({"job": "my-job", "region": "us-east1"})
     assert info.value.field == "task.project"
@@ -70,7 +70,7 @@ def test_project_and_region_default_from_config() -> None:
 @pytest.mark.parametrize("extra,field", [
     ({"image": "x"}, "task.image"),
     ({"args": "echo hi"}, "task.args"),
-    ({"args": ["ok", 3]}, "task.args"),
+    ({"args": ["ok", 3]}, "task.args[1]"),
     ({"args": ["a\x00b"]}, "task.args[0]"),
     ({"env": ["A=1"]}, "task.env"),
     ({"env": {"A": 1}}, "task.env.A"),
@@ -99,9 +99,23 @@ def test_task_must_be_an_object() -> None:
 
 
 def test_job_ref_rechecks_a_stored_spec() -> None:
-    assert w.job_ref(SEED).name == "projects/my-project/locations/asia-east1/jobs/my-job"
+    spec = w.CloudRunSpec.from_json(SEED)
+    assert spec.job_ref.name == "projects/my-project/locations/asia-east1/jobs/my-job"
     with pytest.raises(InvalidRequest):
-        w.job_ref({**SEED, "job": "../x"})
+        w.CloudRunSpec.from_json({**SEED, "job": "../x"})
+
+
+def test_a_stored_spec_round_trips() -> None:
+    spec = w.validate_task({**SEED, "args": [], "env": {"MODE": "full"}, "task_count": 2})
+    assert w.CloudRunSpec.from_json(spec.to_json()) == spec
+    assert w.CloudRunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+@pytest.mark.parametrize("field", ["task_count", "timeout_s"])
+def test_a_huge_number_is_a_400_not_an_overflow(field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        w.validate_task({**SEED, field: 10**400})
+    assert info.value.field == f"task.{field}" and info.value.status == 400
 
 
 # --- RunJobRequest ------------------------------------------------------------------------------
