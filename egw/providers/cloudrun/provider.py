@@ -1,0 +1,107 @@
+"""`CloudRunProvider`: the `Provider` that ties executions, their pollers and log readers together.
+
+It owns the parts and their lifetime: one `CloudRunAPI` (token, HTTP, retries), the `Watches`
+(one per execution egw follows), and the background tasks of their loops. ``start`` resumes the
+watch of every task that has an execution; ``close`` stops every loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import structlog
+
+from egw.background import BackgroundTasks
+from egw.config import CloudRunConfig, RetryConfig
+from egw.core.model import Observation, Task
+from egw.errors import ProviderError
+from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.cloudrun.api import NAME, CloudRunAPI
+from egw.providers.cloudrun.executions import Executions
+from egw.providers.cloudrun.logs import LogReader
+from egw.providers.cloudrun.poller import Poller
+from egw.providers.cloudrun.watch import Watch, Watches
+from egw.wire import cloudrun as wire
+
+log = structlog.get_logger("egw.providers.cloudrun")
+
+
+class CloudRunProvider:
+    name: ClassVar[str] = NAME
+
+    def __init__(
+        self, cfg: CloudRunConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+    ) -> None:
+        self._cfg = cfg
+        self._sink = SinkSlot(NAME)
+        # the pollers and log readers live as long as their execution needs them: until it
+        # has ended and its log is read (each is kept on its `Watch` too, for health)
+        self._tasks = BackgroundTasks(NAME)
+        self._api = CloudRunAPI(cfg, session=session, retry=retry)
+        self._watches = Watches(self._start_loops)
+        self._poller = Poller(cfg, self._api, self._sink)
+        self._logs = LogReader(cfg, self._api, self._sink, self._watches)
+        self._executions = Executions(self._api, self._sink, self._watches, self._poller)
+
+    @property
+    def log_page_size(self) -> int:
+        """Entries per ``entries:list`` page (Logging's largest, 1000, unless a test asks less)."""
+        return self._logs.page_size
+
+    @log_page_size.setter
+    def log_page_size(self, size: int) -> None:
+        self._logs.page_size = size
+
+    def validate(self, task: Mapping[str, Any]) -> wire.CloudRunSpec:
+        return wire.validate_task(
+            task, default_project=self._cfg.project, default_region=self._cfg.region
+        )
+
+    async def start(self, sink: ProviderSink) -> None:
+        self._sink.attach(sink)
+        for task in await sink.active_tasks(self.name):
+            if task.upstream_id is None:
+                continue  # never started upstream: egw re-submits it (submit looks first)
+            try:
+                ref = wire.parse_execution_name(task.upstream_id)
+            except ProviderError as exc:
+                log.error("cloud_run_resume_skipped", task_id=task.id, error=str(exc))
+                continue
+            self._watches.ensure(task.id, ref, ended=task.status.terminal)
+
+    def _start_loops(self, watch: Watch, report: bool, delay: bool) -> None:
+        poll = self._poller.run(watch, report=report, delay=delay)
+        watch.poller = self._tasks.spawn(poll, name=f"cloud_run-poll-{watch.task_id}")
+        watch.reader = self._tasks.spawn(
+            self._logs.run(watch), name=f"cloud_run-logs-{watch.task_id}"
+        )
+
+    async def close(self) -> None:
+        self._watches.clear()
+        await self._tasks.close()
+        await asyncio.to_thread(self._api.auth.close)
+
+    async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
+        return await self._executions.submit(task, idempotency_key=idempotency_key)
+
+    async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
+        """``executions.cancel`` (Cloud Run has no harder stop, so ``force`` changes nothing)."""
+        return await self._executions.cancel(task)
+
+    async def status(self, task: Task) -> Observation:
+        return await self._executions.status(task)
+
+    def health(self) -> Mapping[str, Any]:
+        return {
+            "credentials": self._api.auth.kind,
+            "token_expiry": self._api.auth.expiry(),
+            "executions_watched": self._watches.watching(),
+            "log_readers": self._watches.readers(),
+            "logging_reads_per_minute": self._cfg.logging_reads_per_minute,
+            "logging_reads_last_minute": self._logs.reads_last_minute(),
+            "retries": self._api.retries,
+            "last_error": self._api.last_error,
+        }

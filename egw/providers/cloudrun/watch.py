@@ -1,0 +1,106 @@
+"""`Watch`: what egw knows of one execution it watches, and `Watches`, the executions by task id.
+
+Cloud Run pushes nothing, so every execution egw follows gets two loops, started once: a poller
+(`egw.providers.cloudrun.poller`) and a log reader (`egw.providers.cloudrun.logs`). They meet in
+the execution's `Watch`: the poller says when the execution was first seen and when it ended,
+the log reader keeps its cursor there. The reader ends last and drops the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from egw.core.model import TaskState
+from egw.wire import cloudrun as wire
+
+
+@dataclass
+class Watch:
+    """The one poller and the one log reader of an execution."""
+
+    task_id: str
+    ref: wire.ExecutionRef
+    task_count: int = 1
+    seen: asyncio.Event = field(default_factory=asyncio.Event)
+    terminal: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    terminal_at: float | None = None
+    #: how far the log has been read (advanced page by page, so a failed read resumes there)
+    cursor: wire.LogCursor = field(default_factory=wire.LogCursor)
+    #: the last state reported (the submit's own observation counts), and whether it just changed
+    last: TaskState | None = None
+    changed: bool = False
+    poller: asyncio.Task[None] | None = None
+    reader: asyncio.Task[None] | None = None
+
+    def ended(self) -> None:
+        """The execution has ended (or is gone): only its logs are left to read."""
+        self.terminal_at = time.monotonic()
+        self.seen.set()
+        self.terminal.set()
+
+    @property
+    def reading(self) -> bool:
+        return self.reader is not None and not self.reader.done()
+
+
+#: starts a new watch's loops: (watch, report its states, first poll after an interval)
+Starter = Callable[[Watch, bool, bool], None]
+
+
+class Watches:
+    """The executions being watched, by task id; ``start`` gives each new one its loops."""
+
+    def __init__(self, start: Starter) -> None:
+        self._start = start
+        self._by_task: dict[str, Watch] = {}
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._by_task
+
+    def __iter__(self) -> Iterator[Watch]:
+        return iter(list(self._by_task.values()))
+
+    def ensure(
+        self, task_id: str, ref: wire.ExecutionRef, *, ended: bool, delay: bool = False
+    ) -> Watch:
+        """The execution's watch, started once (``ended``: only its logs are left to read;
+        ``delay``: the execution was just read, so the first poll waits an interval)."""
+        watch = self._by_task.get(task_id)
+        if watch is None:
+            watch = self._by_task[task_id] = Watch(task_id, ref)
+            self._start(watch, not ended, delay)
+        return watch
+
+    def drop(self, task_id: str) -> None:
+        self._by_task.pop(task_id, None)
+
+    def clear(self) -> None:
+        self._by_task.clear()
+
+    def watching(self) -> int:
+        """Executions not yet ended."""
+        return sum(1 for w in self if not w.terminal.is_set())
+
+    def readers(self, project: str | None = None) -> int:
+        """Log readers still reading (of ``project``, if given)."""
+        return sum(1 for w in self if w.reading and project in (None, w.ref.project))
+
+
+def jitter(seconds: float) -> float:
+    """``seconds`` give or take 20%, so that pollers and readers do not move in step."""
+    return seconds * random.uniform(0.8, 1.2)
+
+
+async def nap(seconds: float, wake: asyncio.Event, *, clear: bool = True) -> None:
+    """Sleep, or less if ``wake`` is set (and then clear it, if asked)."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+    if clear:
+        wake.clear()
