@@ -4,7 +4,7 @@ wake-ups for blocking status queries.
 The writer calls `Hub.on_commit` once per committed batch, on the event loop,
 so every subscriber sees changes in commit order and only after they are
 durable: a client that resumes from the database never misses what a live
-subscriber already got.
+subscriber already got. The SSE channels (`egw.service.channels`) subscribe here.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ class EventSubscriber(Protocol):
 
 
 class Hub:
+    """Hands each commit to the subscribers of its tasks and of all events, and wakes the
+    blocking queries waiting on its tasks."""
+
     def __init__(self) -> None:
         self._tasks: dict[str, set[TaskSubscriber]] = {}
         self._all: set[EventSubscriber] = set()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self.commits = 0
 
     # --- subscriptions ---------------------------------------------------------------------
 
@@ -52,9 +54,6 @@ class Hub:
 
     def subscribe_all(self, sub: EventSubscriber) -> None:
         self._all.add(sub)
-
-    def unsubscribe_all(self, sub: EventSubscriber) -> None:
-        self._all.discard(sub)
 
     async def wait_change(self, task_id: str, timeout_s: float) -> bool:
         """Wait until the task changes, at most ``timeout_s``; True if it did."""
@@ -77,7 +76,6 @@ class Hub:
     # --- the writer's listener -------------------------------------------------------------
 
     def on_commit(self, commit: Commit) -> None:
-        self.commits += 1
         for chunk in commit.logs:
             for sub in _snapshot(self._tasks.get(chunk.task_id)):
                 sub.on_log(chunk)
@@ -94,10 +92,6 @@ class Hub:
             for fut in self._waiters.get(task_id, ()):
                 if not fut.done():
                     fut.set_result(None)
-
-    @property
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._tasks.values()) + len(self._all)
 
 
 def _snapshot(subs: Iterable[_T] | None) -> tuple[_T, ...]:

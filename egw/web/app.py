@@ -18,8 +18,11 @@ from egw.config import Config
 from egw.metrics import Metrics
 from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
+from egw.service.channels import EventChannel, LogChannels
 from egw.service.fanout import Hub
+from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
+from egw.service.ticker import Ticker
 from egw.store import Store
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
@@ -28,15 +31,19 @@ from egw.web.keys import (
     auth_key,
     config_key,
     event_channel_key,
-    hub_key,
     log_channels_key,
     metrics_key,
+    reads_key,
     service_key,
     session_key,
     store_key,
     ticker_key,
 )
-from egw.web.sse import EventChannel, Ticker
+from egw.web.sse import SSEFraming
+
+#: the store itself: only this module, the composition root, knows it (routes ask the
+#: services; /readyz sees it through `store_key` as a `Database`)
+_store_key = web.AppKey("egw_store", Store)
 
 
 def create_app(config: Config) -> web.Application:
@@ -66,7 +73,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[config_key].storage
     store = Store(cfg.path, cache_size=cfg.cache_size)
     await store.open()
-    app[store_key] = store
+    app[_store_key] = app[store_key] = store
+    app[reads_key] = TaskReads(store.reader, store.writer)
     observer = app.get(metrics_key)
     if observer is not None:
         store.writer.listeners.append(observer.on_commit)
@@ -90,21 +98,22 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[config_key]
     hub = Hub()
-    ticker = Ticker(flush_s=cfg.server.sse_flush_ms / 1000, keepalive_s=cfg.server.sse_keepalive_s)
+    ticker = Ticker(
+        SSEFraming(), flush_s=cfg.server.sse_flush_ms / 1000, keepalive_s=cfg.server.sse_keepalive_s
+    )
     channel = EventChannel(ticker)
     hub.subscribe_all(channel)
     providers = build_providers(cfg, app[session_key])
     service = TaskService(
-        app[store_key],
+        app[_store_key],
         providers,
         hub,
         retention_days=cfg.storage.retention_days,
         prune_interval_s=cfg.storage.prune_interval_s,
     )
-    app[hub_key] = hub
     app[ticker_key] = ticker
     app[event_channel_key] = channel
-    app[log_channels_key] = {}
+    app[log_channels_key] = LogChannels(ticker, hub, app[reads_key])
     app[service_key] = service
     ticker.start()
     try:

@@ -6,16 +6,8 @@ from aiohttp import web
 
 from egw.web import schemas
 from egw.web.edge import principal, stream_response
-from egw.web.keys import event_channel_key, service_key
-from egw.web.sse import (
-    SSEResponse,
-    SSEStream,
-    _http_chunk,
-    encode,
-    event_frame,
-    serve_stream,
-    sse_headers,
-)
+from egw.web.keys import event_channel_key, reads_key
+from egw.web.sse import SSEResponse, SSEStream, encode, event_frame, serve_stream, sse_headers
 
 routes = web.RouteTableDef()
 
@@ -23,13 +15,13 @@ routes = web.RouteTableDef()
 @routes.get("/v1/tasks/{id}/events")
 async def task_events(request: web.Request) -> web.StreamResponse:
     principal(request).require("tasks:read")
-    service = request.app[service_key]
-    task = await service.get(request.match_info["id"])
+    reads = request.app[reads_key]
+    task = await reads.task(request.match_info["id"])
     after = schemas.last_event_id(request, query="after") or 0
     if schemas.wants_sse(request):
         return await _stream(request, after=after, provider=None, task_id=task.id)
     limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
-    events = await service.store.reader.events(after=after, task_id=task.id, limit=limit)
+    events = await reads.events(after=after, task_id=task.id, limit=limit)
     return web.json_response(
         {"events": [e.to_json() for e in events], "last_seq": events[-1].seq if events else after}
     )
@@ -40,12 +32,11 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     """SSE of every event; without a cursor it starts now, with ``Last-Event-ID``
     (or ``?after=``) it replays from the log first."""
     principal(request).require("tasks:read")
-    service = request.app[service_key]
     provider = request.query.get("provider") or None
     task_id = request.query.get("task_id") or None
     after = schemas.last_event_id(request, query="after")
     if after is None:
-        after = await service.store.reader.max_seq()
+        after = await request.app[reads_key].max_seq()
     return await _stream(request, after=after, provider=provider, task_id=task_id)
 
 
@@ -55,8 +46,7 @@ async def _stream(
     if request.method == "HEAD":
         return web.Response(headers=sse_headers())
     app = request.app
-    service, channel = app[service_key], app[event_channel_key]
-    reader = service.store.reader
+    reads, channel = app[reads_key], app[event_channel_key]
     resp = stream_response(request, sse_headers(), SSEResponse)
     await resp.prepare(request)
     stream = SSEStream(request, resp)
@@ -64,26 +54,29 @@ async def _stream(
 
     async def replay() -> None:
         await stream.write(b"retry: 1000\n\n")
-        pruned = await reader.pruned_seq()
+        pruned = await reads.pruned_seq()
         if 0 < after < pruned:
             # events after the cursor were pruned by retention: say so, never skip silently
             await stream.write(
                 encode(
                     "reset",
-                    {"reason": "retention", "pruned_seq": pruned, "message":
-                     "events after your cursor were pruned; re-read the current state"},
+                    {
+                        "reason": "retention",
+                        "pruned_seq": pruned,
+                        "message": "events after your cursor were pruned; re-read the current state",
+                    },
                     pruned,
                 )
             )
         position = after
         while True:
-            events = await reader.events(after=position, task_id=task_id, provider=provider, limit=1000)
+            events = await reads.events(
+                after=position, task_id=task_id, provider=provider, limit=1000
+            )
             if not events:
                 break
             position = events[-1].seq
             await stream.write(b"".join(event_frame(e) for e in events))
-        frames = channel.go_live(stream, position)
-        if frames:
-            stream.push(_http_chunk(b"".join(frames)))
+        channel.go_live(stream, position)
 
     return await serve_stream(resp, stream, replay, channel)

@@ -1,4 +1,5 @@
-"""Every `web.AppKey` of the application, in one place."""
+"""The application's shared state: every `web.AppKey`, set by `egw.web.app` (the one
+exception, `egw.web.tasks.body_cache_key`, is that module's own cache)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,20 @@ from aiohttp import web
 
 from egw.config import Config
 from egw.metrics import Metrics
-from egw.service.fanout import Hub
+from egw.service.channels import EventChannel, LogChannels
+from egw.service.reads import Database, TaskReads
 from egw.service.tasks import TaskService
-from egw.store import Store
+from egw.service.ticker import Ticker
 from egw.web.auth import Authenticator
-from egw.web.sse import EventChannel, LogChannel, Ticker
 
 config_key = web.AppKey("config", Config)
 auth_key = web.AppKey("auth", Authenticator)
-store_key = web.AppKey("store", Store)
+#: the database, as /readyz sees it (the store itself is known only to `egw.web.app`)
+store_key = web.AppKey("store", Database)
 session_key = web.AppKey("session", aiohttp.ClientSession)
-hub_key = web.AppKey("hub", Hub)
 service_key = web.AppKey("service", TaskService)
+reads_key = web.AppKey("reads", TaskReads)
 ticker_key = web.AppKey("ticker", Ticker)
-log_channels_key = web.AppKey("log_channels", dict[str, LogChannel])
+log_channels_key = web.AppKey("log_channels", LogChannels)
 event_channel_key = web.AppKey("event_channel", EventChannel)
 metrics_key = web.AppKey("metrics", Metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from egw.metrics import CONTENT_TYPE
-from egw.web.keys import auth_key, config_key, metrics_key, service_key, ticker_key
+from egw.web.keys import auth_key, config_key, metrics_key, reads_key, service_key, ticker_key
 
 routes = web.RouteTableDef()
 
@@ -20,10 +20,10 @@ async def metrics(request: web.Request) -> web.Response:
     for name, provider in service.providers.items():
         try:
             health[name] = dict(provider.health())
-        except Exception:  # a provider's health must not break the scrape
+        except Exception:  # noqa: BLE001 - a provider's health must not break the scrape
             health[name] = {}
     body = app[metrics_key].render(
-        tasks_by_status=await service.store.reader.counts_by_status(),
+        tasks_by_status=await app[reads_key].counts_by_status(),
         health=health,
         sse_connections=app[ticker_key].stream_count(),
     )

@@ -10,7 +10,7 @@ from egw.core.model import Task, TaskState
 from egw.errors import InvalidRequest
 from egw.web import schemas
 from egw.web.edge import principal
-from egw.web.keys import config_key, service_key
+from egw.web.keys import config_key, reads_key, service_key
 
 routes = web.RouteTableDef()
 
@@ -58,15 +58,16 @@ def _task_response(request: web.Request, task: Task, *, status: int = 200) -> we
 @routes.get("/v1/tasks/{id}")
 async def get_task(request: web.Request) -> web.Response:
     principal(request).require("tasks:read")
-    service = request.app[service_key]
     task_id = request.match_info["id"]
-    task = await service.get(task_id)
+    task = await request.app[reads_key].task(task_id)
     if request.query_string:  # plain polls skip query parsing altogether
         max_wait = request.app[config_key].server.max_wait_s
-        wait_s = schemas.duration_query(request, "wait", default_s=min(30.0, max_wait), max_s=max_wait)
+        wait_s = schemas.duration_query(
+            request, "wait", default_s=min(30.0, max_wait), max_s=max_wait
+        )
         if "index" in request.query:
             index = schemas.int_query(request, "index", default=0, lo=0, hi=schemas.MAX_CURSOR)
-            task = await service.wait(task_id, index=index, wait_s=wait_s)
+            task = await request.app[service_key].wait(task_id, index=index, wait_s=wait_s)
     body, etag = request.app[body_cache_key].get(task)
     headers = {"ETag": etag, "X-Egw-Index": etag[1:-1], "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("If-None-Match")
@@ -100,7 +101,6 @@ async def submit(request: web.Request) -> web.Response:
 @routes.get("/v1/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     principal(request).require("tasks:read")
-    service = request.app[service_key]
     limit = schemas.int_query(request, "limit", default=50, lo=1, hi=500)
     statuses = request.query.getall("status", [])
     for s in statuses:
@@ -114,7 +114,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         labels[k] = v
     cursor = request.query.get("cursor")
     before = schemas.decode_cursor(cursor) if cursor else None
-    tasks = await service.store.reader.tasks(
+    tasks = await request.app[reads_key].tasks(
         provider=request.query.get("provider") or None,
         status=statuses or None,
         labels=labels or None,
@@ -124,7 +124,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     more = len(tasks) > limit
     tasks = tasks[:limit]
     body = {
-        "tasks": [(service.store.writer.cached(t.id) or t).to_json() for t in tasks],
+        "tasks": [t.to_json() for t in tasks],
         "next_cursor": schemas.encode_cursor(tasks[-1].submit_seq) if more else None,
     }
     return web.json_response(body)
@@ -142,5 +142,7 @@ async def cancel(request: web.Request) -> web.Response:
     who = principal(request)
     who.require("tasks:write")
     force = schemas.bool_query(request, "force")
-    task = await request.app[service_key].cancel(request.match_info["id"], actor=who.name, force=force)
+    task = await request.app[service_key].cancel(
+        request.match_info["id"], actor=who.name, force=force
+    )
     return _task_response(request, task, status=202)

@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import WRITER, sse_frames, submit_local
 
-import egw.web.logs
-import egw.web.sse
+import egw.service.logwindow
 from egw.core.records import LogChunk
+from egw.service.logwindow import LogWindow
 from egw.web.keys import service_key
 
 Client = TestClient[web.Request, web.Application]
@@ -48,7 +48,9 @@ def count_reads(api: Client, before: Callable[[], Awaitable[None]] | None = None
     return calls
 
 
-async def live_text(api: Client, task_id: str, headers: dict[str, str] | None = None) -> tuple[str, Any]:
+async def live_text(
+    api: Client, task_id: str, headers: dict[str, str] | None = None
+) -> tuple[str, Any]:
     """Open a tail and read until it is live (its status frame): the replayed text."""
     resp = await api.get(f"/v1/tasks/{task_id}/logs", headers={**SSE, **(headers or {})})
     assert resp.status == 200
@@ -127,8 +129,7 @@ async def test_output_committed_while_the_window_loads_is_neither_lost_nor_doubl
 async def test_older_output_than_the_window_holds_comes_from_the_database(
     api: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(egw.web.sse, "WINDOW_BYTES", 40)
-    monkeypatch.setattr(egw.web.logs, "WINDOW_BYTES", 40)
+    monkeypatch.setattr(egw.service.logwindow, "WINDOW_BYTES", 40)
     task = await submit_local(api, "sleep", "30")
     service = api.app[service_key]
     lines = [f"line {i:02d} ".encode() + b"x" * 10 + b"\n" for i in range(10)]  # 19 bytes each
@@ -139,7 +140,8 @@ async def test_older_output_than_the_window_holds_comes_from_the_database(
     text, first = await live_text(api, task["id"])
     assert text == everything
     loaded = len(calls)
-    assert calls[0] == len(everything) - 40  # the window: the last 40 bytes, from the middle of a chunk
+    # the window: the last 40 bytes, from the middle of a chunk
+    assert calls[0] == len(everything) - 40
     assert len(calls) > 2  # and the client from 0 read the rest itself
     near_end = len(everything) - 30
     text, second = await live_text(api, task["id"], {"Last-Event-ID": str(near_end)})
@@ -171,39 +173,37 @@ def _chunks(*parts: tuple[str, bytes], at: int = 0) -> list[LogChunk]:
 async def test_the_window_merges_a_load_with_live_chunks_and_keeps_its_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(egw.web.sse, "WINDOW_BYTES", 10)
-    channel = egw.web.sse.LogChannel(
-        egw.web.sse.Ticker(flush_s=1, keepalive_s=1), "t_w", lambda _: None
+    monkeypatch.setattr(egw.service.logwindow, "WINDOW_BYTES", 10)
+    window = LogWindow()
+    a, b, c, d = _chunks(
+        ("stdout", b"aaaa"), ("stderr", b"bbbb"), ("stdout", b"cccc"), ("stdout", b"dd")
     )
-    a, b, c, d = _chunks(("stdout", b"aaaa"), ("stderr", b"bbbb"), ("stdout", b"cccc"), ("stdout", b"dd"))
     # chunks seen live before the load is read are kept only while a load runs
-    channel.on_log(a)
-    assert not channel.window and not channel.covers(0)
-    channel.loading = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
-    channel.on_log(b)
-    channel.on_log(c)
+    window.remember(a)
+    assert not window.chunks and not window.covers(0)
+    window.loading = asyncio.get_running_loop().create_future()
+    window.remember(b)
+    window.remember(c)
     # the load read a and b (b is also live: counted once), starting inside a
-    channel.anchor(2, [a, b])
-    assert channel.window_start == 2 and channel.window_end == 12
-    assert [(x.offset, x.data) for x in channel.window] == [(2, b"aa"), (4, b"bbbb"), (8, b"cccc")]
-    assert channel.covers(2) and channel.covers(11) and not channel.covers(1)
-    assert channel.window_frames(9, "stdout") == [egw.web.sse.log_frame(LogChunk("t_w", 9, "stdout", b"ccc"))]
+    window.anchor(2, [a, b])
+    assert window.start == 2 and window.end == 12
+    assert [(x.offset, x.data) for x in window.chunks] == [(2, b"aa"), (4, b"bbbb"), (8, b"cccc")]
+    assert window.covers(2) and window.covers(11) and not window.covers(1)
+    assert window.after(9, "stdout") == [LogChunk("t_w", 9, "stdout", b"ccc")]
     # a live chunk the load already had changes nothing; a new one moves the window on
-    channel.on_log(c)
-    assert channel.window_end == 12 and len(channel.window) == 3
-    channel.on_log(d)
-    assert channel.window_end == 14
-    assert channel.window_start == 4  # over 10 bytes: the oldest chunk went
-    assert b"".join(x.data for x in channel.window) == b"bbbbccccdd"
+    window.remember(c)
+    assert window.end == 12 and len(window.chunks) == 3
+    window.remember(d)
+    assert window.end == 14
+    assert window.start == 4  # over 10 bytes: the oldest chunk went
+    assert b"".join(x.data for x in window.chunks) == b"bbbbccccdd"
     # a hole (a chunk past the end) leaves no window rather than a wrong one
-    channel.on_log(LogChunk("t_w", 20, "stdout", b"zz"))
-    assert channel.window_start is None and not channel.covers(14)
+    window.remember(LogChunk("t_w", 20, "stdout", b"zz"))
+    assert window.start is None and not window.covers(14)
 
 
 async def test_a_load_with_a_hole_leaves_no_window() -> None:
-    channel = egw.web.sse.LogChannel(
-        egw.web.sse.Ticker(flush_s=1, keepalive_s=1), "t_w", lambda _: None
-    )
+    window = LogWindow()
     a, _, c = _chunks(("stdout", b"aaaa"), ("stdout", b"bbbb"), ("stdout", b"cccc"))
-    channel.anchor(0, [a, c])
-    assert channel.window_start is None and not channel.covers(0)
+    window.anchor(0, [a, c])
+    assert window.start is None and not window.covers(0)
