@@ -1,5 +1,8 @@
-"""GitHub's REST API as the provider calls it: auth and version headers, the rate limit
-(a limited answer pauses every call until its reset), retries, signed log downloads."""
+"""GitHub's REST API as the provider calls it: headers, rate limit, retries, log downloads.
+
+A rate-limited answer pauses every call until its reset (the caller gets a 503
+with the wait); 5xx and transport failures are marked ``ambiguous``, so that a
+dispatch looks for the run a lost request may have created before it retries."""
 
 from __future__ import annotations
 

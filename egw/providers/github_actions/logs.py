@@ -1,6 +1,8 @@
-"""Job logs: GitHub has no live log stream, so a completed job's log is fetched (a 302 to
-a short-lived plain-text URL) into egw's log store; once the run is completed and every
-job's log is in, the task's logs are complete (or given up after a few failed tries)."""
+"""Job logs: fetch each completed job's log into egw's log store, then end the task's log.
+
+GitHub has no live log stream: a completed job's log is fetched (a 302 to a
+short-lived plain-text URL); once the run is completed and every job's log is
+in, the task's logs are complete (or given up after a few failed tries)."""
 
 from __future__ import annotations
 

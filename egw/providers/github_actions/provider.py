@@ -1,5 +1,7 @@
-"""The GitHub Actions provider: dispatch workflow runs, follow them by webhooks (with a
-polling reconciler), fetch job logs when jobs complete, cancel.
+"""The GitHub Actions provider: the class that ties dispatch, webhooks, polling and logs.
+
+It dispatches workflow runs, follows them by webhooks (with a polling
+reconciler), fetches job logs when jobs complete, and cancels.
 
 Theory of operation
 -------------------

@@ -1,5 +1,7 @@
-"""The reconciler: one loop that polls each followed run, looks for the runs of pending
-dispatches, and picks up every unfinished task after a restart.
+"""The reconciler: one loop polling followed runs and pending dispatches; resume on restart.
+
+It polls each followed run, looks for the runs of pending dispatches, and picks
+up every unfinished task after a restart.
 
 Each non-terminal run is polled with ``If-None-Match`` (a 304 costs no rate
 limit) at an interval that doubles while nothing changes (``poll_min_s`` ..

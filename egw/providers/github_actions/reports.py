@@ -1,5 +1,7 @@
-"""Applying what GitHub reports about a followed run (from a webhook or a poll) to the task:
-run reports in order (`gh.is_newer`), re-run attempts, job progress as events and log lines."""
+"""Apply what GitHub reports about a followed run (by webhook or poll) to its task.
+
+Run reports in order (`gh.is_newer`), re-run attempts, job progress as events and
+log lines."""
 
 from __future__ import annotations
 

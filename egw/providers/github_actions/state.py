@@ -1,5 +1,7 @@
-"""What the GitHub provider follows: the runs it tracks, the dispatches still looking for
-their run, the per-task locks, and the wake-up of the reconciler when either changes."""
+"""What the GitHub provider follows: tracked runs, pending dispatches, per-task locks.
+
+The reconciler is woken whenever a run or a pending dispatch is added or
+rescheduled."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""GitHub's rate limits and pagination (pure): the ``x-ratelimit-*`` headers, how long a
-limited answer asks to wait, the ``Link`` header's next page."""
+"""GitHub's rate limits and pagination (pure).
+
+The ``x-ratelimit-*`` headers, how long a limited answer asks to wait, the
+``Link`` header's next page."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Runs and jobs as GitHub reports them (pure): tolerant parsing, the egw state each maps
-to, which of two reports is newer, and the log lines a job's progress becomes.
+"""Runs and jobs as GitHub reports them (pure): parsing, egw states, order, matching.
+
+Also the log lines a job's progress becomes.
 
 Payloads are parsed *tolerantly* (tests/samples/github/NOTES.md, "Schema caveats"):
 older ones lack ``run_attempt`` or ``display_title``, newer ones carry fields no
