@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, assert_never
 
 from aiohttp import web
 
 from egw.errors import EgwError, NotFound
-from egw.providers.base import WebhookProvider
+from egw.providers.base import Delivery, WebhookOutcome, WebhookProvider
 from egw.web.keys import metrics_key, service_key
 
 routes = web.RouteTableDef()
@@ -22,33 +21,46 @@ async def webhook(request: web.Request) -> web.Response:
             # the signature covers the exact bytes: read them raw, parse nothing first
             body = await request.read()
             try:
-                result: Any = await provider.handle_webhook(request.headers, body)  # until typed
-            except EgwError as exc:
-                _count(request, source, exc.status, {})
+                outcome = await provider.handle_webhook(request.headers, body)
+            except EgwError as exc:  # refused: the edge renders the error
+                _count(request, source, _refusal(exc.status))
                 raise
-            _count(request, source, result.status, result.body)
-            return web.json_response(dict(result.body), status=result.status)
-    raise NotFound(f"no enabled provider takes webhooks from {source!r}", details={"source": source})
+            _count(request, source, outcome.delivery.value)
+            return render(outcome)
+    raise NotFound(
+        f"no enabled provider takes webhooks from {source!r}", details={"source": source}
+    )
 
 
-def _count(request: web.Request, source: str, status: int, body: Mapping[str, Any]) -> None:
-    metrics = request.app.get(metrics_key)
-    if metrics is None:
-        return
+def render(outcome: WebhookOutcome) -> web.Response:
+    """The HTTP answer to a delivery the provider took (or chose to ignore)."""
+    body: dict[str, Any]
+    match outcome.delivery:
+        case Delivery.ACCEPTED:
+            body, status = {"ok": True, "task_id": outcome.task_id}, 200
+        case Delivery.DUPLICATE:
+            body, status = {"ok": True, "duplicate": True}, 200
+        case Delivery.IGNORED:
+            body, status = {"ignored": outcome.detail}, 202
+            if outcome.held:
+                body["held"] = True
+        case Delivery.PONG:
+            body, status = {"ok": True, "zen": outcome.detail}, 200
+        case _:
+            assert_never(outcome.delivery)
+    return web.json_response(body, status=status)
+
+
+def _refusal(status: int) -> str:
+    """The metric label of a refused delivery."""
     if status == 401:
-        result = "bad_signature"
-    elif status == 400:
-        result = "malformed"
-    elif status >= 400:
-        result = "rejected"
-    else:
-        # what the provider's answer says it did with the delivery
-        if body.get("duplicate"):
-            result = "duplicate"
-        elif "ignored" in body:
-            result = "ignored"
-        elif "zen" in body:
-            result = "pong"
-        else:
-            result = "accepted"
-    metrics.webhook(source, result)
+        return "bad_signature"
+    if status == 400:
+        return "malformed"
+    return "rejected"
+
+
+def _count(request: web.Request, source: str, result: str) -> None:
+    metrics = request.app.get(metrics_key)
+    if metrics is not None:
+        metrics.webhook(source, result)

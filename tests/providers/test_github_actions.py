@@ -17,11 +17,12 @@ from aiohttp import web
 
 from egw.config import GitHubActionsConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
-from egw.errors import Conflict, InvalidRequest
-from egw.providers.base import Provider, ProviderSink
+from egw.errors import Conflict, EgwError, InvalidRequest
+from egw.providers.base import Provider, ProviderSink, WebhookProvider
 from egw.providers.github_actions import GitHubActionsProvider
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
 from egw.testing.sink import MemorySink
+from egw.web.hooks import render
 from egw.wire import github as gh
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "github"
@@ -42,7 +43,9 @@ class Env:
 
     async def submit(self, task: dict[str, Any] | None = None) -> Task:
         """Validate and submit as egw's task service does, recording what submit learned."""
-        task_obj = self.sink.add_task("github_actions", self.provider.validate(task or SEED))
+        task_obj = self.sink.add_task(
+            "github_actions", self.provider.validate(task or SEED).to_json()
+        )
         sub = await self.provider.submit(task_obj, idempotency_key=task_obj.id)
         await self.sink.set_upstream(
             task_obj.id,
@@ -92,8 +95,13 @@ async def make_env(aiohttp_server: Any) -> AsyncIterator[MakeEnv]:
         holder: dict[str, GitHubActionsProvider] = {}
 
         async def hook(request: web.Request) -> web.Response:
-            result = await holder["provider"].handle_webhook(request.headers, await request.read())
-            return web.json_response(dict(result.body), status=result.status)
+            try:
+                outcome = await holder["provider"].handle_webhook(
+                    request.headers, await request.read()
+                )
+            except EgwError as exc:  # a refusal, as egw's edge renders it
+                return web.json_response(exc.to_json(), status=exc.status)
+            return render(outcome)
 
         app = web.Application()
         app.router.add_post("/v1/webhooks/github", hook)
@@ -140,7 +148,7 @@ async def make_env(aiohttp_server: Any) -> AsyncIterator[MakeEnv]:
 
 def test_provider_satisfies_the_protocol() -> None:
     provider = GitHubActionsProvider(GitHubActionsConfig(), session=None, retry=RETRY)  # type: ignore[arg-type]
-    assert isinstance(provider, Provider)
+    assert isinstance(provider, Provider) and isinstance(provider, WebhookProvider)
     assert isinstance(MemorySink(), ProviderSink)
     assert (provider.name, provider.webhook_source) == ("github_actions", "github")
     with pytest.raises(InvalidRequest) as err:
@@ -318,7 +326,7 @@ async def test_every_contract_example_is_accepted_and_mapped(make_env: MakeEnv, 
         assert await env.post(event, body) == (200, {"ok": True, "zen": raw["zen"]})
         return
     run_id = raw["workflow_run"]["id"] if event == "workflow_run" else raw["workflow_job"]["run_id"]
-    task = env.sink.add_task("github_actions", env.provider.validate(SEED))
+    task = env.sink.add_task("github_actions", env.provider.validate(SEED).to_json())
     await env.sink.set_upstream(task.id, upstream_id=str(run_id))
     status, answer = await env.post(event, body)
     assert (status, answer) == (200, {"ok": True, "task_id": task.id})
@@ -520,7 +528,7 @@ async def test_second_submit_after_restart_does_not_dispatch_twice(make_env: Mak
     again = await env.provider.submit(env.sink.tasks[task.id], idempotency_key=task.id)
     assert again.upstream_id == task.upstream_id
     # a task whose dispatch started but whose answer was never recorded: look first
-    pending = env.sink.add_task("github_actions", env.provider.validate(SEED))
+    pending = env.sink.add_task("github_actions", env.provider.validate(SEED).to_json())
     await env.sink.set_upstream(
         pending.id, data={"dispatch_started_at": "2020-01-01T00:00:00.000Z"}
     )

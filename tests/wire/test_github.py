@@ -19,7 +19,7 @@ EXAMPLES = sorted((SAMPLES / "webhooks" / "examples").glob("*/*.json"))
 S = TaskState
 
 
-def spec(**over: Any) -> dict[str, Any]:
+def spec(**over: Any) -> gh.GitHubSpec:
     task = {"workflow_id": "deploy.yml", "ref": "main", "inputs": {"env": "prod"}}
     task.update(over)
     return gh.validate_task(
@@ -31,7 +31,7 @@ def spec(**over: Any) -> dict[str, Any]:
 
 
 def test_seed_task_is_normalised_with_the_default_repository() -> None:
-    assert spec() == {
+    stored = {
         "owner": "octo-org",
         "repo": "octo-repo",
         "workflow_id": "deploy.yml",
@@ -39,6 +39,17 @@ def test_seed_task_is_normalised_with_the_default_repository() -> None:
         "inputs": {"env": "prod"},
         "correlation_input": None,
     }
+    assert spec().to_json() == stored
+    # the stored spec reads back as the same typed spec, checked again
+    assert gh.GitHubSpec.from_json(stored) == spec()
+    with pytest.raises(InvalidRequest):
+        gh.GitHubSpec.from_json({**stored, "ref": "a..b"})
+
+
+def test_input_values_carry_no_nul() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        gh.validate_inputs({"env": "pr\x00od"})
+    assert err.value.field == "task.inputs.env"
 
 
 @pytest.mark.parametrize("owner", ["octocat", "octo-org", "a", "A1-b2", "mona_acme", "x" * 39])

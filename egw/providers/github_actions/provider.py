@@ -1,0 +1,154 @@
+"""The GitHub Actions provider: the class that ties dispatch, webhooks, polling and logs.
+
+It dispatches workflow runs, follows them by webhooks (with a polling
+reconciler), fetches job logs when jobs complete, and cancels.
+
+Theory of operation
+-------------------
+The provider ties its parts, which share one `Follow` (the runs followed, the
+dispatches still looking for their run) and one `GitHubAPI` (the rate limit):
+
+* `Dispatcher` (``dispatch.py``): submit, with or without run details; the run a
+  dispatch created is found by its correlation id after an ambiguous failure or
+  when the server gives no run details.
+* `WebhookIntake` (``intake.py``): verifies, stores and answers each delivery
+  at once; a background task applies it under the task's lock.
+* `Reports` (``reports.py``): run reports pass `wire.github.is_newer` (attempt,
+  updated_at, a tie prefers the terminal state) before ``sink.observe``; job
+  reports become ``github.job`` events and progress lines in the log (GitHub has
+  no live log stream).
+* `JobLogs` (``logs.py``): a completed job's log is fetched into the log store;
+  once the run is completed and every job's log is in, ``logs_complete``.
+* `Reconciler` (``reconciler.py``): polls each non-terminal run with
+  ``If-None-Match``, matches pending dispatches, resumes after a restart;
+  `health` shows the remaining rate-limit budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+
+from egw.background import BackgroundTasks
+from egw.config import GitHubActionsConfig, RetryConfig
+from egw.core.model import Observation, Task, TaskState
+from egw.errors import Conflict, ProviderError
+from egw.providers.base import ProviderSink, SinkSlot, Submission, WebhookOutcome
+from egw.providers.github_actions.api import PROVIDER, GitHubAPI
+from egw.providers.github_actions.dispatch import Dispatcher
+from egw.providers.github_actions.intake import WebhookIntake
+from egw.providers.github_actions.logs import JobLogs
+from egw.providers.github_actions.reconciler import Reconciler
+from egw.providers.github_actions.reports import Reports
+from egw.providers.github_actions.state import Follow
+from egw.wire import github as gh
+
+
+class GitHubActionsProvider:
+    name: ClassVar[str] = PROVIDER
+    webhook_source: ClassVar[str] = "github"
+
+    def __init__(
+        self, cfg: GitHubActionsConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+    ) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.retry = retry
+        self.sink = SinkSlot(self.name)
+        self.api = GitHubAPI(cfg, session=session, retry=retry)
+        self.follow = Follow(cfg)
+        self.background = BackgroundTasks(self.name)
+        self.logs = JobLogs(self.api, self.follow, self.sink)
+        self.reports = Reports(self.sink, self.logs)
+        self.dispatcher = Dispatcher(
+            cfg, self.api, self.follow, self.sink, self.reports, replay=self._replay
+        )
+        self.intake = WebhookIntake(
+            cfg, self.follow, self.sink, self.reports, self.logs, self.dispatcher, self.background
+        )
+        self.reconciler = Reconciler(
+            cfg, self.api, self.follow, self.sink, self.reports, self.logs, self.dispatcher
+        )
+
+    async def _replay(self, run_id: int) -> None:
+        await self.intake.replay(run_id)
+
+    # --- Provider protocol ----------------------------------------------------------------
+
+    def validate(self, task: Mapping[str, Any]) -> gh.GitHubSpec:
+        return gh.validate_task(
+            task,
+            default_owner=self.cfg.owner,
+            default_repo=self.cfg.repo,
+            default_correlation_input=self.cfg.correlation_input,
+        )
+
+    async def start(self, sink: ProviderSink) -> None:
+        self.sink.attach(sink)
+        for task in await sink.active_tasks(self.name):
+            await self.reconciler.resume(task)
+        _ = self.background.spawn(self.reconciler.run(), name="github_reconciler")
+
+    async def close(self) -> None:
+        await self.background.close()
+
+    def health(self) -> Mapping[str, Any]:
+        blocked_until = self.api.blocked_until
+        blocked = blocked_until > time.time()
+        return {
+            "rate_limit": self.api.rate.to_json() if self.api.rate else None,
+            "rate_limited_until": int(blocked_until) if blocked else None,
+            "tracked_runs": sum(1 for t in self.follow.runs.values() if not t.logs_done),
+            "correlating": len(self.follow.pending),
+            "run_details": self.dispatcher.run_details is not False,
+            "webhook_secret": bool(self.cfg.webhook_secret),
+        }
+
+    async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
+        return await self.dispatcher.submit(task, idempotency_key=idempotency_key)
+
+    async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
+        if task.upstream_id is None:
+            pending = self.follow.pending.get(task.id)
+            if pending is not None:
+                pending.cancelled = True  # cancel the run upstream once it is found
+            return Observation(
+                state=TaskState.CANCELLED, reason="cancelled before GitHub reported the run"
+            )
+        spec = gh.GitHubSpec.from_json(task.spec)
+        path = gh.run_path(spec, task.upstream_id) + ("/force-cancel" if force else "/cancel")
+        resp = await self.api.retried(lambda: self.api.request("POST", path), "cancel")
+        tracked = self.follow.runs.get(int(task.upstream_id))
+        if resp.status == 202:
+            if tracked is not None:
+                tracked.interval = self.cfg.poll_min_s
+                self.follow.schedule(tracked, self.cfg.poll_min_s)
+            return None
+        message = gh.error_message(resp.body, resp.status)
+        if resp.status == 409:
+            # an earlier, lost cancel may have done it already: then say so, not 409
+            now = await self.status(task)
+            if now.state is TaskState.CANCELLED:
+                return now
+            raise Conflict(
+                f"GitHub refused to cancel run {task.upstream_id}: {message}",
+                details={"provider": self.name, "upstream_status": 409, "force": force},
+            )
+        raise ProviderError(message, provider=self.name, upstream_status=resp.status)
+
+    async def status(self, task: Task) -> Observation:
+        if task.upstream_id is None:
+            return Observation(
+                state=TaskState.PENDING, reason="waiting for GitHub to report the run"
+            )
+        path = gh.run_path(gh.GitHubSpec.from_json(task.spec), task.upstream_id)
+        resp = await self.api.retried(lambda: self.api.request("GET", path), "status")
+        self.api.raise_for(resp)
+        return gh.run_observation(gh.parse_run(resp.json()), source="poll")
+
+    async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
+        """Verify and take one delivery (see `WebhookIntake.handle`); raises to refuse it."""
+        return await self.intake.handle(headers, body)

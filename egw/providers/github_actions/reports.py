@@ -1,0 +1,84 @@
+"""Apply what GitHub reports about a followed run (by webhook or poll) to its task.
+
+Run reports in order (`gh.is_newer`), re-run attempts, job progress as events and
+log lines."""
+
+from __future__ import annotations
+
+import structlog
+
+from egw.core.model import Observation, TaskState
+from egw.providers.base import SinkSlot
+from egw.providers.github_actions.logs import JobLogs
+from egw.providers.github_actions.state import Tracked
+from egw.wire import github as gh
+
+log = structlog.get_logger("egw.providers.github_actions")
+
+
+class Reports:
+    """Callers hold the task's lock (`Follow.lock`) around each apply."""
+
+    def __init__(self, sink: SinkSlot, logs: JobLogs) -> None:
+        self.sink = sink
+        self.logs = logs
+
+    async def apply_run(self, tracked: Tracked, run: gh.Run, delivery_id: str) -> bool:
+        """Apply a run report if it is newer than the last one; True if it was."""
+        sink = self.sink()
+        if not gh.is_newer(run, tracked.last):
+            log.info("github_stale_run_report", run_id=run.id, status=run.status)
+            return False
+        if run.attempt > tracked.attempt:
+            tracked.attempt = run.attempt
+            await sink.progress(
+                tracked.task_id,
+                "github.attempt",
+                {"run_id": run.id, "run_attempt": run.attempt},
+                source="github",
+                delivery_id=f"{delivery_id}:attempt",
+            )
+            await sink.set_upstream(tracked.task_id, data={"run_attempt": run.attempt})
+            if not tracked.logs_done:
+                line = f"[github] run attempt {run.attempt} started\n"
+                await sink.append_log(tracked.task_id, "stdout", line.encode())
+            tracked.completed = False
+        tracked.last = run
+        await sink.observe(
+            tracked.task_id, gh.run_observation(run), source="github", delivery_id=delivery_id
+        )
+        if run.status == "completed" or run.conclusion:
+            tracked.completed = True
+        return True
+
+    async def apply_job(self, tracked: Tracked, job: gh.Job, delivery_id: str) -> None:
+        sink = self.sink()
+        previous = tracked.jobs.get(job.id)
+        if not gh.job_is_newer(job, previous):
+            return
+        tracked.jobs[job.id] = job
+        await sink.progress(
+            tracked.task_id,
+            "github.job",
+            job.to_json(),
+            source="github",
+            delivery_id=f"{delivery_id}:job",
+        )
+        lines = gh.job_progress_lines(previous, job)
+        if lines and not tracked.logs_done:
+            await sink.append_log(tracked.task_id, "stdout", ("\n".join(lines) + "\n").encode())
+        if job.status == "in_progress" and (
+            tracked.last is None or tracked.last.attempt <= job.run_attempt
+        ):
+            await sink.observe(
+                tracked.task_id,
+                Observation(
+                    state=TaskState.RUNNING,
+                    at=job.started_at,
+                    detail={"run_id": job.run_id, "job_id": job.id, "via": "job"},
+                ),
+                source="github",
+                delivery_id=f"{delivery_id}:state",
+            )
+        if job.status == "completed":
+            await self.logs.fetch(tracked, job)

@@ -1,0 +1,121 @@
+"""What the GitHub provider follows: tracked runs, pending dispatches, per-task locks.
+
+The reconciler is woken whenever a run or a pending dispatch is added or
+rescheduled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from egw.config import GitHubActionsConfig
+from egw.wire import github as gh
+
+#: runs are listed from this long before the dispatch (clock skew between egw and GitHub)
+CLOCK_SKEW = timedelta(seconds=120)
+
+
+@dataclass
+class Tracked:
+    """A run egw follows: what was applied last, and when to poll it next."""
+
+    task_id: str
+    spec: gh.GitHubSpec
+    run_id: int
+    interval: float
+    next_poll: float
+    last: gh.Run | None = None
+    #: the latest run attempt seen (a re-run is attempt + 1)
+    attempt: int = 1
+    etag: str | None = None
+    jobs: dict[int, gh.Job] = field(default_factory=dict)
+    fetched: set[int] = field(default_factory=set)
+    finish_tries: int = 0
+    completed: bool = False
+    logs_done: bool = False
+
+
+@dataclass
+class Pending:
+    """A dispatched run not yet identified (no run details)."""
+
+    task_id: str
+    spec: gh.GitHubSpec
+    correlation: str | None
+    since: datetime
+    deadline: float
+    next_poll: float
+    cancelled: bool = False
+
+
+class Follow:
+    """The runs and pending dispatches the provider's parts share (one event loop: no lock
+    guards these maps; a task's lock orders the reports applied to it)."""
+
+    def __init__(self, cfg: GitHubActionsConfig) -> None:
+        self.cfg = cfg
+        self.runs: dict[int, Tracked] = {}
+        #: runs whose logs this process completed (late deliveries must not reopen them)
+        self.done: set[int] = set()
+        self.pending: dict[str, Pending] = {}
+        #: dispatches waiting for GitHub's answer (a delivery may beat it: it is held)
+        self.dispatching = 0
+        self.wake = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, task_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(task_id, asyncio.Lock())
+
+    def track(
+        self,
+        task_id: str,
+        spec: gh.GitHubSpec,
+        run_id: int,
+        *,
+        terminal: bool = False,
+        logs_done: bool = False,
+    ) -> Tracked:
+        """Follow a run (once: a second call returns what is tracked already)."""
+        tracked = self.runs.get(run_id)
+        if tracked is None:
+            tracked = Tracked(
+                task_id,
+                spec,
+                run_id,
+                interval=self.cfg.poll_min_s,
+                next_poll=time.monotonic() + self.cfg.poll_min_s,
+                completed=terminal,
+                logs_done=logs_done,
+            )
+            self.runs[run_id] = tracked
+            self.wake.set()
+        return tracked
+
+    def correlate(self, task_id: str, spec: gh.GitHubSpec, corr: str, since: datetime) -> None:
+        """Look for a dispatched run by listing runs (no run details came back)."""
+        if task_id not in self.pending:
+            self.pending[task_id] = Pending(
+                task_id,
+                spec,
+                corr if spec.correlation_input else None,
+                since - CLOCK_SKEW,
+                deadline=time.monotonic() + self.cfg.correlation_timeout_s,
+                next_poll=time.monotonic() + self.cfg.poll_min_s,
+            )
+            self.wake.set()
+
+    def schedule(self, tracked: Tracked, delay_s: float) -> None:
+        # +-10% jitter, so runs started together are not polled together
+        tracked.next_poll = time.monotonic() + delay_s * random.uniform(0.9, 1.1)
+        self.wake.set()
+
+    def forget(self, tracked: Tracked) -> None:
+        """The run's logs are complete: stop following it, and never reopen it."""
+        self.runs.pop(tracked.run_id, None)
+        self.done.add(tracked.run_id)
+
+    def drop_lock(self, task_id: str) -> None:
+        self._locks.pop(task_id, None)

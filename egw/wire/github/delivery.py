@@ -1,0 +1,76 @@
+"""A webhook delivery (pure): its ``X-Hub-Signature-256``, and its parsing once verified."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from egw.errors import InvalidRequest
+from egw.wire.github.runs import Job, Run, parse_job, parse_run
+from egw.wire.github.values import as_str, header
+
+
+def sign(secret: str | bytes, body: bytes) -> str:
+    """``X-Hub-Signature-256`` for ``body``: ``sha256=`` + hex HMAC-SHA256
+    (docs: content/webhooks/using-webhooks/validating-webhook-deliveries.md)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """Constant-time check of the raw body against the signature header."""
+    if not header or not secret:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One webhook delivery; ``run``/``job`` are set for workflow_run/workflow_job."""
+
+    event: str
+    delivery_id: str
+    hook_id: str | None
+    action: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    run: Run | None = None
+    job: Job | None = None
+    zen: str | None = None
+
+
+def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
+    """Parse a *verified* delivery; raises `InvalidRequest` (400) when malformed.
+
+    Events other than workflow_run/workflow_job/ping are returned with only the
+    event name, for the caller to ignore.
+    """
+    event = header(headers, "X-GitHub-Event")
+    if not event:
+        raise InvalidRequest("missing X-GitHub-Event header", field="X-GitHub-Event")
+    # GitHub always sends a delivery GUID; a hash of the body keeps dedupe working without one
+    delivery_id = header(headers, "X-GitHub-Delivery") or (
+        "sha256:" + hashlib.sha256(body).hexdigest()
+    )
+    hook_id = header(headers, "X-GitHub-Hook-ID")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest("body must be a JSON object")
+    run = parse_run(payload.get("workflow_run")) if event == "workflow_run" else None
+    job = parse_job(payload.get("workflow_job")) if event == "workflow_job" else None
+    return Delivery(
+        event=event,
+        delivery_id=delivery_id,
+        hook_id=hook_id,
+        action=as_str(payload.get("action")),
+        payload=payload,
+        run=run,
+        job=job,
+        zen=as_str(payload.get("zen")) if event == "ping" else None,
+    )
