@@ -7,14 +7,16 @@ egw owns the task record, the event log, the log store and the clients. A
 provider owns the conversation with one upstream:
 
 * ``validate(task)`` (pure) checks the user's ``task`` object before anything
-  is stored, raising `InvalidRequest` with the field path (``task.job_id``).
+  is stored, raising `InvalidRequest` with the field path (``task.job_id``), and
+  returns the provider's typed `Spec`; egw stores its JSON, and the provider
+  reads a task's ``spec`` back through its own ``from_json``.
 * ``submit(task, idempotency_key=...)`` starts the work upstream and returns a
   `Submission` (the upstream id and url, when known at once). egw passes the
   task id as the idempotency key; a provider must make a second submit of the
   same task safe (look for what the first may have started before starting
   anything), because egw re-submits ``pending`` tasks after a restart.
 * Status and logs are *pushed* into the `ProviderSink` by whatever the
-  backend offers: a Nomad event stream, GitHub webhooks (``handle_webhook``),
+  backend offers: a Nomad event stream, GitHub webhooks (a `WebhookProvider`),
   Cloud Run polling, a local process. ``sink.observe`` runs the state machine
   (stale reports are recorded, never applied); ``sink.append_log`` writes the
   task's output into egw's log store, which every SSE tailer reads, so there
@@ -80,15 +82,6 @@ class WebhookOutcome:
     detail: str | None = None
     #: an ignored delivery kept a while, for a run whose dispatch answer is still on its way
     held: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookResult:
-    """Superseded by `WebhookOutcome`; kept until the GitHub provider and ``web/hooks.py``
-    move to it (the architecture change is landing in steps)."""
-
-    status: int
-    body: Mapping[str, Any]
 
 
 class Spec(Protocol):
@@ -170,7 +163,7 @@ class Provider(Protocol):
     #: the ``provider`` value in a submit body
     name: ClassVar[str]
 
-    def validate(self, task: Mapping[str, Any]) -> Any:  # -> Spec once every provider has one
+    def validate(self, task: Mapping[str, Any]) -> Spec:
         """Check and normalise a submit's ``task`` object (pure; raises InvalidRequest)."""
         ...
 

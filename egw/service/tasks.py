@@ -166,10 +166,7 @@ class TaskService:
         recorded then is returned and nothing is started again.
         """
         provider = self.provider(req.provider)
-        validated = provider.validate(req.task)
-        # a provider returns a typed Spec (stored as its JSON); a plain dict while the
-        # providers move to typed specs one by one
-        spec = validated if isinstance(validated, dict) else validated.to_json()
+        spec = provider.validate(req.task).to_json()
         now = utcnow()
         draft = Task(
             id=new_task_id(),
