@@ -19,19 +19,7 @@ from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, 
 from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider
 from egw.service.fanout import Hub
-from egw.store import Store
-from egw.store.writer import (
-    AppendLog,
-    Command,
-    LogsComplete,
-    Observe,
-    Progress,
-    Prune,
-    SetCursor,
-    SetUpstream,
-    Submit,
-    retention_cutoff,
-)
+from egw.store import Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
 
@@ -112,9 +100,12 @@ class TaskService:
                 await self.logs_complete(task.id)
                 continue
             current = await self.get(task.id)
-            if current.status is TaskState.PENDING and current.upstream_id is None:
-                if not current.upstream.get("submitted"):
-                    _ = self._spawn(self._launch(self.providers[task.provider], current))
+            if (
+                current.status is TaskState.PENDING
+                and current.upstream_id is None
+                and not current.upstream.get("submitted")
+            ):
+                _ = self._spawn(self._launch(self.providers[task.provider], current))
             self._arm_timeout(current)
         self._prune_task = asyncio.create_task(self._prune_loop(), name="egw-prune")
 
@@ -132,7 +123,7 @@ class TaskService:
         for provider in self.providers.values():
             try:
                 await provider.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one provider must not keep the others open
                 log.error("provider_close_failed", provider=provider.name, error=repr(exc))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -183,7 +174,7 @@ class TaskService:
             updated_at=now,
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
-        task, created = await self.store.writer.submit(Submit(draft, idem))
+        task, created = await self.store.writer.create_task(draft, idem)
         if not created:
             return task, False
         self._arm_timeout(task)
@@ -202,7 +193,8 @@ class TaskService:
             if attempt < self.submit_attempts:
                 delay = self.submit_retry_s * 2 ** (attempt - 1)
                 await self.progress(
-                    task.id, "submit_retry",
+                    task.id,
+                    "submit_retry",
                     {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
                     source="gateway",
                 )
@@ -243,7 +235,9 @@ class TaskService:
 
     async def _submit_failed(self, task: Task, reason: str) -> None:
         log.warning("submit_failed", task_id=task.id, provider=task.provider, reason=reason)
-        await self.observe(task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway")
+        await self.observe(
+            task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway"
+        )
         await self.logs_complete(task.id)
 
     async def get(self, task_id: str) -> Task:
@@ -267,8 +261,8 @@ class TaskService:
             await self.hub.wait_change(task_id, left)
 
     async def cancel(self, task_id: str, *, actor: str | None, force: bool = False) -> Task:
-        task, changed = await self.store.writer.submit(
-            Command(task_id, "cancel", actor, {"force": force})
+        task, changed = await self.store.writer.command(
+            task_id, "cancel", actor=actor, data={"force": force}
         )
         escalate = force and task.status is TaskState.CANCELLING and not changed
         if task.status is TaskState.CANCELLING and (changed or escalate):
@@ -278,7 +272,9 @@ class TaskService:
                     obs = await provider.cancel(task, force=force)
                 except EgwError as exc:
                     await self.progress(
-                        task.id, "cancel_failed", {"error": exc.to_json()["error"]},
+                        task.id,
+                        "cancel_failed",
+                        {"error": exc.to_json()["error"]},
                         source=task.provider,
                     )
                     raise
@@ -296,13 +292,11 @@ class TaskService:
         elapsed = (utcnow() - task.created_at).total_seconds()
         delay = max(0.0, task.timeout_s - elapsed)
         loop = asyncio.get_running_loop()
-        self._timers[task.id] = loop.call_later(
-            delay, lambda: self._spawn(self._expire(task.id))
-        )
+        self._timers[task.id] = loop.call_later(delay, lambda: self._spawn(self._expire(task.id)))
 
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
-        task, changed = await self.store.writer.submit(Command(task_id, "timeout", None))
+        task, changed = await self.store.writer.command(task_id, "timeout", actor=None)
         if not changed:
             return
         log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
@@ -318,7 +312,7 @@ class TaskService:
             )
 
     async def prune(self) -> None:
-        await self.store.writer.submit(Prune(retention_cutoff(self._retention_days)))
+        await self.store.writer.prune(retention_cutoff(self._retention_days))
 
     async def _prune_loop(self) -> None:
         while True:
@@ -334,7 +328,9 @@ class TaskService:
         self, task_id: str, obs: Observation, *, source: str, delivery_id: str | None = None
     ) -> Task | None:
         try:
-            task: Task = await self.store.writer.submit(Observe(task_id, obs, source, delivery_id))
+            task = await self.store.writer.observe(
+                task_id, obs, source=source, delivery_id=delivery_id
+            )
         except NotFound:
             return None
         if task.status in TERMINAL:
@@ -353,8 +349,8 @@ class TaskService:
         delivery_id: str | None = None,
     ) -> bool:
         try:
-            return bool(
-                await self.store.writer.submit(Progress(task_id, kind, data, source, delivery_id))
+            return await self.store.writer.progress(
+                task_id, kind, data, source=source, delivery_id=delivery_id
             )
         except NotFound:
             return False
@@ -362,11 +358,10 @@ class TaskService:
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"unknown stream {stream!r}")
-        end: int = await self.store.writer.submit(AppendLog(task_id, stream, data))
-        return end
+        return await self.store.writer.append_log(task_id, stream, data)
 
     async def logs_complete(self, task_id: str) -> None:
-        await self.store.writer.submit(LogsComplete(task_id))
+        await self.store.writer.logs_complete(task_id)
 
     async def set_upstream(
         self,
@@ -376,7 +371,9 @@ class TaskService:
         upstream_url: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        await self.store.writer.submit(SetUpstream(task_id, upstream_id, upstream_url, data))
+        await self.store.writer.set_upstream(
+            task_id, upstream_id=upstream_id, upstream_url=upstream_url, data=data
+        )
 
     async def get_task(self, task_id: str) -> Task | None:
         try:
@@ -389,10 +386,12 @@ class TaskService:
         return self.store.writer.cached(found.id) or found if found else None
 
     async def active_tasks(self, provider: str) -> list[Task]:
-        return [self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)]
+        return [
+            self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)
+        ]
 
     async def get_cursor(self, key: str) -> str | None:
         return await self.store.reader.cursor(key)
 
     async def set_cursor(self, key: str, value: str) -> None:
-        await self.store.writer.submit(SetCursor(key, value))
+        await self.store.writer.set_cursor(key, value)
