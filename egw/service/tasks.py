@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from egw.background import BackgroundTasks
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider
@@ -50,12 +51,6 @@ class SubmitRequest:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _finished(task: asyncio.Task[Any]) -> None:
-    # errors of a launch are recorded on the task (and raised to the waiting client, if any)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("background_error", error=repr(task.exception()))
-
-
 class TaskService:
     """Submit, cancel and watch tasks; implements `egw.providers.base.ProviderSink`."""
 
@@ -74,8 +69,9 @@ class TaskService:
         self._retention_days = retention_days
         self._prune_interval_s = prune_interval_s
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._prune_task: asyncio.Task[None] | None = None
+        #: launches, relaunches, timeouts and the prune loop; a launch's error is also
+        #: recorded on its task (and raised to the waiting client, if any)
+        self._background = BackgroundTasks("service")
         self.submit_attempts = SUBMIT_ATTEMPTS
         self.submit_retry_s = SUBMIT_RETRY_S
         store.writer.listeners.append(hub.on_commit)
@@ -105,33 +101,22 @@ class TaskService:
                 and current.upstream_id is None
                 and not current.upstream.get("submitted")
             ):
-                _ = self._spawn(self._launch(self.providers[task.provider], current))
+                _ = self._background.spawn(
+                    self._launch(self.providers[task.provider], current), name="launch"
+                )
             self._arm_timeout(current)
-        self._prune_task = asyncio.create_task(self._prune_loop(), name="egw-prune")
+        _ = self._background.spawn(self._prune_loop(), name="prune")
 
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = list(self._background)
-        if self._prune_task is not None:
-            tasks.append(self._prune_task)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.close()
         for provider in self.providers.values():
             try:
                 await provider.close()
             except Exception as exc:  # noqa: BLE001 - one provider must not keep the others open
                 log.error("provider_close_failed", provider=provider.name, error=repr(exc))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(_finished)
-        return task
 
     # --- use cases -----------------------------------------------------------------------------
 
@@ -179,7 +164,7 @@ class TaskService:
             return task, False
         self._arm_timeout(task)
         # the upstream call outlives a client that hangs up: a started run must be recorded
-        launch = self._spawn(self._launch(provider, task))
+        launch = self._background.spawn(self._launch(provider, task), name="launch")
         await asyncio.shield(launch)
         return await self.get(task.id), True
 
@@ -198,7 +183,9 @@ class TaskService:
                     {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
                     source="gateway",
                 )
-                _ = self._spawn(self._relaunch(provider, task.id, attempt + 1, delay))
+                _ = self._background.spawn(
+                    self._relaunch(provider, task.id, attempt + 1, delay), name="relaunch"
+                )
             else:
                 await self._submit_failed(task, f"submit failed: {exc.message}")
             raise
@@ -292,7 +279,9 @@ class TaskService:
         elapsed = (utcnow() - task.created_at).total_seconds()
         delay = max(0.0, task.timeout_s - elapsed)
         loop = asyncio.get_running_loop()
-        self._timers[task.id] = loop.call_later(delay, lambda: self._spawn(self._expire(task.id)))
+        self._timers[task.id] = loop.call_later(
+            delay, lambda: self._background.spawn(self._expire(task.id), name="expire")
+        )
 
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
