@@ -15,23 +15,12 @@ from typing import Any
 
 import structlog
 
+from egw.background import BackgroundTasks
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider
 from egw.service.fanout import Hub
-from egw.store import Store
-from egw.store.writer import (
-    AppendLog,
-    Command,
-    LogsComplete,
-    Observe,
-    Progress,
-    Prune,
-    SetCursor,
-    SetUpstream,
-    Submit,
-    retention_cutoff,
-)
+from egw.store import Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
 
@@ -62,12 +51,6 @@ class SubmitRequest:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _finished(task: asyncio.Task[Any]) -> None:
-    # errors of a launch are recorded on the task (and raised to the waiting client, if any)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("background_error", error=repr(task.exception()))
-
-
 class TaskService:
     """Submit, cancel and watch tasks; implements `egw.providers.base.ProviderSink`."""
 
@@ -86,8 +69,9 @@ class TaskService:
         self._retention_days = retention_days
         self._prune_interval_s = prune_interval_s
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._prune_task: asyncio.Task[None] | None = None
+        #: launches, relaunches, timeouts and the prune loop; a launch's error is also
+        #: recorded on its task (and raised to the waiting client, if any)
+        self._background = BackgroundTasks("service")
         self.submit_attempts = SUBMIT_ATTEMPTS
         self.submit_retry_s = SUBMIT_RETRY_S
         store.writer.listeners.append(hub.on_commit)
@@ -112,35 +96,27 @@ class TaskService:
                 await self.logs_complete(task.id)
                 continue
             current = await self.get(task.id)
-            if current.status is TaskState.PENDING and current.upstream_id is None:
-                if not current.upstream.get("submitted"):
-                    _ = self._spawn(self._launch(self.providers[task.provider], current))
+            if (
+                current.status is TaskState.PENDING
+                and current.upstream_id is None
+                and not current.upstream.get("submitted")
+            ):
+                _ = self._background.spawn(
+                    self._launch(self.providers[task.provider], current), name="launch"
+                )
             self._arm_timeout(current)
-        self._prune_task = asyncio.create_task(self._prune_loop(), name="egw-prune")
+        _ = self._background.spawn(self._prune_loop(), name="prune")
 
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = list(self._background)
-        if self._prune_task is not None:
-            tasks.append(self._prune_task)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.close()
         for provider in self.providers.values():
             try:
                 await provider.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one provider must not keep the others open
                 log.error("provider_close_failed", provider=provider.name, error=repr(exc))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(_finished)
-        return task
 
     # --- use cases -----------------------------------------------------------------------------
 
@@ -180,12 +156,12 @@ class TaskService:
             updated_at=now,
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
-        task, created = await self.store.writer.submit(Submit(draft, idem))
+        task, created = await self.store.writer.create_task(draft, idem)
         if not created:
             return task, False
         self._arm_timeout(task)
         # the upstream call outlives a client that hangs up: a started run must be recorded
-        launch = self._spawn(self._launch(provider, task))
+        launch = self._background.spawn(self._launch(provider, task), name="launch")
         await asyncio.shield(launch)
         return await self.get(task.id), True
 
@@ -199,11 +175,14 @@ class TaskService:
             if attempt < self.submit_attempts:
                 delay = self.submit_retry_s * 2 ** (attempt - 1)
                 await self.progress(
-                    task.id, "submit_retry",
+                    task.id,
+                    "submit_retry",
                     {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
                     source="gateway",
                 )
-                _ = self._spawn(self._relaunch(provider, task.id, attempt + 1, delay))
+                _ = self._background.spawn(
+                    self._relaunch(provider, task.id, attempt + 1, delay), name="relaunch"
+                )
             else:
                 await self._submit_failed(task, f"submit failed: {exc.message}")
             raise
@@ -240,7 +219,9 @@ class TaskService:
 
     async def _submit_failed(self, task: Task, reason: str) -> None:
         log.warning("submit_failed", task_id=task.id, provider=task.provider, reason=reason)
-        await self.observe(task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway")
+        await self.observe(
+            task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway"
+        )
         await self.logs_complete(task.id)
 
     async def get(self, task_id: str) -> Task:
@@ -264,8 +245,8 @@ class TaskService:
             await self.hub.wait_change(task_id, left)
 
     async def cancel(self, task_id: str, *, actor: str | None, force: bool = False) -> Task:
-        task, changed = await self.store.writer.submit(
-            Command(task_id, "cancel", actor, {"force": force})
+        task, changed = await self.store.writer.command(
+            task_id, "cancel", actor=actor, data={"force": force}
         )
         escalate = force and task.status is TaskState.CANCELLING and not changed
         if task.status is TaskState.CANCELLING and (changed or escalate):
@@ -275,7 +256,9 @@ class TaskService:
                     obs = await provider.cancel(task, force=force)
                 except EgwError as exc:
                     await self.progress(
-                        task.id, "cancel_failed", {"error": exc.to_json()["error"]},
+                        task.id,
+                        "cancel_failed",
+                        {"error": exc.to_json()["error"]},
                         source=task.provider,
                     )
                     raise
@@ -294,12 +277,12 @@ class TaskService:
         delay = max(0.0, task.timeout_s - elapsed)
         loop = asyncio.get_running_loop()
         self._timers[task.id] = loop.call_later(
-            delay, lambda: self._spawn(self._expire(task.id))
+            delay, lambda: self._background.spawn(self._expire(task.id), name="expire")
         )
 
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
-        task, changed = await self.store.writer.submit(Command(task_id, "timeout", None))
+        task, changed = await self.store.writer.command(task_id, "timeout", actor=None)
         if not changed:
             return
         log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
@@ -315,7 +298,7 @@ class TaskService:
             )
 
     async def prune(self) -> None:
-        await self.store.writer.submit(Prune(retention_cutoff(self._retention_days)))
+        await self.store.writer.prune(retention_cutoff(self._retention_days))
 
     async def _prune_loop(self) -> None:
         while True:
@@ -331,7 +314,9 @@ class TaskService:
         self, task_id: str, obs: Observation, *, source: str, delivery_id: str | None = None
     ) -> Task | None:
         try:
-            task: Task = await self.store.writer.submit(Observe(task_id, obs, source, delivery_id))
+            task = await self.store.writer.observe(
+                task_id, obs, source=source, delivery_id=delivery_id
+            )
         except NotFound:
             return None
         if task.status in TERMINAL:
@@ -350,8 +335,8 @@ class TaskService:
         delivery_id: str | None = None,
     ) -> bool:
         try:
-            return bool(
-                await self.store.writer.submit(Progress(task_id, kind, data, source, delivery_id))
+            return await self.store.writer.progress(
+                task_id, kind, data, source=source, delivery_id=delivery_id
             )
         except NotFound:
             return False
@@ -359,11 +344,10 @@ class TaskService:
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"unknown stream {stream!r}")
-        end: int = await self.store.writer.submit(AppendLog(task_id, stream, data))
-        return end
+        return await self.store.writer.append_log(task_id, stream, data)
 
     async def logs_complete(self, task_id: str) -> None:
-        await self.store.writer.submit(LogsComplete(task_id))
+        await self.store.writer.logs_complete(task_id)
 
     async def set_upstream(
         self,
@@ -373,7 +357,9 @@ class TaskService:
         upstream_url: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        await self.store.writer.submit(SetUpstream(task_id, upstream_id, upstream_url, data))
+        await self.store.writer.set_upstream(
+            task_id, upstream_id=upstream_id, upstream_url=upstream_url, data=data
+        )
 
     async def get_task(self, task_id: str) -> Task | None:
         try:
@@ -386,10 +372,12 @@ class TaskService:
         return self.store.writer.cached(found.id) or found if found else None
 
     async def active_tasks(self, provider: str) -> list[Task]:
-        return [self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)]
+        return [
+            self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)
+        ]
 
     async def get_cursor(self, key: str) -> str | None:
         return await self.store.reader.cursor(key)
 
     async def set_cursor(self, key: str, value: str) -> None:
-        await self.store.writer.submit(SetCursor(key, value))
+        await self.store.writer.set_cursor(key, value)

@@ -1,4 +1,9 @@
-"""The SQLite event log: the only package that talks to the database."""
+"""The SQLite event log: the only package that talks to the database.
+
+`Store` opens it; its `Writer` (``writer.py``) makes every change, in batches,
+and keeps the projection cache; its `Reader` (``reads.py``) answers queries on
+a second, read-only connection.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import aiosqlite
 from egw.errors import ConfigError
 from egw.store.db import connect
 from egw.store.migrate import apply_migrations, current_version, load_migrations
+from egw.store.ops import retention_cutoff
 from egw.store.reads import Reader
 from egw.store.writer import Writer
 
 
 class Store:
-    """One write connection (owned by the `Writer`) and one read connection."""
+    """One write connection (owned by the `Writer`) and one read-only connection (the `Reader`)."""
 
     def __init__(self, path: str, *, cache_size: int = 10000) -> None:
         self.path = path
@@ -50,15 +56,18 @@ class Store:
         self._rconn = self._wconn = None
 
     async def writable(self) -> bool:
-        """For /readyz: the database answers and accepts a write transaction."""
+        """For /readyz: the read connection answers a query and the writer's loop is running.
+
+        (It tries no write: the write connection belongs to the writer's loop.)
+        """
         if self._wconn is None or self._rconn is None:
             return False
         try:
             async with self._rconn.execute("SELECT 1") as cur:
                 await cur.fetchone()
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the failure, the store is not ready
             return False
         return self.writer.running
 
 
-__all__ = ["Reader", "Store", "Writer"]
+__all__ = ["Reader", "Store", "Writer", "retention_cutoff"]

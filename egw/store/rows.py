@@ -8,16 +8,24 @@ from typing import Any
 
 from egw.core.model import Event, Task, TaskState, format_time, parse_time
 
-TASK_COLUMNS = (
-    "id, submit_seq, provider, name, labels, spec, status, reason, exit_code, upstream_id, "
-    "upstream_url, upstream, actor, timeout_s, created_at, updated_at, started_at, finished_at, "
-    "idx, logs_complete, log_size"
-)
+#: the columns of ``tasks`` and ``events``, in the order of the tuples below
+TASK_FIELDS = (
+    "id", "submit_seq", "provider", "name", "labels", "spec", "status", "reason", "exit_code",
+    "upstream_id", "upstream_url", "upstream", "actor", "timeout_s", "created_at", "updated_at",
+    "started_at", "finished_at", "idx", "logs_complete", "log_size",
+)  # fmt: skip
+EVENT_FIELDS = (
+    "seq", "task_id", "provider", "kind", "status", "prev_status", "applied", "reason",
+    "exit_code", "actor", "source", "delivery_id", "at", "data",
+)  # fmt: skip
 
-EVENT_COLUMNS = (
-    "seq, task_id, provider, kind, status, prev_status, applied, reason, exit_code, actor, "
-    "source, delivery_id, at, data"
-)
+TASK_COLUMNS = ", ".join(TASK_FIELDS)
+EVENT_COLUMNS = ", ".join(EVENT_FIELDS)
+
+
+def placeholders(fields: tuple[str, ...]) -> str:
+    """``?, ?, ...``: one SQL parameter per column."""
+    return ", ".join("?" * len(fields))
 
 
 def dumps(value: Any) -> str:

@@ -13,13 +13,18 @@ from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import Conflict, NotFound
 from egw.store import Store
 from egw.store.migrate import load_migrations
-from egw.store.writer import AppendLog, Command, Observe, Progress, Prune, Submit
 
 
 def draft(**kw: object) -> Task:
     now = utcnow()
-    return Task(id=new_task_id(), provider="local", spec={"command": "x"}, created_at=now,
-                updated_at=now, **kw)  # type: ignore[arg-type]
+    return Task(
+        id=new_task_id(),
+        provider="local",
+        spec={"command": "x"},
+        created_at=now,
+        updated_at=now,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -31,11 +36,12 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 async def test_concurrent_appends_are_batched_and_ordered(store: Store) -> None:
-    task, _ = await store.writer.submit(Submit(draft()))
+    task, _ = await store.writer.create_task(draft())
     sizes: list[int] = []
     store.writer.batch_listeners.append(sizes.append)
-    ops = [Progress(task.id, "tick", {"n": i}, "test") for i in range(2000)]
-    await asyncio.gather(*(store.writer.submit(op) for op in ops))
+    await asyncio.gather(
+        *(store.writer.progress(task.id, "tick", {"n": i}, source="test") for i in range(2000))
+    )
     assert max(sizes) > 50 and sum(sizes) == 2000  # group commit happened
     events = []
     after = 0
@@ -48,23 +54,25 @@ async def test_concurrent_appends_are_batched_and_ordered(store: Store) -> None:
 
 
 async def test_duplicate_delivery_is_recorded_once(store: Store) -> None:
-    task, _ = await store.writer.submit(Submit(draft()))
+    task, _ = await store.writer.create_task(draft())
     obs = Observation(state=TaskState.RUNNING)
     a, b = await asyncio.gather(
-        store.writer.submit(Observe(task.id, obs, "github", "delivery-1")),
-        store.writer.submit(Observe(task.id, obs, "github", "delivery-1")),
+        store.writer.observe(task.id, obs, source="github", delivery_id="delivery-1"),
+        store.writer.observe(task.id, obs, source="github", delivery_id="delivery-1"),
     )
     assert a.status is b.status is TaskState.RUNNING
-    again = await store.writer.submit(Progress(task.id, "x", {}, "github", "delivery-1"))
+    again = await store.writer.progress(task.id, "x", {}, source="github", delivery_id="delivery-1")
     assert again is False
     events = await store.reader.events(task_id=task.id)
     assert [e.kind for e in events] == ["submitted", "observed"]
 
 
 async def test_stale_observation_is_recorded_not_applied(store: Store) -> None:
-    task, _ = await store.writer.submit(Submit(draft()))
-    await store.writer.submit(Observe(task.id, Observation(state=TaskState.SUCCEEDED, exit_code=0), "x"))
-    after = await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+    task, _ = await store.writer.create_task(draft())
+    await store.writer.observe(
+        task.id, Observation(state=TaskState.SUCCEEDED, exit_code=0), source="x"
+    )
+    after = await store.writer.observe(task.id, Observation(state=TaskState.RUNNING), source="x")
     assert after.status is TaskState.SUCCEEDED
     last = (await store.reader.events(task_id=task.id))[-1]
     assert last.applied is False and last.data["observed"] == "running"
@@ -72,27 +80,27 @@ async def test_stale_observation_is_recorded_not_applied(store: Store) -> None:
 
 
 async def test_idempotency_keys(store: Store) -> None:
-    t1, created = await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-a")))
-    t2, created2 = await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-a")))
+    t1, created = await store.writer.create_task(draft(), ("alice", "k1", "hash-a"))
+    t2, created2 = await store.writer.create_task(draft(), ("alice", "k1", "hash-a"))
     assert created and not created2 and t2.id == t1.id
     with pytest.raises(Conflict):
-        await store.writer.submit(Submit(draft(), ("alice", "k1", "hash-b")))
-    t3, created3 = await store.writer.submit(Submit(draft(), ("bob", "k1", "hash-a")))
+        await store.writer.create_task(draft(), ("alice", "k1", "hash-b"))
+    t3, created3 = await store.writer.create_task(draft(), ("bob", "k1", "hash-a"))
     assert created3 and t3.id != t1.id
 
 
 async def test_errors_fail_only_their_operation(store: Store) -> None:
-    task, _ = await store.writer.submit(Submit(draft()))
+    task, _ = await store.writer.create_task(draft())
     ok, missing = await asyncio.gather(
-        store.writer.submit(AppendLog(task.id, "stdout", b"abc")),
-        store.writer.submit(AppendLog("t_nope", "stdout", b"abc")),
+        store.writer.append_log(task.id, "stdout", b"abc"),
+        store.writer.append_log("t_nope", "stdout", b"abc"),
         return_exceptions=True,
     )
     assert ok == 3 and isinstance(missing, NotFound)
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(store: Store, tmp_path: Path) -> None:
-    task, _ = await store.writer.submit(Submit(draft()))
+    task, _ = await store.writer.create_task(draft())
     before = await store.reader.max_seq()
     # another connection holds the write lock: the writer's batch cannot commit
     other = sqlite3.connect(tmp_path / "egw.db", timeout=0.1)
@@ -100,28 +108,28 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, tmp_path
     other.execute("BEGIN EXCLUSIVE")
     await store._wconn.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
     with pytest.raises(Exception, match="could not record"):
-        await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+        await store.writer.observe(task.id, Observation(state=TaskState.RUNNING), source="x")
     other.rollback()
     other.close()
     assert store.writer.cached(task.id).status is TaskState.PENDING  # type: ignore[union-attr]
     assert await store.reader.max_seq() == before
     # and the writer goes on, numbering without a gap
-    after = await store.writer.submit(Observe(task.id, Observation(state=TaskState.RUNNING), "x"))
+    after = await store.writer.observe(task.id, Observation(state=TaskState.RUNNING), source="x")
     assert after.status is TaskState.RUNNING and after.index == before + 1
 
 
 async def test_prune_removes_old_finished_tasks_and_records_the_horizon(store: Store) -> None:
-    old, _ = await store.writer.submit(Submit(draft()))
-    await store.writer.submit(AppendLog(old.id, "stdout", b"old output"))
-    done = await store.writer.submit(Observe(old.id, Observation(state=TaskState.SUCCEEDED), "x"))
-    live, _ = await store.writer.submit(Submit(draft()))
-    await store.writer.submit(Prune(utcnow() + timedelta(seconds=1)))
+    old, _ = await store.writer.create_task(draft())
+    await store.writer.append_log(old.id, "stdout", b"old output")
+    done = await store.writer.observe(old.id, Observation(state=TaskState.SUCCEEDED), source="x")
+    live, _ = await store.writer.create_task(draft())
+    await store.writer.prune(utcnow() + timedelta(seconds=1))
     assert await store.reader.task(old.id) is None
     assert await store.reader.logs(old.id) == []
     assert await store.reader.task(live.id) is not None
     assert await store.reader.pruned_seq() == done.index
     # a new task never reuses a pruned sequence number
-    again, _ = await store.writer.submit(Command(live.id, "cancel", "me"))
+    again, _ = await store.writer.command(live.id, "cancel", actor="me")
     assert again.index > done.index
 
 
@@ -146,8 +154,8 @@ async def test_a_task_read_after_a_restart_is_warmed_into_the_cache(tmp_path: Pa
     later reads need no query, and a write racing the load is never undone by it."""
     first = Store(str(tmp_path / "egw.db"))
     await first.open()
-    polled, _ = await first.writer.submit(Submit(draft()))
-    written, _ = await first.writer.submit(Submit(draft()))
+    polled, _ = await first.writer.create_task(draft())
+    written, _ = await first.writer.create_task(draft())
     await first.close()
 
     store = Store(str(tmp_path / "egw.db"))  # a restart: the cache is empty
@@ -168,7 +176,7 @@ async def test_a_task_read_after_a_restart_is_warmed_into_the_cache(tmp_path: Pa
         assert batches == []  # a load writes nothing: no transaction, no batch
         # a write queued behind a load: the cache ends with the write's projection
         store.writer.warm(written.id)
-        await store.writer.submit(Progress(written.id, "tick", {"n": 1}, "test"))
+        await store.writer.progress(written.id, "tick", {"n": 1}, source="test")
         cached = store.writer.cached(written.id)
         stored = await store.reader.task(written.id)
         assert cached is not None and stored is not None

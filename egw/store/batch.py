@@ -1,0 +1,106 @@
+"""One batch of write operations, computed in memory before its single transaction.
+
+A `Batch` is what the operations of one group commit build together: the task
+projections they stage, the rows they add to each table, the event sequence
+numbers they take, and the `Commit` the listeners will see. Nothing here
+touches the database or the writer's cache; the writer writes a batch's rows in
+one transaction and adopts its staged state and counters only once COMMIT has
+succeeded (see ``egw/store/writer.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from egw.core.model import Event, Task
+from egw.core.records import Commit
+from egw.errors import NotFound
+from egw.store.rows import event_to_row
+
+
+@dataclass(slots=True)
+class Batch:
+    #: the writer's projection cache, read only (the preload has brought every task in)
+    cache: Mapping[str, Task]
+    #: the last event sequence number and submit number taken (the writer's, plus this batch's)
+    seq: int
+    submit_seq: int
+    staged: dict[str, Task] = field(default_factory=dict)
+    commit: Commit = field(default_factory=Commit)
+    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    log_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    idem_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    cursor_rows: list[tuple[str, str]] = field(default_factory=list)
+    #: (source, delivery id) already recorded, in the database or earlier in this batch
+    deliveries: set[tuple[str, str]] = field(default_factory=set)
+    #: (actor, key) -> (request hash, task id), in the database or earlier in this batch
+    idem: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    prune: list[datetime] = field(default_factory=list)
+
+    @property
+    def writes_something(self) -> bool:
+        return bool(
+            self.event_rows or self.staged or self.log_rows or self.idem_rows
+            or self.cursor_rows or self.prune
+        )  # fmt: skip
+
+    def task(self, task_id: str) -> Task:
+        """The newest projection of a task: staged by this batch, else cached."""
+        task = self.staged.get(task_id) or self.cache.get(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}", details={"task_id": task_id})
+        return task
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def seen(self, source: str, delivery_id: str | None) -> bool:
+        """Whether this delivery was recorded already; if not, it is from now on."""
+        if delivery_id is None:
+            return False
+        key = (source, delivery_id)
+        if key in self.deliveries:
+            return True
+        self.deliveries.add(key)
+        return False
+
+    def event(
+        self,
+        before: Task,
+        after: Task,
+        *,
+        kind: str,
+        source: str,
+        applied: bool,
+        actor: str | None = None,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        data: Mapping[str, Any] | None = None,
+        delivery_id: str | None = None,
+        now: datetime,
+        seq: int,
+    ) -> Event:
+        """Record one event and stage the projection it leaves behind."""
+        event = Event(
+            seq=seq,
+            task_id=after.id,
+            provider=after.provider,
+            kind=kind,
+            status=after.status,
+            prev_status=before.status if kind != "submitted" else None,
+            applied=applied,
+            reason=reason,
+            exit_code=exit_code,
+            actor=actor,
+            source=source,
+            at=now,
+            data=data or {},
+        )
+        self.event_rows.append(event_to_row(event, delivery_id))
+        self.commit.events.append(event)
+        self.staged[after.id] = after
+        return event

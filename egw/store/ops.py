@@ -1,0 +1,270 @@
+"""The write operations: one record per kind of change, each applying itself to a `Batch`.
+
+An operation is queued by one of the `Writer`'s typed methods and resolved
+with the result type it declares (``Op[R]``). ``apply`` computes the change in
+memory (stages projections, adds rows) and may raise an `EgwError`, which fails
+that operation alone; ``preload`` names the rows the writer must read before
+the batch is applied (tasks the cache lacks, delivery ids, idempotency keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from egw.core import states
+from egw.core.model import Observation, Task, format_time, utcnow
+from egw.core.records import LogChunk
+from egw.errors import Conflict
+from egw.store.batch import Batch
+
+R = TypeVar("R")
+
+#: (actor, Idempotency-Key, hash of the request body)
+Idempotency = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Preload:
+    """What a batch must read from the database before it is applied."""
+
+    tasks: set[str] = field(default_factory=set)
+    deliveries: set[str] = field(default_factory=set)
+    idem_keys: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Op(ABC, Generic[R]):
+    #: resolved with the result of ``apply`` once the batch has committed
+    fut: asyncio.Future[R] = field(init=False, repr=False)
+
+    @abstractmethod
+    def apply(self, b: Batch) -> R: ...
+
+    def preload(self, want: Preload) -> None:
+        """Name what ``apply`` needs read first (by default nothing)."""
+
+
+@dataclass(eq=False)
+class TaskOp(Op[R]):
+    task_id: str
+
+    def preload(self, want: Preload) -> None:
+        want.tasks.add(self.task_id)
+
+
+@dataclass(eq=False)
+class CreateTask(Op[tuple[Task, bool]]):
+    """Record a new task; with an idempotency key seen before, the task recorded then."""
+
+    task: Task
+    idempotency: Idempotency | None = None
+
+    def preload(self, want: Preload) -> None:
+        if self.idempotency is not None:
+            want.idem_keys.add(self.idempotency[1])
+
+    def apply(self, b: Batch) -> tuple[Task, bool]:
+        now = utcnow()
+        if self.idempotency is not None:
+            actor, key, request_hash = self.idempotency
+            prior = b.idem.get((actor, key))
+            if prior is not None:
+                if prior[0] != request_hash:
+                    raise Conflict(
+                        "this Idempotency-Key was used with a different request body",
+                        details={"idempotency_key": key, "task_id": prior[1]},
+                    )
+                return b.task(prior[1]), False
+            b.idem[(actor, key)] = (request_hash, self.task.id)
+            b.idem_rows.append((actor, key, request_hash, self.task.id, format_time(now)))
+        b.submit_seq += 1
+        seq = b.next_seq()
+        task = self.task.evolve(index=seq, submit_seq=b.submit_seq, updated_at=now)
+        b.event(
+            task, task, kind="submitted", source="api", applied=True, actor=task.actor,
+            data={"name": task.name, "labels": dict(task.labels)}, now=now, seq=seq,
+        )  # fmt: skip
+        return task, True
+
+
+@dataclass(eq=False)
+class Observe(TaskOp[Task]):
+    """Record what a provider saw upstream; applied if the state machine allows it."""
+
+    obs: Observation
+    source: str
+    delivery_id: str | None = None
+
+    def preload(self, want: Preload) -> None:
+        want.tasks.add(self.task_id)
+        if self.delivery_id is not None:
+            want.deliveries.add(self.delivery_id)
+
+    def apply(self, b: Batch) -> Task:
+        now = utcnow()
+        task = b.task(self.task_id)
+        if b.seen(self.source, self.delivery_id):
+            return task
+        seq = b.next_seq()
+        moved = states.observe(task, self.obs, seq=seq, now=now)
+        after = moved if moved is not None else task.evolve(index=seq)
+        data: dict[str, Any] = {"observed": str(self.obs.state)}
+        if self.obs.detail:
+            data["detail"] = dict(self.obs.detail)
+        if self.obs.at is not None:
+            data["upstream_at"] = format_time(self.obs.at)
+        b.event(
+            task, after, kind="observed", source=self.source, applied=moved is not None,
+            reason=self.obs.reason, exit_code=self.obs.exit_code, data=data,
+            delivery_id=self.delivery_id, now=now, seq=seq,
+        )  # fmt: skip
+        return after
+
+
+@dataclass(eq=False)
+class Command(TaskOp[tuple[Task, bool]]):
+    """A cancel (by a client) or a timeout (by the gateway); (task, whether it changed)."""
+
+    kind: Literal["cancel", "timeout"]
+    actor: str | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def apply(self, b: Batch) -> tuple[Task, bool]:
+        now = utcnow()
+        task = b.task(self.task_id)
+        seq = b.seq + 1
+        if self.kind == "cancel":
+            moved = states.cancel(task, seq=seq, now=now)
+            kind = "cancel_requested"
+        else:
+            moved = states.time_out(task, seq=seq, now=now, timeout_s=float(task.timeout_s or 0))
+            kind = "timed_out"
+        if moved is None:
+            return task, False
+        b.next_seq()
+        b.event(
+            task, moved, kind=kind, source="gateway" if self.actor is None else "api",
+            applied=True, actor=self.actor, reason=moved.reason, data=self.data, now=now, seq=seq,
+        )  # fmt: skip
+        return moved, True
+
+
+@dataclass(eq=False)
+class Progress(TaskOp[bool]):
+    """An event that changes no state; False if its delivery was recorded already."""
+
+    kind: str
+    data: Mapping[str, Any]
+    source: str
+    delivery_id: str | None = None
+
+    def preload(self, want: Preload) -> None:
+        want.tasks.add(self.task_id)
+        if self.delivery_id is not None:
+            want.deliveries.add(self.delivery_id)
+
+    def apply(self, b: Batch) -> bool:
+        task = b.task(self.task_id)
+        if b.seen(self.source, self.delivery_id):
+            return False
+        seq = b.next_seq()
+        b.event(
+            task, task.evolve(index=seq), kind=self.kind, source=self.source, applied=False,
+            data=self.data, delivery_id=self.delivery_id, now=utcnow(), seq=seq,
+        )  # fmt: skip
+        return True
+
+
+@dataclass(eq=False)
+class SetUpstream(TaskOp[Task]):
+    """Record the upstream's id, URL and data for a task (None keeps what is there)."""
+
+    upstream_id: str | None
+    upstream_url: str | None
+    data: Mapping[str, Any] | None
+
+    def apply(self, b: Batch) -> Task:
+        now = utcnow()
+        task = b.task(self.task_id)
+        seq = b.next_seq()
+        after = task.evolve(
+            upstream_id=self.upstream_id if self.upstream_id is not None else task.upstream_id,
+            upstream_url=self.upstream_url if self.upstream_url is not None else task.upstream_url,
+            upstream={**task.upstream, **(self.data or {})},
+            index=seq,
+            updated_at=now,
+        )
+        changed = {"upstream_id": after.upstream_id, "upstream_url": after.upstream_url}
+        b.event(
+            task, after, kind="upstream", source=task.provider, applied=False, data=changed,
+            now=now, seq=seq,
+        )  # fmt: skip
+        return after
+
+
+@dataclass(eq=False)
+class AppendLog(TaskOp[int]):
+    """Append output to a task's log; the log's new size."""
+
+    stream: str
+    data: bytes
+
+    def apply(self, b: Batch) -> int:
+        task = b.task(self.task_id)
+        if not self.data:
+            return task.log_size
+        chunk = LogChunk(task.id, task.log_size, self.stream, bytes(self.data))
+        b.log_rows.append((chunk.task_id, chunk.offset, chunk.stream, chunk.data))
+        b.commit.logs.append(chunk)
+        b.staged[task.id] = task.evolve(log_size=chunk.end)
+        return chunk.end
+
+
+@dataclass(eq=False)
+class LogsComplete(TaskOp[None]):
+    """Mark a task's log as complete: no more output will come."""
+
+    def apply(self, b: Batch) -> None:
+        task = b.task(self.task_id)
+        if not task.logs_complete:
+            b.staged[task.id] = task.evolve(logs_complete=True)
+            b.commit.logs_completed.append(task.id)
+
+
+@dataclass(eq=False)
+class Load(TaskOp[Task]):
+    """Bring a task into the projection cache; writes nothing (see ``Writer.warm``)."""
+
+    def apply(self, b: Batch) -> Task:
+        return b.task(self.task_id)  # the preload brought it in
+
+
+@dataclass(eq=False)
+class SetCursor(Op[None]):
+    """Remember a provider's position in an upstream stream."""
+
+    key: str
+    value: str
+
+    def apply(self, b: Batch) -> None:
+        b.cursor_rows.append((self.key, self.value))
+
+
+@dataclass(eq=False)
+class Prune(Op[None]):
+    """Delete finished tasks (events, logs, keys) that finished before a time."""
+
+    before: datetime
+
+    def apply(self, b: Batch) -> None:
+        b.prune.append(self.before)
+
+
+def retention_cutoff(retention_days: float, now: datetime | None = None) -> datetime:
+    """The time before which finished tasks are pruned."""
+    return (now or utcnow()) - timedelta(days=retention_days)

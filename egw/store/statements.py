@@ -1,0 +1,114 @@
+"""The SQL of the writer: a batch's rows in one transaction, one executemany per table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from egw.core.model import TERMINAL, format_time
+from egw.store.batch import Batch
+from egw.store.rows import (
+    EVENT_COLUMNS,
+    EVENT_FIELDS,
+    TASK_COLUMNS,
+    TASK_FIELDS,
+    placeholders,
+    task_to_row,
+)
+
+#: SQLite's default limit is 999 parameters per statement; lists are sent in parts of this size
+IN_CHUNK = 500
+
+INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({placeholders(EVENT_FIELDS)})"
+UPSERT_TASKS = (
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({placeholders(TASK_FIELDS)})"
+    f" ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in TASK_FIELDS[1:])}"
+)
+INSERT_LOGS = "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES (?, ?, ?, ?)"
+INSERT_IDEMPOTENCY = (
+    "INSERT INTO idempotency_keys (actor, key, request_hash, task_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+UPSERT_CURSORS = (
+    "INSERT INTO cursors (key, value) VALUES (?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+
+
+def _parts(values: Iterable[str]) -> Iterable[list[str]]:
+    items = list(values)
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i : i + IN_CHUNK]
+
+
+async def select_in(conn: aiosqlite.Connection, sql: str, values: Iterable[str]) -> list[Any]:
+    """The rows of ``sql`` ending in ``... IN`` for these values (any number of them)."""
+    found: list[Any] = []
+    for part in _parts(values):
+        async with conn.execute(f"{sql} ({placeholders(tuple(part))})", part) as cur:
+            found.extend(await cur.fetchall())
+    return found
+
+
+async def write(conn: aiosqlite.Connection, b: Batch) -> None:
+    """Write a batch in one transaction; the ids it pruned go to ``b.commit.pruned``.
+
+    On failure the transaction is left open: the caller rolls it back.
+    """
+    await conn.execute("BEGIN IMMEDIATE")
+    if b.event_rows:
+        await conn.executemany(INSERT_EVENTS, b.event_rows)
+    if b.staged:
+        await conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
+    if b.log_rows:
+        await conn.executemany(INSERT_LOGS, b.log_rows)
+    if b.idem_rows:
+        await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
+    if b.cursor_rows:
+        await conn.executemany(UPSERT_CURSORS, b.cursor_rows)
+    for before in b.prune:
+        b.commit.pruned.extend(await _prune(conn, before))
+    await conn.execute("COMMIT")
+
+
+async def _prune(conn: aiosqlite.Connection, before: datetime) -> list[str]:
+    terminal = tuple(str(s) for s in TERMINAL)
+    async with conn.execute(
+        "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?"
+        f" AND status IN ({placeholders(terminal)})",
+        [format_time(before), *terminal],
+    ) as cur:
+        ids = [str(r[0]) for r in await cur.fetchall()]
+    for part in _parts(ids):
+        q = placeholders(tuple(part))
+        async with conn.execute(
+            f"SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id IN ({q})", part
+        ) as cur:
+            row = await cur.fetchone()
+        top = int(row[0]) if row else 0
+        # the horizon of pruned events: a client whose cursor is older is told to re-read
+        await conn.execute("UPDATE pruned SET pruned_seq = MAX(pruned_seq, ?) WHERE id = 1", (top,))
+        for table, col in (
+            ("events", "task_id"),
+            ("log_chunks", "task_id"),
+            ("idempotency_keys", "task_id"),
+            ("tasks", "id"),
+        ):
+            await conn.execute(f"DELETE FROM {table} WHERE {col} IN ({q})", part)
+    return ids
+
+
+async def load_counters(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """The last event sequence number ever used (pruned ones too) and the last submit number."""
+    async with conn.execute(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
+        " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks),"
+        " (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
+    ) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    # never reuse a seq, even one whose event was pruned
+    return max(int(row[0]), int(row[2] or 0)), int(row[1])
