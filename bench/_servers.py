@@ -179,7 +179,7 @@ def _gateway_app(config_path: str, stats: Stats | None) -> tuple[Any, float]:
 
     if stats is not None:
         try:
-            from egw.web import sse
+            from egw.service import ticker as sse
 
             sse.Ticker.flush_now = stats.timed_flush(sse.Ticker.flush_now)  # type: ignore[method-assign]
         except (ImportError, AttributeError):

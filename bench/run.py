@@ -456,7 +456,6 @@ def bench_http(
 async def _writer_group(path: str, seconds: float, workers: int, ntasks: int) -> dict[str, Any]:
     from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
     from egw.store import Store
-    from egw.store.writer import Observe, Progress, Submit
 
     store = Store(path)
     await store.open()
@@ -472,7 +471,7 @@ async def _writer_group(path: str, seconds: float, workers: int, ntasks: int) ->
                 created_at=now,
                 updated_at=now,
             )
-            task, _ = await store.writer.submit(Submit(draft))
+            task, _ = await store.writer.create_task(draft)
             ids.append(task.id)
         loop = asyncio.get_running_loop()
         done = 0
@@ -486,12 +485,12 @@ async def _writer_group(path: str, seconds: float, workers: int, ntasks: int) ->
             while loop.time() < stop_at:
                 i += 1
                 if i % 2:
-                    await store.writer.submit(
-                        Progress(task_id, "progress", {"worker": w, "step": i}, "bench")
+                    await store.writer.progress(
+                        task_id, "progress", {"worker": w, "step": i}, source="bench"
                     )
                 else:
-                    await store.writer.submit(
-                        Observe(task_id, Observation(state=TaskState.RUNNING), "bench")
+                    await store.writer.observe(
+                        task_id, Observation(state=TaskState.RUNNING), source="bench"
                     )
                 if counting:
                     done += 1
