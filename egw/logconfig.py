@@ -298,7 +298,7 @@ def configure_logging(
     structlog.configure(
         processors=[merge_contextvars, enrich],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=lambda *args: _Logger(sink),
+        logger_factory=lambda *_: _Logger(sink),
         cache_logger_on_first_use=cache,
     )
     global _direct
