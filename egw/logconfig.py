@@ -2,10 +2,11 @@
 
 structlog renders and writes its own events directly (no trip through the
 stdlib's handlers and formatters: that trip cost a third of a simple
-request's time), through one processor (`_Enrich`). Foreign records (aiohttp,
-asyncio) go through a stdlib handler that renders them with the same processor,
-so every line has one shape. The canonical request line, the one line every
-request writes, is formatted by `log_request` to the same shape directly.
+request's time), through two processors: structlog's ``merge_contextvars``, so
+that ``structlog.contextvars.bind_contextvars`` works as documented, then
+`_Enrich`. Foreign records (aiohttp, asyncio) go through a stdlib handler that
+runs the same processors, so every line has one shape. The canonical request
+line, the one line every request writes, is `log_request`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import IO, Any
 
 import orjson
 import structlog
+from structlog.contextvars import merge_contextvars
+from structlog.typing import EventDict
 
 _REDACT = frozenset({"authorization", "token", "secret", "password", "access_token"})
 _SAFE_FIELDS_MAX = 4096  # field names come from code; the bound is only a safety net
@@ -38,7 +41,7 @@ request_id_var: ContextVar[str | None] = ContextVar("egw_request_id", default=No
 _safe_fields: set[str] = set()  # names seen and found not to be secret
 
 
-def _redact(event: dict[str, Any]) -> None:
+def _redact(event: EventDict) -> None:
     for key in event:
         if key not in _safe_fields:
             low = key.lower()
@@ -52,7 +55,7 @@ _LEVELS = {"warn": "warning", "exception": "error", "msg": "info"}
 
 
 class _Enrich:
-    """The whole processor chain in one call, as the request line's cost shows:
+    """The rest of the processor chain in one call, as the request line's cost shows:
 
     * ``request_id`` of the request being answered (``request_id_var``);
     * ``level`` (as ``structlog.processors.add_log_level`` names it);
@@ -84,7 +87,7 @@ class _Enrich:
         self._stamp = f"{self._text}.{ms % 1000:03d}Z"
         return self._stamp
 
-    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method: str, event: EventDict) -> dict[str, Any]:
         request_id = request_id_var.get()
         if request_id is not None and "request_id" not in event:
             event["request_id"] = request_id
@@ -98,10 +101,6 @@ class _Enrich:
 
 
 _format_exc_info = structlog.processors.format_exc_info
-
-
-def _drop(*_: Any) -> None:
-    pass
 
 
 def _json_line(_: Any, __: str, event: dict[str, Any]) -> str:
@@ -194,7 +193,8 @@ class _Logger:
 
 
 class _StdlibBridge(logging.Handler):
-    """Renders foreign (stdlib) records through the same processors and outputs."""
+    """Renders foreign (stdlib) records through the same processors and outputs (structlog's
+    ``ProcessorFormatter`` would do it through the stdlib's formatting, at a cost)."""
 
     def __init__(self, outputs: _Outputs, enrich: _Enrich) -> None:
         super().__init__()
@@ -207,8 +207,9 @@ class _StdlibBridge(logging.Handler):
             event: dict[str, Any] = {"event": record.getMessage(), "logger": record.name}
             if record.exc_info:
                 event["exc_info"] = record.exc_info
-            self._outputs.write(self._enrich(None, level, event)["event"], level)
-        except Exception:
+            enriched = self._enrich(None, level, merge_contextvars(None, level, event))
+            self._outputs.write(enriched["event"], level)
+        except Exception:  # noqa: BLE001 - a handler reports its own failure, never raises
             self.handleError(record)
 
     def close(self) -> None:
@@ -220,35 +221,63 @@ class _StdlibBridge(logging.Handler):
         super().close()
 
 
-def _request_line_via_structlog(
-    method: str, path: str, status: int, duration_ms: float, actor: str | None
-) -> None:
-    structlog.get_logger("egw.http").info(
-        "request", method=method, path=path, status=status, duration_ms=duration_ms, actor=actor
-    )
+#: The canonical request line as `_json_line` renders what the processors make of
+#: ``log.info("request", method=..., path=..., status=..., duration_ms=..., actor=...)``:
+#: the fields in the order the chain adds them. The request id is [A-Za-z0-9._:-] (the
+#: edge checks or makes it) and the timestamp ours: neither needs escaping.
+_REQUEST_LINE = (
+    '{"method":%s,"path":%s,"status":%d,"duration_ms":%r,"actor":%s,'
+    '"event":"request","request_id":"%s","level":"info","timestamp":"%s"}'
+)
+_NAMES_MAX = 1024  # methods and token names: few, but a client chooses the method
+_names: dict[str | None, str] = {None: "null"}  # methods and actors, as JSON strings
+
+#: Where `log_request` writes its line directly: set by `configure_logging` when every
+#: output is JSON at level info or below; None sends it through structlog.
+_direct: tuple[_Outputs, _Enrich] | None = None
 
 
-_request_line: Callable[[str, str, int, float, str | None], None] = _request_line_via_structlog
+def _name_json(name: str | None) -> str:
+    rendered = _names.get(name)
+    if rendered is None:
+        rendered = orjson.dumps(name).decode()
+        if len(_names) < _NAMES_MAX:
+            _names[name] = rendered
+    return rendered
 
 
 def log_request(method: str, path: str, status: int, duration_ms: float, actor: str | None) -> None:
-    """The canonical line of one HTTP request.
+    """The canonical line of one HTTP request: ``structlog.get_logger("egw.http").info("request",
+    method=..., path=..., status=..., duration_ms=..., actor=...)``.
 
-    Once ``configure_logging`` has run, it writes the very line (the same fields,
-    in the same order) that ``structlog.get_logger("egw.http").info("request", ...)``
-    would, to the same outputs, but formatted directly: it is the one line every
-    request writes, and going through the bound logger and the processor cost as
-    much as the rest of a cached ``GET`` in egw's code. ``tests/test_logging.py``
-    holds the two equal.
+    It is the one line every request writes, and going through the bound logger and
+    the processors cost as much as the rest of a cached ``GET`` in egw's code. So when
+    every output is JSON, and no structlog context variable is bound, it formats the very
+    line the chain would render (``_REQUEST_LINE``) and hands it to the outputs directly;
+    otherwise (console output, a bound context, before ``configure_logging``, a level
+    above info) it goes through structlog. ``tests/test_logging.py`` holds the two equal.
     """
-    _request_line(method, path, status, duration_ms, actor)
-
-
-_NAMES_MAX = 1024  # methods and token names: few, but a client chooses the method
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    direct = _direct
+    request_id = request_id_var.get()
+    # merge_contextvars({}) is what the chain would add: almost always nothing
+    if direct is None or request_id is None or merge_contextvars(None, "info", {}):
+        structlog.get_logger("egw.http").info(
+            "request", method=method, path=path, status=status, duration_ms=duration_ms, actor=actor
+        )
+        return
+    sink, enrich = direct
+    sink.write_json_line(
+        _REQUEST_LINE
+        % (
+            _name_json(method),
+            orjson.dumps(path).decode(),
+            status,
+            duration_ms,
+            _name_json(actor),
+            request_id,
+            enrich.timestamp(),
+        )
+    )
 
 
 def configure_logging(
@@ -256,68 +285,25 @@ def configure_logging(
 ) -> None:
     """Configure structlog and the stdlib root logger; ``cache`` off in tests (see structlog docs)."""
     stdout_renderer: Renderer = (
-        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if fmt == "console" else _json_line
+        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        if fmt == "console"
+        else _json_line
     )
     outputs: list[tuple[IO[str], Renderer]] = [(sys.stdout, stdout_renderer)]
     if file:
         outputs.append((open(file, "a", encoding="utf-8"), _json_line))  # noqa: SIM115 - lives as long as the process
     sink = _Outputs(outputs)
     enrich = _Enrich()
-    processors: list[Any] = [enrich]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=lambda *args: _Logger(sink),
+        processors=[merge_contextvars, enrich],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=lambda *_: _Logger(sink),
         cache_logger_on_first_use=cache,
     )
-    global _request_line
-    if logging.getLevelNamesMapping()[level.upper()] > logging.INFO:
-        _request_line = _drop
-    elif all(render is _json_line for _, render in outputs):
-        # the fields a processor adds, in its order; the request id is [A-Za-z0-9._:-]
-        # (the edge checks or makes it) and the timestamp ours: neither needs escaping
-        template = (
-            '{"method":%s,"path":%s,"status":%d,"duration_ms":%r,"actor":%s,'
-            '"event":"request","request_id":"%s","level":"info","timestamp":"%s"}'
-        )
-
-        names: dict[str | None, str] = {None: "null"}  # methods and actors, as JSON strings
-
-        def name_json(name: str | None) -> str:
-            rendered = names.get(name)
-            if rendered is None:
-                rendered = _dumps(name)
-                if len(names) < _NAMES_MAX:
-                    names[name] = rendered
-            return rendered
-
-        def _request_line(
-            method: str, path: str, status: int, duration_ms: float, actor: str | None
-        ) -> None:
-            sink.write_json_line(
-                template
-                % (
-                    name_json(method),
-                    _dumps(path),
-                    status,
-                    duration_ms,
-                    name_json(actor),
-                    request_id_var.get(),
-                    enrich.timestamp(),
-                )
-            )
-
-    else:  # console output: through the processor, to be rendered for the console
-
-        def _request_line(
-            method: str, path: str, status: int, duration_ms: float, actor: str | None
-        ) -> None:
-            fields = {
-                "method": method, "path": path, "status": status,
-                "duration_ms": duration_ms, "actor": actor, "event": "request",
-            }
-            sink.write(enrich(None, "info", fields)["event"], "info")
-
+    global _direct
+    json_only = all(render is _json_line for _, render in outputs)
+    _direct = (sink, enrich) if json_only and threshold <= logging.INFO else None
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,14 +1,17 @@
-"""Prometheus metrics (prometheus-client): one registry per app, fed by listeners, never by handlers' code.
+"""Prometheus metrics (prometheus-client): one registry per app, and what feeds it.
 
-Label values are bounded: route templates (never raw paths), providers,
-statuses, operations named in code. No task ids.
+The writer's listeners (`Metrics.on_commit`, `Metrics.on_batch`), the upstream HTTP
+observer (`Metrics.upstream_call`, `Metrics.upstream_retry`), the web edge
+(`HttpRequests.observe`) and the webhook route (`Metrics.webhook`) feed it; task
+and provider gauges are read at scrape time (`Metrics.render`). Label values are
+bounded: route templates (never raw paths), providers, statuses, operations named
+in code. No task ids.
 """
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,31 +33,51 @@ class Metrics:
         r = self.registry
         self.requests = HttpRequests()
         r.register(self.requests)
-        self.submitted = Counter("egw_tasks_submitted_total", "Tasks submitted", ["provider"], registry=r)
+        self.submitted = Counter(
+            "egw_tasks_submitted_total", "Tasks submitted", ["provider"], registry=r
+        )
         self.finished = Counter(
-            "egw_tasks_finished_total", "Tasks that reached a terminal state", ["provider", "outcome"],
+            "egw_tasks_finished_total",
+            "Tasks that reached a terminal state",
+            ["provider", "outcome"],
             registry=r,
         )
-        self.appends = Counter("egw_eventlog_appends_total", "Events appended to the log", registry=r)
-        self.log_bytes = Counter("egw_log_bytes_total", "Task output bytes stored", ["provider"], registry=r)
+        self.appends = Counter(
+            "egw_eventlog_appends_total", "Events appended to the log", registry=r
+        )
+        self.log_bytes = Counter(
+            "egw_log_bytes_total", "Task output bytes stored", ["provider"], registry=r
+        )
         self.batch_size = Histogram(
-            "egw_eventlog_write_batch_size", "Operations per write transaction (group commit)",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+            "egw_eventlog_write_batch_size",
+            "Operations per write transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
         )
         self.upstream_calls = Counter(
-            "egw_upstream_requests_total", "HTTP calls to upstream APIs",
-            ["provider", "operation", "outcome"], registry=r,
+            "egw_upstream_requests_total",
+            "HTTP calls to upstream APIs",
+            ["provider", "operation", "outcome"],
+            registry=r,
         )
         self.upstream_latency = Histogram(
-            "egw_upstream_request_duration_seconds", "Latency of upstream calls",
-            ["provider", "operation"], buckets=_LATENCY, registry=r,
+            "egw_upstream_request_duration_seconds",
+            "Latency of upstream calls",
+            ["provider", "operation"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.retries = Counter(
-            "egw_upstream_retries_total", "Upstream calls retried after a transient failure",
-            ["provider", "operation"], registry=r,
+            "egw_upstream_retries_total",
+            "Upstream calls retried after a transient failure",
+            ["provider", "operation"],
+            registry=r,
         )
         self.webhooks = Counter(
-            "egw_webhook_deliveries_total", "Webhook deliveries by result", ["source", "result"], registry=r,
+            "egw_webhook_deliveries_total",
+            "Webhook deliveries by result",
+            ["source", "result"],
+            registry=r,
         )
         self.sse_connections = Gauge(
             "egw_sse_connections", "Open server-sent event streams", registry=r
@@ -138,7 +161,8 @@ class HttpRequests(Collector):
 
     def _latency(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(
-            "egw_http_request_duration_seconds", "Time to answer (to the end of the stream for SSE)",
+            "egw_http_request_duration_seconds",
+            "Time to answer (to the end of the stream for SSE)",
             labels=["method", "route"],
         )
 
@@ -166,8 +190,9 @@ class _Snapshot(Collector):
         return []
 
     def collect(self) -> Iterable[Any]:
-        tasks = GaugeMetricFamily("egw_tasks", "Tasks by provider and current status",
-                                  labels=["provider", "status"])
+        tasks = GaugeMetricFamily(
+            "egw_tasks", "Tasks by provider and current status", labels=["provider", "status"]
+        )
         for provider, counts in sorted(self.m._tasks_by_status.items()):
             for status, n in sorted(counts.items()):
                 tasks.add_metric([provider, status], n)
@@ -175,7 +200,8 @@ class _Snapshot(Collector):
         # numbers that providers report in health(): GitHub's rate-limit budget, Nomad's
         # event-stream index lag and reconnects, Cloud Logging reads left...
         figures = GaugeMetricFamily(
-            "egw_provider_health", "Numeric health figures reported by each provider",
+            "egw_provider_health",
+            "Numeric health figures reported by each provider",
             labels=["provider", "figure"],
         )
         for provider, health in sorted(self.m._health.items()):
@@ -197,8 +223,3 @@ def _numbers(
             yield name, float(value)
         elif isinstance(value, Mapping) and depth < 2:
             yield from _numbers(value, prefix=f"{name}.", depth=depth + 1)
-
-
-def timer() -> Callable[[], float]:
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start

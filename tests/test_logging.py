@@ -14,15 +14,20 @@ import gc
 import json
 import logging
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
 from support import ADMIN_TOKEN, READER, READER_TOKEN, WRITER, WRITER_TOKEN, make_config
 
 from egw.logconfig import configure_logging, log_request, request_id_var
+from egw.metrics import HttpRequests
 from egw.web.app import create_app
+from egw.web.auth import Principal
+from egw.web.edge import CLIENT_GONE, Edge
 
 WRONG_TOKEN = "wrong-token-Zq81mXv02LpN"
 TOKENS = (WRITER_TOKEN, READER_TOKEN, ADMIN_TOKEN, WRONG_TOKEN)
@@ -69,7 +74,9 @@ def json_logging(tmp_path: Path) -> Iterator[Callable[[], Path]]:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     out = []
-    for line in text.split("\n"):  # JSON lines end at \n only (str.splitlines also splits at U+2028)
+    for line in text.split(
+        "\n"
+    ):  # JSON lines end at \n only (str.splitlines also splits at U+2028)
         if line.strip():
             out.append(json.loads(line))  # every line is one JSON object
     return out
@@ -246,13 +253,15 @@ def test_the_request_line_is_the_line_structlog_would_write(
         ("DELETE", "/v1/tasks/t_2", 202, 0.0, 'na"me'),
     ):
         capsys.readouterr()
-        _in_request("rid-1", lambda: log_request(method, path, status, duration_ms, actor))
-        _in_request(
-            "rid-1",
-            lambda: structlog.get_logger("egw.http").info(
-                "request", method=method, path=path, status=status, duration_ms=duration_ms, actor=actor
-            ),
-        )
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "actor": actor,
+        }
+        _in_request("rid-1", partial(log_request, method, path, status, duration_ms, actor))
+        _in_request("rid-1", partial(structlog.get_logger("egw.http").info, "request", **fields))
         fast, slow = json_lines(capsys.readouterr().out)
         assert fast.pop("timestamp")[:10] == slow.pop("timestamp")[:10]
         assert list(fast.items()) == list(slow.items())
@@ -274,6 +283,34 @@ def test_the_request_line_in_console_format_and_above_info(
     assert capsys.readouterr().out == ""
 
 
+def test_bound_context_variables_are_in_every_line(
+    json_logging: Callable[[], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """structlog's documented ``bind_contextvars`` works: its keys are in structlog's lines,
+    in stdlib records' lines and in the request line (which then goes through the chain)."""
+    json_logging()
+    capsys.readouterr()
+
+    def in_a_bound_context() -> None:
+        structlog.contextvars.bind_contextvars(foo=1, tenant="acme")
+        structlog.get_logger("egw.test").info("bound")
+        logging.getLogger("some.stdlib.logger").warning("foreign")
+        request_id_var.set("rid-4")
+        log_request("GET", "/v1/tasks/t_1", 200, 0.5, "reader")
+
+    contextvars.copy_context().run(in_a_bound_context)
+    lines = {e["event"]: e for e in json_lines(capsys.readouterr().out)}
+    for event in ("bound", "foreign", "request"):
+        assert (lines[event]["foo"], lines[event]["tenant"]) == (1, "acme"), lines[event]
+    assert lines["request"]["request_id"] == "rid-4" and lines["request"]["status"] == 200
+    # nothing leaks out of the context it was bound in
+    structlog.get_logger("egw.test").info("unbound")
+    _in_request("rid-5", partial(log_request, "GET", "/healthz", 200, 0.5, None))
+    after = json_lines(capsys.readouterr().out)
+    assert [e["event"] for e in after] == ["unbound", "request"]
+    assert all("foo" not in e for e in after)
+
+
 async def test_lines_logged_on_the_loop_are_written_by_the_next_iteration(
     json_logging: Callable[[], Path],
 ) -> None:
@@ -286,8 +323,112 @@ async def test_lines_logged_on_the_loop_are_written_by_the_next_iteration(
     assert log_file.read_text(encoding="utf-8") == ""  # held for this iteration
     log.warning("third")
     assert [e["event"] for e in json_lines(log_file.read_text(encoding="utf-8"))] == [
-        "first", "second", "third",
+        "first",
+        "second",
+        "third",
     ]
     log.info("fourth")
     await asyncio.sleep(0)
     assert json_lines(log_file.read_text(encoding="utf-8"))[-1]["event"] == "fourth"
+
+
+# --- every way out of a request: one line, one count ---------------------------------------------
+
+
+class _Gone(Exception):
+    """Stands for a failure no handler expects."""
+
+
+def _edge_app(requests: HttpRequests, stream_started: asyncio.Event) -> web.Application:
+    """An app of the edge alone, with handlers that leave by each door there is."""
+
+    async def boom(request: web.Request) -> web.StreamResponse:
+        raise _Gone("not an EgwError")
+
+    async def not_modified(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotModified()
+
+    async def wait(request: web.Request) -> web.StreamResponse:
+        stream_started.set()
+        await asyncio.Event().wait()  # until the client leaves and aiohttp cancels the handler
+        raise AssertionError("unreachable")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        stream_started.set()
+        while True:  # until a write finds the client gone
+            await resp.write(b"x" * 65536)
+            await asyncio.sleep(0.01)
+
+    edge = Edge(lambda header: Principal("someone", frozenset()), requests)
+    app = web.Application()
+    table = [
+        web.get("/boom", boom),
+        web.get("/not-modified", not_modified),
+        web.get("/wait", wait),
+        web.get("/stream", stream),
+    ]
+    app.add_routes(edge.routes(table))
+    edge.add_catch_all(app)
+    return app
+
+
+def _counts(requests: HttpRequests) -> dict[tuple[str, str, str], float]:
+    family = next(iter(requests.collect()))
+    return {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for s in family.samples
+        if s.name == "egw_http_requests_total"
+    }
+
+
+async def test_every_way_out_of_a_request_writes_one_line_and_counts_once(
+    json_logging: Callable[[], Path],
+    aiohttp_client: Callable[..., Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler that raises something unexpected, that loses its client, that raises a 304,
+    or is cancelled: each request still gets exactly one request line and one count, and
+    leaves no request id behind."""
+    json_logging()
+    requests = HttpRequests()
+    started = asyncio.Event()
+    api = await aiohttp_client(
+        _edge_app(requests, started), server_kwargs={"handler_cancellation": True}
+    )
+    capsys.readouterr()
+
+    for path, status in (("/boom", 500), ("/not-modified", 304)):
+        resp = await api.get(path)
+        assert resp.status == status, path
+        await resp.read()
+
+    for path in ("/wait", "/stream"):  # the client leaves while the handler is at work
+        started.clear()
+        _, writer = await asyncio.open_connection(api.server.host, api.server.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.wait_for(started.wait(), 5)
+        writer.close()
+        await writer.wait_closed()
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(_counts(requests)) < 4 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    await api.close()
+
+    assert _counts(requests) == {
+        ("GET", "/boom", "500"): 1,
+        ("GET", "/not-modified", "304"): 1,
+        ("GET", "/wait", str(CLIENT_GONE)): 1,
+        ("GET", "/stream", str(CLIENT_GONE)): 1,
+    }
+    lines = request_lines(json_lines(capsys.readouterr().out))
+    assert sorted((e["path"], e["status"]) for e in lines) == [
+        ("/boom", 500),
+        ("/not-modified", 304),
+        ("/stream", CLIENT_GONE),
+        ("/wait", CLIENT_GONE),
+    ]
+    assert len({e["request_id"] for e in lines}) == 4
+    assert request_id_var.get() is None

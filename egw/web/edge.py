@@ -4,10 +4,10 @@ It wraps each route's handler when the route is added (``Edge.routes``) rather
 than being an aiohttp middleware. With any middleware at all, aiohttp wraps
 every request in two more coroutines (the middleware and its own
 ``current_app`` fixer); on a cached ``GET /v1/tasks/{id}`` that wrapping cost
-as much as everything egw does. What a middleware would also see, a path no
-route matches or a method a route does not take, is answered by a last,
-catch-all route (``Edge.add_catch_all``) that goes through the same edge, so those
-answers too are JSON, logged, counted and carry ``X-Request-ID``.
+as much as everything egw does. What a middleware would also see, a request
+target no route takes or a method a route does not take, is answered by a
+last, catch-all resource (``Edge.add_catch_all``) that goes through the same
+edge, so those answers too are JSON, logged, counted and carry ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -41,8 +41,10 @@ principal_var: ContextVar[Principal | None] = ContextVar("egw_principal", defaul
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PUBLIC = ("/healthz", "/readyz", "/v1/webhooks/", "/metrics", "/v1/openapi.json")
 _UNMATCHED = "unmatched"  # the route label of requests no route took
-_CATCH_ALL = "/{path:.*}"
 NO_ROUTE = "no-route"  # the catch-all resource's name
+#: The status logged and counted for a request that ended without an answer (the client
+#: left, or the server cancelled the handler), as nginx logs it; never sent to anyone.
+CLIENT_GONE = 499
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="egw"'}
 
 
@@ -70,13 +72,44 @@ def _from_http(exc: web.HTTPException) -> web.Response:
     )
 
 
-class _AnyPath(web.DynamicResource):
-    """Matches every request target, also those ``/{path:.*}`` cannot (``OPTIONS *``).
+class _AnyTarget(web.AbstractResource):
+    """Takes every request target and method, ``OPTIONS *`` too (no path pattern can match
+    the asterisk form), on aiohttp's public resource interface.
 
-    aiohttp tries it last: it is indexed under ``/``, where the router's walk ends."""
+    Its canonical path is ``/``, so the router indexes it under ``/``, where its walk up a
+    request's path ends: registered last, it is tried only when no other resource took the
+    request."""
 
-    def _match(self, path: str) -> dict[str, str] | None:
-        return {"path": path}
+    def __init__(self, handler: Handler) -> None:
+        super().__init__(name=NO_ROUTE)
+        self._answer = web.ResourceRoute(hdrs.METH_ANY, handler, self)
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def url_for(self, **kwargs: str) -> NoReturn:
+        raise NotImplementedError("the catch-all has no URL of its own")
+
+    async def resolve(
+        self, request: web.Request
+    ) -> tuple[web.UrlMappingMatchInfo | None, set[str]]:
+        return web.UrlMappingMatchInfo({}, self._answer), set()
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("the catch-all belongs to the top application")
+
+    def get_info(self) -> Any:  # aiohttp's return type is a private TypedDict
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[web.AbstractRoute]:
+        return iter((self._answer,))
 
 
 def _protected(path: str) -> bool:
@@ -110,21 +143,20 @@ class Edge:
         return out
 
     def add_catch_all(self, app: web.Application) -> None:
-        """Last: the route of any path or method no other route takes (404 or 405, as JSON)."""
-        resource = _AnyPath(_CATCH_ALL, name=NO_ROUTE)
-        app.router.register_resource(resource)
+        """Last: the route of any target or method no other route takes (404 or 405, as JSON)."""
 
         async def no_route(request: web.Request) -> web.StreamResponse:
             allowed: set[str] = set()
             for other in request.app.router.resources():
-                if other is not resource:
+                if other is not catch_all:
                     # (None, methods) when the path is the resource's and the method is not
                     allowed |= (await other.resolve(request))[1]
             if allowed:
                 raise web.HTTPMethodNotAllowed(request.method, allowed)
             raise web.HTTPNotFound()
 
-        resource.add_route("*", self.wrap(no_route, _UNMATCHED, None))
+        catch_all = _AnyTarget(self.wrap(no_route, _UNMATCHED, None))
+        app.router.register_resource(catch_all)
 
     def wrap(self, handler: Handler, route: str, protected: bool | None) -> Handler:
         """``protected``: whether a bearer token is required; None decides by the request's path."""
@@ -146,46 +178,50 @@ class Edge:
             token = request_id_var.set(request_id)
             principal_token = None
             actor: str | None = None
-            response: web.StreamResponse
+            status = CLIENT_GONE  # until there is an answer: a handler may never give one
             try:
-                if protected or (protected is None and _protected(request.path)):
-                    who = authenticate(request.headers.get("Authorization"))
-                    principal_token = principal_var.set(who)
-                    actor = who.name
-                response = await handler(request)
-            except EgwError as exc:
-                challenge = isinstance(exc, Unauthorized)
-                response = error_response(exc, _CHALLENGE if challenge else None)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                response = _from_http(exc)
-            except (HttpProcessingError, RequestPayloadError) as exc:
-                # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
-                unreadable = InvalidRequest(f"cannot read the body: {exc}", field="body")
-                response = error_response(unreadable)
-            except ConnectionResetError:
-                raise  # the client went away: nothing to answer
-            except Exception:
-                log.exception("unhandled_error", method=request.method, path=request.path)
-                response = web.json_response(
-                    {"error": {"code": "internal", "message": "internal error", "details": {}}},
-                    status=500,
-                )
-            if not response.prepared:
-                response.headers["X-Request-ID"] = request_id
-            status = response.status
-            elapsed = time.perf_counter() - start
-            method = request.method
-            log_request(method, request.path, status, round(elapsed * 1000, 2), actor)
-            if metrics is not None:
-                metrics.observe(method, route, status, elapsed)
-            # answered: an event stream goes on without the request's log context (and
-            # without the 120 bytes it would keep for as long as the stream is open)
-            request_id_var.reset(token)
-            if principal_token is not None:
-                principal_var.reset(principal_token)
-            return response
+                try:
+                    if protected or (protected is None and _protected(request.path)):
+                        who = authenticate(request.headers.get("Authorization"))
+                        principal_token = principal_var.set(who)
+                        actor = who.name
+                    response = await handler(request)
+                except EgwError as exc:
+                    challenge = isinstance(exc, Unauthorized)
+                    response = error_response(exc, _CHALLENGE if challenge else None)
+                except web.HTTPException as exc:
+                    if exc.status < 400:
+                        status = exc.status
+                        raise  # a redirect or 304: aiohttp answers it as it is
+                    response = _from_http(exc)
+                except (HttpProcessingError, RequestPayloadError) as exc:
+                    # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
+                    unreadable = InvalidRequest(f"cannot read the body: {exc}", field="body")
+                    response = error_response(unreadable)
+                except ConnectionResetError:
+                    raise  # the client went away: nothing to answer
+                except Exception:
+                    log.exception("unhandled_error", method=request.method, path=request.path)
+                    response = web.json_response(
+                        {"error": {"code": "internal", "message": "internal error", "details": {}}},
+                        status=500,
+                    )
+                if not response.prepared:
+                    response.headers["X-Request-ID"] = request_id
+                status = response.status
+                return response
+            finally:
+                # every way out, a disconnect or a cancellation too: one line, one count
+                elapsed = time.perf_counter() - start
+                method = request.method
+                log_request(method, request.path, status, round(elapsed * 1000, 2), actor)
+                if metrics is not None:
+                    metrics.observe(method, route, status, elapsed)
+                # answered: an event stream goes on without the request's log context (and
+                # without the 120 bytes it would keep for as long as the stream is open)
+                request_id_var.reset(token)
+                if principal_token is not None:
+                    principal_var.reset(principal_token)
 
         edge.__name__ = getattr(handler, "__name__", "edge")
         edge.__doc__ = handler.__doc__
@@ -193,7 +229,9 @@ class Edge:
 
 
 def stream_response(
-    request: web.Request, headers: dict[str, str], cls: type[_R] = web.StreamResponse  # type: ignore[assignment]
+    request: web.Request,
+    headers: dict[str, str],
+    cls: type[_R] = web.StreamResponse,  # type: ignore[assignment]  # mypy cannot bind a TypeVar's default
 ) -> _R:
     """A streamed response (prepared by its handler) that echoes the request id too."""
     response = cls(headers=headers)
