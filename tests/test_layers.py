@@ -190,6 +190,19 @@ RULES = [
         lambda n: within(n, "egw.store", "egw.service", "egw.web", "egw.cli"),
     ),
     Rule(
+        "web-no-store",
+        "egw.web never imports egw.store: routes ask the services (TaskReads, TaskService), "
+        "and the database is opened through egw.service.database",
+        lambda m: within(m, "egw.web"),
+        lambda n: within(n, "egw.store"),
+    ),
+    Rule(
+        "wire-no-background",
+        "egw.core and egw.wire never import egw.background (it runs asyncio tasks)",
+        lambda m: within(m, "egw.core", "egw.wire"),
+        lambda n: within(n, "egw.background"),
+    ),
+    Rule(
         "web-no-cli",
         "egw.web never imports egw.cli",
         lambda m: within(m, "egw.web"),

@@ -9,18 +9,10 @@ background, so the next poll of it needs no query either.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from egw.core.model import Event, Task
 from egw.core.records import LogChunk
 from egw.errors import NotFound
 from egw.store import Reader, Writer
-
-
-class Database(Protocol):
-    """What ``/readyz`` asks of the database (the `egw.store.Store`)."""
-
-    async def writable(self) -> bool: ...
 
 
 class TaskReads:

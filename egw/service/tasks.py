@@ -20,6 +20,7 @@ from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, 
 from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider
 from egw.service.fanout import Hub
+from egw.service.reads import TaskReads
 from egw.store import Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
@@ -60,10 +61,12 @@ class TaskService:
         providers: Mapping[str, Provider],
         hub: Hub,
         *,
+        reads: TaskReads | None = None,
         retention_days: float = 7.0,
         prune_interval_s: float = 3600.0,
     ) -> None:
         self.store = store
+        self.reads = reads or TaskReads(store.reader, store.writer)
         self.providers = dict(providers)
         self.hub = hub
         self._retention_days = retention_days
@@ -225,13 +228,8 @@ class TaskService:
         await self.logs_complete(task.id)
 
     async def get(self, task_id: str) -> Task:
-        task = self.store.writer.cached(task_id)
-        if task is None:
-            task = await self.store.reader.task(task_id)
-            if task is None:
-                raise NotFound(f"no task {task_id}", details={"task_id": task_id})
-            self.store.writer.warm(task_id)  # the next read of it needs no query
-        return task
+        """The task as last committed (`TaskReads.task`); `NotFound` if there is none."""
+        return await self.reads.task(task_id)
 
     async def wait(self, task_id: str, *, index: int, wait_s: float) -> Task:
         """Nomad-style blocking query: answer once the task's index exceeds ``index``."""

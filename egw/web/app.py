@@ -20,31 +20,24 @@ from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
 from egw.service.fanout import Hub
-from egw.service.reads import TaskReads
-from egw.service.tasks import TaskService
+from egw.service.database import Database
 from egw.service.ticker import Ticker
-from egw.store import Store
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
 from egw.web.edge import Edge
 from egw.web.keys import (
     auth_key,
     config_key,
+    database_key,
     event_channel_key,
     log_channels_key,
     metrics_key,
     reads_key,
     service_key,
     session_key,
-    store_key,
     ticker_key,
 )
 from egw.web.sse import SSEFraming
-
-#: the store itself: only this module, the composition root, knows it (routes ask the
-#: services; /readyz sees it through `store_key` as a `Database`)
-_store_key = web.AppKey("egw_store", Store)
-
 
 def create_app(config: Config) -> web.Application:
     auth = Authenticator(config.auth.tokens)
@@ -70,20 +63,18 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[config_key].storage
-    store = Store(cfg.path, cache_size=cfg.cache_size)
-    await store.open()
-    app[_store_key] = app[store_key] = store
-    app[reads_key] = TaskReads(store.reader, store.writer)
+    database = Database(app[config_key].storage)
+    await database.open()
+    app[database_key] = database
+    app[reads_key] = database.reads
     observer = app.get(metrics_key)
     if observer is not None:
-        store.writer.listeners.append(observer.on_commit)
-        store.writer.batch_listeners.append(observer.on_batch)
+        database.listen(observer.on_commit, observer.on_batch)
         add_observer(observer)
     yield
     if observer is not None:
         remove_observer(observer)
-    await store.close()
+    await database.close()
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -104,13 +95,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     channel = EventChannel(ticker)
     hub.subscribe_all(channel)
     providers = build_providers(cfg, app[session_key])
-    service = TaskService(
-        app[_store_key],
-        providers,
-        hub,
-        retention_days=cfg.storage.retention_days,
-        prune_interval_s=cfg.storage.prune_interval_s,
-    )
+    service = app[database_key].task_service(providers, hub)
     app[ticker_key] = ticker
     app[event_channel_key] = channel
     app[log_channels_key] = LogChannels(ticker, hub, app[reads_key])

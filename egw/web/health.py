@@ -6,7 +6,7 @@ from aiohttp import web
 
 from egw import __version__
 from egw.web.edge import principal
-from egw.web.keys import service_key, store_key
+from egw.web.keys import database_key, service_key
 
 routes = web.RouteTableDef()
 
@@ -19,7 +19,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[service_key]
-    db_ok = await request.app[store_key].writable()
+    db_ok = await request.app[database_key].writable()
     providers = {}
     for name, provider in service.providers.items():
         try:

@@ -9,15 +9,15 @@ from aiohttp import web
 from egw.config import Config
 from egw.metrics import Metrics
 from egw.service.channels import EventChannel, LogChannels
-from egw.service.reads import Database, TaskReads
+from egw.service.database import Database
+from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
 from egw.service.ticker import Ticker
 from egw.web.auth import Authenticator
 
 config_key = web.AppKey("config", Config)
 auth_key = web.AppKey("auth", Authenticator)
-#: the database, as /readyz sees it (the store itself is known only to `egw.web.app`)
-store_key = web.AppKey("store", Database)
+database_key = web.AppKey("database", Database)
 session_key = web.AppKey("session", aiohttp.ClientSession)
 service_key = web.AppKey("service", TaskService)
 reads_key = web.AppKey("reads", TaskReads)

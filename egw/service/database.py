@@ -1,0 +1,64 @@
+"""`Database`: the event log as the composition root holds it, so that egw.web never
+touches the store: opened and closed here, read through `TaskReads`, written
+through `TaskService`, watched through its commit listeners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from egw.config import StorageConfig
+from egw.core.records import Commit
+from egw.providers.base import Provider
+from egw.service.fanout import Hub
+from egw.service.reads import TaskReads
+from egw.service.tasks import TaskService
+from egw.store import Store
+
+
+class Database:
+    """One gateway's database: the `Store` (a write and a read connection) and what
+    the layers above may do with it."""
+
+    def __init__(self, cfg: StorageConfig) -> None:
+        self._cfg = cfg
+        self._store = Store(cfg.path, cache_size=cfg.cache_size)
+        self._reads: TaskReads | None = None
+
+    async def open(self) -> None:
+        """Open the file and apply pending migrations; raises `ConfigError` if it can't."""
+        await self._store.open()
+        self._reads = TaskReads(self._store.reader, self._store.writer)
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    @property
+    def reads(self) -> TaskReads:
+        if self._reads is None:
+            raise RuntimeError("the database is not open")
+        return self._reads
+
+    def listen(
+        self,
+        on_commit: Callable[[Commit], None],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """Be told of every committed batch (its changes, and its size in operations)."""
+        self._store.writer.listeners.append(on_commit)
+        if on_batch is not None:
+            self._store.writer.batch_listeners.append(on_batch)
+
+    async def writable(self) -> bool:
+        """For ``/readyz``: the connections answer and the writer's loop runs."""
+        return await self._store.writable()
+
+    def task_service(self, providers: Mapping[str, Provider], hub: Hub) -> TaskService:
+        """The use cases over this database, reporting commits to ``hub``."""
+        return TaskService(
+            self._store,
+            providers,
+            hub,
+            reads=self.reads,
+            retention_days=self._cfg.retention_days,
+            prune_interval_s=self._cfg.prune_interval_s,
+        )
