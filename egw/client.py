@@ -7,7 +7,6 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -70,7 +69,9 @@ class Client:
         self._headers = {"User-Agent": f"egw-cli/{__version__}"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context(cafile=cafile) if cafile else None
+        self._ssl: ssl.SSLContext | None = (
+            ssl.create_default_context(cafile=cafile) if cafile else None
+        )
         self._timeout = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
@@ -78,9 +79,7 @@ class Client:
         self._session = aiohttp.ClientSession(headers=self._headers)
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -138,7 +137,9 @@ class Client:
         return await self.request("POST", f"/v1/tasks/{task_id}/cancel", params=params)
 
     async def tasks(self, **filters: str) -> Any:
-        return await self.request("GET", "/v1/tasks", params={k: v for k, v in filters.items() if v})
+        return await self.request(
+            "GET", "/v1/tasks", params={k: v for k, v in filters.items() if v}
+        )
 
     async def logs(self, task_id: str, *, stream: str | None = None) -> str:
         params = {"stream": stream} if stream else None
@@ -179,12 +180,14 @@ class Client:
             failures += 1
             if failures > retries:
                 raise APIError(0, "unreachable", "lost the connection to the gateway", {})
-            await asyncio.sleep(min(5.0, 0.2 * 2**min(failures, 5)))
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
 
 
 def _error(status: int, body: bytes) -> APIError:
     try:
         err = json.loads(body)["error"]
-        return APIError(status, err.get("code", "error"), err.get("message", ""), err.get("details") or {})
+        return APIError(
+            status, err.get("code", "error"), err.get("message", ""), err.get("details") or {}
+        )
     except (ValueError, KeyError, TypeError):
         return APIError(status, "http_error", body.decode("utf-8", "replace")[:200], {})

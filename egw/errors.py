@@ -7,14 +7,17 @@
     ├── NotFound (404, "not_found")
     ├── Conflict (409, "conflict")
     │   └── InvalidTransition (409, "invalid_transition")   e.g. cancelling a finished task
-    ├── PayloadTooLarge (413, "payload_too_large")
     ├── UnsupportedMediaType (415, "unsupported_media_type")
     ├── ProviderError (502, "provider_error")        the upstream said no; carries its message
     │   └── ProviderUnavailable (503, "provider_unavailable")  transient: retried at the seam
     ├── StoreError (503, "store_unavailable")        the database could not take a write
     └── ConfigError                                  `egw serve` exits 2 with its one line
 
-The web edge (`egw.web.edge.Edge`) renders every EgwError as ``{"error": {"code", "message", "details"}}``.
+aiohttp's own refusals (413 ``payload_too_large`` past ``server.max_body_bytes``,
+405 ``method_not_allowed``) are rendered by the edge in the same shape.
+
+The web edge (`egw.web.edge.Edge`) renders every EgwError as
+``{"error": {"code", "message", "details"}}``.
 """
 
 from __future__ import annotations
@@ -72,11 +75,6 @@ class Conflict(EgwError):
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
-
-
-class PayloadTooLarge(EgwError):
-    status = 413
-    code = "payload_too_large"
 
 
 class UnsupportedMediaType(EgwError):

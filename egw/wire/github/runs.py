@@ -39,12 +39,10 @@ class Run:
     head_branch: str | None = None
     workflow_id: int | None = None
     path: str | None = None
-    run_number: int | None = None
     url: str | None = None
     html_url: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    run_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +64,6 @@ class Job:
     html_url: str | None = None
     runner_name: str | None = None
     started_at: datetime | None = None
-    completed_at: datetime | None = None
     steps: tuple[Step, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -101,12 +98,10 @@ def parse_run(obj: Any) -> Run:
         head_branch=as_str(obj.get("head_branch")),
         workflow_id=as_int(obj.get("workflow_id")),
         path=as_str(obj.get("path")),
-        run_number=as_int(obj.get("run_number")),
         url=as_str(obj.get("url")),
         html_url=as_str(obj.get("html_url")),
         created_at=parse_time(obj.get("created_at")),
         updated_at=parse_time(obj.get("updated_at")),
-        run_started_at=parse_time(obj.get("run_started_at")),
     )
 
 
@@ -139,7 +134,6 @@ def parse_job(obj: Any) -> Job:
         html_url=as_str(obj.get("html_url")),
         runner_name=as_str(obj.get("runner_name")),
         started_at=parse_time(obj.get("started_at")),
-        completed_at=parse_time(obj.get("completed_at")),
         steps=tuple(steps),
     )
 
@@ -249,8 +243,8 @@ def pick_run(
     """The run a dispatch created, among listed runs.
 
     With a correlation input the run whose run-name carries the id (exact). Without
-    one, a heuristic (GitHub specifies no matching: tests/samples/github/NOTES.md): the oldest unclaimed
-    ``workflow_dispatch`` run on the ref created since the dispatch.
+    one, a heuristic (GitHub specifies no matching: tests/samples/github/NOTES.md): the
+    oldest unclaimed ``workflow_dispatch`` run on the ref created since the dispatch.
     """
     if correlation is not None:
         return next((r for r in runs if matches_correlation(r, correlation)), None)
