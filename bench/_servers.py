@@ -69,7 +69,10 @@ def _pcts(values: array, scale: float = 1000.0) -> dict[str, Any]:
     if not values:
         return {"count": 0}
     s = sorted(values)
-    at = lambda q: round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] * scale, 2)
+
+    def at(q: float) -> float:
+        return round(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] * scale, 2)
+
     return {
         "count": len(s),
         "p50_ms": at(0.5),
@@ -195,7 +198,10 @@ def _chunk(payload: bytes) -> bytes:
 
 def _frame(event: str, data: Any, id: int | None = None) -> bytes:
     head = f"id: {id}\n" if id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+    return (
+        f"{head}event: {event}\n"
+        f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+    ).encode()
 
 
 def _fanout_app(ticker: str, stats: Stats | None) -> Any:

@@ -239,7 +239,10 @@ def _pct(values: array, q: float) -> float | None:
 
 
 def _stats(values: array) -> dict[str, float | int | None]:
-    ms = lambda v: None if v is None else round(v * 1000, 2)
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 2)
+
     return {
         "count": len(values),
         "p50_ms": ms(_pct(values, 50)),
@@ -255,7 +258,7 @@ def _by_second(printed: array, delays: array) -> list[dict[str, float | int | No
         return []
     t0 = min(printed)
     buckets: dict[int, array] = {}
-    for ts, d in zip(printed, delays):
+    for ts, d in zip(printed, delays, strict=True):
         buckets.setdefault(int(ts - t0), array("d")).append(d)
     return [
         {"second": k, "p99_ms": _stats(v)["p99_ms"], "max_ms": _stats(v)["max_ms"]}

@@ -117,7 +117,7 @@ def _cpu_use(
     iowait), and of it system, softirq and steal."""
     use = {}
     for cpu, a in after.items():
-        d = [x - y for x, y in zip(a, before.get(cpu, a))]
+        d = [x - y for x, y in zip(a, before.get(cpu, a), strict=True)]
         total = sum(d) or 1
         use[cpu] = {
             "busy": round(1 - (d[3] + d[4]) / total, 3),
@@ -252,7 +252,7 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-# --- 1. HTTP: GET /v1/tasks/{id} vs hello-world ----------------------------------------------------
+# --- 1. HTTP: GET /v1/tasks/{id} vs hello-world ---------------------------------------------------
 
 _WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
@@ -405,7 +405,7 @@ def bench_http(
         sides = {"hello": (hello, "/"), "shaped": (shaped, path), "egw": (gw, path)}
         names = list(sides)
         if warmup > 0:
-            for name, (srv, p) in sides.items():
+            for _name, (srv, p) in sides.items():
                 _load(loadgen, srv.port, p, warmup, conns, cpus["load"], srv.pid)
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
         ratios, shaped_ratios, floor_ratios = [], [], []
@@ -450,7 +450,7 @@ def bench_http(
             srv.stop()
 
 
-# --- 2. Writer: group commit vs one transaction per row --------------------------------------------
+# --- 2. Writer: group commit vs one transaction per row -------------------------------------------
 
 
 async def _writer_group(path: str, seconds: float, workers: int, ntasks: int) -> dict[str, Any]:
@@ -582,7 +582,8 @@ async def _writer_per_row(
         ids = [f"t_{k:032x}" for k in range(ntasks)]
         for k, task_id in enumerate(ids):
             await conn.execute(
-                "INSERT INTO tasks (id, submit_seq, provider, spec, status, created_at, updated_at, idx)"
+                "INSERT INTO tasks"
+                " (id, submit_seq, provider, spec, status, created_at, updated_at, idx)"
                 " VALUES (?, ?, 'local', '{}', 'running', ?, ?, 0)",
                 (task_id, k + 1, "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z"),
             )
@@ -941,7 +942,8 @@ def render(report: dict[str, Any]) -> str:
         + (" (QUICK: tiny durations, figures are not meaningful)" if m["quick"] else "")
     )
     out.append(
-        f"  python {m['python']}, aiohttp {m['aiohttp']}, {m['cpus']} CPU(s) usable; pinning: {m['pinning']}"
+        f"  python {m['python']}, aiohttp {m['aiohttp']}, {m['cpus']} CPU(s) usable;"
+        f" pinning: {m['pinning']}"
     )
     out.append(
         f"  niceness {m['niceness']}; load average at start {' '.join(m['loadavg_start'])}, at end "
@@ -956,8 +958,9 @@ def render(report: dict[str, Any]) -> str:
     elif "error" in h:
         out.append(f"  ERROR: {h['error']}")
     else:
+        gen = h["loadgen"] if h["loadgen"] == "wrk" else "Python fallback (_pyload.py, own process)"
         out.append(
-            f"  load generator: {h['loadgen'] if h['loadgen'] == 'wrk' else 'Python fallback (_pyload.py, own process)'},"
+            f"  load generator: {gen},"
             f" {h['connections']} connections, "
             f"{h['rounds']} rounds x {h['seconds_per_run']} s per side, alternated"
         )
@@ -998,7 +1001,8 @@ def render(report: dict[str, Any]) -> str:
     w = report.get("writer")
     out.append("")
     out.append(
-        "2. Event appends/s: Store writer (group commit) vs one transaction per row (plain aiosqlite)"
+        "2. Event appends/s: Store writer (group commit) vs one transaction per row"
+        " (plain aiosqlite)"
     )
     if w is None:
         out.append("  not run")
@@ -1010,13 +1014,16 @@ def render(report: dict[str, Any]) -> str:
             f"{w['seconds_per_run']} s, alternated; median batch {w['batch_size_median']}"
         )
         out.append(
-            f"  one transaction per append (event + projection)  {w['per_row_txn_appends_per_s']:>10.1f} appends/s"
+            "  one transaction per append (event + projection)  "
+            f"{w['per_row_txn_appends_per_s']:>10.1f} appends/s"
         )
         out.append(
-            f"  autocommit INSERT per event (cheapest per-row)  {w['per_row_autocommit_appends_per_s']:>10.1f} appends/s"
+            "  autocommit INSERT per event (cheapest per-row)  "
+            f"{w['per_row_autocommit_appends_per_s']:>10.1f} appends/s"
         )
         out.append(
-            f"  Store writer, group commit                       {w['group_commit_appends_per_s']:>10.1f} appends/s"
+            "  Store writer, group commit                       "
+            f"{w['group_commit_appends_per_s']:>10.1f} appends/s"
         )
         out.append(
             f"  group-commit speed-up: {w['speedup']:.2f} x over a transaction per append, "
@@ -1030,8 +1037,10 @@ def render(report: dict[str, Any]) -> str:
             continue
         n = s["clients"]
         out.append(
-            f"3. SSE fan-out: {n} clients ({s['probe_clients']} timing probes + {s['sink_clients']} sinks) "
-            f"tailing one task at {report['meta']['sse_rate']:.0f} lines/s for {report['meta']['sse_seconds']:.0f} s"
+            f"3. SSE fan-out: {n} clients ({s['probe_clients']} timing probes + "
+            f"{s['sink_clients']} sinks) "
+            f"tailing one task at {report['meta']['sse_rate']:.0f} lines/s for "
+            f"{report['meta']['sse_seconds']:.0f} s"
         )
         ref = s.get("reference")
         rows = [("egw", s)] + ([("reference", ref)] if ref and "error" not in ref else [])
@@ -1042,16 +1051,19 @@ def render(report: dict[str, Any]) -> str:
             gc2 = (st.get("gc") or {}).get("2") or {}
             out.append(
                 f"  [{name}] live {r['live']}/{n} in {r['connect_s']:.1f} s, failures "
-                f"{r['connect_failures'] or 'none'}; lines {r['lines_per_client_min']}/{r['lines_expected']} "
+                f"{r['connect_failures'] or 'none'}; lines "
+                f"{r['lines_per_client_min']}/{r['lines_expected']} "
                 f"per client (min), all delivered: {r['all_lines_delivered']}"
                 + (f"; task {r['task_status']}" if name == "egw" else "")
             )
             out.append(
-                f"  [{name}] delay print->client read    p50 {a['p50_ms']} ms, p90 {a['p90_ms']} ms, "
+                f"  [{name}] delay print->client read    p50 {a['p50_ms']} ms, "
+                f"p90 {a['p90_ms']} ms, "
                 f"p99 {a['p99_ms']} ms, max {a['max_ms']} ms ({a['count']} samples)"
             )
             out.append(
-                f"  [{name}] delay print->socket (kernel) p50 {k['p50_ms']} ms, p90 {k['p90_ms']} ms, "
+                f"  [{name}] delay print->socket (kernel) p50 {k['p50_ms']} ms, "
+                f"p90 {k['p90_ms']} ms, "
                 f"p99 {k['p99_ms']} ms, max {k['max_ms']} ms"
             )
             secs = r.get("delay_app_by_second") or []
@@ -1062,11 +1074,14 @@ def render(report: dict[str, Any]) -> str:
                     + " ms"
                 )
             out.append(
-                f"  [{name}] RSS {r['rss_before_kb']} -> {r['rss_after_kb']} KB = {r['kb_per_connection']} KB "
-                f"per connection (peak {r['rss_peak_kb']} KB); fds {r['fds_before']} -> {r['fds_after']}"
+                f"  [{name}] RSS {r['rss_before_kb']} -> {r['rss_after_kb']} KB = "
+                f"{r['kb_per_connection']} KB "
+                f"per connection (peak {r['rss_peak_kb']} KB); "
+                f"fds {r['fds_before']} -> {r['fds_after']}"
             )
             out.append(
-                f"  [{name}] CPU while streaming: server process {r['server_cpu_while_streaming']:.2f} core, "
+                f"  [{name}] CPU while streaming: server process "
+                f"{r['server_cpu_while_streaming']:.2f} core, "
                 f"clients {r['clients_cpu_while_streaming']:.2f} core, other processes "
                 f"{r['other_cpu_while_streaming']:.2f} core; "
                 + ", ".join(
@@ -1076,8 +1091,10 @@ def render(report: dict[str, Any]) -> str:
             )
             if st:
                 out.append(
-                    f"  [{name}] server: tick flush p50 {fl.get('p50_ms')} ms, p99 {fl.get('p99_ms')} ms, "
-                    f"max {fl.get('max_ms')} ms; loop lag p99 {lag.get('p99_ms')} ms, max {lag.get('max_ms')} ms;"
+                    f"  [{name}] server: tick flush p50 {fl.get('p50_ms')} ms, "
+                    f"p99 {fl.get('p99_ms')} ms, "
+                    f"max {fl.get('max_ms')} ms; loop lag p99 {lag.get('p99_ms')} ms, "
+                    f"max {lag.get('max_ms')} ms;"
                     f" gen-2 GC {gc2.get('count', 0)}x, max {gc2.get('max_ms', 0)} ms"
                 )
                 stalls = st.get("stalls_over_50ms") or []
@@ -1111,7 +1128,8 @@ def render(report: dict[str, Any]) -> str:
         other = s.get("other_cpu_while_streaming", 0)
         if other > 0.25:
             out.append(
-                f"  NOTE: other processes on this machine used {other:.2f} core while the gateway streamed: "
+                f"  NOTE: other processes on this machine used {other:.2f} core"
+                " while the gateway streamed: "
                 "its delays are pessimistic; compare them with the reference run's"
             )
     out.append("")
@@ -1157,7 +1175,8 @@ def main(argv: list[str] | None = None) -> int:
         "--nice",
         type=int,
         default=0,
-        help="run the servers, load generator and clients in their own scheduler groups with this nice"
+        help="run the servers, load generator and clients in their own scheduler groups"
+        " with this nice"
         " value (e.g. -10, needs root), so other work on the machine disturbs them less; it also"
         " slows that other work down. Default 0: off",
     )

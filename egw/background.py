@@ -47,11 +47,17 @@ class BackgroundTasks:
             return
         exc = task.exception()
         if isinstance(exc, EgwError):
-            log.warning("background_failed", owner=self.owner, task=task.get_name(),
-                        error=exc.message)
+            log.warning(
+                "background_failed", owner=self.owner, task=task.get_name(), error=exc.message
+            )
         elif exc is not None:
-            log.error("background_failed", owner=self.owner, task=task.get_name(),
-                      error=repr(exc), exc_info=exc)
+            log.error(
+                "background_failed",
+                owner=self.owner,
+                task=task.get_name(),
+                error=repr(exc),
+                exc_info=exc,
+            )
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -1,4 +1,4 @@
-"""The `egw` command: run the gateway (serve, migrate) or talk to one (submit, status, logs, cancel, tasks).
+"""The `egw` CLI: run the gateway (serve, migrate) or use one (submit, status, logs, cancel, tasks).
 
 Exit codes: 0 success; 1 an error, or a task that did not succeed (``status
 --wait`` and ``logs -f``: failed tasks exit with their own exit code when it is
@@ -59,9 +59,15 @@ def _parser() -> argparse.ArgumentParser:
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("--url", default=os.environ.get("EGW_URL", DEFAULT_URL), help="gateway URL ($EGW_URL)")
-        c.add_argument("--token", default=os.environ.get("EGW_TOKEN"), help="bearer token ($EGW_TOKEN)")
-        c.add_argument("--cacert", default=os.environ.get("EGW_CACERT"), help="CA file for HTTPS ($EGW_CACERT)")
+        c.add_argument(
+            "--url", default=os.environ.get("EGW_URL", DEFAULT_URL), help="gateway URL ($EGW_URL)"
+        )
+        c.add_argument(
+            "--token", default=os.environ.get("EGW_TOKEN"), help="bearer token ($EGW_TOKEN)"
+        )
+        c.add_argument(
+            "--cacert", default=os.environ.get("EGW_CACERT"), help="CA file for HTTPS ($EGW_CACERT)"
+        )
         c.add_argument("--json", action="store_true", help="print JSON for scripts")
         return c
 
@@ -84,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
     lg = client_command("logs", "print a task's output")
     lg.add_argument("id")
-    lg.add_argument("-f", "--follow", action="store_true", help="follow to the end; exit with its outcome")
+    lg.add_argument(
+        "-f", "--follow", action="store_true", help="follow to the end; exit with its outcome"
+    )
     lg.add_argument("--stream", choices=["stdout", "stderr"])
     lg.set_defaults(run=_client(_logs))
 
@@ -117,7 +125,9 @@ def _serve(args: argparse.Namespace) -> int:
     from egw.web.app import serve
 
     cfg = _load(args.config)
-    server = replace(cfg.server, host=args.host or cfg.server.host, port=args.port or cfg.server.port)
+    server = replace(
+        cfg.server, host=args.host or cfg.server.host, port=args.port or cfg.server.port
+    )
     cfg = replace(cfg, server=server)
     if not any(t.configured for t in cfg.auth.tokens):
         if not _is_loopback(server.host):
@@ -127,9 +137,13 @@ def _serve(args: argparse.Namespace) -> int:
                 "loopback (set EGW_TOKEN or configure auth.tokens)",
             )
         token = secrets.token_urlsafe(32)
-        generated = TokenConfig(name="generated", token=token, scopes=["tasks:read", "tasks:write", "admin"])
+        generated = TokenConfig(
+            name="generated", token=token, scopes=["tasks:read", "tasks:write", "admin"]
+        )
         cfg = replace(cfg, auth=replace(cfg.auth, tokens=[generated]))
-        print(f"egw: no token configured; this run's token is: {token}", file=sys.stderr, flush=True)
+        print(
+            f"egw: no token configured; this run's token is: {token}", file=sys.stderr, flush=True
+        )
     configure_logging(level=cfg.logging.level, fmt=cfg.logging.format, file=cfg.logging.file)
     scheme = "https" if cfg.tls.enabled else "http"
     print(f"egw: listening on {scheme}://{server.host}:{server.port}", file=sys.stderr, flush=True)
@@ -167,8 +181,18 @@ def _client(fn: Any) -> Any:
             return result
         except APIError as exc:
             if args.json:
-                print(json.dumps({"error": {"status": exc.status, "code": exc.code,
-                                            "message": exc.message, "details": exc.details}}))
+                print(
+                    json.dumps(
+                        {
+                            "error": {
+                                "status": exc.status,
+                                "code": exc.code,
+                                "message": exc.message,
+                                "details": exc.details,
+                            }
+                        }
+                    )
+                )
             else:
                 print(f"egw: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
@@ -249,8 +273,10 @@ async def _follow(client: Any, task_id: str, stream: str | None, as_json: bool) 
     if last is None:
         return 1
     if not as_json and last["status"] != "succeeded":
-        print(f"egw: task {last['status']}" + (f": {last['reason']}" if last.get("reason") else ""),
-              file=sys.stderr)
+        print(
+            f"egw: task {last['status']}" + (f": {last['reason']}" if last.get("reason") else ""),
+            file=sys.stderr,
+        )
     return outcome(last)
 
 
@@ -268,7 +294,10 @@ async def _tasks(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':36} {'PROVIDER':15} {'STATUS':11} {'CREATED':24} NAME")
     for t in page["tasks"]:
-        print(f"{t['id']:36} {t['provider']:15} {t['status']:11} {t['created_at']:24} {t['name'] or ''}")
+        print(
+            f"{t['id']:36} {t['provider']:15} {t['status']:11} {t['created_at']:24} "
+            f"{t['name'] or ''}"
+        )
     return 0
 
 
@@ -282,7 +311,10 @@ def _print_task(task: dict[str, Any], as_json: bool) -> None:
             print(f"  {key}: {task[key]}")
     upstream = task.get("upstream") or {}
     if upstream.get("id"):
-        print(f"  upstream: {upstream['id']}" + (f"  {upstream['url']}" if upstream.get("url") else ""))
+        print(
+            f"  upstream: {upstream['id']}"
+            + (f"  {upstream['url']}" if upstream.get("url") else "")
+        )
 
 
 def outcome(task: dict[str, Any]) -> int:

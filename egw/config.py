@@ -222,8 +222,14 @@ class NomadConfig:
             raise ConfigError(
                 f"{path}.client_key_file", "give client_cert_file and client_key_file together"
             )
-        for name in ("connect_timeout_s", "request_timeout_s", "stream_idle_timeout_s",
-                     "blocking_wait_s", "stream_retry_s", "log_grace_s"):
+        for name in (
+            "connect_timeout_s",
+            "request_timeout_s",
+            "stream_idle_timeout_s",
+            "blocking_wait_s",
+            "stream_retry_s",
+            "log_grace_s",
+        ):
             _positive(getattr(self, name), f"{path}.{name}")
         if self.blocking_wait_s > 600:
             raise ConfigError(f"{path}.blocking_wait_s", "Nomad caps wait at 600 s (10m)")

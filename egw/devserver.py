@@ -37,7 +37,9 @@ def add_dev_parser(sub: Any) -> None:
     dev.add_argument("--db", help="keep the database in this file (default: a temporary one)")
     dev.add_argument("--info", help="write addresses, token and webhook secret here as JSON")
     dev.add_argument(
-        "--time-scale", type=float, default=0.2,
+        "--time-scale",
+        type=float,
+        default=0.2,
         help="real seconds per simulated second in the simulators (default 0.2)",
     )
     dev.set_defaults(run=run_dev)
@@ -73,20 +75,40 @@ def dev_config(
     return parse_config(
         {
             "server": {"host": host, "port": port},
-            "auth": {"tokens": [{"name": "dev", "token": token,
-                                 "scopes": ["tasks:read", "tasks:write", "admin"]}]},
-            "retry": {"attempts": 4, "initial_backoff_s": 0.2, "max_backoff_s": 2, "deadline_s": 20},
+            "auth": {
+                "tokens": [
+                    {
+                        "name": "dev",
+                        "token": token,
+                        "scopes": ["tasks:read", "tasks:write", "admin"],
+                    }
+                ]
+            },
+            "retry": {
+                "attempts": 4,
+                "initial_backoff_s": 0.2,
+                "max_backoff_s": 2,
+                "deadline_s": 20,
+            },
             "storage": {"path": db},
             "providers": {
                 "local": {"enabled": True},
                 "nomad": {"enabled": True, "address": nomad_url},
                 "github_actions": {
-                    "enabled": True, "api_url": github_url, "token": github_token,
-                    "webhook_secret": webhook_secret, "owner": GITHUB_OWNER, "repo": GITHUB_REPO,
+                    "enabled": True,
+                    "api_url": github_url,
+                    "token": github_token,
+                    "webhook_secret": webhook_secret,
+                    "owner": GITHUB_OWNER,
+                    "repo": GITHUB_REPO,
                 },
                 "cloud_run": {
-                    "enabled": True, "run_api_url": cloudrun_url, "logging_api_url": cloudrun_url,
-                    "access_token": cloudrun_token, "project": GCP_PROJECT, "region": GCP_REGION,
+                    "enabled": True,
+                    "run_api_url": cloudrun_url,
+                    "logging_api_url": cloudrun_url,
+                    "access_token": cloudrun_token,
+                    "project": GCP_PROJECT,
+                    "region": GCP_REGION,
                     "poll_min_s": 0.5,
                 },
             },
@@ -130,9 +152,16 @@ async def _dev(args: argparse.Namespace) -> None:
         stack.push_async_callback(cloudrun.close)
 
         cfg = dev_config(
-            host=args.host, port=port, db=db, token=token, nomad_url=nomad_url,
-            github_url=github_url, github_token=github_token, webhook_secret=webhook_secret,
-            cloudrun_url=cloudrun_url, cloudrun_token=cloudrun_token,
+            host=args.host,
+            port=port,
+            db=db,
+            token=token,
+            nomad_url=nomad_url,
+            github_url=github_url,
+            github_token=github_token,
+            webhook_secret=webhook_secret,
+            cloudrun_url=cloudrun_url,
+            cloudrun_token=cloudrun_token,
         )
         runner = web.AppRunner(create_app(cfg), access_log=None)
         await runner.setup()
@@ -166,17 +195,20 @@ async def _dev(args: argparse.Namespace) -> None:
 def _banner(info: dict[str, str]) -> str:
     url, token = info["gateway"], info["token"]
     return f"""egw dev: the gateway is at {url}, with simulated backends
-  nomad       {info['nomad']}
-  github      {info['github']}  (webhooks go to {url}/v1/webhooks/github)
-  cloud run   {info['cloud_run']}  (job {info['cloud_run_job']})
-  database    {info['database']}
+  nomad       {info["nomad"]}
+  github      {info["github"]}  (webhooks go to {url}/v1/webhooks/github)
+  cloud run   {info["cloud_run"]}  (job {info["cloud_run_job"]})
+  database    {info["database"]}
 
 Try it (in another terminal):
   export EGW_URL={url} EGW_TOKEN={token}
   egw submit --follow -- echo hello from the local runner
-  egw submit --follow --provider nomad --task '{{"job_id": "demo-job-1", "image": "busybox:latest", "command": "echo", "args": ["hello"]}}'
-  egw submit --follow --provider github_actions --task '{{"workflow_id": "deploy.yml", "ref": "main", "inputs": {{"env": "prod"}}}}'
-  egw submit --follow --provider cloud_run --task '{{"project": "{GCP_PROJECT}", "region": "{GCP_REGION}", "job": "{GCP_JOB}", "args": ["hello"]}}'
+  egw submit --follow --provider nomad --task '{{"job_id": "demo-job-1", \
+"image": "busybox:latest", "command": "echo", "args": ["hello"]}}'
+  egw submit --follow --provider github_actions --task '{{"workflow_id": "deploy.yml", \
+"ref": "main", "inputs": {{"env": "prod"}}}}'
+  egw submit --follow --provider cloud_run --task '{{"project": "{GCP_PROJECT}", \
+"region": "{GCP_REGION}", "job": "{GCP_JOB}", "args": ["hello"]}}'
   egw tasks
 Ctrl-C stops everything."""
 

@@ -1,4 +1,4 @@
-"""`configure_logging`: the only structlog configuration; JSON lines to stdout and optionally a file.
+"""`configure_logging`: the one structlog configuration; JSON lines to stdout and optionally a file.
 
 structlog renders and writes its own events directly (no trip through the
 stdlib's handlers and formatters: that trip cost a third of a simple
@@ -283,7 +283,7 @@ def log_request(method: str, path: str, status: int, duration_ms: float, actor: 
 def configure_logging(
     *, level: str = "info", fmt: str = "json", file: str | None = None, cache: bool = True
 ) -> None:
-    """Configure structlog and the stdlib root logger; ``cache`` off in tests (see structlog docs)."""
+    """Set up structlog and the stdlib root logger; ``cache`` off in tests (see structlog docs)."""
     stdout_renderer: Renderer = (
         structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
         if fmt == "console"

@@ -113,7 +113,7 @@ class Metrics:
     def webhook(self, source: str, result: str) -> None:
         self.webhooks.labels(source, result).inc()
 
-    # --- scrape ------------------------------------------------------------------------------------
+    # --- scrape -----------------------------------------------------------------------------------
 
     def render(
         self,

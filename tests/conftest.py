@@ -26,5 +26,3 @@ async def api(
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     client = await aiohttp_client(create_app(cfg))
     yield client
-
-

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -73,7 +73,9 @@ def free_port() -> int:
 
 
 async def wait_for(
-    api: TestClient[web.Request, web.Application], task_id: str, done: Callable[[dict[str, Any]], bool]
+    api: TestClient[web.Request, web.Application],
+    task_id: str,
+    done: Callable[[dict[str, Any]], bool],
 ) -> dict[str, Any]:
     """Follow the task with blocking queries until ``done(task)``."""
     index = 0
@@ -87,7 +89,9 @@ async def wait_for(
     raise AssertionError(f"task {task_id} did not get there: {task}")
 
 
-async def wait_terminal(api: TestClient[web.Request, web.Application], task_id: str) -> dict[str, Any]:
+async def wait_terminal(
+    api: TestClient[web.Request, web.Application], task_id: str
+) -> dict[str, Any]:
     return await wait_for(api, task_id, lambda t: t["status"] in TERMINAL)
 
 
@@ -97,7 +101,9 @@ async def wait_status(
     return await wait_for(api, task_id, lambda t: t["status"] == status)
 
 
-async def submit(api: TestClient[web.Request, web.Application], body: dict[str, Any]) -> dict[str, Any]:
+async def submit(
+    api: TestClient[web.Request, web.Application], body: dict[str, Any]
+) -> dict[str, Any]:
     resp = await api.post("/v1/tasks", json=body, headers=WRITER)
     assert resp.status == 202, await resp.text()
     task: dict[str, Any] = await resp.json()
@@ -147,8 +153,16 @@ class GatewayProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "egw", "serve", "--config", str(self.config),
-                 "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "egw",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--port",
+                    str(self.port),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

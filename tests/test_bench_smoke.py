@@ -13,9 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--loadgen", "python",
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--loadgen",
+            "python",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -11,14 +11,14 @@ from typing import Any, Self
 
 
 class TaskState(StrEnum):
-    PENDING = "pending"        #: recorded by egw; not yet accepted upstream
-    QUEUED = "queued"          #: accepted upstream (or waiting for a local slot), not started
-    RUNNING = "running"        #: the work is running
+    PENDING = "pending"  #: recorded by egw; not yet accepted upstream
+    QUEUED = "queued"  #: accepted upstream (or waiting for a local slot), not started
+    RUNNING = "running"  #: the work is running
     CANCELLING = "cancelling"  #: cancel asked for; waiting for the upstream to stop it
-    SUCCEEDED = "succeeded"    #: ended well (exit code 0, conclusion success)
-    FAILED = "failed"          #: ended badly; ``reason`` and ``exit_code`` say how
-    CANCELLED = "cancelled"    #: stopped on request
-    TIMED_OUT = "timed_out"    #: stopped by egw because ``timeout_s`` ran out
+    SUCCEEDED = "succeeded"  #: ended well (exit code 0, conclusion success)
+    FAILED = "failed"  #: ended badly; ``reason`` and ``exit_code`` say how
+    CANCELLED = "cancelled"  #: stopped on request
+    TIMED_OUT = "timed_out"  #: stopped by egw because ``timeout_s`` ran out
 
     @property
     def terminal(self) -> bool:

@@ -29,7 +29,9 @@ from egw.errors import ProviderError, ProviderUnavailable
 class UpstreamObserver(Protocol):
     """Told of every upstream call and retry (the metrics registry implements it)."""
 
-    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None: ...
+    def upstream_call(
+        self, provider: str, operation: str, outcome: str, seconds: float
+    ) -> None: ...
 
     def upstream_retry(self, provider: str, operation: str) -> None: ...
 

@@ -146,7 +146,9 @@ def retrying(
             observer.upstream_retry(provider, operation)
 
     stop: stop_base = (
-        stop_never if forever else stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline_s)
+        stop_never
+        if forever
+        else stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline_s)
     )
     if max_retry_after_s is not None:
         stop = stop_any(stop, _RetryAfterTooLong(max_retry_after_s))

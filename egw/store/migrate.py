@@ -1,4 +1,4 @@
-"""Apply the numbered SQL migrations (``NNNN_name.sql``) in order, tracked by ``PRAGMA user_version``.
+"""Apply numbered SQL migrations (``NNNN_name.sql``) in order, tracked by ``PRAGMA user_version``.
 
 The files live at the repository's top level (``migrations/``) and are copied
 into the wheel as ``egw/migrations`` by the build, so an installed gateway
@@ -65,7 +65,8 @@ async def apply_migrations(conn: aiosqlite.Connection, folder: Path | None = Non
     if version > len(known):
         raise ConfigError(
             "storage.path",
-            f"the database is at schema version {version}, newer than this egw knows ({len(known)})",
+            f"the database is at schema version {version}, "
+            f"newer than this egw knows ({len(known)})",
         )
     for m in known[version:]:
         # executescript commits first; run the file and the version bump as one transaction

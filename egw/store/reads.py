@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 from typing import Any
 
 import aiosqlite
 
 from egw.core.model import TERMINAL, Event, Task
-from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
 from egw.core.records import LogChunk
+from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
 
 
 class Reader:
@@ -144,10 +143,10 @@ class Reader:
         return int(rows[0][0])
 
     async def counts_by_status(self) -> dict[str, dict[str, int]]:
-        rows = await self._all("SELECT provider, status, COUNT(*) FROM tasks GROUP BY provider, status")
+        rows = await self._all(
+            "SELECT provider, status, COUNT(*) FROM tasks GROUP BY provider, status"
+        )
         out: dict[str, dict[str, int]] = {}
         for provider, status, n in rows:
             out.setdefault(str(provider), {})[str(status)] = int(n)
         return out
-
-

@@ -249,7 +249,7 @@ class Writer:
             except BaseException:
                 try:
                     await self._conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001, S110 - no transaction open
+                except Exception:  # noqa: BLE001 - no transaction open
                     pass
                 self._seq, self._submit_seq = await statements.load_counters(self._conn)
                 raise

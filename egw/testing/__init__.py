@@ -1,1 +1,1 @@
-"""Simulators of the upstream backends, speaking their real wire protocols (used by tests and `egw dev`)."""
+"""Simulated upstream backends, speaking their real wire protocols (used by tests and `egw dev`)."""

@@ -68,15 +68,22 @@ class MemorySink:
         ]
 
     async def wait_for(
-        self, task_id: str, *, terminal: bool = True, state: TaskState | None = None,
-        logs: bool = False, timeout_s: float = 10.0,
+        self,
+        task_id: str,
+        *,
+        terminal: bool = True,
+        state: TaskState | None = None,
+        logs: bool = False,
+        timeout_s: float = 10.0,
     ) -> Task:
-        """Wait until the task reaches ``state`` (or any terminal state), and its logs are complete."""
+        """Wait until the task is in ``state`` (or any terminal one) and its logs are complete."""
 
         def done() -> bool:
             task = self.tasks[task_id]
-            ok = task.status == state if state is not None else (
-                task.status in TERMINAL if terminal else True
+            ok = (
+                task.status == state
+                if state is not None
+                else (task.status in TERMINAL if terminal else True)
             )
             return ok and (not logs or task_id in self.complete)
 

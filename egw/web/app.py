@@ -19,8 +19,8 @@ from egw.metrics import Metrics
 from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
-from egw.service.fanout import Hub
 from egw.service.database import Database
+from egw.service.fanout import Hub
 from egw.service.ticker import Ticker
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
@@ -38,6 +38,7 @@ from egw.web.keys import (
     ticker_key,
 )
 from egw.web.sse import SSEFraming
+
 
 def create_app(config: Config) -> web.Application:
     auth = Authenticator(config.auth.tokens)

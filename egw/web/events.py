@@ -63,7 +63,9 @@ async def _stream(
                     {
                         "reason": "retention",
                         "pruned_seq": pruned,
-                        "message": "events after your cursor were pruned; re-read the current state",
+                        "message": (
+                            "events after your cursor were pruned; re-read the current state"
+                        ),
                     },
                     pruned,
                 )

@@ -24,7 +24,8 @@ async def readyz(request: web.Request) -> web.Response:
     for name, provider in service.providers.items():
         try:
             providers[name] = dict(provider.health())
-        except Exception as exc:  # a provider's health must not break readiness reporting
+        # a provider's health must not break readiness reporting
+        except Exception as exc:  # noqa: BLE001
             providers[name] = {"error": repr(exc)}
     ready = db_ok and bool(providers)
     body = {"status": "ready" if ready else "not_ready", "database": db_ok, "providers": providers}

@@ -1,4 +1,4 @@
-"""``GET /v1/tasks/{id}/logs``: the output so far as text, or a live SSE tail that resumes exactly."""
+"""``GET /v1/tasks/{id}/logs``: output so far as text, or a live SSE tail that resumes exactly."""
 
 from __future__ import annotations
 

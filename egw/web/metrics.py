@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus exposition (on by default; a token only if ``metrics.require_token``)."""
+"""``GET /metrics``: Prometheus exposition (default on; token only if ``metrics.require_token``)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ def submit_request(body: Any) -> SubmitRequest:
                 raise InvalidRequest(f"bad label name {key!r}", field=f"labels.{key}")
             if not isinstance(value, str) or len(value) > 256:
                 raise InvalidRequest(
-                    "a label value must be a string of at most 256 characters", field=f"labels.{key}"
+                    "a label value must be a string of at most 256 characters",
+                    field=f"labels.{key}",
                 )
     timeout = body.get("timeout_s")
     if timeout is not None:

@@ -51,7 +51,9 @@ def test_env_names_reserved_and_values() -> None:
     assert refused(fields.env, {"A-B": "x"}).details["field"] == "task.env.A-B"
     wide = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
     assert fields.env({"A-B": "x"}, names=wide) == {"A-B": "x"}
-    assert "set by egw" in refused(fields.env, {"EGW_TASK_ID": "x"}, reserved={"EGW_TASK_ID"}).message
+    assert (
+        "set by egw" in refused(fields.env, {"EGW_TASK_ID": "x"}, reserved={"EGW_TASK_ID"}).message
+    )
     assert refused(fields.env, {"A": 1}).details["field"] == "task.env.A"
     assert refused(fields.env, ["A"]).details["field"] == "task.env"
 

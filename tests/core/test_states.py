@@ -15,8 +15,16 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def task(status: TaskState, *, upstream_id: str | None = "u1") -> Task:
-    return Task(id="t1", provider="local", spec={}, status=status, upstream_id=upstream_id,
-                created_at=NOW, updated_at=NOW, index=1)
+    return Task(
+        id="t1",
+        provider="local",
+        spec={},
+        status=status,
+        upstream_id=upstream_id,
+        created_at=NOW,
+        updated_at=NOW,
+        index=1,
+    )
 
 
 # (from, observed, expected after; None = stale, recorded but not applied)
@@ -86,7 +94,9 @@ def test_cancel_of_a_running_task_waits_for_upstream() -> None:
 
 def test_timeout() -> None:
     after = states.time_out(task(S.RUNNING), seq=2, now=NOW, timeout_s=1.5)
-    assert after is not None and after.status is S.TIMED_OUT and after.reason == "timed out after 1.5s"
+    assert (
+        after is not None and after.status is S.TIMED_OUT and after.reason == "timed out after 1.5s"
+    )
     assert states.time_out(task(S.SUCCEEDED), seq=2, now=NOW, timeout_s=1) is None
 
 

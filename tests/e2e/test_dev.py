@@ -16,15 +16,39 @@ import pytest
 
 TASKS = {
     "local": ["--", "echo", "hello from local"],
-    "nomad": ["--task", json.dumps({"job_id": "demo-job-1", "image": "busybox:latest",
-                                    "command": "echo", "args": ["hello from nomad"]})],
-    "github_actions": ["--task", json.dumps({"workflow_id": "deploy.yml", "ref": "main",
-                                             "inputs": {"env": "prod"}})],
-    "cloud_run": ["--task", json.dumps({"project": "egw-dev", "region": "us-central1", "job": "hello",
-                                        "args": ["hello from cloud run"]})],
+    "nomad": [
+        "--task",
+        json.dumps(
+            {
+                "job_id": "demo-job-1",
+                "image": "busybox:latest",
+                "command": "echo",
+                "args": ["hello from nomad"],
+            }
+        ),
+    ],
+    "github_actions": [
+        "--task",
+        json.dumps({"workflow_id": "deploy.yml", "ref": "main", "inputs": {"env": "prod"}}),
+    ],
+    "cloud_run": [
+        "--task",
+        json.dumps(
+            {
+                "project": "egw-dev",
+                "region": "us-central1",
+                "job": "hello",
+                "args": ["hello from cloud run"],
+            }
+        ),
+    ],
 }
-EXPECTED = {"local": "hello from local", "nomad": "hello from nomad", "github_actions": "env=prod",
-            "cloud_run": "hello from cloud run"}
+EXPECTED = {
+    "local": "hello from local",
+    "nomad": "hello from nomad",
+    "github_actions": "env=prod",
+    "cloud_run": "hello from cloud run",
+}
 
 
 @pytest.fixture
@@ -32,8 +56,20 @@ def dev(tmp_path: Path) -> Iterator[dict[str, Any]]:
     info = tmp_path / "info.json"
     with (tmp_path / "dev.log").open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "egw", "dev", "--port", "0", "--info", str(info), "--time-scale", "0.05"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "egw",
+                "dev",
+                "--port",
+                "0",
+                "--info",
+                str(info),
+                "--time-scale",
+                "0.05",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 20
@@ -56,8 +92,9 @@ def dev(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def cli(info: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EGW_URL": info["gateway"], "EGW_TOKEN": info["token"]}
-    return subprocess.run([sys.executable, "-m", "egw", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "egw", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_one_task_on_each_provider(dev: dict[str, Any]) -> None:

@@ -17,12 +17,15 @@ import pytest
 from support import WRITER, WRITER_TOKEN, GatewayProcess
 
 
-
 class Gateway(GatewayProcess):
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "EGW_URL": self.url, "EGW_TOKEN": WRITER_TOKEN}
         return subprocess.run(
-            [sys.executable, "-m", "egw", *args], capture_output=True, text=True, env=env, timeout=timeout
+            [sys.executable, "-m", "egw", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
         )
 
 
@@ -59,8 +62,19 @@ def test_cli_end_to_end(gateway: Gateway) -> None:
     missing = gateway.cli("status", "t_missing")
     assert missing.returncode == 1 and "not_found" in missing.stderr
     denied = subprocess.run(
-        [sys.executable, "-m", "egw", "tasks", "--url", gateway.url, "--token", "wrong-token-000000"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "egw",
+            "tasks",
+            "--url",
+            gateway.url,
+            "--token",
+            "wrong-token-000000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert denied.returncode == 1 and "unauthorized" in denied.stderr
 
@@ -70,6 +84,7 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> 
 
     async def burst() -> None:
         async with aiohttp.ClientSession(headers=WRITER) as session:
+
             async def one(i: int) -> None:
                 body = {"provider": "local", "task": {"command": "true"}, "name": f"burst-{i}"}
                 try:
@@ -78,7 +93,7 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> 
                     ) as resp:
                         if resp.status == 202:
                             acknowledged[f"k{i}"] = (await resp.json())["id"]
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass  # in flight when the gateway died: not acknowledged
 
             running = [asyncio.create_task(one(i)) for i in range(400)]
@@ -117,6 +132,8 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> 
     assert len(names) == len(set(names))
     deadline = time.monotonic() + 20
     while any(t["status"] not in ("succeeded", "failed", "cancelled", "timed_out") for t in tasks):
-        assert time.monotonic() < deadline, [t for t in tasks if t["status"] in ("pending", "queued", "running")][:3]
+        assert time.monotonic() < deadline, [
+            t for t in tasks if t["status"] in ("pending", "queued", "running")
+        ][:3]
         time.sleep(0.2)
         tasks = asyncio.run(check())

@@ -17,9 +17,15 @@ from egw.testing.nomad import NomadSimulator
 from egw.web.app import create_app
 
 SSE = {**WRITER, "Accept": "text/event-stream"}
-SEED = {"provider": "nomad",
-        "task": {"job_id": "demo-job-1", "image": "busybox:latest", "command": "echo",
-                 "args": ["hello"]}}
+SEED = {
+    "provider": "nomad",
+    "task": {
+        "job_id": "demo-job-1",
+        "image": "busybox:latest",
+        "command": "echo",
+        "args": ["hello"],
+    },
+}
 Client = TestClient[web.Request, web.Application]
 
 
@@ -32,8 +38,19 @@ async def sim() -> AsyncIterator[NomadSimulator]:
 
 
 def gateway(tmp_path: Path, sim: NomadSimulator) -> web.Application:
-    cfg = make_config(tmp_path, {"providers": {"nomad": {
-        "enabled": True, "address": sim.url, "log_grace_s": 2, "blocking_wait_s": 5}}})
+    cfg = make_config(
+        tmp_path,
+        {
+            "providers": {
+                "nomad": {
+                    "enabled": True,
+                    "address": sim.url,
+                    "log_grace_s": 2,
+                    "blocking_wait_s": 5,
+                }
+            }
+        },
+    )
     return create_app(cfg)
 
 
@@ -45,19 +62,27 @@ async def log_text(api: Client, task_id: str) -> tuple[str, list[dict[str, str]]
     return text, got
 
 
-async def test_seed_example_over_sse(tmp_path: Path, sim: NomadSimulator,
-                                     aiohttp_client: Callable[..., Any]) -> None:
+async def test_seed_example_over_sse(
+    tmp_path: Path, sim: NomadSimulator, aiohttp_client: Callable[..., Any]
+) -> None:
     api: Client = await aiohttp_client(gateway(tmp_path, sim))
     async with api.get("/v1/events", headers=SSE) as resp:
         task = await submit(api, SEED)
 
         def ended(frame: dict[str, str]) -> bool:
             data = json.loads(frame.get("data") or "{}")
-            return frame.get("event") == "status" and data.get("task_id") == task["id"] \
+            return (
+                frame.get("event") == "status"
+                and data.get("task_id") == task["id"]
                 and data.get("status") == "succeeded"
+            )
+
         got = await sse_frames(resp, ended)
-    statuses = [json.loads(f["data"])["status"] for f in got if f.get("event") == "status"
-                and json.loads(f["data"])["task_id"] == task["id"]]
+    statuses = [
+        json.loads(f["data"])["status"]
+        for f in got
+        if f.get("event") == "status" and json.loads(f["data"])["task_id"] == task["id"]
+    ]
     assert statuses == ["pending", "queued", "running", "succeeded"]
     text, log_frames = await log_text(api, task["id"])
     assert text == "hello\n"
@@ -68,15 +93,21 @@ async def test_seed_example_over_sse(tmp_path: Path, sim: NomadSimulator,
     assert sim.count("GET", r"/allocations$") == 0
 
 
-async def test_cancel_failure_and_placement(tmp_path: Path, sim: NomadSimulator,
-                                            aiohttp_client: Callable[..., Any]) -> None:
+async def test_cancel_failure_and_placement(
+    tmp_path: Path, sim: NomadSimulator, aiohttp_client: Callable[..., Any]
+) -> None:
     sim.script("long", stdout=b"started\n", duration_s=1000)
     sim.script("bad", stdout=b"", stderr=b"no such file\n", exit_code=2)
     api: Client = await aiohttp_client(gateway(tmp_path, sim))
     long = await submit(api, {"provider": "nomad", "task": {**SEED["task"], "job_id": "long"}})
     bad = await submit(api, {"provider": "nomad", "task": {**SEED["task"], "job_id": "bad"}})
-    huge = await submit(api, {"provider": "nomad", "task": {
-        **SEED["task"], "job_id": "huge", "resources": {"memory_mb": 1_000_000}}})
+    huge = await submit(
+        api,
+        {
+            "provider": "nomad",
+            "task": {**SEED["task"], "job_id": "huge", "resources": {"memory_mb": 1_000_000}},
+        },
+    )
     await wait_status(api, long["id"], "running")
     resp = await api.post(f"/v1/tasks/{long['id']}/cancel", headers=WRITER)
     assert resp.status in (200, 202), await resp.text()
@@ -87,14 +118,18 @@ async def test_cancel_failure_and_placement(tmp_path: Path, sim: NomadSimulator,
     assert (await log_text(api, bad["id"]))[0] == "no such file\n"
     placed = await wait_terminal(api, huge["id"])
     assert placed["status"] == "failed" and placed["reason"].startswith("placement failed")
-    resp = await api.post("/v1/tasks", headers=WRITER, json={
-        "provider": "nomad", "task": {**SEED["task"], "job_id": "no/slash"}})
+    resp = await api.post(
+        "/v1/tasks",
+        headers=WRITER,
+        json={"provider": "nomad", "task": {**SEED["task"], "job_id": "no/slash"}},
+    )
     assert resp.status == 400
     assert (await resp.json())["error"]["details"]["field"] == "task.job_id"
 
 
-async def test_gateway_restart_picks_up_running_jobs(tmp_path: Path, sim: NomadSimulator,
-                                                     aiohttp_client: Callable[..., Any]) -> None:
+async def test_gateway_restart_picks_up_running_jobs(
+    tmp_path: Path, sim: NomadSimulator, aiohttp_client: Callable[..., Any]
+) -> None:
     lines = "".join(f"line {i}\n" for i in range(6))
     sim.script("demo-job-1", stdout=lines.encode(), duration_s=30)
     first: Client = await aiohttp_client(gateway(tmp_path, sim))

@@ -68,12 +68,15 @@ class Gateway(GatewayProcess):
     """`egw serve` with only harmless local commands, and short blocking queries."""
 
     def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path, {
-            "providers": {"local": {"allowed_commands": ["echo", "true"], "max_concurrent": 8}},
-            # a blocking query on a real task waits at most this long
-            "server": {"max_wait_s": 0.2},
-            "logging": {"level": "warning"},
-        })
+        super().__init__(
+            tmp_path,
+            {
+                "providers": {"local": {"allowed_commands": ["echo", "true"], "max_concurrent": 8}},
+                # a blocking query on a real task waits at most this long
+                "server": {"max_wait_s": 0.2},
+                "logging": {"level": "warning"},
+            },
+        )
 
 
 @pytest.fixture

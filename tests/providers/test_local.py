@@ -1,4 +1,4 @@
-"""The local runner through the API: real subprocesses, exit codes, cancel, queueing, timeouts, restart."""
+"""Local runner via the API: real subprocesses, exit codes, cancel, queueing, timeouts, restart."""
 
 from __future__ import annotations
 
@@ -120,7 +120,10 @@ async def test_cancel_stops_the_process_group(
 async def test_sigterm_ignored_then_sigkill_after_grace(
     api: TestClient[web.Request, web.Application],
 ) -> None:
-    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True)\ntime.sleep(60)"
+    )
     task = await submit_local(api, sys.executable, "-c", script)
     for _ in range(100):
         out = await (await api.get(f"/v1/tasks/{task['id']}/logs", headers=WRITER)).text()

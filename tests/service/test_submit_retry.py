@@ -15,7 +15,10 @@ from egw.testing.cloudrun import CloudRunSimulator, JobScript
 from egw.web.app import create_app
 from egw.web.keys import service_key
 
-TASK = {"provider": "cloud_run", "task": {"project": "my-project", "region": "asia-east1", "job": "my-job"}}
+TASK = {
+    "provider": "cloud_run",
+    "task": {"project": "my-project", "region": "asia-east1", "job": "my-job"},
+}
 
 
 @pytest.fixture
@@ -28,10 +31,23 @@ async def sim() -> AsyncIterator[CloudRunSimulator]:
 
 
 async def gateway(aiohttp_client: Any, tmp_path: Path, sim: CloudRunSimulator) -> Any:
-    cfg = make_config(tmp_path, {"providers": {"cloud_run": {
-        "enabled": True, "run_api_url": sim.url, "logging_api_url": sim.url,
-        "access_token": "sim-token", "poll_min_s": 0.02, "poll_max_s": 0.1,
-        "logging_settle_s": 0.01, "logging_reads_per_minute": 6000}}})
+    cfg = make_config(
+        tmp_path,
+        {
+            "providers": {
+                "cloud_run": {
+                    "enabled": True,
+                    "run_api_url": sim.url,
+                    "logging_api_url": sim.url,
+                    "access_token": "sim-token",
+                    "poll_min_s": 0.02,
+                    "poll_max_s": 0.1,
+                    "logging_settle_s": 0.01,
+                    "logging_reads_per_minute": 6000,
+                }
+            }
+        },
+    )
     app = create_app(cfg)
     api = await aiohttp_client(app)
     app[service_key].submit_retry_s = 0.05
@@ -53,7 +69,9 @@ async def test_an_unavailable_upstream_leaves_the_task_pending_then_it_is_submit
     done = await wait_terminal(api, task["id"])
     assert done["status"] == "succeeded"
     assert len(sim.executions_of("my-project", "asia-east1", "my-job")) == 1
-    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())["events"]
+    events = (await (await api.get(f"/v1/tasks/{task['id']}/events", headers=WRITER)).json())[
+        "events"
+    ]
     assert [e["kind"] for e in events].count("submit_retry") == 1
 
 
@@ -79,4 +97,3 @@ async def test_cancel_during_a_slow_submit_stops_the_execution(
     assert execution.cancelled_ns is not None
     task = await wait_terminal(api, listed[0]["id"])
     assert task["status"] == "cancelled"
-

@@ -14,14 +14,28 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), str(ROOT)],
-        check=True, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     (wheel,) = wheels.glob("egw-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("egw/migrations/"))
-    assert shipped == sorted(f"egw/migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql"))
+    assert shipped == sorted(
+        f"egw/migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql")
+    )
     # the OpenAPI document served at /v1/openapi.json, and the simulators `egw dev` runs
     assert "egw/web/openapi.json" in names
     for sim in ("nomad", "github", "cloudrun"):
@@ -29,8 +43,20 @@ def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
-        check=True, capture_output=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     # run from an empty folder with only the installed copy of egw importable: -I ignores
     # PYTHONPATH and the current folder, -S skips .pth files (an editable install's finder);
@@ -38,18 +64,37 @@ def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
     deps = sysconfig.get_paths()["purelib"]
     prelude = "import sys; sys.path[:0] = sys.argv[1:3];"
     found = subprocess.run(
-        [sys.executable, "-I", "-S", "-c",
-         prelude + "import egw, egw.store.migrate as m; print(egw.__file__); print(m.migrations_dir())",
-         str(site), deps],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            prelude
+            + "import egw, egw.store.migrate as m; print(egw.__file__); print(m.migrations_dir())",
+            str(site),
+            deps,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert found.returncode == 0, found.stderr
     egw_file, folder = found.stdout.split()
     assert egw_file.startswith(str(site)) and folder == str(site / "egw" / "migrations")
     migrate = subprocess.run(
-        [sys.executable, "-I", "-S", "-c",
-         prelude + "from egw.cli import main; raise SystemExit(main(['migrate']))", str(site), deps],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            prelude + "from egw.cli import main; raise SystemExit(main(['migrate']))",
+            str(site),
+            deps,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert migrate.returncode == 0, migrate.stderr
     assert "applied 0001_init.sql" in migrate.stdout

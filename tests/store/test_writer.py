@@ -1,4 +1,4 @@
-"""The event log on a real SQLite file: group commit, order, dedupe, all-or-nothing batches, pruning."""
+"""Event log on a real SQLite file: group commit, order, dedupe, all-or-nothing batches, pruning."""
 
 from __future__ import annotations
 

@@ -29,11 +29,24 @@ JOB = "projects/my-project/locations/asia-east1/jobs/my-job"
 H = {"Authorization": "Bearer sim-token"}
 RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 # google/rpc/code.proto names by HTTP status (run-v2-jobs.md, "Errors")
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
-               "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
-               "ALREADY_EXISTS": 409, "ABORTED": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499,
-               "UNKNOWN": 500, "INTERNAL": 500, "DATA_LOSS": 500, "UNIMPLEMENTED": 501,
-               "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INTERNAL": 500,
+    "DATA_LOSS": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
 
 
 # --- discovery schema -> JSON Schema ------------------------------------------------------------
@@ -52,8 +65,9 @@ def to_json_schema(s: dict[str, Any]) -> dict[str, Any]:
         if "properties" in s:
             out["properties"] = {k: to_json_schema(v) for k, v in s["properties"].items()}
         extra = s.get("additionalProperties")
-        out["additionalProperties"] = to_json_schema(extra) if extra is not None else (
-            "properties" not in s)
+        out["additionalProperties"] = (
+            to_json_schema(extra) if extra is not None else ("properties" not in s)
+        )
     elif kind == "array":
         out = {"type": "array", "items": to_json_schema(s["items"])}
     elif kind == "integer":
@@ -91,8 +105,11 @@ def check_operation(body: dict[str, Any]) -> None:
     for key in ("metadata", "response"):
         if key in body:
             assert body[key]["@type"] == "type.googleapis.com/google.cloud.run.v2.Execution"
-            check(RUN, "GoogleCloudRunV2Execution",
-                  {k: v for k, v in body[key].items() if k != "@type"})
+            check(
+                RUN,
+                "GoogleCloudRunV2Execution",
+                {k: v for k, v in body[key].items() if k != "@type"},
+            )
 
 
 def test_converter_is_strict() -> None:
@@ -135,10 +152,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def call(http: aiohttp.ClientSession, sim: CloudRunSimulator, method: str, path: str,
-               body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with http.request(method, f"{sim.url}/v2/{path}", json=body,
-                            headers=H if headers is None else headers) as resp:
+async def call(
+    http: aiohttp.ClientSession,
+    sim: CloudRunSimulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    async with http.request(
+        method, f"{sim.url}/v2/{path}", json=body, headers=H if headers is None else headers
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -152,10 +176,12 @@ def check_error(status: int, body: Any, google_status: str) -> str:
     return str(err["message"])
 
 
-async def run(http: aiohttp.ClientSession, sim: CloudRunSimulator, task_id: str = "t_1",
-              **task: Any) -> dict[str, Any]:
-    spec = w.validate_task({"project": "my-project", "region": "asia-east1", "job": "my-job",
-                            **task})
+async def run(
+    http: aiohttp.ClientSession, sim: CloudRunSimulator, task_id: str = "t_1", **task: Any
+) -> dict[str, Any]:
+    spec = w.validate_task(
+        {"project": "my-project", "region": "asia-east1", "job": "my-job", **task}
+    )
     body = w.run_job_request(spec, task_id)
     check(RUN, "GoogleCloudRunV2RunJobRequest", body)
     status, op = await call(http, sim, "POST", f"{JOB}:run", body)
@@ -167,10 +193,15 @@ async def run(http: aiohttp.ClientSession, sim: CloudRunSimulator, task_id: str 
 # --- Cloud Run Admin v2 -----------------------------------------------------------------------
 
 
-async def test_an_execution_advances_in_simulated_time(sim: CloudRunSimulator, clock: Clock,
-                                                       http: aiohttp.ClientSession) -> None:
-    sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(
-        stdout=["one", "two"], duration_s=10, start_delay_s=2))
+async def test_an_execution_advances_in_simulated_time(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(stdout=["one", "two"], duration_s=10, start_delay_s=2),
+    )
     op = await run(http, sim, args=["x"], env={"MODE": "fast"}, timeout_s=60)
     name = op["metadata"]["name"]
     assert re.fullmatch(rf"{JOB}/executions/my-job-[a-z0-9]{{5}}", name)
@@ -197,10 +228,15 @@ async def test_an_execution_advances_in_simulated_time(sim: CloudRunSimulator, c
     check_operation(waited)
 
 
-async def test_failure_tasks_and_exit_codes(sim: CloudRunSimulator, clock: Clock,
-                                            http: aiohttp.ClientSession) -> None:
-    sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(
-        exit_code=3, failing_tasks=frozenset({1})))
+async def test_failure_tasks_and_exit_codes(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(exit_code=3, failing_tasks=frozenset({1})),
+    )
     op = await run(http, sim, task_count=3)
     name = op["metadata"]["name"]
     clock.t += 60
@@ -221,8 +257,14 @@ async def test_failure_tasks_and_exit_codes(sim: CloudRunSimulator, clock: Clock
 
 
 async def test_cancel(sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession) -> None:
-    sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(
-        stdout=[f"l{i}" for i in range(9)], duration_s=10, start_delay_s=1, cancel_delay_s=2))
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(
+            stdout=[f"l{i}" for i in range(9)], duration_s=10, start_delay_s=1, cancel_delay_s=2
+        ),
+    )
     name = (await run(http, sim))["metadata"]["name"]
     clock.t += 4
     status, op = await call(http, sim, "POST", f"{name}:cancel", {})
@@ -247,8 +289,9 @@ async def test_cancel(sim: CloudRunSimulator, clock: Clock, http: aiohttp.Client
     assert texts == ["l0", "l1", "l2"]
 
 
-async def test_default_script_prints_the_args(sim: CloudRunSimulator, clock: Clock,
-                                              http: aiohttp.ClientSession) -> None:
+async def test_default_script_prints_the_args(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
     sim.add_job("my-project", "asia-east1", "my-job", args=["echo", "default"])
     first = (await run(http, sim, "t_a"))["metadata"]["name"]
     second = (await run(http, sim, "t_b", args=["hello", "world"]))["metadata"]["name"]
@@ -266,8 +309,9 @@ async def test_default_script_prints_the_args(sim: CloudRunSimulator, clock: Clo
     assert out[cleared] == ["[cloud run] Container called exit(0)."]
 
 
-async def test_executions_list_is_paged_newest_first(sim: CloudRunSimulator, clock: Clock,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_executions_list_is_paged_newest_first(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
     sim.add_job("my-project", "asia-east1", "my-job")
     names = []
     for i in range(5):
@@ -287,20 +331,26 @@ async def test_executions_list_is_paged_newest_first(sim: CloudRunSimulator, clo
     check_error(status, body, "INVALID_ARGUMENT")
 
 
-async def test_errors_are_googles(sim: CloudRunSimulator, clock: Clock,
-                                  http: aiohttp.ClientSession) -> None:
+async def test_errors_are_googles(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
     sim.add_job("my-project", "asia-east1", "my-job")
     status, body = await call(http, sim, "POST", f"{JOB}:run", {}, headers={})
     check_error(status, body, "UNAUTHENTICATED")
-    status, body = await call(http, sim, "POST", f"{JOB}:run", {},
-                              headers={"Authorization": "Bearer wrong"})
+    status, body = await call(
+        http, sim, "POST", f"{JOB}:run", {}, headers={"Authorization": "Bearer wrong"}
+    )
     check_error(status, body, "UNAUTHENTICATED")
     short = sim.issue_token(lifetime_s=10)
-    assert (await call(http, sim, "GET", f"{JOB}/executions",
-                       headers={"Authorization": f"Bearer {short}"}))[0] == 200
+    assert (
+        await call(
+            http, sim, "GET", f"{JOB}/executions", headers={"Authorization": f"Bearer {short}"}
+        )
+    )[0] == 200
     clock.t += 11
-    status, body = await call(http, sim, "GET", f"{JOB}/executions",
-                              headers={"Authorization": f"Bearer {short}"})
+    status, body = await call(
+        http, sim, "GET", f"{JOB}/executions", headers={"Authorization": f"Bearer {short}"}
+    )
     check_error(status, body, "UNAUTHENTICATED")
     status, body = await call(http, sim, "POST", f"{JOB.replace('my-job', 'nope')}:run", {})
     assert "of kind 'JOB'" in check_error(status, body, "NOT_FOUND")
@@ -330,8 +380,9 @@ async def test_fault_injection(sim: CloudRunSimulator, http: aiohttp.ClientSessi
     check_error(status, body, "UNAVAILABLE")
     sim.delay("list_executions", 0.3)
     with pytest.raises(TimeoutError):
-        async with http.get(f"{sim.url}/v2/{JOB}/executions", headers=H,
-                            timeout=aiohttp.ClientTimeout(total=0.1)):
+        async with http.get(
+            f"{sim.url}/v2/{JOB}/executions", headers=H, timeout=aiohttp.ClientTimeout(total=0.1)
+        ):
             pass
     assert sim.count("list_executions") == 2
     with pytest.raises(ValueError):
@@ -341,11 +392,19 @@ async def test_fault_injection(sim: CloudRunSimulator, http: aiohttp.ClientSessi
 # --- Cloud Logging ----------------------------------------------------------------------------
 
 
-async def test_entries_list_paging_order_and_filters(sim: CloudRunSimulator, clock: Clock,
-                                                     http: aiohttp.ClientSession) -> None:
-    sim.add_job("my-project", "asia-east1", "my-job", task_count=2, script=JobScript(
-        stdout=[f"out {i}" for i in range(6)], stderr=[{"message": "warn", "severity": "WARNING",
-                                                        "n": 1}]))
+async def test_entries_list_paging_order_and_filters(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        task_count=2,
+        script=JobScript(
+            stdout=[f"out {i}" for i in range(6)],
+            stderr=[{"message": "warn", "severity": "WARNING", "n": 1}],
+        ),
+    )
     other = (await run(http, sim, "t_other"))["metadata"]["name"]
     name = (await run(http, sim))["metadata"]["name"]
     clock.t += 60
@@ -383,24 +442,49 @@ async def test_entries_list_paging_order_and_filters(sim: CloudRunSimulator, clo
     # a changed request with an old page token, a bad filter, a bad order
     first = w.list_entries_request(ref, page_size=2)
     _, page = await call(http, sim, "POST", "entries:list", first)
-    status, body = await call(http, sim, "POST", "entries:list",
-                              {**w.list_entries_request(ref2), "pageToken": page["nextPageToken"]})
+    status, body = await call(
+        http,
+        sim,
+        "POST",
+        "entries:list",
+        {**w.list_entries_request(ref2), "pageToken": page["nextPageToken"]},
+    )
     check_error(status, body, "INVALID_ARGUMENT")
-    status, body = await call(http, sim, "POST", "entries:list",
-                              {"resourceNames": ["projects/my-project"], "filter": "timestamp>="})
+    status, body = await call(
+        http,
+        sim,
+        "POST",
+        "entries:list",
+        {"resourceNames": ["projects/my-project"], "filter": "timestamp>="},
+    )
     check_error(status, body, "INVALID_ARGUMENT")
-    status, body = await call(http, sim, "POST", "entries:list",
-                              {"resourceNames": ["projects/my-project"], "orderBy": "insertId"})
+    status, body = await call(
+        http,
+        sim,
+        "POST",
+        "entries:list",
+        {"resourceNames": ["projects/my-project"], "orderBy": "insertId"},
+    )
     check_error(status, body, "INVALID_ARGUMENT")
     status, body = await call(http, sim, "POST", "entries:list", {"filter": ""})
     check_error(status, body, "INVALID_ARGUMENT")
 
 
-async def test_entries_show_up_late_and_pages_may_be_empty(sim: CloudRunSimulator, clock: Clock,
-                                                           http: aiohttp.ClientSession) -> None:
-    sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(
-        stdout=["a", "b"], duration_s=3, start_delay_s=0, ingest_delay_s=5,
-        system_messages=False))
+async def test_entries_show_up_late_and_pages_may_be_empty(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(
+            stdout=["a", "b"],
+            duration_s=3,
+            start_delay_s=0,
+            ingest_delay_s=5,
+            system_messages=False,
+        ),
+    )
     ref = w.parse_execution_name((await run(http, sim))["metadata"]["name"])
     clock.t += 4  # both lines are written, neither is ingested yet
     _, page = await call(http, sim, "POST", "entries:list", w.list_entries_request(ref))
@@ -432,45 +516,61 @@ async def test_logging_quota(sim: CloudRunSimulator, http: aiohttp.ClientSession
 
 
 def test_per_task_script() -> None:
-    script = JobScript(per_task=lambda ctx: TaskOutput(stdout=[f"task {ctx.index}"],
-                                                       exit_code=ctx.index))
+    script = JobScript(
+        per_task=lambda ctx: TaskOutput(stdout=[f"task {ctx.index}"], exit_code=ctx.index)
+    )
     from egw.testing.cloudrun.model import TaskContext
 
     out = script.output(TaskContext(2, 3, (), {}))
     assert out.stdout == ["task 2"] and out.exit_code == 2
 
 
-ENTRY = {"timestamp": "2026-11-27T10:00:00.5Z", "insertId": "b", "severity": "ERROR",
-         "resource": {"type": "cloud_run_job", "labels": {"job_name": "my-job"}},
-         "labels": {"run.googleapis.com/execution_name": "my-job-abcde"},
-         "textPayload": "Disk FULL on /data"}
+ENTRY = {
+    "timestamp": "2026-11-27T10:00:00.5Z",
+    "insertId": "b",
+    "severity": "ERROR",
+    "resource": {"type": "cloud_run_job", "labels": {"job_name": "my-job"}},
+    "labels": {"run.googleapis.com/execution_name": "my-job-abcde"},
+    "textPayload": "Disk FULL on /data",
+}
 
 
-@pytest.mark.parametrize("text,matches", [
-    ("", True),
-    ('resource.type="cloud_run_job"', True),
-    ("resource.type=cloud_run_job", True),
-    ('resource.type="cloud_run_revision"', False),
-    ('labels."run.googleapis.com/execution_name"="my-job-abcde"', True),
-    ('labels."run.googleapis.com/execution_name"="my-job-x"', False),
-    ('timestamp>="2026-11-27T10:00:00.500000000Z"', True),
-    ('timestamp>"2026-11-27T10:00:00.5Z"', False),
-    ('timestamp<="2026-11-27T11:00:01+01:00"', True),
-    ('textPayload:"disk full"', True),
-    ('textPayload=~"^Disk [A-Z]+"', True),
-    ('textPayload!~"Disk"', False),
-    ('severity="ERROR" AND NOT textPayload:"ok"', True),
-    ('severity="INFO" OR (insertId="b" AND -severity="DEBUG")', True),
-    ('severity="ERROR" insertId="c"', False),
-    ('jsonPayload.message="x"', False),
-    ('jsonPayload.message!="x"', True),
-])
+@pytest.mark.parametrize(
+    "text,matches",
+    [
+        ("", True),
+        ('resource.type="cloud_run_job"', True),
+        ("resource.type=cloud_run_job", True),
+        ('resource.type="cloud_run_revision"', False),
+        ('labels."run.googleapis.com/execution_name"="my-job-abcde"', True),
+        ('labels."run.googleapis.com/execution_name"="my-job-x"', False),
+        ('timestamp>="2026-11-27T10:00:00.500000000Z"', True),
+        ('timestamp>"2026-11-27T10:00:00.5Z"', False),
+        ('timestamp<="2026-11-27T11:00:01+01:00"', True),
+        ('textPayload:"disk full"', True),
+        ('textPayload=~"^Disk [A-Z]+"', True),
+        ('textPayload!~"Disk"', False),
+        ('severity="ERROR" AND NOT textPayload:"ok"', True),
+        ('severity="INFO" OR (insertId="b" AND -severity="DEBUG")', True),
+        ('severity="ERROR" insertId="c"', False),
+        ('jsonPayload.message="x"', False),
+        ('jsonPayload.message!="x"', True),
+    ],
+)
 def test_filter_subset(text: str, matches: bool) -> None:
     assert compile_filter(text)(ENTRY) is matches
 
 
-@pytest.mark.parametrize("text", ['resource.type', '(severity="ERROR"', 'timestamp>"yesterday"',
-                                  'severity="ERROR" )', '"unterminated'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "resource.type",
+        '(severity="ERROR"',
+        'timestamp>"yesterday"',
+        'severity="ERROR" )',
+        '"unterminated',
+    ],
+)
 def test_filter_errors(text: str) -> None:
     with pytest.raises(FilterError):
         compile_filter(text)
@@ -482,11 +582,13 @@ def test_filter_errors(text: str) -> None:
 def _jwt(claims: dict[str, Any]) -> str:
     def enc(obj: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
     return f"{enc({'alg': 'RS256'})}.{enc(claims)}.c2ln"
 
 
-async def test_token_endpoint_checks_the_assertion(sim: CloudRunSimulator,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_token_endpoint_checks_the_assertion(
+    sim: CloudRunSimulator, http: aiohttp.ClientSession
+) -> None:
     grant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
     claims = {"aud": f"{sim.url}/token", "scope": w.SCOPE, "iss": "sa@p.iam.gserviceaccount.com"}
 
@@ -496,8 +598,15 @@ async def test_token_endpoint_checks_the_assertion(sim: CloudRunSimulator,
 
     status, body = await post({"grant_type": grant, "assertion": _jwt(claims)})
     assert status == 200 and body["token_type"] == "Bearer" and body["expires_in"] == 3600
-    assert (await call(http, sim, "GET", f"{JOB}/executions",
-                       headers={"Authorization": f"Bearer {body['access_token']}"}))[0] == 404
+    assert (
+        await call(
+            http,
+            sim,
+            "GET",
+            f"{JOB}/executions",
+            headers={"Authorization": f"Bearer {body['access_token']}"},
+        )
+    )[0] == 404
     status, body = await post({"grant_type": grant, "assertion": _jwt({**claims, "aud": "x"})})
     assert status == 400 and body["error"] == "invalid_grant"
     status, body = await post({"grant_type": "password"})

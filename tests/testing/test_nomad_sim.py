@@ -17,11 +17,29 @@ from egw.testing.nomad import NomadSimulator, parse_duration
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "nomad"
 #: objects whose keys are names (tasks, datacenters, groups...), not fields
-MAPS = {"TaskStates", "NodesAvailable", "Scores", "FailedTGAllocs", "TaskResources", "Meta",
-        "Env", "Config", "Details", "GetterOptions", "ClassFiltered", "ConstraintFiltered",
-        "DimensionExhausted"}
-_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-          dict: "object"}
+MAPS = {
+    "TaskStates",
+    "NodesAvailable",
+    "Scores",
+    "FailedTGAllocs",
+    "TaskResources",
+    "Meta",
+    "Env",
+    "Config",
+    "Details",
+    "GetterOptions",
+    "ClassFiltered",
+    "ConstraintFiltered",
+    "DimensionExhausted",
+}
+_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 
 
 def sample(name: str) -> Any:
@@ -55,14 +73,30 @@ def check(instance: Any, schema: dict[str, Any]) -> None:
 ALLOC_STUB = schema_of(sample("allocations.list.response.json")[0])
 JOB_ALLOC_STUB = schema_of(sample("job.allocations.response.json")[0])
 JOB = schema_of(sample("job.read.response.json"), depth=1)
-EVAL = schema_of({k: v for k, v in sample("evaluation.read.response.json").items()
-                  if k != "RelatedEvals"})  # RelatedEvals only with ?related=true
+EVAL = schema_of(
+    {k: v for k, v in sample("evaluation.read.response.json").items() if k != "RelatedEvals"}
+)  # RelatedEvals only with ?related=true
 ALLOC = schema_of({k: v for k, v in sample("allocation.read.response.json").items() if k != "Job"})
 
-SEED_JOB = {"ID": "demo-job-1", "Name": "demo-job-1", "Type": "batch", "Datacenters": ["*"],
-            "TaskGroups": [{"Name": "main", "Count": 1, "Tasks": [{
-                "Name": "main", "Driver": "docker",
-                "Config": {"image": "busybox:latest", "command": "echo", "args": ["hello"]}}]}]}
+SEED_JOB = {
+    "ID": "demo-job-1",
+    "Name": "demo-job-1",
+    "Type": "batch",
+    "Datacenters": ["*"],
+    "TaskGroups": [
+        {
+            "Name": "main",
+            "Count": 1,
+            "Tasks": [
+                {
+                    "Name": "main",
+                    "Driver": "docker",
+                    "Config": {"image": "busybox:latest", "command": "echo", "args": ["hello"]},
+                }
+            ],
+        }
+    ],
+}
 
 
 def job(job_id: str = "demo-job-1", task: str = "main", **extra: Any) -> dict[str, Any]:
@@ -86,8 +120,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def call(http: aiohttp.ClientSession, sim: NomadSimulator, method: str, path: str,
-               **kw: Any) -> tuple[int, dict[str, str], Any]:
+async def call(
+    http: aiohttp.ClientSession, sim: NomadSimulator, method: str, path: str, **kw: Any
+) -> tuple[int, dict[str, str], Any]:
     async with http.request(method, f"{sim.url}{path}", **kw) as resp:
         body = await resp.read()
         ctype = resp.headers.get("Content-Type", "")
@@ -95,8 +130,9 @@ async def call(http: aiohttp.ClientSession, sim: NomadSimulator, method: str, pa
         return resp.status, dict(resp.headers), data
 
 
-async def register(http: aiohttp.ClientSession, sim: NomadSimulator,
-                   body: dict[str, Any]) -> dict[str, Any]:
+async def register(
+    http: aiohttp.ClientSession, sim: NomadSimulator, body: dict[str, Any]
+) -> dict[str, Any]:
     status, _, data = await call(http, sim, "POST", "/v1/jobs", json={"Job": body})
     assert status == 200, data
     return data  # type: ignore[no-any-return]
@@ -105,14 +141,18 @@ async def register(http: aiohttp.ClientSession, sim: NomadSimulator,
 async def until_alloc(sim: NomadSimulator, job_id: str, status: str) -> dict[str, Any]:
     async with asyncio.timeout(5):
         async with sim.cluster.changed:
-            await sim.cluster.changed.wait_for(lambda: any(
-                a["JobID"] == job_id and a["ClientStatus"] == status
-                for a in sim.cluster.allocs.values()))
+            await sim.cluster.changed.wait_for(
+                lambda: any(
+                    a["JobID"] == job_id and a["ClientStatus"] == status
+                    for a in sim.cluster.allocs.values()
+                )
+            )
     return next(a for a in sim.cluster.allocs.values() if a["JobID"] == job_id)
 
 
-async def test_register_read_and_list_match_the_contract(sim: NomadSimulator,
-                                                         http: aiohttp.ClientSession) -> None:
+async def test_register_read_and_list_match_the_contract(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     answer = await register(http, sim, job())
     check(answer, schema_of(sample("jobs.create.response.json")))
     assert answer["EvalID"] and answer["JobModifyIndex"] == answer["EvalCreateIndex"]
@@ -134,22 +174,27 @@ async def test_register_read_and_list_match_the_contract(sim: NomadSimulator,
     status, _, ev = await call(http, sim, "GET", f"/v1/evaluation/{answer['EvalID']}")
     check(ev, EVAL)
     assert ev["Status"] == "complete"
-    status, _, by_eval = await call(http, sim, "GET",
-                                    f"/v1/evaluation/{answer['EvalID']}/allocations")
+    status, _, by_eval = await call(
+        http, sim, "GET", f"/v1/evaluation/{answer['EvalID']}/allocations"
+    )
     check(by_eval[0], schema_of(sample("evaluation.allocations.response.json")[0]))
 
 
 async def test_errors_are_plain_text(sim: NomadSimulator, http: aiohttp.ClientSession) -> None:
-    for path, text in [("/v1/job/nope", "job not found"),
-                       ("/v1/allocation/0b5ad5b5-0000-0000-0000-000000000000", "alloc not found"),
-                       ("/v1/evaluation/0b5ad5b5-0000-0000-0000-000000000000", "eval not found")]:
+    for path, text in [
+        ("/v1/job/nope", "job not found"),
+        ("/v1/allocation/0b5ad5b5-0000-0000-0000-000000000000", "alloc not found"),
+        ("/v1/evaluation/0b5ad5b5-0000-0000-0000-000000000000", "eval not found"),
+    ]:
         status, headers, body = await call(http, sim, "GET", path)
         assert (status, headers["Content-Type"], body) == (404, "text/plain", text)
-    status, headers, body = await call(http, sim, "GET", "/v1/job/nope/allocations",
-                                       params={"index": "x"})
+    status, headers, body = await call(
+        http, sim, "GET", "/v1/job/nope/allocations", params={"index": "x"}
+    )
     assert (status, body) == (400, "Invalid index")
-    status, _, body = await call(http, sim, "GET", "/v1/job/nope/allocations",
-                                 params={"index": "1", "wait": "soon"})
+    status, _, body = await call(
+        http, sim, "GET", "/v1/job/nope/allocations", params={"index": "1", "wait": "soon"}
+    )
     assert (status, body) == (400, "Invalid wait time")
     status, _, body = await call(http, sim, "POST", "/v1/jobs", json={"Job": job("a b")})
     assert status == 500 and "Job ID contains a space" in body
@@ -157,43 +202,63 @@ async def test_errors_are_plain_text(sim: NomadSimulator, http: aiohttp.ClientSe
     assert status == 405
 
 
-async def test_enforce_index_is_check_and_set(sim: NomadSimulator,
-                                              http: aiohttp.ClientSession) -> None:
+async def test_enforce_index_is_check_and_set(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     first = await register(http, sim, job())
     cas = {"Job": job(Meta={"v": "2"}), "EnforceIndex": True, "JobModifyIndex": 0}
     status, _, body = await call(http, sim, "POST", "/v1/jobs", json=cas)
     assert (status, body) == (500, "Enforcing job modify index 0: job already exists")
     cas["JobModifyIndex"] = 999
     status, _, body = await call(http, sim, "POST", "/v1/jobs", json=cas)
-    assert body == ("Enforcing job modify index 999: job exists with conflicting job modify "
-                    f"index: {first['JobModifyIndex']}")
+    assert body == (
+        "Enforcing job modify index 999: job exists with conflicting job modify "
+        f"index: {first['JobModifyIndex']}"
+    )
     cas["JobModifyIndex"] = first["JobModifyIndex"]
     status, _, second = await call(http, sim, "PUT", "/v1/jobs", json=cas)
     assert status == 200 and second["JobModifyIndex"] > first["JobModifyIndex"]
-    status, _, body = await call(http, sim, "POST", "/v1/jobs", json={
-        "Job": job("fresh"), "EnforceIndex": True, "JobModifyIndex": 5})
+    status, _, body = await call(
+        http,
+        sim,
+        "POST",
+        "/v1/jobs",
+        json={"Job": job("fresh"), "EnforceIndex": True, "JobModifyIndex": 5},
+    )
     assert body == "Enforcing job modify index 5: job does not exist"
 
 
-async def test_blocking_query_waits_for_a_change(sim: NomadSimulator,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_blocking_query_waits_for_a_change(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("demo-job-1", duration_s=50)
     await register(http, sim, job())
     await until_alloc(sim, "demo-job-1", "running")
     _, headers, _ = await call(http, sim, "GET", "/v1/job/demo-job-1/allocations")
     index = int(headers["X-Nomad-Index"])
     # nothing changes within 1 simulated second: the same index comes back after the wait
-    _, headers, _ = await call(http, sim, "GET", "/v1/job/demo-job-1/allocations",
-                               params={"index": str(index), "wait": "1s"})
+    _, headers, _ = await call(
+        http,
+        sim,
+        "GET",
+        "/v1/job/demo-job-1/allocations",
+        params={"index": str(index), "wait": "1s"},
+    )
     assert int(headers["X-Nomad-Index"]) == index
     # the job ends meanwhile: the query returns with the new index
-    _, headers, allocs = await call(http, sim, "GET", "/v1/job/demo-job-1/allocations",
-                                    params={"index": str(index), "wait": "5m"})
+    _, headers, allocs = await call(
+        http,
+        sim,
+        "GET",
+        "/v1/job/demo-job-1/allocations",
+        params={"index": str(index), "wait": "5m"},
+    )
     assert int(headers["X-Nomad-Index"]) > index and allocs[0]["ClientStatus"] == "complete"
 
 
-async def read_stream(http: aiohttp.ClientSession, sim: NomadSimulator, count: int,
-                      **params: Any) -> list[dict[str, Any]]:
+async def read_stream(
+    http: aiohttp.ClientSession, sim: NomadSimulator, count: int, **params: Any
+) -> list[dict[str, Any]]:
     query = [("topic", "Job"), ("topic", "Allocation"), ("topic", "Evaluation")]
     query += [(k, str(v)) for k, v in params.items()]
     lines: list[dict[str, Any]] = []
@@ -209,8 +274,9 @@ async def read_stream(http: aiohttp.ClientSession, sim: NomadSimulator, count: i
     return lines
 
 
-async def test_event_stream_lines_match_the_contract(sim: NomadSimulator,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_event_stream_lines_match_the_contract(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     await register(http, sim, job())
     await until_alloc(sim, "demo-job-1", "complete")
     lines = await read_stream(http, sim, 7)
@@ -233,14 +299,18 @@ async def test_event_stream_lines_match_the_contract(sim: NomadSimulator,
             else:
                 check(obj, JOB)
             kinds.append((ev["Topic"], ev["Type"]))
-    assert kinds[:3] == [("Job", "JobRegistered"), ("Evaluation", "JobRegistered"),
-                         ("Allocation", "PlanResult")]
+    assert kinds[:3] == [
+        ("Job", "JobRegistered"),
+        ("Evaluation", "JobRegistered"),
+        ("Allocation", "PlanResult"),
+    ]
     assert ("Allocation", "AllocationUpdated") in kinds
     assert [line["Index"] for line in data] == sorted(line["Index"] for line in data)
 
 
 async def test_event_stream_resume_repeats_the_newest_and_starts_after_aged_out(
-        sim: NomadSimulator, http: aiohttp.ClientSession) -> None:
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     await register(http, sim, job())
     await until_alloc(sim, "demo-job-1", "complete")
     newest = sim.cluster.buffer[-1][0]
@@ -256,8 +326,9 @@ async def test_event_stream_resume_repeats_the_newest_and_starts_after_aged_out(
     assert line["Index"] == newest - 1
 
 
-async def test_event_stream_filters_and_heartbeats(sim: NomadSimulator,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_event_stream_filters_and_heartbeats(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.heartbeat_s = 1.0  # 10 ms
     await register(http, sim, job("other"))
     await register(http, sim, job("mine"))
@@ -270,14 +341,16 @@ async def test_event_stream_filters_and_heartbeats(sim: NomadSimulator,
             while sum(1 for x in lines if not x) < 3:
                 lines.append(json.loads(await resp.content.readline()))
     events = [e for line in lines if line for e in line["Events"]]
-    assert events and all(e["Topic"] == "Allocation" and e["Payload"]["Allocation"]["JobID"]
-                          == "mine" for e in events)
+    assert events and all(
+        e["Topic"] == "Allocation" and e["Payload"]["Allocation"]["JobID"] == "mine" for e in events
+    )
     status, _, body = await call(http, sim, "GET", "/v1/event/stream", params={"index": "x"})
     assert status == 400 and body.startswith("Unable to parse index")
 
 
-async def test_dropped_event_stream_is_cut(sim: NomadSimulator,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_dropped_event_stream_is_cut(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     async with http.get(f"{sim.url}/v1/event/stream", params={"topic": "Job"}) as resp:
         assert await resp.content.readline() == b"{}\n"
         assert sim.drop_event_streams() == 1
@@ -294,93 +367,131 @@ async def test_acl_tokens(http: aiohttp.ClientSession) -> None:
         sim.add_token("root", management=True)
         status, headers, body = await call(http, sim, "GET", "/v1/job/x")
         assert (status, headers["Content-Type"], body) == (403, "text/plain", "Permission denied")
-        status, _, body = await call(http, sim, "GET", "/v1/job/x",
-                                     headers={"X-Nomad-Token": "who"})
+        status, _, body = await call(
+            http, sim, "GET", "/v1/job/x", headers={"X-Nomad-Token": "who"}
+        )
         assert (status, body) == (403, "ACL token not found")
-        status, _, body = await call(http, sim, "GET", "/v1/job/x",
-                                     headers={"Authorization": "Bearer reader"})
+        status, _, body = await call(
+            http, sim, "GET", "/v1/job/x", headers={"Authorization": "Bearer reader"}
+        )
         assert (status, body) == (404, "job not found")
-        status, _, body = await call(http, sim, "POST", "/v1/jobs", json={"Job": job()},
-                                     headers={"X-Nomad-Token": "reader"})
+        status, _, body = await call(
+            http, sim, "POST", "/v1/jobs", json={"Job": job()}, headers={"X-Nomad-Token": "reader"}
+        )
         assert (status, body) == (403, "Permission denied")
-        status, _, body = await call(http, sim, "GET", "/v1/event/stream",
-                                     headers={"X-Nomad-Token": "reader"})  # all topics
+        status, _, body = await call(
+            http, sim, "GET", "/v1/event/stream", headers={"X-Nomad-Token": "reader"}
+        )  # all topics
         assert (status, body) == (403, "Permission denied")
-        status, _, body = await call(http, sim, "GET", "/v1/acl/token/self",
-                                     headers={"X-Nomad-Token": "root"})
+        status, _, body = await call(
+            http, sim, "GET", "/v1/acl/token/self", headers={"X-Nomad-Token": "root"}
+        )
         check(body, schema_of(sample("acl.token.self.response.json")))
         assert body["Type"] == "management"
     finally:
         await sim.close()
 
 
-async def test_logs_framed_match_the_contract_bytes(sim: NomadSimulator,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_logs_framed_match_the_contract_bytes(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("web", stdout=b"hello\n", duration_s=1000)
     await register(http, sim, job("web", task="web"))
     alloc = await until_alloc(sim, "web", "running")
     path = f"/v1/client/fs/logs/{alloc['ID']}"
     expected = (SAMPLES / "logs.framed.illustrative.txt").read_bytes().rstrip(b"\n")
-    async with http.get(f"{sim.url}{path}", params={
-            "task": "web", "type": "stdout", "follow": "true"}) as resp:
+    async with http.get(
+        f"{sim.url}{path}", params={"task": "web", "type": "stdout", "follow": "true"}
+    ) as resp:
         assert resp.headers["Content-Type"] == "application/json"
         got = b""
         async with asyncio.timeout(5):
             while len(got) < len(expected):
                 got += await resp.content.readany()
-        assert got[:len(expected)] == expected  # a frame, then {} heartbeats every second
+        assert got[: len(expected)] == expected  # a frame, then {} heartbeats every second
 
 
-async def test_logs_plain_follow_offset_and_origin(sim: NomadSimulator,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_logs_plain_follow_offset_and_origin(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("demo-job-1", stdout=b"one\ntwo\n", stderr=b"oops\n", duration_s=4)
     await register(http, sim, job())
     alloc = await until_alloc(sim, "demo-job-1", "complete")
     path = f"/v1/client/fs/logs/{alloc['ID']}"
-    status, headers, body = await call(http, sim, "GET", path, params={
-        "task": "main", "type": "stdout", "plain": "true"})
+    status, headers, body = await call(
+        http, sim, "GET", path, params={"task": "main", "type": "stdout", "plain": "true"}
+    )
     assert (status, headers["Content-Type"], body) == (200, "text/plain", "one\ntwo\n")
-    _, _, body = await call(http, sim, "GET", path, params={
-        "task": "main", "type": "stdout", "plain": "true", "origin": "end", "offset": "4"})
+    _, _, body = await call(
+        http,
+        sim,
+        "GET",
+        path,
+        params={"task": "main", "type": "stdout", "plain": "true", "origin": "end", "offset": "4"},
+    )
     assert body == "two\n"
-    _, _, body = await call(http, sim, "GET", path, params={
-        "task": "main", "type": "stderr", "offset": "2"})
+    _, _, body = await call(
+        http, sim, "GET", path, params={"task": "main", "type": "stderr", "offset": "2"}
+    )
     frame = body  # one frame: a JSON object
-    assert frame == {"Offset": 5, "Data": base64.b64encode(b"ps\n").decode(),
-                     "File": "alloc/logs/main.stderr.0"}
-    for params, text in [({"type": "stdout"}, "must provide task name"),
-                         ({"task": "main"}, "must provide log type (stdout/stderr)"),
-                         ({"task": "main", "type": "stdout", "origin": "middle"},
-                          "origin must be start or end")]:
+    assert frame == {
+        "Offset": 5,
+        "Data": base64.b64encode(b"ps\n").decode(),
+        "File": "alloc/logs/main.stderr.0",
+    }
+    for params, text in [
+        ({"type": "stdout"}, "must provide task name"),
+        ({"task": "main"}, "must provide log type (stdout/stderr)"),
+        ({"task": "main", "type": "stdout", "origin": "middle"}, "origin must be start or end"),
+    ]:
         status, headers, body = await call(http, sim, "GET", path, params=params)
         assert (status, headers["Content-Type"], body) == (400, "text/plain", text)
-    status, _, body = await call(http, sim, "GET", "/v1/client/fs/logs/nope",
-                                 params={"task": "main", "type": "stdout"})
+    status, _, body = await call(
+        http, sim, "GET", "/v1/client/fs/logs/nope", params={"task": "main", "type": "stdout"}
+    )
     assert (status, body) == (404, 'Unknown allocation "nope"')
 
 
-async def test_logs_follow_tails_new_output(sim: NomadSimulator,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_logs_follow_tails_new_output(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("demo-job-1", stdout=b"a\nb\nc\n", duration_s=30)
     await register(http, sim, job())
     alloc = await until_alloc(sim, "demo-job-1", "running")
     path = f"/v1/client/fs/logs/{alloc['ID']}"
-    async with http.get(f"{sim.url}{path}", params={
-            "task": "main", "type": "stdout", "follow": "true", "plain": "true"}) as resp:
+    async with http.get(
+        f"{sim.url}{path}",
+        params={"task": "main", "type": "stdout", "follow": "true", "plain": "true"},
+    ) as resp:
         got = b""
         async with asyncio.timeout(5):
             while got != b"a\nb\nc\n":
                 got += await resp.content.readany()
 
 
-@pytest.mark.parametrize(("script", "client", "check_alloc"), [
-    ({"exit_code": 3}, "failed", lambda a: a["TaskStates"]["main"]["Events"][-2]["ExitCode"] == 3),
-    ({"driver_failure": "image not found"}, "failed",
-     lambda a: a["TaskStates"]["main"]["Events"][-2]["DriverError"] == "image not found"),
-    ({"lost_after_s": 0.5, "duration_s": 10}, "lost", lambda a: a["DesiredStatus"] == "stop"),
-])
-async def test_scripted_outcomes(sim: NomadSimulator, http: aiohttp.ClientSession,
-                                 script: dict[str, Any], client: str, check_alloc: Any) -> None:
+@pytest.mark.parametrize(
+    ("script", "client", "check_alloc"),
+    [
+        (
+            {"exit_code": 3},
+            "failed",
+            lambda a: a["TaskStates"]["main"]["Events"][-2]["ExitCode"] == 3,
+        ),
+        (
+            {"driver_failure": "image not found"},
+            "failed",
+            lambda a: a["TaskStates"]["main"]["Events"][-2]["DriverError"] == "image not found",
+        ),
+        ({"lost_after_s": 0.5, "duration_s": 10}, "lost", lambda a: a["DesiredStatus"] == "stop"),
+    ],
+)
+async def test_scripted_outcomes(
+    sim: NomadSimulator,
+    http: aiohttp.ClientSession,
+    script: dict[str, Any],
+    client: str,
+    check_alloc: Any,
+) -> None:
     sim.script("demo-job-1", **script)
     await register(http, sim, job())
     alloc = await until_alloc(sim, "demo-job-1", client)
@@ -388,8 +499,9 @@ async def test_scripted_outcomes(sim: NomadSimulator, http: aiohttp.ClientSessio
     check({k: v for k, v in alloc.items() if not k.startswith("_")}, ALLOC_STUB)
 
 
-async def test_reschedule_links_allocations(sim: NomadSimulator,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_reschedule_links_allocations(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("demo-job-1", exit_codes=(1, 0))
     flaky = job()
     flaky["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 1, "Delay": 10**9}
@@ -406,8 +518,9 @@ async def test_reschedule_links_allocations(sim: NomadSimulator,
         check(stub, JOB_ALLOC_STUB)
 
 
-async def test_placement_failure_blocks_an_evaluation(sim: NomadSimulator,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_placement_failure_blocks_an_evaluation(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     big = job()
     big["TaskGroups"][0]["Tasks"][0]["Resources"] = {"CPU": 100, "MemoryMB": 999999}
     answer = await register(http, sim, big)
@@ -423,8 +536,9 @@ async def test_placement_failure_blocks_an_evaluation(sim: NomadSimulator,
     assert allocs == []
 
 
-async def test_stop_kills_and_purge_forgets(sim: NomadSimulator,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_stop_kills_and_purge_forgets(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
     sim.script("demo-job-1", duration_s=1000)
     await register(http, sim, job())
     await until_alloc(sim, "demo-job-1", "running")

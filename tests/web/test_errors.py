@@ -271,7 +271,8 @@ async def test_what_no_route_takes_is_still_answered_by_egw(api: Client, target:
     aiohttp's plain text: a JSON error (but for HEAD) and a request id."""
     status, headers, body = await raw_http(
         api,
-        target + b"\r\nHost: t\r\nConnection: close\r\n"
+        target
+        + b"\r\nHost: t\r\nConnection: close\r\n"
         + f"Authorization: {WRITER['Authorization']}\r\n\r\n".encode(),
     )
     assert status in (404, 405), body

@@ -1,4 +1,4 @@
-"""Event-log routes: JSON history, SSE of all events with replay, filters, and the reset after pruning."""
+"""Event-log routes: JSON history, SSE of all events with replay, filters, reset after pruning."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ async def test_live_stream_of_status_changes(api: TestClient[web.Request, web.Ap
 async def test_resume_replays_from_the_log(api: TestClient[web.Request, web.Application]) -> None:
     first = await submit_local(api, "true")
     await wait_terminal(api, first["id"])
-    history = (await (await api.get(f"/v1/tasks/{first['id']}/events", headers=WRITER)).json())["events"]
+    history = (await (await api.get(f"/v1/tasks/{first['id']}/events", headers=WRITER)).json())[
+        "events"
+    ]
     cursor = history[0]["seq"]
     async with api.get("/v1/events", headers={**SSE, "Last-Event-ID": str(cursor)}) as resp:
         frames = await sse_frames(resp, is_end_of(first["id"]))
@@ -55,9 +57,9 @@ async def test_filters(api: TestClient[web.Request, web.Application]) -> None:
         f"/v1/events?after=0&task_id={target['id']}&provider=local", headers=SSE
     ) as resp:
         frames = await sse_frames(resp, is_end_of(target["id"]))
-    assert {json.loads(f["data"])["task_id"] for f in frames if "data" in f and "task_id" in f["data"]} == {
-        target["id"]
-    }
+    assert {
+        json.loads(f["data"])["task_id"] for f in frames if "data" in f and "task_id" in f["data"]
+    } == {target["id"]}
     async with api.get(f"/v1/tasks/{target['id']}/events", headers=SSE) as resp:
         frames = await sse_frames(resp, is_end_of(target["id"]))
     assert json.loads(frames[-1]["data"])["status"] == "succeeded"

@@ -41,7 +41,9 @@ async def test_metrics_follow_a_session(api: TestClient[web.Request, web.Applica
     bad = await submit_local(api, "false")
     await wait_terminal(api, ok["id"])
     await wait_terminal(api, bad["id"])
-    async with api.get(f"/v1/tasks/{ok['id']}/logs", headers={**WRITER, "Accept": "text/event-stream"}) as r:
+    async with api.get(
+        f"/v1/tasks/{ok['id']}/logs", headers={**WRITER, "Accept": "text/event-stream"}
+    ) as r:
         await r.read()
     await api.get("/v1/tasks/t_nope", headers=WRITER)
     after = await scrape(api)
@@ -55,7 +57,10 @@ async def test_metrics_follow_a_session(api: TestClient[web.Request, web.Applica
     assert sample(after, "egw_tasks", provider="local", status="succeeded") == 1
     assert moved("egw_http_requests_total", method="POST", route="/v1/tasks", status="202") == 2
     assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}", status="404") == 1
-    assert moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}/logs", status="200") == 1
+    assert (
+        moved("egw_http_requests_total", method="GET", route="/v1/tasks/{id}/logs", status="200")
+        == 1
+    )
     assert moved("egw_http_requests_total", method="GET", route="unmatched", status="404") == 0
     assert moved("egw_eventlog_appends_total") >= 6
     assert moved("egw_log_bytes_total", provider="local") == len("hello\n")
@@ -65,10 +70,14 @@ async def test_metrics_follow_a_session(api: TestClient[web.Request, web.Applica
 
 
 async def test_metrics_can_require_a_token_or_be_off(aiohttp_client: Any, tmp_path: Path) -> None:
-    guarded = await aiohttp_client(create_app(make_config(tmp_path / "a", {"metrics": {"require_token": True}})))
+    guarded = await aiohttp_client(
+        create_app(make_config(tmp_path / "a", {"metrics": {"require_token": True}}))
+    )
     assert (await guarded.get("/metrics")).status == 401
     assert (await guarded.get("/metrics", headers=WRITER)).status == 200
-    off = await aiohttp_client(create_app(make_config(tmp_path / "b", {"metrics": {"enabled": False}})))
+    off = await aiohttp_client(
+        create_app(make_config(tmp_path / "b", {"metrics": {"enabled": False}}))
+    )
     assert (await off.get("/metrics")).status == 404
 
 
@@ -80,10 +89,23 @@ async def test_metrics_after_webhooks_and_a_failed_upstream_call(
     sim = GitHubSimulator(webhook_secret="metrics-secret", token="ghp_m", time_scale=0.005)
     await sim.start()
     try:
-        cfg = make_config(tmp_path, {"providers": {"github_actions": {
-            "enabled": True, "api_url": sim.base_url, "token": "ghp_m",
-            "webhook_secret": "metrics-secret", "owner": "o", "repo": "r",
-            "poll_min_s": 30, "poll_max_s": 60}}})
+        cfg = make_config(
+            tmp_path,
+            {
+                "providers": {
+                    "github_actions": {
+                        "enabled": True,
+                        "api_url": sim.base_url,
+                        "token": "ghp_m",
+                        "webhook_secret": "metrics-secret",
+                        "owner": "o",
+                        "repo": "r",
+                        "poll_min_s": 30,
+                        "poll_max_s": 60,
+                    }
+                }
+            },
+        )
         api = await aiohttp_client(create_app(cfg))
         sim.webhook_url = str(api.make_url("/v1/webhooks/github"))
         before = await scrape(api)
@@ -93,9 +115,16 @@ async def test_metrics_after_webhooks_and_a_failed_upstream_call(
         assert resp.status == 202, await resp.text()
         done = await wait_terminal(api, (await resp.json())["id"])
         assert done["status"] == "succeeded"
-        bad = await api.post("/v1/webhooks/github", data=b"{}", headers={
-            "X-GitHub-Event": "ping", "X-GitHub-Delivery": "d-1", "Content-Type": "application/json",
-            "X-Hub-Signature-256": "sha256=" + "0" * 64})
+        bad = await api.post(
+            "/v1/webhooks/github",
+            data=b"{}",
+            headers={
+                "X-GitHub-Event": "ping",
+                "X-GitHub-Delivery": "d-1",
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": "sha256=" + "0" * 64,
+            },
+        )
         assert bad.status == 401
         after = await scrape(api)
     finally:
@@ -104,17 +133,35 @@ async def test_metrics_after_webhooks_and_a_failed_upstream_call(
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    assert moved("egw_upstream_requests_total", provider="github_actions", operation="dispatch",
-                 outcome="server_error") == 1
+    assert (
+        moved(
+            "egw_upstream_requests_total",
+            provider="github_actions",
+            operation="dispatch",
+            outcome="server_error",
+        )
+        == 1
+    )
     # after an ambiguous failure the attempt looks for the run before dispatching again
-    assert moved("egw_upstream_requests_total", provider="github_actions", operation="dispatch",
-                 outcome="ok") >= 1
+    assert (
+        moved(
+            "egw_upstream_requests_total",
+            provider="github_actions",
+            operation="dispatch",
+            outcome="ok",
+        )
+        >= 1
+    )
     assert moved("egw_upstream_retries_total", provider="github_actions", operation="dispatch") == 1
     assert moved("egw_webhook_deliveries_total", source="github", result="accepted") >= 3
     assert moved("egw_webhook_deliveries_total", source="github", result="bad_signature") == 1
     assert moved("egw_tasks_finished_total", provider="github_actions", outcome="succeeded") == 1
-    assert sample(after, "egw_provider_health", provider="github_actions",
-                  figure="rate_limit.remaining") > 0
+    assert (
+        sample(
+            after, "egw_provider_health", provider="github_actions", figure="rate_limit.remaining"
+        )
+        > 0
+    )
 
 
 async def test_request_latency_is_a_prometheus_histogram(
@@ -132,15 +179,23 @@ async def test_request_latency_is_a_prometheus_histogram(
         re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
         for line in text.splitlines()
         if line.startswith("egw_http_request_duration_seconds_bucket{")
-        and 'route="/v1/tasks/{id}"' in line and 'method="GET"' in line
+        and 'route="/v1/tasks/{id}"' in line
+        and 'method="GET"' in line
     ]
     assert les and les[-1] == "+Inf" and les[0] == "0.001"
-    counts = [sample(text, "egw_http_request_duration_seconds_bucket", **labels, le=le) for le in les]
+    counts = [
+        sample(text, "egw_http_request_duration_seconds_bucket", **labels, le=le) for le in les
+    ]
     assert counts == sorted(counts) and counts[-1] == 3
     assert sample(text, "egw_http_request_duration_seconds_count", **labels) == 3
     assert 0 < sample(text, "egw_http_request_duration_seconds_sum", **labels) < 30
     assert sample(text, "egw_http_requests_total", **labels, status="404") == 3
     # what no route takes is counted under one label, never under its raw path
-    assert sample(text, "egw_http_requests_total", method="GET", route="unmatched", status="404") == 1
-    assert sample(text, "egw_http_requests_total", method="PATCH", route="unmatched", status="405") == 1
+    assert (
+        sample(text, "egw_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    )
+    assert (
+        sample(text, "egw_http_requests_total", method="PATCH", route="unmatched", status="405")
+        == 1
+    )
     assert "/no/such/route" not in text

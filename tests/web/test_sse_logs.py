@@ -1,4 +1,4 @@
-"""SSE log tailing: exact bytes, resume with Last-Event-ID, stream filters, fan-out, the end event."""
+"""SSE log tailing: exact bytes, resume with Last-Event-ID, stream filters, fan-out, end event."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def test_exact_bytes_of_a_live_tail(api: TestClient[web.Request, web.Appli
     task = await submit_local(api, "sleep", "30")
     service = api.app[service_key]
     await service.append_log(task["id"], "stdout", b"hello\n")
-    await service.append_log(task["id"], "stderr", "caf\u00e9 \"q\"\n".encode())
+    await service.append_log(task["id"], "stderr", 'caf\u00e9 "q"\n'.encode())
     async with api.get(f"/v1/tasks/{task['id']}/logs", headers=SSE) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
@@ -63,7 +63,7 @@ async def test_exact_bytes_of_a_live_tail(api: TestClient[web.Request, web.Appli
             b'id: 16\nevent: log\ndata: {"stream":"stderr","text":"caf\xc3\xa9 \\"q\\"\\n"}\n\n'
         )
         assert head.startswith(replayed)
-        assert head[len(replayed):].startswith(b"event: status\ndata: {")
+        assert head[len(replayed) :].startswith(b"event: status\ndata: {")
         assert head.endswith(b"}\n\n") and head.count(b"\n\n") == 4
         # live: the next chunk arrives framed the same way, its id the offset after it
         rest = b""
@@ -75,7 +75,9 @@ async def test_exact_bytes_of_a_live_tail(api: TestClient[web.Request, web.Appli
     assert cancel.status == 202
 
 
-async def test_late_client_gets_everything_then_end(api: TestClient[web.Request, web.Application]) -> None:
+async def test_late_client_gets_everything_then_end(
+    api: TestClient[web.Request, web.Application],
+) -> None:
     task = await submit_local(api, sys.executable, "-c", CHATTY)
     done = await wait_terminal(api, task["id"])
     assert done["status"] == "succeeded"
@@ -119,7 +121,9 @@ async def test_resume_after_a_dropped_connection_is_exact(
 async def test_stream_filter_with_resume(api: TestClient[web.Request, web.Application]) -> None:
     task = await submit_local(api, sys.executable, "-c", CHATTY)
     await wait_terminal(api, task["id"])
-    expected = await (await api.get(f"/v1/tasks/{task['id']}/logs?stream=stderr", headers=WRITER)).text()
+    expected = await (
+        await api.get(f"/v1/tasks/{task['id']}/logs?stream=stderr", headers=WRITER)
+    ).text()
     assert expected.splitlines()[0] == "err 0 é" and len(expected.splitlines()) == 30
     async with api.get(f"/v1/tasks/{task['id']}/logs?stream=stderr", headers=SSE) as resp:
         first = await read_frames(resp, limit=5)
@@ -129,7 +133,9 @@ async def test_stream_filter_with_resume(api: TestClient[web.Request, web.Applic
     ) as resp:
         rest = await read_frames(resp)
     assert text_of(first) + text_of(rest) == expected
-    assert {json.loads(f["data"])["stream"] for f in first + rest if f.get("event") == "log"} == {"stderr"}
+    assert {json.loads(f["data"])["stream"] for f in first + rest if f.get("event") == "log"} == {
+        "stderr"
+    }
 
 
 async def test_many_tailers_share_one_reader_and_agree(

@@ -1,4 +1,4 @@
-"""egw.wire.cloudrun: names, the task spec, RunJobRequest, the state mapping, log reading, errors."""
+"""egw.wire.cloudrun: names, task spec, RunJobRequest, the state mapping, log reading, errors."""
 
 from __future__ import annotations
 
@@ -576,8 +576,8 @@ def test_parse_error_reads_googles_body() -> None:
                 "code": 404,
                 "status": "NOT_FOUND",
                 "message": (
-                    "Resource 'nope' of kind 'JOB' in region 'asia-east1' in project 'my-project' does not"
-                    " exist."
+                    "Resource 'nope' of kind 'JOB' in region 'asia-east1' in project"
+                    " 'my-project' does not exist."
                 ),
             }
         }

@@ -1,4 +1,4 @@
-"""The Cloud Run Jobs provider: run executions, watch them by polling, tail their Cloud Logging logs.
+"""The Cloud Run Jobs provider: run executions, poll them, tail their Cloud Logging logs.
 
 Contracts: tests/samples/cloudrun/run-v2-jobs.md and logging-entries-list.md; the wire formats
 are in `egw.wire.cloudrun`.

@@ -1,4 +1,4 @@
-"""`CloudRunAPI`: one authorised call to Cloud Run Admin v2 or Cloud Logging v2, errors mapped, retried.
+"""`CloudRunAPI`: one authorised call to Cloud Run Admin v2 or Logging v2, errors mapped, retried.
 
 Every part of the provider (executions, poller, log reader) calls Google through this one helper:
 a bearer token from `TokenSource` (a 401 refreshes it once), Google's error bodies mapped to egw's

@@ -1,4 +1,4 @@
-"""`Poller`: one polling loop per execution (``GET v2/{execution}``), reporting each change of state.
+"""`Poller`: one polling loop per execution (``GET v2/{execution}``), reporting each state change.
 
 Cloud Run pushes nothing. The interval is adaptive (``poll_min_s`` after a change, growing by half
 up to ``poll_max_s``) with jitter, and a ``wake`` (a cancel) polls at once. Only a change of state

@@ -20,6 +20,7 @@ from egw.providers.local.spec import LocalSpec, validate_task
 
 log = structlog.get_logger("egw.providers.local")
 
+
 class LocalProvider:
     name: ClassVar[str] = "local"
 

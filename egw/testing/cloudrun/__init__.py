@@ -18,20 +18,20 @@ Scripting API::
 
     sim = CloudRunSimulator(token="sim-token", time_scale=0.01)   # 10 simulated s = 0.1 real s
     url = await sim.start()                                       # ... await sim.close()
-    sim.add_job("my-project", "asia-east1", "my-job")             # default: prints its args, exits 0
+    sim.add_job("my-project", "asia-east1", "my-job")             # default: prints args, exits 0
     sim.add_job("p", "us-central1", "etl", args=["run"], task_count=3, script=JobScript(
-        stdout=["line 1", {"message": "structured", "rows": 3}],  # str: textPayload, dict: jsonPayload
+        stdout=["line 1", {"message": "structured", "rows": 3}],  # as textPayload / jsonPayload
         stderr=["warning!"], exit_code=2, failing_tasks=frozenset({1}),
         duration_s=10, start_delay_s=2, cancel_delay_s=1,
         ingest_delay_s=1, ingest_jitter_s=0.5,                    # Logging shows entries late
         per_task=None,                                            # or ctx -> TaskOutput(...)
     ))
-    sim.fail("run", 429, times=3)            # the next 3 jobs:run calls answer 429 RESOURCE_EXHAUSTED
+    sim.fail("run", 429, times=3)            # next 3 jobs:run calls answer 429 RESOURCE_EXHAUSTED
     sim.fail("run", 500, apply=True)         # starts the execution, then answers 500
     sim.fail("list_entries", 503, skip=1)    # the second entries:list call fails
     sim.fail("*", 503)                       # next call of any operation: 503 UNAVAILABLE
     sim.delay("run", 2.0)                    # starts the execution, answers 2 s (real) late
-    sim.empty_log_pages = 2                  # entries:list pages with no entries but a nextPageToken
+    sim.empty_log_pages = 2                  # entries:list pages: no entries but a nextPageToken
     sim.logging_quota_per_minute = 60        # 429 once a project reads more often
     sim.trusted_keys = {kid: public_pem}     # verify service-account JWT signatures
     sim.count("list_entries"); sim.requests  # what was called

@@ -40,7 +40,9 @@ def compile_filter(text: str) -> Predicate:
     pred = parser.expr()
     parser.skip_ws()
     if parser.pos != len(text):
-        raise FilterError(f"unexpected text at {parser.pos}: {text[parser.pos:parser.pos + 20]!r}")
+        raise FilterError(
+            f"unexpected text at {parser.pos}: {text[parser.pos : parser.pos + 20]!r}"
+        )
     return pred
 
 
@@ -50,7 +52,7 @@ class _Parser:
         self.pos = 0
 
     def rest(self) -> str:
-        return self.text[self.pos:]
+        return self.text[self.pos :]
 
     def skip_ws(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -199,7 +201,8 @@ def _compare(path: list[str], op: str, wanted: str) -> Predicate:
             return wanted.lower() in text.lower()
         if pattern is not None:
             return bool(pattern.search(text)) == (op == "=~")
-        return {"<": text < wanted, "<=": text <= wanted, ">": text > wanted,
-                ">=": text >= wanted}[op]
+        return {"<": text < wanted, "<=": text <= wanted, ">": text > wanted, ">=": text >= wanted}[
+            op
+        ]
 
     return pred

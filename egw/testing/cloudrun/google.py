@@ -11,22 +11,33 @@ from typing import Any
 
 from aiohttp import web
 
-STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
-                499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
-                504: "DEADLINE_EXCEEDED"}
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie"
     " or other valid authentication credential. See"
-    " https://developers.google.com/identity/sign-in/web/devconsole-project.")
+    " https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 
 
 class GoogleError(Exception):
     """An API error, answered as ``{"error": {"code", "message", "status", "details"?}}``."""
 
-    def __init__(self, status: int, message: str, details: list[Any] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, details: list[Any] | None = None, name: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.details = status, message, details
         self.name = name or STATUS_NAMES.get(status, "UNKNOWN")
@@ -35,10 +46,12 @@ class GoogleError(Exception):
         err: dict[str, Any] = {"code": self.status, "message": self.message, "status": self.name}
         if self.details:
             err["details"] = self.details
-        headers = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'} \
-            if self.status == 401 else None
+        headers = (
+            {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
+            if self.status == 401
+            else None
+        )
         return web.json_response({"error": err}, status=self.status, headers=headers)
-
 
 
 def oauth_error(code: str, description: str) -> web.Response:
@@ -63,8 +76,9 @@ def known_fields(body: Mapping[str, Any], allowed: Mapping[str, set[str]], where
     for key, value in body.items():
         if key not in allowed.get(where, set()):
             at = f" at '{where}'" if where else ""
-            raise GoogleError(400, f'Invalid JSON payload received. Unknown name "{key}"{at}:'
-                                   f" Cannot find field.")
+            raise GoogleError(
+                400, f'Invalid JSON payload received. Unknown name "{key}"{at}: Cannot find field.'
+            )
         sub = f"{where}.{key}" if where else key
         items = value if isinstance(value, list) else [value]
         for item in items:
@@ -92,8 +106,11 @@ def page(request: web.Request, items: list[Any], scope: str) -> tuple[list[Any],
         if not ok:
             raise GoogleError(400, "The page token is invalid.")
     end = start + size
-    next_token = base64.urlsafe_b64encode(json.dumps({"o": end, "s": scope}).encode()).decode() \
-        if end < len(items) else None
+    next_token = (
+        base64.urlsafe_b64encode(json.dumps({"o": end, "s": scope}).encode()).decode()
+        if end < len(items)
+        else None
+    )
     return items[start:end], next_token
 
 
@@ -110,5 +127,4 @@ def decode_token(token: Any, digest: str) -> tuple[str, str] | None:
             raise ValueError("request changed")
         return (str(data["a"][0]), str(data["a"][1])) if data["a"] else None
     except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
-        raise GoogleError(400, "The page token is invalid or does not match the request."
-                          ) from None
+        raise GoogleError(400, "The page token is invalid or does not match the request.") from None

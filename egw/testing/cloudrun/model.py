@@ -74,10 +74,15 @@ class JobScript:
         if self.per_task is not None:
             return self.per_task(ctx)
         fails = self.failing_tasks is None or ctx.index in self.failing_tasks
-        stdout = self.stdout if self.stdout is not None else (
-            [" ".join(ctx.args)] if ctx.args else [])
-        return TaskOutput(stdout=list(stdout), stderr=list(self.stderr),
-                          exit_code=self.exit_code if fails else 0, duration_s=self.duration_s)
+        stdout = (
+            self.stdout if self.stdout is not None else ([" ".join(ctx.args)] if ctx.args else [])
+        )
+        return TaskOutput(
+            stdout=list(stdout),
+            stderr=list(self.stderr),
+            exit_code=self.exit_code if fails else 0,
+            duration_s=self.duration_s,
+        )
 
 
 @dataclass
@@ -127,8 +132,14 @@ def _prune(obj: dict[str, Any]) -> dict[str, Any]:
 
 class SimExecution:
     def __init__(
-        self, job: SimJob, *, short_id: str, now_ns: int, scale: float,
-        overrides: Mapping[str, Any], rng: random.Random,
+        self,
+        job: SimJob,
+        *,
+        short_id: str,
+        now_ns: int,
+        scale: float,
+        overrides: Mapping[str, Any],
+        rng: random.Random,
     ) -> None:
         self.job = job
         self.short_id = short_id
@@ -140,7 +151,10 @@ class SimExecution:
         script = job.script
         container = (overrides.get("containerOverrides") or [{}])[0]
         self.args = tuple(container.get("args") or ([] if container.get("clearArgs") else job.args))
-        self.env = {**job.env, **{e["name"]: e.get("value", "") for e in container.get("env") or ()}}
+        self.env = {
+            **job.env,
+            **{e["name"]: e.get("value", "") for e in container.get("env") or ()},
+        }
         self.task_count = int(overrides.get("taskCount") or job.task_count)
         self.timeout = str(overrides.get("timeout") or f"{job.timeout_s}s")
         self.start_ns = now_ns + self._ns(script.start_delay_s)
@@ -148,8 +162,9 @@ class SimExecution:
         self.entries: list[SimEntry] = []
         for index in range(self.task_count):
             out = script.output(TaskContext(index, self.task_count, self.args, dict(self.env)))
-            end = self.start_ns + self._ns(out.duration_s if out.duration_s is not None
-                                           else script.duration_s)
+            end = self.start_ns + self._ns(
+                out.duration_s if out.duration_s is not None else script.duration_s
+            )
             self.tasks.append(SimTask(index, self.start_ns, end, out.exit_code))
             for stream, lines in (("stdout", out.stdout), ("stderr", out.stderr)):
                 span = end - self.start_ns
@@ -157,8 +172,9 @@ class SimExecution:
                     ts = self.start_ns + span * (k + 1) // (len(lines) + 1)
                     self._entry(ts, stream, index, payload, rng)
             if script.system_messages:
-                self._entry(end, "varlog/system", index, f"Container called exit({out.exit_code}).",
-                            rng)
+                self._entry(
+                    end, "varlog/system", index, f"Container called exit({out.exit_code}).", rng
+                )
         self.entries.sort(key=lambda e: (e.ts_ns, e.body["insertId"]))
         self.cancel_delay_ns = self._ns(script.cancel_delay_s)
 
@@ -170,14 +186,23 @@ class SimExecution:
         delay = script.ingest_delay_s + rng.uniform(0, script.ingest_jitter_s)
         body: dict[str, Any] = {
             "insertId": "".join(rng.choices(string.hexdigits.lower()[:16], k=16)),
-            "logName": f"projects/{self.job.project}/logs/{quote('run.googleapis.com/' + log, safe='')}",
-            "resource": {"type": "cloud_run_job", "labels": {
-                "project_id": self.job.project, "job_name": self.job.name,
-                "location": self.job.region}},
-            "labels": {"run.googleapis.com/execution_name": self.short_id,
-                       "run.googleapis.com/task_index": str(index),
-                       "run.googleapis.com/task_attempt": "0",
-                       "instanceId": f"00{self.uid.replace('-', '')[:30]}"},
+            "logName": (
+                f"projects/{self.job.project}/logs/{quote('run.googleapis.com/' + log, safe='')}"
+            ),
+            "resource": {
+                "type": "cloud_run_job",
+                "labels": {
+                    "project_id": self.job.project,
+                    "job_name": self.job.name,
+                    "location": self.job.region,
+                },
+            },
+            "labels": {
+                "run.googleapis.com/execution_name": self.short_id,
+                "run.googleapis.com/task_index": str(index),
+                "run.googleapis.com/task_attempt": "0",
+                "instanceId": f"00{self.uid.replace('-', '')[:30]}",
+            },
             "timestamp": rfc3339(ts),
             "receiveTimestamp": rfc3339(ts + self._ns(delay) + 1000),
             "severity": "ERROR" if log == "stderr" else "INFO" if log == "stdout" else "DEFAULT",
@@ -213,8 +238,9 @@ class SimExecution:
 
     def visible_entries(self, now: int) -> list[dict[str, Any]]:
         cut = self.cut_ns()
-        return [e.body for e in self.entries
-                if e.visible_ns <= now and (cut is None or e.ts_ns <= cut)]
+        return [
+            e.body for e in self.entries if e.visible_ns <= now and (cut is None or e.ts_ns <= cut)
+        ]
 
     def task_phase(self, task: SimTask, now: int) -> str:
         cut = self.cut_ns()
@@ -235,10 +261,16 @@ class SimExecution:
         done = self.done(now)
         completed = self._completed_condition(now, phases, done)
         conditions = [
-            self._cond("ResourcesAvailable", "CONDITION_SUCCEEDED" if started or done
-                       else "CONDITION_PENDING", self.start_ns if started else self.created_ns),
-            self._cond("Started", "CONDITION_SUCCEEDED" if started else "CONDITION_PENDING",
-                       self.start_ns if started else self.created_ns),
+            self._cond(
+                "ResourcesAvailable",
+                "CONDITION_SUCCEEDED" if started or done else "CONDITION_PENDING",
+                self.start_ns if started else self.created_ns,
+            ),
+            self._cond(
+                "Started",
+                "CONDITION_SUCCEEDED" if started else "CONDITION_PENDING",
+                self.start_ns if started else self.created_ns,
+            ),
             completed,
         ]
         body: dict[str, Any] = {
@@ -254,13 +286,15 @@ class SimExecution:
             "parallelism": self.task_count,
             "taskCount": self.task_count,
             "template": {
-                "containers": [{
-                    "name": self.job.container,
-                    "image": self.job.image,
-                    "args": list(self.args),
-                    "env": [{"name": k, "value": v} for k, v in self.env.items()],
-                    "resources": {"limits": {"cpu": "1000m", "memory": "512Mi"}},
-                }],
+                "containers": [
+                    {
+                        "name": self.job.container,
+                        "image": self.job.image,
+                        "args": list(self.args),
+                        "env": [{"name": k, "value": v} for k, v in self.env.items()],
+                        "resources": {"limits": {"cpu": "1000m", "memory": "512Mi"}},
+                    }
+                ],
                 "maxRetries": 0,
                 "timeout": self.timeout,
                 "serviceAccount": f"{self.job.project}-compute@developer.gserviceaccount.com",
@@ -286,24 +320,39 @@ class SimExecution:
         cut = self.cut_ns()
         if cut is not None and now >= cut:
             if done:
-                return self._cond("Completed", "CONDITION_FAILED", self.end_ns(),
-                                  executionReason="CANCELLED",
-                                  message="The execution was cancelled.")
-            return self._cond("Completed", "CONDITION_RECONCILING", cut,
-                              executionReason="CANCELLING",
-                              message="The execution is being cancelled.")
+                return self._cond(
+                    "Completed",
+                    "CONDITION_FAILED",
+                    self.end_ns(),
+                    executionReason="CANCELLED",
+                    message="The execution was cancelled.",
+                )
+            return self._cond(
+                "Completed",
+                "CONDITION_RECONCILING",
+                cut,
+                executionReason="CANCELLING",
+                message="The execution is being cancelled.",
+            )
         if done:
             failed = [t for t in self.tasks if t.exit_code != 0]
             if failed:
                 first = failed[0]
                 return self._cond(
-                    "Completed", "CONDITION_FAILED", self.end_ns(),
+                    "Completed",
+                    "CONDITION_FAILED",
+                    self.end_ns(),
                     executionReason="NON_ZERO_EXIT_CODE",
                     message=f"Task {self.short_id}-task{first.index} failed with message: The"
-                            f" container exited with an error (exit code {first.exit_code}).",
-                    severity="ERROR")
-            return self._cond("Completed", "CONDITION_SUCCEEDED", self.end_ns(),
-                              message="Execution completed successfully.")
+                    f" container exited with an error (exit code {first.exit_code}).",
+                    severity="ERROR",
+                )
+            return self._cond(
+                "Completed",
+                "CONDITION_SUCCEEDED",
+                self.end_ns(),
+                message="Execution completed successfully.",
+            )
         state = "CONDITION_RECONCILING" if "running" in phases else "CONDITION_PENDING"
         return self._cond("Completed", state, self.created_ns)
 
@@ -326,23 +375,38 @@ class SimExecution:
             "timeout": self.timeout,
             "maxRetries": 0,
             "logUri": self.log_uri(),
-            "conditions": [self._cond(
-                "Completed",
-                {"succeeded": "CONDITION_SUCCEEDED", "failed": "CONDITION_FAILED",
-                 "cancelled": "CONDITION_FAILED"}.get(phase, "CONDITION_PENDING"),
-                task.end_ns if finished else self.created_ns)],
+            "conditions": [
+                self._cond(
+                    "Completed",
+                    {
+                        "succeeded": "CONDITION_SUCCEEDED",
+                        "failed": "CONDITION_FAILED",
+                        "cancelled": "CONDITION_FAILED",
+                    }.get(phase, "CONDITION_PENDING"),
+                    task.end_ns if finished else self.created_ns,
+                )
+            ],
         }
         if phase in ("succeeded", "failed"):
-            body["lastAttemptResult"] = _prune({
-                "exitCode": task.exit_code,
-                "status": _prune({"code": 0 if task.exit_code == 0 else 2,
-                                  "message": "" if task.exit_code == 0 else
-                                  f"The container exited with exit code {task.exit_code}."}),
-            })
+            body["lastAttemptResult"] = _prune(
+                {
+                    "exitCode": task.exit_code,
+                    "status": _prune(
+                        {
+                            "code": 0 if task.exit_code == 0 else 2,
+                            "message": ""
+                            if task.exit_code == 0
+                            else f"The container exited with exit code {task.exit_code}.",
+                        }
+                    ),
+                }
+            )
         return _prune(body)
 
     def log_uri(self) -> str:
-        return (f"https://console.cloud.google.com/logs/viewer?project={self.job.project}"
-                f"&advancedFilter=resource.type%3D%22cloud_run_job%22%0Aresource.labels.job_name"
-                f"%3D%22{self.job.name}%22%0Alabels.%22run.googleapis.com/execution_name%22%3D%22"
-                f"{self.short_id}%22")
+        return (
+            f"https://console.cloud.google.com/logs/viewer?project={self.job.project}"
+            f"&advancedFilter=resource.type%3D%22cloud_run_job%22%0Aresource.labels.job_name"
+            f"%3D%22{self.job.name}%22%0Alabels.%22run.googleapis.com/execution_name%22%3D%22"
+            f"{self.short_id}%22"
+        )

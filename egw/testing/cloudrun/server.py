@@ -39,8 +39,18 @@ from egw.testing.cloudrun.google import page as paged
 from egw.testing.cloudrun.model import JobScript, SimExecution, SimJob
 from egw.wire.cloudrun import normalize_timestamp
 
-OPERATIONS = ("run", "get_execution", "list_executions", "cancel", "list_tasks", "get_task",
-              "get_operation", "wait_operation", "list_entries", "token")
+OPERATIONS = (
+    "run",
+    "get_execution",
+    "list_executions",
+    "cancel",
+    "list_tasks",
+    "get_task",
+    "get_operation",
+    "wait_operation",
+    "list_entries",
+    "token",
+)
 _SEG = r"[^/]+"
 _JOB = rf"projects/{_SEG}/locations/{_SEG}/jobs/{_SEG}"
 _EXEC = rf"{_JOB}/executions/{_SEG}"
@@ -57,10 +67,12 @@ _ROUTES = [
     ("POST", re.compile(rf"({_OP}):wait"), "wait_operation"),
     ("GET", re.compile(rf"({_OP})"), "get_operation"),
 ]
-_RUN_KEYS = {"": {"overrides", "etag", "validateOnly"},
-             "overrides": {"containerOverrides", "taskCount", "timeout"},
-             "overrides.containerOverrides": {"name", "args", "env", "clearArgs"},
-             "overrides.containerOverrides.env": {"name", "value", "valueSource"}}
+_RUN_KEYS = {
+    "": {"overrides", "etag", "validateOnly"},
+    "overrides": {"containerOverrides", "taskCount", "timeout"},
+    "overrides.containerOverrides": {"name", "args", "env", "clearArgs"},
+    "overrides.containerOverrides.env": {"name", "value", "valueSource"},
+}
 _LIST_KEYS = {"": {"resourceNames", "projectIds", "filter", "orderBy", "pageSize", "pageToken"}}
 
 
@@ -85,8 +97,13 @@ class CloudRunSimulator:
     """Both Google APIs on one base URL; see `egw.testing.cloudrun` for the scripting API."""
 
     def __init__(
-        self, *, token: str | None = "sim-token", time_scale: float = 1.0, seed: int | None = None,
-        clock: Callable[[], float] = time.time, token_lifetime_s: float = 3600.0,
+        self,
+        *,
+        token: str | None = "sim-token",
+        time_scale: float = 1.0,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+        token_lifetime_s: float = 3600.0,
         require_auth: bool = True,
     ) -> None:
         self.time_scale = time_scale
@@ -118,23 +135,47 @@ class CloudRunSimulator:
     # --- scripting ------------------------------------------------------------------------
 
     def add_job(
-        self, project: str, region: str, name: str, *, script: JobScript | None = None,
-        args: list[str] | None = None, env: Mapping[str, str] | None = None, task_count: int = 1,
+        self,
+        project: str,
+        region: str,
+        name: str,
+        *,
+        script: JobScript | None = None,
+        args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        task_count: int = 1,
         container: str = "job-1",
     ) -> SimJob:
-        job = SimJob(project, region, name, args=list(args or []), env=dict(env or {}),
-                     task_count=task_count, container=container, script=script or JobScript())
+        job = SimJob(
+            project,
+            region,
+            name,
+            args=list(args or []),
+            env=dict(env or {}),
+            task_count=task_count,
+            container=container,
+            script=script or JobScript(),
+        )
         self.jobs[job.resource] = job
         return job
 
-    def fail(self, operation: str, status: int = 503, *, times: int = 1, skip: int = 0,
-             apply: bool = False, message: str | None = None) -> None:
+    def fail(
+        self,
+        operation: str,
+        status: int = 503,
+        *,
+        times: int = 1,
+        skip: int = 0,
+        apply: bool = False,
+        message: str | None = None,
+    ) -> None:
         """Answer the next ``times`` calls of ``operation`` (one of OPERATIONS, or ``*``) with an
         error, after letting ``skip`` calls through; with ``apply`` the call takes effect first
         (an execution is started, then 500)."""
         self._check_op(operation)
-        self._faults.append(_Fault(operation, times, skip=skip, status=status, apply=apply,
-                                   message=message))
+        self._faults.append(
+            _Fault(operation, times, skip=skip, status=status, apply=apply, message=message)
+        )
 
     def delay(self, operation: str, seconds: float, *, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``operation`` ``seconds`` (real) late, after they
@@ -180,13 +221,14 @@ class CloudRunSimulator:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path.removeprefix("/v2/")
-        for method, pattern, operation in _ROUTES:
+        for method, pattern, operation in _ROUTES:  # noqa: B007 (used after the loop)
             m = pattern.fullmatch(path)
             if m and request.method == method:
                 break
         else:
-            return GoogleError(404, f"The requested URL /v2/{path} was not found on this server."
-                               ).response()
+            return GoogleError(
+                404, f"The requested URL /v2/{path} was not found on this server."
+            ).response()
         self.requests.append((operation, path))
         try:
             self._authenticate(request)
@@ -232,14 +274,24 @@ class CloudRunSimulator:
         if status == 429:
             logging = operation == "list_entries"
             service = "logging.googleapis.com" if logging else "run.googleapis.com"
-            metric = "Read requests" if logging or operation.startswith(("get", "list", "wait")) \
+            metric = (
+                "Read requests"
+                if logging or operation.startswith(("get", "list", "wait"))
                 else "Write requests"
+            )
             return GoogleError(
-                429, f"Quota exceeded for quota metric '{metric}' and limit '{metric} per"
-                     f" minute' of service '{service}'.",
-                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason":
-                  "RATE_LIMIT_EXCEEDED", "domain": "googleapis.com",
-                  "metadata": {"service": service}}])
+                429,
+                f"Quota exceeded for quota metric '{metric}' and limit '{metric} per"
+                f" minute' of service '{service}'.",
+                [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "RATE_LIMIT_EXCEEDED",
+                        "domain": "googleapis.com",
+                        "metadata": {"service": service},
+                    }
+                ],
+            )
         if status == 503:
             return GoogleError(503, "The service is currently unavailable.")
         return GoogleError(status, f"Simulated {STATUS_NAMES.get(status, 'error')} ({status}).")
@@ -262,16 +314,22 @@ class CloudRunSimulator:
         job = self.jobs.get(name)
         if job is None:
             parts = name.split("/")
-            raise GoogleError(404, f"Resource '{parts[-1]}' of kind 'JOB' in region '{parts[3]}'"
-                                   f" in project '{parts[1]}' does not exist.")
+            raise GoogleError(
+                404,
+                f"Resource '{parts[-1]}' of kind 'JOB' in region '{parts[3]}'"
+                f" in project '{parts[1]}' does not exist.",
+            )
         return job
 
     def _execution(self, name: str) -> SimExecution:
         ex = self.executions.get(name)
         if ex is None:
-            raise GoogleError(404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'EXECUTION' in"
-                                   f" region '{name.split('/')[3]}' in project"
-                                   f" '{name.split('/')[1]}' does not exist.")
+            raise GoogleError(
+                404,
+                f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'EXECUTION' in"
+                f" region '{name.split('/')[3]}' in project"
+                f" '{name.split('/')[1]}' does not exist.",
+            )
         return ex
 
     async def _run(self, request: web.Request, job_name: str) -> dict[str, Any]:
@@ -283,24 +341,40 @@ class CloudRunSimulator:
             raise GoogleError(400, "Only one container override is supported by this simulator.")
         for c in containers:
             if c.get("name") and c["name"] != job.container:
-                raise GoogleError(400, f"Container override name '{c['name']}' does not match any"
-                                       f" container of job '{job.name}'.")
+                raise GoogleError(
+                    400,
+                    f"Container override name '{c['name']}' does not match any"
+                    f" container of job '{job.name}'.",
+                )
         count = overrides.get("taskCount")
         if count is not None and (not isinstance(count, int) or count < 1):
             raise GoogleError(400, "overrides.task_count must be greater than 0.")
         timeout = overrides.get("timeout")
         if timeout is not None and not re.fullmatch(r"\d+(\.\d{1,9})?s", str(timeout)):
-            raise GoogleError(400, "Invalid value at 'overrides.timeout' (type.googleapis.com/"
-                                   "google.protobuf.Duration), Field 'timeout', Illegal duration"
-                                   " format; duration must end with 's'")
-        short = f"{job.name[:57]}-" + "".join(self._rng.choices(string.ascii_lowercase +
-                                                                 string.digits, k=5))
+            raise GoogleError(
+                400,
+                "Invalid value at 'overrides.timeout' (type.googleapis.com/"
+                "google.protobuf.Duration), Field 'timeout', Illegal duration"
+                " format; duration must end with 's'",
+            )
+        short = f"{job.name[:57]}-" + "".join(
+            self._rng.choices(string.ascii_lowercase + string.digits, k=5)
+        )
         now = self.now_ns()  # the answer shows the execution as it was created
-        ex = SimExecution(job, short_id=short, now_ns=now, scale=self.time_scale,
-                          overrides=overrides, rng=self._rng)
+        ex = SimExecution(
+            job,
+            short_id=short,
+            now_ns=now,
+            scale=self.time_scale,
+            overrides=overrides,
+            rng=self._rng,
+        )
         if body.get("validateOnly"):
-            return {"name": self._new_op(job, ex, store=False), "done": True,
-                    "metadata": ex.to_json(now, typed=True)}
+            return {
+                "name": self._new_op(job, ex, store=False),
+                "done": True,
+                "metadata": ex.to_json(now, typed=True),
+            }
         self.executions[ex.name] = ex
         return self._op_json(self._new_op(job, ex), now)
 
@@ -325,8 +399,11 @@ class CloudRunSimulator:
 
     async def _list_executions(self, request: web.Request, parent: str) -> dict[str, Any]:
         self._job(parent)
-        found = sorted(self.executions_of(*_job_parts(parent)),
-                       key=lambda e: (e.created_ns, e.name), reverse=True)
+        found = sorted(
+            self.executions_of(*_job_parts(parent)),
+            key=lambda e: (e.created_ns, e.name),
+            reverse=True,
+        )
         now = self.now_ns()
         page, token = paged(request, [e.to_json(now) for e in found], parent)
         return {"executions": page, "nextPageToken": token} if token else {"executions": page}
@@ -336,8 +413,9 @@ class CloudRunSimulator:
         ex = self._execution(name)
         now = self.now_ns()
         if ex.done(now):
-            raise GoogleError(400, f"Execution {ex.short_id} has already completed.",
-                              name="FAILED_PRECONDITION")
+            raise GoogleError(
+                400, f"Execution {ex.short_id} has already completed.", name="FAILED_PRECONDITION"
+            )
         if ex.cancelled_ns is None:
             ex.cancelled_ns = now
         return self._op_json(self._new_op(ex.job, ex))
@@ -354,7 +432,9 @@ class CloudRunSimulator:
             body = ex.task_json(task, self.now_ns())
             if body["name"] == name:
                 return body
-        raise GoogleError(404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'TASK' does not exist.")
+        raise GoogleError(
+            404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'TASK' does not exist."
+        )
 
     async def _get_operation(self, request: web.Request, name: str) -> dict[str, Any]:
         if name not in self.operations:
@@ -379,7 +459,8 @@ class CloudRunSimulator:
     async def _list_entries(self, request: web.Request) -> dict[str, Any]:
         body = await self._json(request, _LIST_KEYS)
         resources = list(body.get("resourceNames") or []) + [
-            f"projects/{p}" for p in body.get("projectIds") or []]
+            f"projects/{p}" for p in body.get("projectIds") or []
+        ]
         if not resources:
             raise GoogleError(400, "resource_names: at least one resource name is required.")
         projects = set()
@@ -402,14 +483,21 @@ class CloudRunSimulator:
         for project in projects:
             self._spend_read(project)
         now = self.now_ns()
-        entries = [e for ex in self.executions.values() if ex.job.project in projects
-                   for e in ex.visible_entries(now) if pred(e)]
+        entries = [
+            e
+            for ex in self.executions.values()
+            if ex.job.project in projects
+            for e in ex.visible_entries(now)
+            if pred(e)
+        ]
+
         def key(e: Mapping[str, Any]) -> tuple[str, str]:
             return normalize_timestamp(e["timestamp"]), str(e["insertId"])
 
         entries.sort(key=key, reverse=order == "timestamp desc")
-        digest = hashlib.sha256(json.dumps([body.get("filter"), order, sorted(resources)]).encode()
-                                ).hexdigest()[:16]
+        digest = hashlib.sha256(
+            json.dumps([body.get("filter"), order, sorted(resources)]).encode()
+        ).hexdigest()[:16]
         after = decode_token(body.get("pageToken"), digest)
         if after is not None:
             desc = order == "timestamp desc"
@@ -432,9 +520,12 @@ class CloudRunSimulator:
         while reads and reads[0] <= now - 60:
             reads.popleft()
         if len(reads) >= self.logging_quota_per_minute:
-            raise GoogleError(429, f"Quota exceeded for quota metric 'Read requests' and limit"
-                                   f" 'Read requests per minute' of service"
-                                   f" 'logging.googleapis.com' for consumer 'project:{project}'.")
+            raise GoogleError(
+                429,
+                f"Quota exceeded for quota metric 'Read requests' and limit"
+                f" 'Read requests per minute' of service"
+                f" 'logging.googleapis.com' for consumer 'project:{project}'.",
+            )
         reads.append(now)
 
     # --- OAuth2 token endpoint (what a service-account key's token_uri points at) -------------
@@ -462,13 +553,21 @@ class CloudRunSimulator:
             from google.auth import jwt
 
             try:
-                jwt.decode(assertion, certs=self.trusted_keys,  # type: ignore[no-untyped-call]
-                           audience=claims["aud"])
+                jwt.decode(
+                    assertion,
+                    certs=self.trusted_keys,  # type: ignore[no-untyped-call]
+                    audience=claims["aud"],
+                )
             except (gexc.GoogleAuthError, ValueError):
                 return oauth_error("invalid_grant", "Invalid JWT Signature.")
         token = self.issue_token(self.token_lifetime_s)
-        return web.json_response({"access_token": token, "expires_in": int(self.token_lifetime_s),
-                                  "token_type": "Bearer"})
+        return web.json_response(
+            {
+                "access_token": token,
+                "expires_in": int(self.token_lifetime_s),
+                "token_type": "Bearer",
+            }
+        )
 
 
 def _job_parts(parent: str) -> tuple[str, str, str]:

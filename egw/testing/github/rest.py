@@ -1,7 +1,7 @@
 """HTTP pieces of the GitHub simulator: ``basic-error`` bodies, faults, ETags, paging,
-and the ``created`` filter of the runs lists (rest-actions.openapi.json; tests/samples/github/NOTES.md
-"Pagination": ``per_page`` at most 100, a ``Link`` header only when there is more than
-one page)."""
+and the ``created`` filter of the runs lists (rest-actions.openapi.json;
+tests/samples/github/NOTES.md "Pagination": ``per_page`` at most 100, a ``Link`` header
+only when there is more than one page)."""
 
 from __future__ import annotations
 

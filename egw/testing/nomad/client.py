@@ -25,12 +25,30 @@ class Client:
 
     def event(self, kind: str, message: str = "", **fields: Any) -> dict[str, Any]:
         ev: dict[str, Any] = {
-            "Type": kind, "Time": self.cluster.now_ns(), "DisplayMessage": message, "Message": "",
-            "Details": {}, "FailsTask": False, "RestartReason": "", "SetupError": "",
-            "DriverError": "", "ExitCode": 0, "Signal": 0, "KillTimeout": 0, "KillError": "",
-            "KillReason": "", "StartDelay": 0, "DownloadError": "", "ValidationError": "",
-            "DiskLimit": 0, "FailedSibling": "", "VaultError": "", "TaskSignalReason": "",
-            "TaskSignal": "", "DriverMessage": "", "GenericSource": "",
+            "Type": kind,
+            "Time": self.cluster.now_ns(),
+            "DisplayMessage": message,
+            "Message": "",
+            "Details": {},
+            "FailsTask": False,
+            "RestartReason": "",
+            "SetupError": "",
+            "DriverError": "",
+            "ExitCode": 0,
+            "Signal": 0,
+            "KillTimeout": 0,
+            "KillError": "",
+            "KillReason": "",
+            "StartDelay": 0,
+            "DownloadError": "",
+            "ValidationError": "",
+            "DiskLimit": 0,
+            "FailedSibling": "",
+            "VaultError": "",
+            "TaskSignalReason": "",
+            "TaskSignal": "",
+            "DriverMessage": "",
+            "GenericSource": "",
         }
         ev.update(fields)
         return ev
@@ -49,19 +67,28 @@ class Client:
         return True
 
     async def run_alloc(self, job: dict[str, Any], alloc: dict[str, Any], script: Script) -> None:
-        self.all_tasks(alloc, lambda n, ts: ts["Events"].append(
-            self.event("Received", "Task received by client")))
+        self.all_tasks(
+            alloc,
+            lambda n, ts: ts["Events"].append(self.event("Received", "Task received by client")),
+        )
         await self.cluster.commit("AllocationUpdated", [("Allocation", alloc)])
         if await self.wait_kill(alloc, script.start_delay_s):
             await self.killed(alloc)
             return
         if script.driver_failure:
+
             def fail(name: str, ts: dict[str, Any]) -> None:
                 ts["Events"] += [
-                    self.event("Driver Failure", script.driver_failure or "", FailsTask=True,
-                                DriverError=script.driver_failure),
-                    self.event("Not Restarting", "Error was unrecoverable", FailsTask=True)]
+                    self.event(
+                        "Driver Failure",
+                        script.driver_failure or "",
+                        FailsTask=True,
+                        DriverError=script.driver_failure,
+                    ),
+                    self.event("Not Restarting", "Error was unrecoverable", FailsTask=True),
+                ]
                 ts.update(State="dead", Failed=True, FinishedAt=self.cluster.now_rfc3339())
+
             self.all_tasks(alloc, fail)
             alloc.update(ClientStatus="failed", ClientDescription="Failed tasks")
             self.settle(alloc)
@@ -69,8 +96,10 @@ class Client:
             return
         started = self.cluster.now_rfc3339()
         for name, ts in alloc["TaskStates"].items():
-            ts["Events"] += [self.event("Task Setup", "Building Task Directory"),
-                             self.event("Started", "Task started by client")]
+            ts["Events"] += [
+                self.event("Task Setup", "Building Task Directory"),
+                self.event("Started", "Task started by client"),
+            ]
             ts.update(State="running", StartedAt=started)
             for stream in ("stdout", "stderr"):
                 self.cluster.logs[(alloc["ID"], name, stream)] = bytearray()
@@ -120,27 +149,39 @@ class Client:
             await self.killed(alloc, description="allocation exceeded max_run_duration")
             return
         if why == "lost":
-            alloc.update(ClientStatus="lost", DesiredStatus="stop",
-                         DesiredDescription="alloc is lost since its node is down")
+            alloc.update(
+                ClientStatus="lost",
+                DesiredStatus="stop",
+                DesiredDescription="alloc is lost since its node is down",
+            )
             self.settle(alloc)
             await self.cluster.commit("AllocationUpdated", [("Allocation", alloc)])
             return
         attempt = alloc["_attempt"]
-        code = (script.exit_codes[min(attempt, len(script.exit_codes) - 1)]
-                if script.exit_codes else script.exit_code)
+        code = (
+            script.exit_codes[min(attempt, len(script.exit_codes) - 1)]
+            if script.exit_codes
+            else script.exit_code
+        )
         again = bool(code) and self.reschedules(alloc) > attempt
 
         def finish(name: str, ts: dict[str, Any]) -> None:
             ts["Events"].append(self.event("Terminated", f"Exit Code: {code}", ExitCode=code))
             if code:
-                ts["Events"].append(self.event(
-                    "Not Restarting",
-                    'Exceeded allowed attempts 0 in interval 30m0s and mode is "fail"',
-                    FailsTask=True))
+                ts["Events"].append(
+                    self.event(
+                        "Not Restarting",
+                        'Exceeded allowed attempts 0 in interval 30m0s and mode is "fail"',
+                        FailsTask=True,
+                    )
+                )
             ts.update(State="dead", Failed=code != 0, FinishedAt=self.cluster.now_rfc3339())
+
         self.all_tasks(alloc, finish)
-        alloc.update(ClientStatus="failed" if code else "complete",
-                     ClientDescription="Failed tasks" if code else "All tasks have completed")
+        alloc.update(
+            ClientStatus="failed" if code else "complete",
+            ClientDescription="Failed tasks" if code else "All tasks have completed",
+        )
         if again:
             alloc["FollowupEvalID"] = new_uuid()  # a delayed reschedule is planned
         self.settle(alloc)
@@ -159,11 +200,20 @@ class Client:
         group = next(g for g in job["TaskGroups"] if g["Name"] == old["TaskGroup"])
         ev = self.cluster.evals.get(old["EvalID"]) or self.cluster.new_eval(job, "alloc-failure")
         new = self.cluster.new_alloc(job, group, ev, int(old["Name"].rsplit("[", 1)[1].rstrip("]")))
-        new.update(PreviousAllocation=old["ID"], _attempt=old["_attempt"] + 1,
-                   RescheduleTracker={"Events": [{"PrevAllocID": old["ID"],
-                                                  "PrevNodeID": old["NodeID"],
-                                                  "RescheduleTime": self.cluster.now_ns(),
-                                                  "Delay": delay_ns}]})
+        new.update(
+            PreviousAllocation=old["ID"],
+            _attempt=old["_attempt"] + 1,
+            RescheduleTracker={
+                "Events": [
+                    {
+                        "PrevAllocID": old["ID"],
+                        "PrevNodeID": old["NodeID"],
+                        "RescheduleTime": self.cluster.now_ns(),
+                        "Delay": delay_ns,
+                    }
+                ]
+            },
+        )
         old["NextAllocation"] = new["ID"]
         await self.cluster.commit("PlanResult", [("Allocation", old), ("Allocation", new)])
         await self.run_alloc(job, new, script)
@@ -171,18 +221,24 @@ class Client:
     def settle(self, alloc: dict[str, Any]) -> None:
         """A job whose allocations all ended is ``dead`` (jobs.md "Field Reference")."""
         job = self.cluster.jobs.get((alloc["Namespace"], alloc["JobID"]))
-        if job is not None and all(a["ClientStatus"] in ("complete", "failed", "lost")
-                                   for a in self.cluster.job_allocs(job["Namespace"], job["ID"])):
+        if job is not None and all(
+            a["ClientStatus"] in ("complete", "failed", "lost")
+            for a in self.cluster.job_allocs(job["Namespace"], job["ID"])
+        ):
             job["Status"] = "dead"
 
-    async def killed(self, alloc: dict[str, Any], *,
-                      description: str = "All tasks have completed") -> None:
+    async def killed(
+        self, alloc: dict[str, Any], *, description: str = "All tasks have completed"
+    ) -> None:
         def kill(name: str, ts: dict[str, Any]) -> None:
-            ts["Events"] += [self.event("Killing",
-                                         "Sent interrupt. Waiting 5s before force killing",
-                                         KillTimeout=5 * NS),
-                             self.event("Killed", "Task successfully killed")]
+            ts["Events"] += [
+                self.event(
+                    "Killing", "Sent interrupt. Waiting 5s before force killing", KillTimeout=5 * NS
+                ),
+                self.event("Killed", "Task successfully killed"),
+            ]
             ts.update(State="dead", Failed=False, FinishedAt=self.cluster.now_rfc3339())
+
         self.all_tasks(alloc, kill)
         alloc.update(ClientStatus="complete", ClientDescription=description)
         self.settle(alloc)

@@ -30,8 +30,15 @@ from egw.testing.nomad.script import NS, Script, SimError, new_uuid, public
 class Cluster:
     """A one-node Nomad cluster in memory (node ``sim-node-1`` in datacenter ``dc1``)."""
 
-    def __init__(self, *, time_scale: float = 1.0, buffer_size: int = 100,
-                 datacenter: str = "dc1", cpu: int = 4000, memory_mb: int = 8192) -> None:
+    def __init__(
+        self,
+        *,
+        time_scale: float = 1.0,
+        buffer_size: int = 100,
+        datacenter: str = "dc1",
+        cpu: int = 4000,
+        memory_mb: int = 8192,
+    ) -> None:
         self.time_scale = time_scale
         self.buffer_size = buffer_size
         self.index = 1
@@ -46,8 +53,13 @@ class Cluster:
         self.dropped_upto = 0
         self.scripts: dict[str, Script] = {}
         self.default_script = Script()
-        self.node: dict[str, Any] = {"ID": new_uuid(), "Name": "sim-node-1", "Datacenter": datacenter,
-                     "CPU": cpu, "MemoryMB": memory_mb}
+        self.node: dict[str, Any] = {
+            "ID": new_uuid(),
+            "Name": "sim-node-1",
+            "Datacenter": datacenter,
+            "CPU": cpu,
+            "MemoryMB": memory_mb,
+        }
         self.changed = asyncio.Condition()
         self.kill_events: dict[str, asyncio.Event] = {}
         self.client = Client(self)
@@ -107,9 +119,17 @@ class Cluster:
                 keys = None
                 key = obj["ID"]
             # keys in Nomad's order (nomad/structs/event.go, type Event)
-            events.append({"Topic": topic, "Type": kind, "Key": key,
-                           "Namespace": obj.get("Namespace", ""), "FilterKeys": keys,
-                           "Index": index, "Payload": payload})
+            events.append(
+                {
+                    "Topic": topic,
+                    "Type": kind,
+                    "Key": key,
+                    "Namespace": obj.get("Namespace", ""),
+                    "FilterKeys": keys,
+                    "Index": index,
+                    "Payload": payload,
+                }
+            )
         self.buffer.append((index, events))
         while len(self.buffer) > self.buffer_size:
             self.dropped_upto = self.buffer.pop(0)[0]
@@ -132,9 +152,13 @@ class Cluster:
     def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
         job = self.jobs.get((namespace, job_id))
         return sorted(
-            (a for a in self.allocs.values() if a["Namespace"] == namespace
-             and a["JobID"] == job_id
-             and (job is None or a["_job_create_index"] == job["CreateIndex"])),
+            (
+                a
+                for a in self.allocs.values()
+                if a["Namespace"] == namespace
+                and a["JobID"] == job_id
+                and (job is None or a["_job_create_index"] == job["CreateIndex"])
+            ),
             key=lambda a: a["CreateIndex"],
         )
 
@@ -158,8 +182,12 @@ class Cluster:
         if not job.get("TaskGroups"):
             problems.append("Missing job task groups")
         if problems:
-            raise SimError(500, f"{len(problems)} error occurred:\n"
-                           + "".join(f"\t* {p}\n" for p in problems) + "\n")
+            raise SimError(
+                500,
+                f"{len(problems)} error occurred:\n"
+                + "".join(f"\t* {p}\n" for p in problems)
+                + "\n",
+            )
         existing = self.jobs.get((ns, job_id))
         if body.get("EnforceIndex"):
             # nomad/job_endpoint.go Register: these answers are HTTP 500
@@ -167,39 +195,70 @@ class Cluster:
             if existing is not None and jmi == 0:
                 raise SimError(500, "Enforcing job modify index 0: job already exists")
             if existing is not None and jmi != existing["JobModifyIndex"]:
-                raise SimError(500, f"Enforcing job modify index {jmi}: job exists with "
-                               f"conflicting job modify index: {existing['JobModifyIndex']}")
+                raise SimError(
+                    500,
+                    f"Enforcing job modify index {jmi}: job exists with "
+                    f"conflicting job modify index: {existing['JobModifyIndex']}",
+                )
             if existing is None and jmi != 0:
                 raise SimError(500, f"Enforcing job modify index {jmi}: job does not exist")
         spec_keys = ("TaskGroups", "Meta", "Datacenters", "Type", "Priority", "Constraints")
-        changed = existing is None or existing.get("Stop") or any(
-            existing.get(k) != job.get(k) for k in spec_keys)
-        for key, default in (("AllAtOnce", False), ("NodePool", "default"), ("Constraints", None),
-                             ("Affinities", None), ("Spreads", None), ("Update", None),
-                             ("Periodic", None), ("ParameterizedJob", None), ("Payload", None),
-                             ("Meta", None), ("Multiregion", None), ("Dispatched", False)):
+        changed = (
+            existing is None
+            or existing.get("Stop")
+            or any(existing.get(k) != job.get(k) for k in spec_keys)
+        )
+        for key, default in (
+            ("AllAtOnce", False),
+            ("NodePool", "default"),
+            ("Constraints", None),
+            ("Affinities", None),
+            ("Spreads", None),
+            ("Update", None),
+            ("Periodic", None),
+            ("ParameterizedJob", None),
+            ("Payload", None),
+            ("Meta", None),
+            ("Multiregion", None),
+            ("Dispatched", False),
+        ):
             if job.get(key) is None:
                 job[key] = default
-        job.update({
-            "Namespace": ns, "Region": job.get("Region") or "global",
-            "Name": job.get("Name") or job_id, "Type": job.get("Type") or "service",
-            "Priority": job.get("Priority") or 50, "Stop": False, "Status": "pending",
-            "StatusDescription": "", "ParentID": job.get("ParentID") or "",
-            "SubmitTime": self.now_ns(), "Stable": False,
-        })
+        job.update(
+            {
+                "Namespace": ns,
+                "Region": job.get("Region") or "global",
+                "Name": job.get("Name") or job_id,
+                "Type": job.get("Type") or "service",
+                "Priority": job.get("Priority") or 50,
+                "Stop": False,
+                "Status": "pending",
+                "StatusDescription": "",
+                "ParentID": job.get("ParentID") or "",
+                "SubmitTime": self.now_ns(),
+                "Stable": False,
+            }
+        )
         for group in job["TaskGroups"]:
             group.setdefault("Count", 1)
         job["CreateIndex"] = existing["CreateIndex"] if existing else self.index + 1
         job["Version"] = (existing["Version"] + (1 if changed else 0)) if existing else 0
         job["JobModifyIndex"] = (
-            self.index + 1 if changed or existing is None else existing["JobModifyIndex"])
+            self.index + 1 if changed or existing is None else existing["JobModifyIndex"]
+        )
         self.jobs[(ns, job_id)] = job
         ev = self.new_eval(job, "job-register")
         index = await self.commit("JobRegistered", [("Job", job), ("Evaluation", ev)])
         self.spawn(self._schedule(job, ev, stop_old=True))
-        return {"EvalID": ev["ID"], "EvalCreateIndex": index,
-                "JobModifyIndex": job["JobModifyIndex"],
-                "Warnings": "", "Index": index, "LastContact": 0, "KnownLeader": True}
+        return {
+            "EvalID": ev["ID"],
+            "EvalCreateIndex": index,
+            "JobModifyIndex": job["JobModifyIndex"],
+            "Warnings": "",
+            "Index": index,
+            "LastContact": 0,
+            "KnownLeader": True,
+        }
 
     async def deregister(self, namespace: str, job_id: str, *, purge: bool) -> dict[str, Any]:
         """``DELETE /v1/job/:job_id`` (jobs.md "Stop a Job")."""
@@ -212,17 +271,33 @@ class Cluster:
             del self.jobs[(namespace, job_id)]
         index = await self.commit("JobDeregistered", [("Job", job), ("Evaluation", ev)])
         self.spawn(self._schedule(job, ev, stop_old=True))
-        return {"EvalID": ev["ID"], "EvalCreateIndex": index,
-                "JobModifyIndex": job["JobModifyIndex"]}
+        return {
+            "EvalID": ev["ID"],
+            "EvalCreateIndex": index,
+            "JobModifyIndex": job["JobModifyIndex"],
+        }
 
     def new_eval(self, job: dict[str, Any], trigger: str) -> dict[str, Any]:
-        ev = {"ID": new_uuid(), "Namespace": job["Namespace"], "Priority": job["Priority"],
-              "Type": job["Type"], "TriggeredBy": trigger, "JobID": job["ID"],
-              "JobModifyIndex": job["JobModifyIndex"], "Status": "pending",
-              "StatusDescription": "", "DeploymentID": "", "NodeID": "", "NextEval": "",
-              "PreviousEval": "", "BlockedEval": "", "FailedTGAllocs": None,
-              "CreateIndex": self.index + 1, "CreateTime": self.now_ns(),
-              "SnapshotIndex": self.index}
+        ev = {
+            "ID": new_uuid(),
+            "Namespace": job["Namespace"],
+            "Priority": job["Priority"],
+            "Type": job["Type"],
+            "TriggeredBy": trigger,
+            "JobID": job["ID"],
+            "JobModifyIndex": job["JobModifyIndex"],
+            "Status": "pending",
+            "StatusDescription": "",
+            "DeploymentID": "",
+            "NodeID": "",
+            "NextEval": "",
+            "PreviousEval": "",
+            "BlockedEval": "",
+            "FailedTGAllocs": None,
+            "CreateIndex": self.index + 1,
+            "CreateTime": self.now_ns(),
+            "SnapshotIndex": self.index,
+        }
         self.evals[ev["ID"]] = ev
         return ev
 
@@ -235,8 +310,12 @@ class Cluster:
         script = self.script_for(job)
         await self.sleep(script.schedule_delay_s)
         allocs = self.job_allocs(job["Namespace"], job["ID"])
-        live = [a for a in allocs if a["DesiredStatus"] == "run"
-                and a["ClientStatus"] not in ("complete", "failed", "lost")]
+        live = [
+            a
+            for a in allocs
+            if a["DesiredStatus"] == "run"
+            and a["ClientStatus"] not in ("complete", "failed", "lost")
+        ]
         stale = [a for a in live if job.get("Stop") or a["JobVersion"] != job["Version"]]
         if stop_old and stale:
             for alloc in stale:
@@ -258,9 +337,12 @@ class Cluster:
         failures = {name: m for name, m in failures.items() if m is not None}
         if failures:
             blocked = self.new_eval(job, "queued-allocs")
-            blocked.update(Status="blocked", PreviousEval=ev["ID"],
-                           StatusDescription="created to place remaining allocations",
-                           FailedTGAllocs=copy.deepcopy(failures))
+            blocked.update(
+                Status="blocked",
+                PreviousEval=ev["ID"],
+                StatusDescription="created to place remaining allocations",
+                FailedTGAllocs=copy.deepcopy(failures),
+            )
             ev.update(Status="complete", BlockedEval=blocked["ID"], FailedTGAllocs=failures)
             job["Status"] = "pending"
             await self.commit("EvaluationUpdated", [("Evaluation", ev), ("Evaluation", blocked)])
@@ -277,23 +359,33 @@ class Cluster:
         for alloc in created:
             self.spawn(self.client.run_alloc(job, alloc, script))
 
-    def _placement_metric(self, job: dict[str, Any], group: dict[str, Any],
-                          script: Script) -> dict[str, Any] | None:
+    def _placement_metric(
+        self, job: dict[str, Any], group: dict[str, Any], script: Script
+    ) -> dict[str, Any] | None:
         cpu = sum(int((t.get("Resources") or {}).get("CPU") or 100) for t in group["Tasks"])
         mem = sum(int((t.get("Resources") or {}).get("MemoryMB") or 300) for t in group["Tasks"])
         dc = self.node["Datacenter"]
         metric: dict[str, Any] = {
-            "NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
-            "NodesAvailable": {dc: 1}, "ClassFiltered": None, "ConstraintFiltered": None,
-            "NodesExhausted": 0, "ClassExhausted": None, "DimensionExhausted": None,
-            "QuotaExhausted": None, "ResourcesExhausted": None, "ScoreMetaData": None,
-            "Scores": None, "AllocationTime": 4111,
+            "NodesEvaluated": 1,
+            "NodesFiltered": 0,
+            "NodesInPool": 1,
+            "NodesAvailable": {dc: 1},
+            "ClassFiltered": None,
+            "ConstraintFiltered": None,
+            "NodesExhausted": 0,
+            "ClassExhausted": None,
+            "DimensionExhausted": None,
+            "QuotaExhausted": None,
+            "ResourcesExhausted": None,
+            "ScoreMetaData": None,
+            "Scores": None,
+            "AllocationTime": 4111,
             "CoalescedFailures": max(0, int(group.get("Count", 1)) - 1),
         }
         wanted = script.placement_failure
         dcs = job.get("Datacenters") or []
         if wanted == "datacenter" or not any(d in ("*", dc) for d in dcs):
-            metric.update(NodesEvaluated=0, NodesInPool=0, NodesAvailable={d: 0 for d in dcs})
+            metric.update(NodesEvaluated=0, NodesInPool=0, NodesAvailable=dict.fromkeys(dcs, 0))
             return metric
         if wanted == "constraint":
             metric.update(NodesFiltered=1, ConstraintFiltered={"${attr.kernel.name} = windows": 1})
@@ -304,25 +396,52 @@ class Cluster:
             return metric
         return None
 
-    def new_alloc(self, job: dict[str, Any], group: dict[str, Any], ev: dict[str, Any],
-                   i: int) -> dict[str, Any]:
+    def new_alloc(
+        self, job: dict[str, Any], group: dict[str, Any], ev: dict[str, Any], i: int
+    ) -> dict[str, Any]:
         alloc = {
-            "ID": new_uuid(), "EvalID": ev["ID"], "Name": f"{job['ID']}.{group['Name']}[{i}]",
-            "Namespace": job["Namespace"], "NodeID": self.node["ID"], "NodeName": self.node["Name"],
-            "JobID": job["ID"], "JobType": job["Type"], "JobVersion": job["Version"],
-            "_job_create_index": job["CreateIndex"], "TaskGroup": group["Name"],
-            "DesiredStatus": "run", "DesiredDescription": "", "DesiredTransition": {
-                "Migrate": None, "Reschedule": None, "ForceReschedule": None},
-            "ClientStatus": "pending", "ClientDescription": "No tasks have started",
-            "DeploymentID": "", "FollowupEvalID": "", "PreviousAllocation": "",
-            "NextAllocation": "", "RescheduleTracker": None, "PreemptedAllocations": None,
-            "PreemptedByAllocation": "", "DeploymentStatus": None,
-            "TaskStates": {t["Name"]: {"State": "pending", "Failed": False, "Restarts": 0,
-                                       "LastRestart": None, "StartedAt": None, "FinishedAt": None,
-                                       "TaskHandle": None, "Events": []} for t in group["Tasks"]},
-            "CreateIndex": self.index + 1, "CreateTime": self.now_ns(),
+            "ID": new_uuid(),
+            "EvalID": ev["ID"],
+            "Name": f"{job['ID']}.{group['Name']}[{i}]",
+            "Namespace": job["Namespace"],
+            "NodeID": self.node["ID"],
+            "NodeName": self.node["Name"],
+            "JobID": job["ID"],
+            "JobType": job["Type"],
+            "JobVersion": job["Version"],
+            "_job_create_index": job["CreateIndex"],
+            "TaskGroup": group["Name"],
+            "DesiredStatus": "run",
+            "DesiredDescription": "",
+            "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None},
+            "ClientStatus": "pending",
+            "ClientDescription": "No tasks have started",
+            "DeploymentID": "",
+            "FollowupEvalID": "",
+            "PreviousAllocation": "",
+            "NextAllocation": "",
+            "RescheduleTracker": None,
+            "PreemptedAllocations": None,
+            "PreemptedByAllocation": "",
+            "DeploymentStatus": None,
+            "TaskStates": {
+                t["Name"]: {
+                    "State": "pending",
+                    "Failed": False,
+                    "Restarts": 0,
+                    "LastRestart": None,
+                    "StartedAt": None,
+                    "FinishedAt": None,
+                    "TaskHandle": None,
+                    "Events": [],
+                }
+                for t in group["Tasks"]
+            },
+            "CreateIndex": self.index + 1,
+            "CreateTime": self.now_ns(),
             "_max_run_ns": group.get("MaxRunDuration"),
-            "_reschedule": group.get("ReschedulePolicy"), "_attempt": 0,
+            "_reschedule": group.get("ReschedulePolicy"),
+            "_attempt": 0,
             "_resources": self._resources(group),
             "_tasks": copy.deepcopy(group["Tasks"]),
         }
@@ -332,19 +451,38 @@ class Cluster:
 
     def _resources(self, group: dict[str, Any]) -> dict[str, Any]:
         """What the full allocation read adds (allocations.md "Read Allocation")."""
-        per_task: dict[str, dict[str, Any]] = {t["Name"]: {"CPU": int((t.get("Resources") or {}).get("CPU") or 100),
-                                "MemoryMB": int((t.get("Resources") or {}).get("MemoryMB") or 300),
-                                "DiskMB": 0, "Networks": None} for t in group["Tasks"]}
-        total = {"CPU": sum(r["CPU"] for r in per_task.values()),
-                 "MemoryMB": sum(r["MemoryMB"] for r in per_task.values()),
-                 "DiskMB": 300, "Networks": None}
+        per_task: dict[str, dict[str, Any]] = {
+            t["Name"]: {
+                "CPU": int((t.get("Resources") or {}).get("CPU") or 100),
+                "MemoryMB": int((t.get("Resources") or {}).get("MemoryMB") or 300),
+                "DiskMB": 0,
+                "Networks": None,
+            }
+            for t in group["Tasks"]
+        }
+        total = {
+            "CPU": sum(r["CPU"] for r in per_task.values()),
+            "MemoryMB": sum(r["MemoryMB"] for r in per_task.values()),
+            "DiskMB": 300,
+            "Networks": None,
+        }
         dc = self.node["Datacenter"]
         return {
-            "Resources": total, "TaskResources": per_task,
+            "Resources": total,
+            "TaskResources": per_task,
             "SharedResources": {"CPU": 0, "MemoryMB": 0, "DiskMB": 300, "Networks": None},
-            "Metrics": {"NodesEvaluated": 1, "NodesFiltered": 0, "NodesAvailable": {dc: 1},
-                        "NodesInPool": 1, "ClassFiltered": None, "ConstraintFiltered": None,
-                        "NodesExhausted": 0, "ClassExhausted": None, "DimensionExhausted": None,
-                        "Scores": {f"{self.node['ID']}.binpack": 0.5}, "AllocationTime": 31729,
-                        "CoalescedFailures": 0},
+            "Metrics": {
+                "NodesEvaluated": 1,
+                "NodesFiltered": 0,
+                "NodesAvailable": {dc: 1},
+                "NodesInPool": 1,
+                "ClassFiltered": None,
+                "ConstraintFiltered": None,
+                "NodesExhausted": 0,
+                "ClassExhausted": None,
+                "DimensionExhausted": None,
+                "Scores": {f"{self.node['ID']}.binpack": 0.5},
+                "AllocationTime": 31729,
+                "CoalescedFailures": 0,
+            },
         }

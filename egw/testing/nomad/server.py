@@ -77,8 +77,13 @@ def _error(status: int, text: str) -> web.Response:
 def _json(body: Any, index: int | None = None) -> web.Response:
     headers = {"Content-Type": "application/json"}
     if index is not None:
-        headers.update({"X-Nomad-Index": str(max(1, index)), "X-Nomad-KnownLeader": "true",
-                        "X-Nomad-LastContact": "0"})
+        headers.update(
+            {
+                "X-Nomad-Index": str(max(1, index)),
+                "X-Nomad-KnownLeader": "true",
+                "X-Nomad-LastContact": "0",
+            }
+        )
     return web.Response(body=json.dumps(body).encode(), headers=headers)
 
 
@@ -108,8 +113,15 @@ def _bool(value: str | None, name: str) -> bool:
 class NomadSimulator:
     """See the package docstring (`egw.testing.nomad`) for the scripting API."""
 
-    def __init__(self, *, time_scale: float = 1.0, acl: bool = False, buffer_size: int = 100,
-                 heartbeat_s: float = 30.0, log_heartbeat_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        time_scale: float = 1.0,
+        acl: bool = False,
+        buffer_size: int = 100,
+        heartbeat_s: float = 30.0,
+        log_heartbeat_s: float = 1.0,
+    ) -> None:
         self.cluster = Cluster(time_scale=time_scale, buffer_size=buffer_size)
         self.acl = acl
         self.tokens: dict[str, Token] = {}
@@ -139,8 +151,9 @@ class NomadSimulator:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0,
-                    ssl_context: ssl.SSLContext | None = None) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
         """Serve on ``host:port`` (0: any free port); returns the base URL."""
         self._runner = web.AppRunner(self.app, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -170,24 +183,40 @@ class NomadSimulator:
         self.cluster.scripts[job_id] = script
         return script
 
-    def add_token(self, secret: str, *, management: bool = False,
-                  namespaces: dict[str, set[str]] | None = None, name: str = "token") -> Token:
-        token = Token(secret=secret, name=name, management=management,
-                      namespaces=dict(namespaces or {}))
+    def add_token(
+        self,
+        secret: str,
+        *,
+        management: bool = False,
+        namespaces: dict[str, set[str]] | None = None,
+        name: str = "token",
+    ) -> Token:
+        token = Token(
+            secret=secret, name=name, management=management, namespaces=dict(namespaces or {})
+        )
         self.tokens[secret] = token
         return token
 
-    def fail(self, path: str, *, method: str | None = None, status: int = 500,
-             body: str = "rpc error: simulated failure", times: int = 1,
-             after_commit: bool = False, delay_s: float = 0.0) -> Fault:
+    def fail(
+        self,
+        path: str,
+        *,
+        method: str | None = None,
+        status: int = 500,
+        body: str = "rpc error: simulated failure",
+        times: int = 1,
+        after_commit: bool = False,
+        delay_s: float = 0.0,
+    ) -> Fault:
         """Answer the next ``times`` requests whose path matches the regex ``path`` with
         ``status`` and a plain-text ``body`` (``after_commit``: do the work first)."""
         fault = Fault(re.compile(path), method, status, body, times, delay_s, after_commit)
         self.faults.append(fault)
         return fault
 
-    def slow(self, path: str, delay_s: float, *, method: str | None = None,
-             times: int = 1) -> Fault:
+    def slow(
+        self, path: str, delay_s: float, *, method: str | None = None, times: int = 1
+    ) -> Fault:
         """Delay the next ``times`` matching requests by ``delay_s`` wall-clock seconds."""
         fault = Fault(re.compile(path), method, None, "", times, delay_s)
         self.faults.append(fault)
@@ -226,13 +255,22 @@ class NomadSimulator:
     # --- middleware: request log, faults, plain-text errors ------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                          ) -> web.StreamResponse:
-        self.requests.append(Seen(request.method, request.path,
-                                  tuple(request.query.items()), self._secret(request)))
-        fault = next((f for f in self.faults if f.times > 0 and f.pattern.search(request.path)
-                      and f.method in (None, request.method)), None)
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.requests.append(
+            Seen(request.method, request.path, tuple(request.query.items()), self._secret(request))
+        )
+        fault = next(
+            (
+                f
+                for f in self.faults
+                if f.times > 0
+                and f.pattern.search(request.path)
+                and f.method in (None, request.method)
+            ),
+            None,
+        )
         if fault is not None:
             fault.times -= 1
             if fault.delay_s:
@@ -281,8 +319,9 @@ class NomadSimulator:
 
     # --- blocking queries (common.md "Blocking Queries") -----------------------------------------
 
-    async def _blocking(self, request: web.Request,
-                        compute: Callable[[], tuple[int, Any]]) -> web.Response:
+    async def _blocking(
+        self, request: web.Request, compute: Callable[[], tuple[int, Any]]
+    ) -> web.Response:
         try:
             index = int(request.query.get("index", "0") or 0)
             if index < 0:
@@ -296,6 +335,7 @@ class NomadSimulator:
         wait = min(wait, 600.0)
         current, body = compute()
         if index and current <= index:
+
             def moved() -> bool:
                 if self._closing.is_set():
                     return True
@@ -303,6 +343,7 @@ class NomadSimulator:
                     return compute()[0] > index
                 except SimError:
                     return True
+
             timeout = (wait + random.uniform(0, wait / 16)) * self.cluster.time_scale
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -332,6 +373,7 @@ class NomadSimulator:
         def compute() -> tuple[int, Any]:
             job = self.cluster.job(ns, job_id)
             return job["ModifyIndex"], public(job)
+
         return await self._blocking(request, compute)
 
     async def _stop_job(self, request: web.Request) -> web.Response:
@@ -347,6 +389,7 @@ class NomadSimulator:
         def compute() -> tuple[int, Any]:
             allocs = self.cluster.job_allocs(ns, job_id)
             return max((a["ModifyIndex"] for a in allocs), default=1), [public(a) for a in allocs]
+
         return await self._blocking(request, compute)
 
     def _alloc(self, request: web.Request) -> dict[str, Any]:
@@ -361,8 +404,12 @@ class NomadSimulator:
 
         def compute() -> tuple[int, Any]:
             job = self.cluster.jobs.get((alloc["Namespace"], alloc["JobID"]))
-            return alloc["ModifyIndex"], {**public(alloc), **alloc["_resources"],
-                                          "Job": public(job) if job else None}
+            return alloc["ModifyIndex"], {
+                **public(alloc),
+                **alloc["_resources"],
+                "Job": public(job) if job else None,
+            }
+
         return await self._blocking(request, compute)
 
     def _eval(self, request: web.Request) -> dict[str, Any]:
@@ -382,7 +429,9 @@ class NomadSimulator:
         def compute() -> tuple[int, Any]:
             allocs = [a for a in self.cluster.allocs.values() if a["EvalID"] == ev["ID"]]
             return max((a["ModifyIndex"] for a in allocs), default=ev["ModifyIndex"]), [
-                public(a) for a in allocs]
+                public(a) for a in allocs
+            ]
+
         return await self._blocking(request, compute)
 
     async def _token_self(self, request: web.Request) -> web.Response:
@@ -391,17 +440,27 @@ class NomadSimulator:
             raise SimError(400, "ACL support disabled")
         if not token.secret:
             raise SimError(403, "Permission denied")
-        return _json({"AccessorID": token.accessor, "SecretID": token.secret, "Name": token.name,
-                      "Type": "management" if token.management else "client",
-                      "Policies": [] if token.management else ["sim"], "Global": False,
-                      "CreateTime": self.cluster.now_rfc3339(), "CreateIndex": 1, "ModifyIndex": 1})
+        return _json(
+            {
+                "AccessorID": token.accessor,
+                "SecretID": token.secret,
+                "Name": token.name,
+                "Type": "management" if token.management else "client",
+                "Policies": [] if token.management else ["sim"],
+                "Global": False,
+                "CreateTime": self.cluster.now_rfc3339(),
+                "CreateIndex": 1,
+                "ModifyIndex": 1,
+            }
+        )
 
     # --- streams -------------------------------------------------------------------------------
 
     def _stream_open(self, request: web.Request, drop: asyncio.Event) -> bool:
         transport = request.transport
-        return not (drop.is_set() or self._closing.is_set() or transport is None
-                    or transport.is_closing())
+        return not (
+            drop.is_set() or self._closing.is_set() or transport is None or transport.is_closing()
+        )
 
     async def _event_stream(self, request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -420,8 +479,9 @@ class NomadSimulator:
             self._require(request, ns, "management")
         for topic in topics:
             self._require(request, ns, "read-job" if topic in _READ_JOB_TOPICS else "management")
-        resp = web.StreamResponse(headers={"Content-Type": "application/json",
-                                           "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         await resp.write(b"{}\n")
         drop = asyncio.Event()
@@ -440,8 +500,12 @@ class NomadSimulator:
                 for idx, events in items:
                     matching = [e for e in events if self._matches(e, ns, topics)]
                     if matching:
-                        await resp.write(json.dumps({"Index": idx, "Events": matching},
-                                                    separators=(",", ":")).encode() + b"\n")
+                        await resp.write(
+                            json.dumps(
+                                {"Index": idx, "Events": matching}, separators=(",", ":")
+                            ).encode()
+                            + b"\n"
+                        )
                     last = idx
                 behind = cluster.buffer and cluster.buffer[0][0] > last + 1
                 if cluster.dropped_upto > last and behind:
@@ -449,7 +513,9 @@ class NomadSimulator:
 
                 def news(last: int = last) -> bool:
                     return not self._stream_open(request, drop) or (
-                        bool(cluster.buffer) and cluster.buffer[-1][0] > last)
+                        bool(cluster.buffer) and cluster.buffer[-1][0] > last
+                    )
+
                 try:
                     async with asyncio.timeout(self.heartbeat_s * cluster.time_scale):
                         async with cluster.changed:
@@ -472,8 +538,11 @@ class NomadSimulator:
         keys = topics.get(event["Topic"], set()) | topics.get("*", set())
         if not topics:
             return True
-        return "*" in keys or event["Key"] in keys or any(
-            k in keys for k in event.get("FilterKeys") or [])
+        return (
+            "*" in keys
+            or event["Key"] in keys
+            or any(k in keys for k in event.get("FilterKeys") or [])
+        )
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         alloc = self.cluster.allocs.get(request.match_info["alloc_id"])
@@ -501,8 +570,9 @@ class NomadSimulator:
         if buf is None:
             raise SimError(404, f'task "{task}" not started yet. No logs available')
         pos = min(len(buf), offset if origin == "start" else max(0, len(buf) - offset))
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/plain" if plain else "application/json"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/plain" if plain else "application/json"}
+        )
         await resp.prepare(request)
         drop = asyncio.Event()
         self._drops["logs"].add(drop)
@@ -510,13 +580,16 @@ class NomadSimulator:
         try:
             while self._stream_open(request, drop):
                 while pos < len(buf):
-                    chunk = bytes(buf[pos:pos + FRAME_SIZE])
+                    chunk = bytes(buf[pos : pos + FRAME_SIZE])
                     pos += len(chunk)
                     if plain:
                         await resp.write(chunk)
                     else:
-                        frame = {"Offset": pos, "Data": base64.b64encode(chunk).decode(),
-                                 "File": name}
+                        frame = {
+                            "Offset": pos,
+                            "Data": base64.b64encode(chunk).decode(),
+                            "File": name,
+                        }
                         await resp.write(json.dumps(frame, separators=(",", ":")).encode())
                 if not follow:
                     break
@@ -524,6 +597,7 @@ class NomadSimulator:
 
                 def grown(start: int = start) -> bool:
                     return not self._stream_open(request, drop) or len(buf) > start
+
                 try:
                     async with asyncio.timeout(self.log_heartbeat_s * self.cluster.time_scale):
                         async with self.cluster.changed:

@@ -1,4 +1,4 @@
-"""Cloud Run Jobs and Cloud Logging wire formats (pure): names, the task spec, executions, log entries.
+"""Cloud Run Jobs and Cloud Logging wire formats (pure): names, task spec, executions, log entries.
 
 Contracts: tests/samples/cloudrun/run-v2-jobs.md and logging-entries-list.md (copied, with the
 discovery documents they summarise, into tests/samples/cloudrun/).

@@ -76,7 +76,7 @@ def _render_json(payload: Mapping[str, Any], severity: Any) -> str:
 
 
 def format_line(line: LogLine, *, multi_task: bool) -> str:
-    """The text egw stores for a line: ``[task N] `` in front when an execution has several tasks."""
+    """The text egw stores for a line: ``[task N] `` in front if an execution has several tasks."""
     if multi_task and line.task_index is not None:
         return (
             "\n".join(f"[task {line.task_index}] {part}" for part in line.text.split("\n")) + "\n"
@@ -86,7 +86,7 @@ def format_line(line: LogLine, *, multi_task: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LogCursor:
-    """How far an execution's log has been read: the newest timestamp, and the insert ids seen at it."""
+    """How far an execution's log was read: the newest timestamp, and the insert ids seen at it."""
 
     timestamp: str | None = None
     insert_ids: frozenset[str] = field(default_factory=frozenset)

@@ -1,4 +1,4 @@
-"""The Cloud Run task spec: a submit's ``task`` object checked into `CloudRunSpec`, and its RunJobRequest.
+"""The Cloud Run task spec: a submit's ``task`` checked into `CloudRunSpec`, and its RunJobRequest.
 
 Cloud Run has no request id on ``jobs:run``. egw sets an override env var ``EGW_TASK_ID=<task id>``
 on every execution it starts (`run_job_request`), so an execution can be matched to its task when

@@ -1,7 +1,6 @@
-"""Nomad's event stream, pure: NDJSON lines with ``{}`` heartbeats, cut and parsed (event-stream.md)."""
+"""Nomad's event stream, pure: NDJSON with ``{}`` heartbeats, cut and parsed (event-stream.md)."""
 
 # Malformed upstream data raises ValueError, whatever is wrong with it (callers catch one type).
-# ruff: noqa: TRY004
 
 from __future__ import annotations
 

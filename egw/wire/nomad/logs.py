@@ -2,7 +2,6 @@
 UTF-8 chunks (client-fs-logs.md)."""
 
 # Malformed upstream data raises ValueError, whatever is wrong with it (callers catch one type).
-# ruff: noqa: TRY004
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The spec egw stores for a Nomad task, and the register body made from it at submit time."""
 
 # A stored spec that is not of this shape raises ValueError (callers catch one type).
-# ruff: noqa: TRY004
 
 from __future__ import annotations
 
