@@ -275,3 +275,29 @@ def test_resolver_handles_relative_and_nested_imports() -> None:
     assert not core.forbidden("dataclasses") and not core.forbidden("egw.errors")
     assert is_aiohttp_web("aiohttp.web") and is_aiohttp_web("aiohttp.web_request")
     assert not is_aiohttp_web("aiohttp.ClientSession")
+
+
+def _package(module: str) -> str:
+    """``egw.providers.nomad.client`` -> ``egw.providers``; top-level modules stay whole."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_architecture_md_table_is_the_real_import_graph() -> None:
+    """ARCHITECTURE.md's "imports from egw" column is exactly what the code imports."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    table = text.split("<!-- imports:begin -->", 1)[1].split("<!-- imports:end -->", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for row in table.strip().splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        names = set() if cells[2] == "(nothing)" else {c.strip("` ") for c in cells[2].split(",")}
+        documented[cells[0].strip("`")] = names
+    actual: dict[str, set[str]] = {pkg: set() for pkg in documented}
+    for imp in _all_imports():
+        if not within(imp.name, "egw") or imp.name in ("egw", "egw.__version__"):
+            continue
+        src, dst = _package(imp.module), _package(imp.name)
+        if src != dst and src in actual:
+            actual[src].add(dst)
+    undocumented = {_package(m) for m in _modules()} - set(documented) - {"egw", "egw.__main__"}
+    assert not undocumented, f"packages missing from ARCHITECTURE.md: {sorted(undocumented)}"
+    assert documented == actual
