@@ -100,8 +100,9 @@ def _jitter(cfg: RetryConfig) -> wait_random_exponential:
 
 
 def backoff_s(cfg: RetryConfig, attempt: int) -> float:
-    """The policy's wait after the ``attempt``-th consecutive failure (1-based)."""
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    """The policy's wait after the ``attempt``-th consecutive failure (1-based), for a loop
+    that counts its own failures: tenacity's wait strategy, asked about that attempt."""
+    state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
     state.attempt_number = max(1, attempt)
     return float(_jitter(cfg)(state))
 
