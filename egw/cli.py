@@ -145,9 +145,29 @@ def _serve(args: argparse.Namespace) -> int:
             f"egw: no token configured; this run's token is: {token}", file=sys.stderr, flush=True
         )
     configure_logging(level=cfg.logging.level, fmt=cfg.logging.format, file=cfg.logging.file)
-    scheme = "https" if cfg.tls.enabled else "http"
-    print(f"egw: listening on {scheme}://{server.host}:{server.port}", file=sys.stderr, flush=True)
-    serve(cfg)
+
+    def listening(url: str) -> None:
+        print(f"egw: listening on {url}", file=sys.stderr, flush=True)
+
+    return _one_line(lambda: serve(cfg, listening=listening), f"{server.host}:{server.port}")
+
+
+def _one_line(run: Any, address: str) -> int:
+    """Run `serve` or `migrate`; what stops them before they work is one line and exit
+    code 1 (a `ConfigError` goes up to `main`: exit code 2)."""
+    from egw.errors import EgwError
+
+    try:
+        run()
+    except ConfigError:
+        raise
+    except EgwError as exc:
+        print(f"egw: {exc.message}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # the port (EADDRINUSE, EACCES), a TLS file...
+        where = exc.filename or address
+        print(f"egw: {where}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -164,9 +184,13 @@ def _migrate(args: argparse.Namespace) -> int:
     from egw.store.db import open_and_migrate
 
     cfg = _load(args.config)
-    applied = asyncio.run(open_and_migrate(cfg.storage.path))
-    print(f"{cfg.storage.path}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
-    return 0
+
+    def migrate() -> None:
+        applied = asyncio.run(open_and_migrate(cfg.storage.path))
+        done = f"applied {', '.join(applied)}" if applied else "up to date"
+        print(f"{cfg.storage.path}: {done}")
+
+    return _one_line(migrate, cfg.storage.path)
 
 
 # --- client commands ---------------------------------------------------------------------------

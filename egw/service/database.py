@@ -12,7 +12,15 @@ from egw.providers.base import Provider
 from egw.service.fanout import Hub
 from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
-from egw.store import Store
+from egw.store import DatabaseLock, Store
+
+
+def claim(path: str) -> DatabaseLock:
+    """The database's exclusive lock (one process per database), for a process that must
+    own it before it does anything else: `egw serve` takes it before binding its port or
+    opening anything. Use it as a context manager; `Database.open` takes it again (it is
+    counted within a process) and refuses a database another process holds."""
+    return DatabaseLock(path)
 
 
 class Database:
@@ -25,7 +33,8 @@ class Database:
         self._reads: TaskReads | None = None
 
     async def open(self) -> None:
-        """Open the file and apply pending migrations; raises `ConfigError` if it can't."""
+        """Lock the file, open it, apply pending migrations and check that it can be written;
+        raises `StoreError` (or `ConfigError`) with one line if it can't."""
         await self._store.open()
         self._reads = TaskReads(self._store.reader, self._store.writer)
 

@@ -1,16 +1,20 @@
 """The SQLite event log: the only package that talks to the database.
 
-`Store` opens it; its `Writer` (``writer.py``) makes every change, in batches,
+`Store` opens it, holding the database's lock (``lock.py``: one process per
+database); its `Writer` (``writer.py``) makes every change, in batches,
 and keeps the projection cache; its `Reader` (``reads.py``) answers queries on
 a second, read-only connection.
 """
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
-from egw.errors import ConfigError
-from egw.store.db import connect
+from egw.errors import ConfigError, StoreError
+from egw.store.db import connect, probe_write
+from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
 from egw.store.ops import retention_cutoff
 from egw.store.reads import Reader
@@ -25,35 +29,53 @@ class Store:
         self._cache_size = cache_size
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None
+        self._lock = DatabaseLock(path)
         self.writer: Writer
         self.reader: Reader
 
     async def open(self, *, auto_migrate: bool = True) -> None:
-        self._wconn = await connect(self.path)
+        """Lock, connect, migrate (or check the schema) and prove a write is possible, before
+        anyone relies on the store; raises `StoreError` or `ConfigError` with one line."""
+        self._lock.acquire()
         try:
-            if auto_migrate:
-                await apply_migrations(self._wconn)
-            else:
-                have, want = await current_version(self._wconn), len(load_migrations())
-                if have != want:
-                    raise ConfigError(
-                        "storage.path", f"schema version {have}, expected {want}: run `egw migrate`"
-                    )
-            self._rconn = await connect(self.path, readonly=True)
-            self.writer = Writer(self._wconn, cache_size=self._cache_size)
-            self.reader = Reader(self._rconn)
-            await self.writer.start()
+            await self._open(auto_migrate)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise StoreError(f"{self.path}: {exc}") from exc
         except BaseException:
             await self.close()
             raise
 
+    async def _open(self, auto_migrate: bool) -> None:
+        self._wconn = await connect(self.path)
+        if auto_migrate:
+            await apply_migrations(self._wconn)
+        else:
+            have, want = await current_version(self._wconn), len(load_migrations())
+            if have != want:
+                raise ConfigError(
+                    "storage.path", f"schema version {have}, expected {want}: run `egw migrate`"
+                )
+        await probe_write(self._wconn)
+        self._rconn = await connect(self.path, readonly=True)
+        self.writer = Writer(self._wconn, cache_size=self._cache_size)
+        self.reader = Reader(self._rconn)
+        await self.writer.start()
+
     async def close(self) -> None:
-        if getattr(self, "writer", None) is not None:
-            await self.writer.close()
-        for conn in (self._rconn, self._wconn):
-            if conn is not None:
-                await conn.close()
-        self._rconn = self._wconn = None
+        """Stop the writer, close both connections (each one even if another step fails:
+        an open aiosqlite connection is a thread that keeps the process alive), unlock."""
+        try:
+            if getattr(self, "writer", None) is not None:
+                await self.writer.close()
+        finally:
+            try:
+                for conn in (self._rconn, self._wconn):
+                    if conn is not None:
+                        await _close_quietly(conn)
+            finally:
+                self._rconn = self._wconn = None
+                self._lock.release()
 
     async def writable(self) -> bool:
         """For /readyz: the read connection answers a query and the writer's loop is running.
@@ -70,4 +92,11 @@ class Store:
         return self.writer.running
 
 
-__all__ = ["Reader", "Store", "Writer", "retention_cutoff"]
+async def _close_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.close()
+    except sqlite3.Error:
+        pass  # its thread has stopped all the same; there is nothing left to write
+
+
+__all__ = ["DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]

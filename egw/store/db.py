@@ -1,11 +1,17 @@
-"""Open the SQLite database: one write connection, one read connection, WAL mode."""
+"""Open the SQLite database: one write connection, one read connection, WAL mode.
+
+Every opening of a database for writing holds its lock (``lock.py``) first.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
 
+from egw.errors import StoreError
+from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations
 
 
@@ -29,10 +35,36 @@ async def connect(path: str, *, readonly: bool = False) -> aiosqlite.Connection:
     return conn
 
 
-async def open_and_migrate(path: str) -> list[str]:
-    """`egw migrate`: apply missing migrations to the file at ``path``."""
-    conn = await connect(path)
+async def probe_write(conn: aiosqlite.Connection) -> None:
+    """Fail now, with SQLite's reason, if the database cannot take a write.
+
+    A database SQLite had to open read-only (an immutable file, a read-only mount, a
+    file its user may not write) answers every read; it refuses only the first write,
+    which, left to the running gateway, would be a provider's start-up report of an
+    unfinished task. So write the header's ``user_version`` (to its own value) in a
+    transaction that is rolled back: nothing reaches the disk.
+    """
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    await conn.execute("BEGIN IMMEDIATE")
     try:
-        return await apply_migrations(conn)
+        await conn.execute(f"PRAGMA user_version = {version}")
     finally:
-        await conn.close()
+        await conn.execute("ROLLBACK")
+
+
+async def open_and_migrate(path: str) -> list[str]:
+    """`egw migrate`: apply missing migrations to the file at ``path``, holding its lock (a
+    running gateway has it: the migration is refused, with one line naming that gateway)."""
+    with DatabaseLock(path):
+        try:
+            conn = await connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        try:
+            return await apply_migrations(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        finally:
+            await conn.close()

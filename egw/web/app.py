@@ -1,4 +1,5 @@
-"""`create_app(config)`: the composition root, and `ssl_context` for HTTPS.
+"""`create_app(config)`: the composition root; `ssl_context` for HTTPS; `serve`, which
+runs it as `egw serve` (lock, bind, start, serve: in that order).
 
 Each resource is made in a ``cleanup_ctx`` generator, in order, and torn down
 in reverse: the database, one shared HTTP client session, the providers and
@@ -7,8 +8,12 @@ the task service, the SSE ticker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -19,7 +24,7 @@ from egw.metrics import Metrics
 from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
-from egw.service.database import Database
+from egw.service.database import Database, claim
 from egw.service.fanout import Hub
 from egw.service.ticker import Ticker
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
@@ -134,16 +139,102 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-def serve(config: Config) -> None:
-    """Run the gateway until SIGINT or SIGTERM (`egw serve`)."""
+def serve(config: Config, *, listening: Callable[[str], None] | None = None) -> None:
+    """Run the gateway until SIGINT or SIGTERM (`egw serve`); ``listening`` is told the URL
+    once requests are answered. Errors that stop it before then (`StoreError`,
+    `ConfigError`, an `OSError` such as EADDRINUSE) are raised, after everything it
+    started is stopped again."""
+    asyncio.run(_serve(config, listening))
+
+
+async def _serve(config: Config, listening: Callable[[str], None] | None) -> None:
+    """The order is the point (see the README's "Operating"):
+
+    1. the database's lock: a second gateway on the same file stops here, before it
+       has touched the database, the port or any task;
+    2. the listening sockets, bound and listening: a port in use stops it here, still
+       before anything was started (connections that arrive during 3 wait in the
+       backlog);
+    3. the application's start-up: the database, the providers (which adopt or end the
+       unfinished tasks), the task service;
+    4. serving on the sockets of 2, until a signal.
+
+    SIGINT and SIGTERM are handled from the start: during 3 they cancel the start-up,
+    which then stops what it had started; afterwards they stop the server gracefully,
+    waiting at most ``server.shutdown_timeout_s`` for requests in flight.
+    """
+    tls = ssl_context(config)  # a bad certificate file stops it before anything starts
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        with claim(config.storage.path):
+            sockets = _bind(config.server.host, config.server.port)
+            try:
+                await _run(config, tls, sockets, stop, listening)
+            finally:
+                for sock in sockets:
+                    sock.close()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(
+    config: Config,
+    tls: ssl.SSLContext | None,
+    sockets: list[socket.socket],
+    stop: asyncio.Event,
+    listening: Callable[[str], None] | None,
+) -> None:
     server = config.server
-    web.run_app(
+    runner = web.AppRunner(
         create_app(config),
-        host=server.host,
-        port=server.port,
-        ssl_context=ssl_context(config),
         shutdown_timeout=server.shutdown_timeout_s,
         keepalive_timeout=server.keepalive_timeout_s,
-        print=None,
         access_log=None,
     )
+    try:
+        setup = asyncio.ensure_future(runner.setup())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([setup, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not setup.done():  # a signal during the start-up: stop starting
+            setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await setup
+            return
+        setup.result()  # the start-up's error, if any
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=tls).start()
+        if listening is not None:
+            scheme = "https" if tls else "http"
+            host = f"[{server.host}]" if ":" in server.host else server.host
+            listening(f"{scheme}://{host}:{sockets[0].getsockname()[1]}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of ``host``, as `loop.create_server` would make
+    them (SO_REUSEADDR; IPv6 sockets IPv6-only); raises `OSError` (EADDRINUSE...).
+    With port 0, every address gets the port the kernel chose for the first."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address[0], port, *address[2:]))
+            sock.listen(128)
+            port = sock.getsockname()[1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
