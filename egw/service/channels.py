@@ -19,6 +19,10 @@ from egw.service.logwindow import LogWindow
 from egw.service.reads import TaskReads, tail
 from egw.service.ticker import LIVE, Stream, Ticker
 
+#: what a status or an event in a replaying client's backlog counts for, in bytes (about its
+#: frame's size), against the client's budget
+HELD_ITEM = 1024
+
 
 class LogChannel:
     """All live tailers of one task's log; a hub subscriber."""
@@ -81,10 +85,10 @@ class LogChannel:
         current = self.task
         if current.status.terminal and self.logs_complete:
             frames.append(framing.end(current))
-            stream.push(framing.write(b"".join(frames)))
+        payload = b"".join(frames)
+        stream.push(payload, framing.write(payload))
+        if current.status.terminal and self.logs_complete:
             stream.finish("end")
-        else:
-            stream.push(framing.write(b"".join(frames)))
 
     def streams(self) -> Iterable[Stream]:
         for group in self.groups.values():
@@ -104,7 +108,7 @@ class LogChannel:
 
     def on_log(self, chunk: LogChunk) -> None:
         for stream in self.catching_up:
-            stream.hold(("log", chunk))
+            stream.hold(("log", chunk), len(chunk.data))
         self.pending.append(("log", chunk))
         self.window.remember(chunk)
         self.ticker.mark(self)
@@ -115,7 +119,7 @@ class LogChannel:
         self.task = task
         if event.applied:
             for stream in self.catching_up:
-                stream.hold(("status", task))
+                stream.hold(("status", task), HELD_ITEM)
             self.pending.append(("status", task))
             self.ticker.mark(self)
 
@@ -145,7 +149,7 @@ class LogChannel:
             if payload:
                 chunk = framing.write(payload)
                 for stream in list(streams):
-                    if not stream.push(chunk):
+                    if not stream.push(payload, chunk):
                         streams.discard(stream)
             if end:
                 for stream in streams:
@@ -219,7 +223,8 @@ class EventChannel:
         stream.backlog = LIVE
         self.groups.setdefault(key, set()).add(stream)
         if frames:
-            stream.push(self.framing.write(b"".join(frames)))
+            payload = b"".join(frames)
+            stream.push(payload, self.framing.write(payload))
 
     def remove(self, stream: Stream) -> None:
         self.catching_up.pop(stream, None)
@@ -233,7 +238,7 @@ class EventChannel:
             return
         for stream, key in self.catching_up.items():
             if matches(key, event):
-                stream.hold(event)
+                stream.hold(event, HELD_ITEM)
         self.pending.append(event)
         self.ticker.mark(self)
 
@@ -246,7 +251,7 @@ class EventChannel:
                 continue
             chunk = self.framing.write(payload)
             for stream in list(streams):
-                if not stream.push(chunk):
+                if not stream.push(payload, chunk):
                     streams.discard(stream)
 
 

@@ -62,10 +62,14 @@ class TaskReads:
             after=after, task_id=task_id, provider=provider, limit=limit
         )
 
-    async def log_chunks(self, task_id: str, position: int) -> list[LogChunk]:
+    async def log_chunks(
+        self, task_id: str, position: int, *, limit_bytes: int = 1 << 20
+    ) -> list[LogChunk]:
         """The next stored chunks of the task's output from byte ``position``, in order
-        (empty at the end); the first is cut to start at ``position``."""
-        chunks = [c for c in await self._reader.logs(task_id, offset=position) if c.end > position]
+        (empty at the end), at most ``limit_bytes`` of them in all (a read never loads a
+        whole large log); the first is cut to start at ``position``."""
+        found = await self._reader.logs(task_id, offset=position, limit_bytes=limit_bytes)
+        chunks = [c for c in found if c.end > position]
         if chunks:
             chunks[0] = tail(chunks[0], position)
         return chunks

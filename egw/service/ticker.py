@@ -23,7 +23,8 @@ subscribers on one core. Instead, live output is *batched per tick*:
   crowd joining one task costs one read (see `egw.service.logwindow`).
 
 The bytes are the web layer's business: it hands the ticker a `Framing` (SSE
-frames in HTTP/1.1 chunks, `egw.web.sse`) and each client as a `Stream`.
+frames, and the same as HTTP/1.1 chunks, `egw.web.sse`) and each client as a
+`Stream`, which writes the chunk or the plain frames as its response needs.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ class Stream(Protocol):
     #: what arrives during the client's replay; `LIVE` once it is live
     backlog: list[Any] | tuple[()]
 
-    def hold(self, item: Any) -> None:
-        """Keep an item that arrived during the replay."""
+    def hold(self, item: Any, size: int) -> None:
+        """Keep an item that arrived during the replay (``size``: about its bytes, counted
+        against the client's budget)."""
 
-    def push(self, data: bytes) -> bool:
-        """Write now; False (and finish) if the client is gone or too slow."""
+    def push(self, frames: bytes, chunk: bytes) -> bool:
+        """Write ``frames`` now, or ``chunk``, the same framed for the stream's transfer
+        encoding (`Framing.write`, once per group); False (and finish) if the client is gone
+        or too slow."""
 
     def finish(self, why: str) -> None:
         """End the stream (its response then ends, and it leaves its channel)."""
@@ -71,7 +75,7 @@ class Framing(Protocol):
     def keepalive(self) -> bytes: ...
 
     def write(self, frames: bytes) -> bytes:
-        """Frames as one write on a live stream (an HTTP/1.1 chunk)."""
+        """Frames as one pre-framed write on a live stream (an HTTP/1.1 chunk)."""
 
 
 class Channel(Protocol):
@@ -132,7 +136,8 @@ class Ticker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_keepalive = loop.time() + self.keepalive_s
-        keepalive = self.framing.write(self.framing.keepalive())
+        keepalive = self.framing.keepalive()
+        keepalive_chunk = self.framing.write(keepalive)
         deadline = loop.time()
         while True:
             # ticks on fixed deadlines: a long flush shortens the next wait, not the rate
@@ -143,4 +148,4 @@ class Ticker:
                 next_keepalive = loop.time() + self.keepalive_s
                 for channel in list(self.channels):
                     for stream in list(channel.streams()):
-                        stream.push(keepalive)
+                        stream.push(keepalive, keepalive_chunk)

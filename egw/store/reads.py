@@ -15,7 +15,9 @@ class Reader:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def _all(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+    async def _all(
+        self, sql: str, params: list[Any] | tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[Any]:
         async with self._conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
@@ -114,21 +116,31 @@ class Reader:
         offset: int = 0,
         limit_bytes: int = 1 << 20,
     ) -> list[LogChunk]:
-        """Chunks holding bytes at or after ``offset``, in order; the first may start before it."""
+        """The task's output from byte ``offset`` to at most ``offset + limit_bytes``, in
+        chunks in order, the first and the last cut at those bounds.
+
+        The bound is applied in SQL: a log is a contiguous run of chunks (each one's
+        ``pos`` is the byte where it starts), so the chunks that hold the bytes of
+        ``[offset, offset + limit_bytes)`` are those starting before the end, from the
+        one holding ``offset`` on, and ``substr`` cuts the two at the ends. No more than
+        ``limit_bytes`` (and 4,096 rows) ever leave SQLite, whatever the size of the log
+        or of one chunk: cheaper than a running sum (a window function copies every row
+        into a temporary table) or a loop of queries.
+        """
+        end = offset + limit_bytes
         rows = await self._all(
-            "SELECT pos, stream, data FROM log_chunks WHERE task_id = ? AND pos >= COALESCE("
-            "(SELECT MAX(pos) FROM log_chunks WHERE task_id = ? AND pos <= ?), 0)"
+            "SELECT MAX(pos, :offset), stream,"
+            " substr(data, MAX(:offset - pos, 0) + 1, :end - MAX(pos, :offset))"
+            " FROM log_chunks WHERE task_id = :task AND pos < :end AND pos >= COALESCE("
+            "(SELECT MAX(pos) FROM log_chunks WHERE task_id = :task AND pos <= :offset), 0)"
             " ORDER BY pos LIMIT 4096",
-            (task_id, task_id, offset),
+            {"task": task_id, "offset": offset, "end": end},
         )
-        chunks: list[LogChunk] = []
-        size = 0
-        for off, stream, data in rows:
-            chunks.append(LogChunk(task_id, int(off), str(stream), bytes(data)))
-            size += len(data)
-            if size >= limit_bytes:
-                break
-        return chunks
+        return [
+            LogChunk(task_id, int(at), str(stream), bytes(data))
+            for at, stream, data in rows
+            if data
+        ]
 
     async def cursor(self, key: str) -> str | None:
         rows = await self._all("SELECT value FROM cursors WHERE key = ?", (key,))

@@ -1,4 +1,10 @@
-"""``GET /v1/tasks/{id}/logs``: output so far as text, or a live SSE tail that resumes exactly."""
+"""``GET /v1/tasks/{id}/logs``: output so far as text, or a live SSE tail that resumes exactly.
+
+The text is the bytes the task wrote, exactly as stored (never re-encoded: bytes
+that are not UTF-8 pass unchanged), read and sent 1 MiB at a time. The SSE tail
+replays in reads of ``REPLAY_BYTES``, so a client that is slow to take them holds
+at most one read while it waits (see `egw.web.sse` for the budget that cuts it off).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from egw.web.keys import log_channels_key, reads_key
 from egw.web.sse import SSEResponse, SSEStream, log_frame, serve_stream, sse_headers
 
 routes = web.RouteTableDef()
+
+REPLAY_BYTES = 256 << 10  # the output one step of a replay reads and frames
 
 
 @routes.get("/v1/tasks/{id}/logs")
@@ -76,7 +84,7 @@ async def _tail_sse(
             frames = channel.window_frames(position, group)
             position = max(position, channel.window.end)
         while not from_memory:
-            chunks = await reads.log_chunks(task_id, position)
+            chunks = await reads.log_chunks(task_id, position, limit_bytes=REPLAY_BYTES)
             if not chunks:
                 break
             replayed = [log_frame(c) for c in chunks if group in (None, c.stream)]

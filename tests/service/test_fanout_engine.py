@@ -53,12 +53,13 @@ class Recorder:
         self.sent: list[bytes] = []
         self.ended: str | None = None
 
-    def hold(self, item: Any) -> None:
+    def hold(self, item: Any, size: int) -> None:
         assert isinstance(self.backlog, list)
         self.backlog.append(item)
 
-    def push(self, data: bytes) -> bool:
-        self.sent.append(data)
+    def push(self, frames: bytes, chunk: bytes) -> bool:
+        assert chunk == http_chunk(frames)  # both framings of the same bytes
+        self.sent.append(chunk)
         return True
 
     def finish(self, why: str) -> None:
