@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import ipaddress
 import json
 import os
@@ -278,7 +279,7 @@ async def _logs(args: argparse.Namespace) -> int:
     async with _connect(args) as client:
         if args.follow:
             return await _follow(client, args.id, args.stream, args.json)
-        sys.stdout.write(await client.logs(args.id, stream=args.stream))
+        sys.stdout.buffer.write(await client.logs(args.id, stream=args.stream))
     return 0
 
 
@@ -292,6 +293,12 @@ async def _follow(client: Any, task_id: str, stream: str | None, as_json: bool) 
             out = sys.stderr if item["stream"] == "stderr" else sys.stdout
             out.write(item["text"])
             out.flush()
+        elif ev.event == "log-b64":  # output that is not UTF-8, as the task wrote it
+            item = ev.json()
+            out = sys.stderr if item["stream"] == "stderr" else sys.stdout
+            out.flush()
+            out.buffer.write(base64.b64decode(item["base64"]))
+            out.buffer.flush()
         if ev.event == "end":
             last = ev.json()["task"]
     if last is None:

@@ -97,7 +97,9 @@ class Client:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        raw: bool = False,
     ) -> Any:
+        """One call: JSON answers parsed, other bodies as text (as bytes with ``raw``)."""
         timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout)
         async with self.session.request(
             method,
@@ -111,6 +113,8 @@ class Client:
             body = await resp.read()
             if resp.status >= 400:
                 raise _error(resp.status, body)
+            if raw:
+                return body
             if resp.content_type == "application/json":
                 return json.loads(body)
             return body.decode("utf-8", "replace")
@@ -141,10 +145,13 @@ class Client:
             "GET", "/v1/tasks", params={k: v for k, v in filters.items() if v}
         )
 
-    async def logs(self, task_id: str, *, stream: str | None = None) -> str:
+    async def logs(self, task_id: str, *, stream: str | None = None) -> bytes:
+        """The task's output so far, the bytes exactly as the task wrote them."""
         params = {"stream": stream} if stream else None
-        text: str = await self.request("GET", f"/v1/tasks/{task_id}/logs", params=params)
-        return text
+        body: bytes = await self.request(
+            "GET", f"/v1/tasks/{task_id}/logs", params=params, raw=True
+        )
+        return body
 
     async def follow(
         self, task_id: str, *, stream: str | None = None, retries: int = 1000
