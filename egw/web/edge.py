@@ -52,6 +52,18 @@ def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.
     return web.json_response(exc.to_json(), status=exc.status, headers=headers)
 
 
+def _internal() -> web.Response:
+    """A 500 for what a handler did not expect (its traceback goes to the log only)."""
+    return web.json_response(
+        {"error": {"code": "internal", "message": "internal error", "details": {}}}, status=500
+    )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _from_http(exc: web.HTTPException) -> web.Response:
     """aiohttp's own errors (unknown route, wrong method, body too large) in our JSON shape."""
     codes = {
@@ -198,14 +210,19 @@ class Edge:
                     # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
                     unreadable = InvalidRequest(f"cannot read the body: {exc}", field="body")
                     response = error_response(unreadable)
-                except ConnectionResetError:
-                    raise  # the client went away: nothing to answer
+                except ConnectionError:
+                    if not _client_gone(request):  # a socket of ours failed: a server error
+                        log.exception("unhandled_error", method=request.method, path=request.path)
+                        response = _internal()
+                    else:
+                        # the client left (a reset during the body's read, or while a write
+                        # waited on a full socket): no server error, nothing to answer.
+                        # Raising would make aiohttp log a traceback; it writes this to the
+                        # closed connection instead, fails quietly, and drops it.
+                        return web.Response(status=CLIENT_GONE)
                 except Exception:
                     log.exception("unhandled_error", method=request.method, path=request.path)
-                    response = web.json_response(
-                        {"error": {"code": "internal", "message": "internal error", "details": {}}},
-                        status=500,
-                    )
+                    response = _internal()
                 if not response.prepared:
                     response.headers["X-Request-ID"] = request_id
                 status = response.status
