@@ -46,6 +46,7 @@ NO_ROUTE = "no-route"  # the catch-all resource's name
 #: left, or the server cancelled the handler), as nginx logs it; never sent to anyone.
 CLIENT_GONE = 499
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="egw"'}
+_TE = hdrs.TRANSFER_ENCODING
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
@@ -62,6 +63,27 @@ def _internal() -> web.Response:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _unknown_coding(request: web.Request) -> web.Response | None:
+    """501 for a request framed with a transfer coding other than ``chunked`` alone
+    (RFC 9112 §6.1): aiohttp's parser takes ``gzip, chunked`` as plain chunked and would
+    hand the handler still-gzipped bytes. The body is left unread, so the connection closes."""
+    codings = [c.strip(" \t").lower() for v in request.headers.getall(_TE) for c in v.split(",")]
+    if codings == ["chunked"]:
+        return None
+    response = web.json_response(
+        {
+            "error": {
+                "code": "not_implemented",
+                "message": "the only Transfer-Encoding egw takes is chunked",
+                "details": {"transfer_encoding": ", ".join(request.headers.getall(_TE))[:200]},
+            }
+        },
+        status=501,
+    )
+    response.force_close()
+    return response
 
 
 def _from_http(exc: web.HTTPException) -> web.Response:
@@ -191,13 +213,17 @@ class Edge:
             principal_token = None
             actor: str | None = None
             status = CLIENT_GONE  # until there is an answer: a handler may never give one
+            response: web.StreamResponse
             try:
                 try:
-                    if protected or (protected is None and _protected(request.path)):
-                        who = authenticate(request.headers.get("Authorization"))
-                        principal_token = principal_var.set(who)
-                        actor = who.name
-                    response = await handler(request)
+                    if _TE in request.headers and (refused := _unknown_coding(request)):
+                        response = refused
+                    else:
+                        if protected or (protected is None and _protected(request.path)):
+                            who = authenticate(request.headers.get("Authorization"))
+                            principal_token = principal_var.set(who)
+                            actor = who.name
+                        response = await handler(request)
                 except EgwError as exc:
                     challenge = isinstance(exc, Unauthorized)
                     response = error_response(exc, _CHALLENGE if challenge else None)
