@@ -46,10 +46,44 @@ NO_ROUTE = "no-route"  # the catch-all resource's name
 #: left, or the server cancelled the handler), as nginx logs it; never sent to anyone.
 CLIENT_GONE = 499
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="egw"'}
+_TE = hdrs.TRANSFER_ENCODING
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+
+
+def _internal() -> web.Response:
+    """A 500 for what a handler did not expect (its traceback goes to the log only)."""
+    return web.json_response(
+        {"error": {"code": "internal", "message": "internal error", "details": {}}}, status=500
+    )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _unknown_coding(request: web.Request) -> web.Response | None:
+    """501 for a request framed with a transfer coding other than ``chunked`` alone
+    (RFC 9112 §6.1): aiohttp's parser takes ``gzip, chunked`` as plain chunked and would
+    hand the handler still-gzipped bytes. The body is left unread, so the connection closes."""
+    codings = [c.strip(" \t").lower() for v in request.headers.getall(_TE) for c in v.split(",")]
+    if codings == ["chunked"]:
+        return None
+    response = web.json_response(
+        {
+            "error": {
+                "code": "not_implemented",
+                "message": "the only Transfer-Encoding egw takes is chunked",
+                "details": {"transfer_encoding": ", ".join(request.headers.getall(_TE))[:200]},
+            }
+        },
+        status=501,
+    )
+    response.force_close()
+    return response
 
 
 def _from_http(exc: web.HTTPException) -> web.Response:
@@ -179,13 +213,17 @@ class Edge:
             principal_token = None
             actor: str | None = None
             status = CLIENT_GONE  # until there is an answer: a handler may never give one
+            response: web.StreamResponse
             try:
                 try:
-                    if protected or (protected is None and _protected(request.path)):
-                        who = authenticate(request.headers.get("Authorization"))
-                        principal_token = principal_var.set(who)
-                        actor = who.name
-                    response = await handler(request)
+                    if _TE in request.headers and (refused := _unknown_coding(request)):
+                        response = refused
+                    else:
+                        if protected or (protected is None and _protected(request.path)):
+                            who = authenticate(request.headers.get("Authorization"))
+                            principal_token = principal_var.set(who)
+                            actor = who.name
+                        response = await handler(request)
                 except EgwError as exc:
                     challenge = isinstance(exc, Unauthorized)
                     response = error_response(exc, _CHALLENGE if challenge else None)
@@ -198,14 +236,19 @@ class Edge:
                     # a body aiohttp cannot decode (a corrupt gzip or deflate stream...)
                     unreadable = InvalidRequest(f"cannot read the body: {exc}", field="body")
                     response = error_response(unreadable)
-                except ConnectionResetError:
-                    raise  # the client went away: nothing to answer
+                except ConnectionError:
+                    if not _client_gone(request):  # a socket of ours failed: a server error
+                        log.exception("unhandled_error", method=request.method, path=request.path)
+                        response = _internal()
+                    else:
+                        # the client left (a reset during the body's read, or while a write
+                        # waited on a full socket): no server error, nothing to answer.
+                        # Raising would make aiohttp log a traceback; it writes this to the
+                        # closed connection instead, fails quietly, and drops it.
+                        return web.Response(status=CLIENT_GONE)
                 except Exception:
                     log.exception("unhandled_error", method=request.method, path=request.path)
-                    response = web.json_response(
-                        {"error": {"code": "internal", "message": "internal error", "details": {}}},
-                        status=500,
-                    )
+                    response = _internal()
                 if not response.prepared:
                     response.headers["X-Request-ID"] = request_id
                 status = response.status

@@ -5,21 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from typing import Any
 
 from aiohttp import web
 
+from egw.core import fields
 from egw.errors import InvalidRequest, UnsupportedMediaType
 from egw.service.tasks import SubmitRequest
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+_SIGNED = re.compile(r"(-?)0*([0-9]{1,19})", re.ASCII)
+_UNSIGNED = re.compile(r"()0*([0-9]{1,19})", re.ASCII)
 _SUBMIT_FIELDS = {"provider", "task", "name", "labels", "timeout_s"}
 MAX_TIMEOUT_S = 7 * 24 * 3600
 #: the largest offset or sequence number a client may name (SQLite integers are 64-bit)
 MAX_CURSOR = 2**62
+_MAX_CURSOR_TEXT = 64  # "s" and 19 digits take 28 characters of base64
 
 
 async def read_json(request: web.Request) -> Any:
@@ -76,16 +79,12 @@ def submit_request(body: Any) -> SubmitRequest:
                 )
     timeout = body.get("timeout_s")
     if timeout is not None:
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or not 0 < timeout <= MAX_TIMEOUT_S
-        ):
+        # bounded before float(): a 400-digit integer is a 400, never an OverflowError
+        timeout = fields.number(timeout, "timeout_s", 0, MAX_TIMEOUT_S)
+        if timeout <= 0:
             raise InvalidRequest(
                 f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S}]", field="timeout_s"
             )
-        timeout = float(timeout)
     return SubmitRequest(provider=provider, task=task, name=name, labels=labels, timeout_s=timeout)
 
 
@@ -93,13 +92,22 @@ def int_query(request: web.Request, name: str, *, default: int, lo: int, hi: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    # at most 19 significant digits before int(): Python refuses 4,300 and more
-    if not re.fullmatch(r"-?0*[0-9]{1,19}", raw):
+    value = _whole(raw)
+    if value is None:
         raise InvalidRequest(f"{name} must be an integer between {lo} and {hi}", field=name)
-    value = int(raw)
     if not lo <= value <= hi:
         raise InvalidRequest(f"{name} must be between {lo} and {hi}", field=name)
     return value
+
+
+def _whole(raw: str, *, signed: bool = True) -> int | None:
+    """An ASCII integer of at most 19 significant digits, or None: ``int()`` never sees a
+    longer one (Python refuses 4,300 digits, leading zeros included; SQLite holds 64 bits)."""
+    m = (_SIGNED if signed else _UNSIGNED).fullmatch(raw)
+    if m is None:
+        return None
+    value = int(m.group(2))
+    return -value if m.group(1) else value
 
 
 def duration_query(request: web.Request, name: str, *, default_s: float, max_s: float) -> float:
@@ -135,21 +143,25 @@ def encode_cursor(submit_seq: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw.startswith("s") and raw[1:].isdigit():
-            return int(raw[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
+    """The submit sequence a list cursor names; anything not made by `encode_cursor`
+    (or naming a number SQLite cannot hold) is a 400."""
+    if len(cursor) <= _MAX_CURSOR_TEXT:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raw = ""
+        value = _whole(raw[1:], signed=False) if raw.startswith("s") else None
+        if value is not None and value <= MAX_CURSOR:
+            return value
     raise InvalidRequest("cursor is not valid", field="cursor")
 
 
 def _cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not re.fullmatch(r"0*[0-9]{1,19}", raw):
+    value = _whole(raw, signed=False)
+    if value is None:
         raise InvalidRequest(f"{field} must be a whole number up to {MAX_CURSOR}", field=field)
-    value = int(raw)
     if value > MAX_CURSOR:
         raise InvalidRequest(f"{field} must be between 0 and {MAX_CURSOR}", field=field)
     return value

@@ -71,7 +71,7 @@ async def get_task(request: web.Request) -> web.Response:
     body, etag = request.app[body_cache_key].get(task)
     headers = {"ETag": etag, "X-Egw-Index": etag[1:-1], "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag in _etags(if_none_match):
+    if if_none_match and _matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = "application/json"
     return web.Response(body=body, headers=headers)
@@ -130,10 +130,11 @@ async def list_tasks(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def _etags(header: str | None) -> set[str]:
-    if not header:
-        return set()
-    return {t.strip().removeprefix("W/") for t in header.split(",")}
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison), or is ``*``: any current
+    representation, and the task exists (RFC 9110 §13.1.2)."""
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 @routes.delete("/v1/tasks/{id}")

@@ -13,6 +13,9 @@ from egw.errors import InvalidRequest
 from egw.wire.github.runs import Job, Run, parse_job, parse_run
 from egw.wire.github.values import as_str, header
 
+#: the largest run or job id taken (GitHub's ids are 64-bit integers)
+MAX_ID = 2**63 - 1
+
 
 def sign(secret: str | bytes, body: bytes) -> str:
     """``X-Hub-Signature-256`` for ``body``: ``sha256=`` + hex HMAC-SHA256
@@ -62,8 +65,18 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
         raise InvalidRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object")
-    run = parse_run(payload.get("workflow_run")) if event == "workflow_run" else None
-    job = parse_job(payload.get("workflow_job")) if event == "workflow_job" else None
+    try:
+        run = parse_run(payload.get("workflow_run")) if event == "workflow_run" else None
+        job = parse_job(payload.get("workflow_job")) if event == "workflow_job" else None
+    except ValueError as exc:  # a number spelled as no number is (such as "--5")
+        raise InvalidRequest(f"{event} holds a malformed number: {exc}") from None
+    # the ids are 64-bit integers upstream, in URLs and in the store: nothing else is a run
+    ids = {"workflow_run.id": run.id} if run else {}
+    if job:
+        ids |= {"workflow_job.id": job.id, "workflow_job.run_id": job.run_id}
+    for name, value in ids.items():
+        if not 0 < value <= MAX_ID:
+            raise InvalidRequest(f"{name} must be a positive 64-bit integer", field=name)
     return Delivery(
         event=event,
         delivery_id=delivery_id,
