@@ -7,7 +7,6 @@ by code vulture does not read."""
 from egw.logconfig import _Logger
 from egw.metrics import Metrics
 from egw.web.edge import _AnyTarget
-from egw.web.protocol import EdgeRunner
 from egw.wire.nomad.events import StreamLine
 from egw.wire.nomad.logs import LogFrame
 
@@ -25,6 +24,3 @@ _AnyTarget.raw_match
 # part of the parsed line's and frame's contract (a keep-alive), asserted in tests/wire
 StreamLine.heartbeat
 LogFrame.heartbeat
-# the runner serve() gives the app to (egw/web/app.py), so that requests aiohttp's parser
-# refuses are answered as JSON; driven directly by tests/reliability/test_http_protocol.py
-EdgeRunner

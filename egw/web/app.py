@@ -42,6 +42,7 @@ from egw.web.keys import (
     session_key,
     ticker_key,
 )
+from egw.web.protocol import EdgeRunner
 from egw.web.sse import SSEFraming
 
 
@@ -189,7 +190,8 @@ async def _run(
     listening: Callable[[str], None] | None,
 ) -> None:
     server = config.server
-    runner = web.AppRunner(
+    # EdgeRunner: requests aiohttp's parser refuses are answered as JSON too (web/protocol.py)
+    runner = EdgeRunner(
         create_app(config),
         shutdown_timeout=server.shutdown_timeout_s,
         keepalive_timeout=server.keepalive_timeout_s,
