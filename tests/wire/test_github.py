@@ -545,3 +545,10 @@ def test_text_chunks_never_split_a_character() -> None:
     assert b"".join(chunks).decode() == text
     for chunk in chunks:
         chunk.decode()  # each chunk is valid UTF-8 on its own
+
+
+def test_as_int_takes_only_ascii_int64_digits() -> None:
+    from egw.wire.github.values import as_int
+
+    assert [as_int(v) for v in ("5", " -7 ", 3.0, 42)] == [5, -7, 3, 42]
+    assert [as_int(v) for v in ("--5", "\u0661\u0662", "9" * 20, True, 2.5, "")] == [None] * 6

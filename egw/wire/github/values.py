@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+#: an integer GitHub could send as text: ASCII digits, at most 19 (int64), one optional sign
+_DIGITS = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 
 
 def as_int(value: Any) -> int | None:
@@ -15,7 +19,7 @@ def as_int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
