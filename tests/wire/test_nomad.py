@@ -624,17 +624,6 @@ def test_bad_frames(raw: bytes) -> None:
         wire.FrameDecoder().feed(raw)
 
 
-def test_utf8_chunker_never_splits_a_character() -> None:
-    chunker = wire.Utf8Chunker()
-    e_acute = "é".encode()
-    assert chunker.feed(b"caf" + e_acute[:1]) == b"caf"
-    assert chunker.pending == 1
-    assert chunker.feed(e_acute[1:] + b"!") == "é!".encode()
-    assert chunker.pending == 0
-    assert chunker.feed(b"\xff") == "\ufffd".encode()
-    assert chunker.feed(b"\xe2\x82") == b"" and chunker.flush() == "\ufffd".encode()
-
-
 def test_the_typed_spec_round_trips_through_its_json() -> None:
     spec = wire.validate_task({**SEED, "timeout_s": 30}, **DEFAULTS)
     assert wire.NomadSpec.from_json(spec.to_json()) == spec

@@ -21,6 +21,7 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import NomadConfig, RetryConfig
+from egw.core.chunks import Utf8Boundary
 from egw.core.model import STREAMS
 from egw.errors import ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot
@@ -234,7 +235,7 @@ class LogFollower:
                 "follow": "true" if follow else "false",
             },
         )
-        decoder, chunker, raw = wire.FrameDecoder(), wire.Utf8Chunker(), offset
+        decoder, chunker, raw = wire.FrameDecoder(), Utf8Boundary(), offset
         stop: asyncio.Future[Any] | None = None
         try:
             async with self._client.stream(

@@ -20,12 +20,13 @@ samples the tests use. Nothing here does I/O; `egw.providers.nomad` feeds it byt
   run of the same job ID never leaks in.
 * `events`: the event stream is NDJSON with ``{}`` heartbeats (`NdjsonSplitter`,
   `parse_stream_line`).
-* `logs`: the log stream is undelimited JSON frames with base64 ``Data`` (`FrameDecoder`),
-  turned into valid UTF-8 chunks by `Utf8Chunker`.
+* `logs`: the log stream is undelimited JSON frames with base64 ``Data`` (`FrameDecoder`);
+  the provider stores the bytes as they are, cut at character boundaries
+  (`egw.core.chunks.Utf8Boundary`).
 """
 
 from egw.wire.nomad.events import NdjsonSplitter, StreamEvent, StreamLine, parse_stream_line
-from egw.wire.nomad.logs import FrameDecoder, LogFrame, Utf8Chunker, parse_frame
+from egw.wire.nomad.logs import FrameDecoder, LogFrame, parse_frame
 from egw.wire.nomad.spec import (
     ENFORCE_INDEX_ERROR,
     META_TASK_ID,
@@ -59,7 +60,6 @@ __all__ = [
     "NomadSpec",
     "StreamEvent",
     "StreamLine",
-    "Utf8Chunker",
     "alloc_observation",
     "check_job_id",
     "describe_placement_failure",

@@ -1,5 +1,5 @@
-"""Nomad's log stream, pure: undelimited JSON frames with base64 ``Data``, cut into valid
-UTF-8 chunks (client-fs-logs.md)."""
+"""Nomad's log stream, pure: undelimited JSON frames with base64 ``Data``, decoded into
+frames (client-fs-logs.md)."""
 
 # Malformed upstream data raises ValueError, whatever is wrong with it (callers catch one type).
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import json
 from dataclasses import dataclass
 
@@ -101,22 +100,3 @@ class FrameDecoder:
         if len(buf) > self._max:
             raise ValueError(f"a log frame is longer than {self._max} bytes")
         return frames
-
-
-class Utf8Chunker:
-    """Raw log bytes -> valid UTF-8 chunks: a character split across frames is held back
-    until its last byte arrives; invalid bytes become U+FFFD."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def feed(self, data: bytes) -> bytes:
-        return self._decoder.decode(data).encode("utf-8")
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back (the start of an unfinished character)."""
-        return len(self._decoder.getstate()[0])
-
-    def flush(self) -> bytes:
-        return self._decoder.decode(b"", final=True).encode("utf-8")
