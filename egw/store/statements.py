@@ -32,6 +32,16 @@ INSERT_IDEMPOTENCY = (
     "INSERT INTO idempotency_keys (actor, key, request_hash, task_id, created_at)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+#: a task's stored output past its head and before its tail window: chunks wholly inside
+#: are deleted, the one that straddles the window's start is cut to start there
+#: (SQLite evaluates ``substr(data, ...)`` on the row before the update: bytes of a BLOB)
+DROP_LOGS = (
+    "DELETE FROM log_chunks WHERE task_id = ? AND pos >= ? AND pos < ? AND pos + length(data) <= ?"
+)
+CUT_LOG = (
+    "UPDATE log_chunks SET pos = ?, data = substr(data, ? - pos + 1)"
+    " WHERE task_id = ? AND pos >= ? AND pos < ? AND pos + length(data) > ?"
+)
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -65,12 +75,31 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
         await conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
     if b.log_rows:
         await conn.executemany(INSERT_LOGS, b.log_rows)
+    if b.log_trims:
+        trims = b.log_trims.items()
+        await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
+        await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
     if b.idem_rows:
         await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
     if b.cursor_rows:
         await conn.executemany(UPSERT_CURSORS, b.cursor_rows)
     for before in b.prune:
         b.commit.pruned.extend(await _prune(conn, before))
+    await conn.execute("COMMIT")
+
+
+#: the size of the write that tells whether the store takes writes again (a log chunk's)
+PROBE_BYTES = 64 << 10
+
+
+async def probe(conn: aiosqlite.Connection) -> None:
+    """Commit a write of ``PROBE_BYTES`` that leaves nothing behind; raises what SQLite
+    says if the store cannot take it (the transaction is left to the caller to roll back)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute(
+        "INSERT INTO cursors (key, value) VALUES ('egw.probe', zeroblob(?))", (PROBE_BYTES,)
+    )
+    await conn.execute("DELETE FROM cursors WHERE key = 'egw.probe'")
     await conn.execute("COMMIT")
 
 

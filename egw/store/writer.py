@@ -22,6 +22,19 @@ transaction fails, the staged state is dropped and the counters are re-read, so
 nothing half-written is ever visible; then each operation of the batch is tried
 again in a transaction of its own, so that one bad operation fails alone.
 
+When the store cannot take a write (the disk is full, the database is read-only
+or locked), the failure is not the batch's fault: the same batch is tried again
+with a growing pause (``retry_first_s`` doubling to ``retry_max_s``) for up to
+``retry_s``; only then do its operations fail (`StoreError`, with SQLite's
+reason). ``failure`` says why writes fail until one succeeds again, which is
+what ``/readyz`` reports. A ``Settle`` (a task's last word, see ``settle``) is
+never failed that way: the writer keeps it and puts it first in every later
+batch until it commits, so the state machine of a task whose output could not be
+stored still ends where the service decided. While writes fail and nothing is
+waiting, the loop probes the store every ``probe_s`` with a write of the size of
+a log chunk, so that it recovers by itself when space returns. The loop itself
+never ends on an error: only ``close`` stops it.
+
 Where things are: each public method below queues one operation of
 ``egw/store/ops.py`` (a record that knows how to apply itself); the operations
 of a batch fill one `egw.store.batch.Batch` in memory; ``egw/store/statements.py``
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -45,7 +59,7 @@ from egw.core.model import Observation, Task
 from egw.core.records import Commit
 from egw.errors import EgwError, StoreError
 from egw.store import statements
-from egw.store.batch import Batch
+from egw.store.batch import Batch, LogCaps
 from egw.store.ops import (
     AppendLog,
     Command,
@@ -59,6 +73,7 @@ from egw.store.ops import (
     Progress,
     Prune,
     SetCursor,
+    Settle,
     SetUpstream,
 )
 from egw.store.rows import TASK_COLUMNS, task_from_row
@@ -68,6 +83,13 @@ log = structlog.get_logger("egw.store")
 R = TypeVar("R")
 
 MAX_BATCH = 512
+#: a batch the store refuses is tried again for this long, pausing RETRY_FIRST_S, then
+#: twice that and so on up to RETRY_MAX_S, before its operations fail
+RETRY_S = 5.0
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+#: while writes fail, the store is probed (or kept operations tried again) this often
+PROBE_S = 1.0
 
 
 class Writer:
@@ -84,6 +106,16 @@ class Writer:
         #: called after each commit with the number of operations it held
         self.batch_listeners: list[Callable[[int], None]] = []
         self._warming: set[str] = set()
+        #: how much output each task keeps (see `egw.store.ops.AppendLog`)
+        self.log_caps = LogCaps()
+        self.retry_s, self.retry_first_s, self.retry_max_s = RETRY_S, RETRY_FIRST_S, RETRY_MAX_S
+        self.probe_s = PROBE_S
+        #: why the store refuses writes (SQLite's reason), None while writes succeed
+        self.failure: str | None = None
+        #: batches the store refused (each attempt counts)
+        self.refusals = 0
+        #: kept operations (``Op.kept``) the store refused: first in every next batch
+        self._owed: list[Op[Any]] = []
 
     async def start(self) -> None:
         self._seq, self._submit_seq = await statements.load_counters(self._conn)
@@ -172,6 +204,21 @@ class Writer:
         """Mark a task's log complete: no more output will come."""
         await self._enqueue(LogsComplete(task_id))
 
+    def settle(self, task_id: str, obs: Observation | None, *, source: str) -> asyncio.Future[Task]:
+        """Record ``obs`` (an observation that ends the task; None: none) and the end of
+        the task's output, however long the store refuses writes: kept and tried again
+        before anything else until it commits (or fails for a reason of its own, such as
+        the task being gone). Returns at once; the future resolves when it is recorded,
+        and fails if the writer stops first."""
+        if not self.running:
+            raise StoreError("the event log is not running")
+        op = Settle(task_id, obs, source)
+        op.kept = True
+        op.fut = asyncio.get_running_loop().create_future()
+        op.fut.add_done_callback(_retrieved)
+        self._queue.put_nowait(op)
+        return op.fut
+
     async def set_upstream(
         self,
         task_id: str,
@@ -205,37 +252,121 @@ class Writer:
     # --- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        batch: list[Op[Any]] = []
+        try:
+            while True:
+                batch = await self._next_batch()
+                try:
+                    if batch:
+                        await self._commit(batch)
+                    else:
+                        await self._probe()
+                except Exception as exc:  # noqa: BLE001 - the loop outlives any failure
+                    log.error("store_writer_error", error=repr(exc), size=len(batch))
+                    self._keep_or_fail(batch, exc)
+        except asyncio.CancelledError:
+            left = [*batch, *self._owed]
+            while not self._queue.empty():
+                left.append(self._queue.get_nowait())
+            for op in left:
+                if not op.fut.done():
+                    op.fut.set_exception(StoreError("the event log is shutting down"))
+            raise
+
+    async def _next_batch(self) -> list[Op[Any]]:
+        """Kept operations first, then what is queued; while writes fail, this returns
+        after ``probe_s`` at the latest (empty if there is nothing to try: probe)."""
+        batch, self._owed = self._owed, []
+        if batch or self.failure is not None:
             try:
-                await self._apply(batch)
-            except asyncio.CancelledError:
-                for op in batch:
-                    if not op.fut.done():
-                        op.fut.set_exception(StoreError("the event log is shutting down"))
-                raise
+                first = await asyncio.wait_for(self._queue.get(), self.probe_s)
+            except TimeoutError:
+                return batch
+        else:
+            first = await self._queue.get()
+        batch.append(first)
+        while len(batch) < MAX_BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _commit(self, batch: list[Op[Any]]) -> None:
+        """Apply a batch; while the store refuses it, try again with growing pauses for
+        ``retry_s``, then fail its operations (kept ones wait for the next batch)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.retry_s
+        pause = self.retry_first_s
+        while True:
+            try:
+                wrote = await self._apply(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch, not a failed writer
-                log.error("store_batch_failed", error=repr(exc), size=len(batch))
-                if len(batch) > 1:
-                    # one bad operation must not fail its neighbours: apply each alone
-                    for op in batch:
-                        await self._apply_alone(op)
-                else:
-                    _fail(batch[0], exc)
+                if not _refused(exc):
+                    log.error("store_batch_failed", error=repr(exc), size=len(batch))
+                    if len(batch) > 1:
+                        # one bad operation must not fail its neighbours: apply each alone
+                        for op in batch:
+                            await self._apply_alone(op)
+                    else:
+                        self._keep_or_fail(batch, exc)
+                    return
+                self._refused(exc)
+                if loop.time() + pause > give_up:
+                    log.error("store_write_failed_after_retries", error=str(exc), size=len(batch))
+                    self._keep_or_fail(batch, exc)
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.retry_max_s)
+            else:
+                if wrote:
+                    self._writable()
+                return
 
     async def _apply_alone(self, op: Op[Any]) -> None:
         try:
-            await self._apply([op])
+            if await self._apply([op]):
+                self._writable()
         except asyncio.CancelledError:
             _fail(op, RuntimeError("shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - whatever failed, only this operation fails
-            _fail(op, exc)
+            if _refused(exc):
+                self._refused(exc)
+            self._keep_or_fail([op], exc)
 
-    async def _apply(self, ops: list[Op[Any]]) -> None:
-        b = Batch(self._cache, self._seq, self._submit_seq)
+    async def _probe(self) -> None:
+        """While writes fail and none waits: can a log chunk's worth be written again?"""
+        try:
+            await statements.probe(self._conn)
+        except Exception as exc:
+            await _rollback(self._conn)
+            if not _refused(exc):
+                raise
+            self._refused(exc)
+        else:
+            self._writable()
+
+    def _refused(self, exc: BaseException) -> None:
+        self.refusals += 1
+        if self.failure is None:
+            log.error("store_refuses_writes", error=str(exc))
+        self.failure = str(exc)
+
+    def _writable(self) -> None:
+        if self.failure is not None:
+            log.info("store_writable_again", was=self.failure)
+            self.failure = None
+
+    def _keep_or_fail(self, ops: list[Op[Any]], exc: BaseException) -> None:
+        for op in ops:
+            if op.fut.done():
+                continue
+            if op.kept and _refused(exc):
+                self._owed.append(op)
+            else:
+                _fail(op, exc)
+
+    async def _apply(self, ops: list[Op[Any]]) -> bool:
+        """Apply and commit a batch; whether it wrote anything."""
+        b = Batch(self._cache, self._seq, self._submit_seq, log_caps=self.log_caps)
         await self._preload(ops, b)
         results: list[tuple[Op[Any], Any]] = []
         for op in ops:
@@ -243,14 +374,12 @@ class Writer:
                 results.append((op, op.apply(b)))
             except EgwError as exc:
                 results.append((op, exc))
-        if b.writes_something:  # (loads, replays and duplicates alone open no transaction)
+        wrote = b.writes_something  # (loads, replays and duplicates alone open no transaction)
+        if wrote:
             try:
                 await statements.write(self._conn, b)
             except BaseException:
-                try:
-                    await self._conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001 - no transaction open
-                    pass
+                await _rollback(self._conn)
                 self._seq, self._submit_seq = await statements.load_counters(self._conn)
                 raise
             for batch_listener in self.batch_listeners:
@@ -274,6 +403,7 @@ class Writer:
                     listener(b.commit)
                 except Exception as exc:  # noqa: BLE001 - a listener must not break the writer
                     log.error("commit_listener_failed", error=repr(exc))
+        return wrote
 
     async def _preload(self, ops: list[Op[Any]], b: Batch) -> None:
         """Bring in what the batch reads: tasks the cache lacks, recorded idempotency keys
@@ -311,10 +441,27 @@ class Writer:
             self._cache.popitem(last=False)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether SQLite refused the write for a reason of the store's, not of the batch's:
+    the disk is full, the file is read-only, locked, unreadable or damaged."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - no transaction open (SQLite may have ended it)
+        pass
+
+
 def _fail(op: Op[Any], exc: BaseException) -> None:
     if not op.fut.done():
         log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
-        op.fut.set_exception(StoreError("the event log could not record this change"))
+        message = "the event log could not record this change"
+        if _refused(exc):
+            op.fut.set_exception(StoreError(f"{message}: {exc}", details={"cause": str(exc)}))
+        else:
+            op.fut.set_exception(StoreError(message))
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:
