@@ -26,14 +26,15 @@ When the store cannot take a write (the disk is full, the database is read-only
 or locked), the failure is not the batch's fault: the same batch is tried again
 with a growing pause (``retry_first_s`` doubling to ``retry_max_s``) for up to
 ``retry_s``; only then do its operations fail (`StoreError`, with SQLite's
-reason). ``failure`` says why writes fail until one succeeds again, which is
-what ``/readyz`` reports. A ``Settle`` (a task's last word, see ``settle``) is
+reason). ``failure`` says why writes fail until a probe (a write of the size
+of a log chunk, which leaves nothing behind) succeeds again; that is what
+``/readyz`` reports. A ``Settle`` (a task's last word, see ``settle``) is
 never failed that way: the writer keeps it and puts it first in every later
 batch until it commits, so the state machine of a task whose output could not be
-stored still ends where the service decided. While writes fail and nothing is
-waiting, the loop probes the store every ``probe_s`` with a write of the size of
-a log chunk, so that it recovers by itself when space returns. The loop itself
-never ends on an error: only ``close`` stops it.
+stored still ends where the service decided. While writes fail the loop probes
+the store every ``probe_s`` (after a batch, or when nothing waits), so that it
+recovers by itself when space returns. The loop itself never ends on an error:
+only ``close`` stops it.
 
 Where things are: each public method below queues one operation of
 ``egw/store/ops.py`` (a record that knows how to apply itself); the operations
@@ -116,6 +117,7 @@ class Writer:
         self.refusals = 0
         #: kept operations (``Op.kept``) the store refused: first in every next batch
         self._owed: list[Op[Any]] = []
+        self._probed_at = 0.0
 
     async def start(self) -> None:
         self._seq, self._submit_seq = await statements.load_counters(self._conn)
@@ -316,14 +318,14 @@ class Writer:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.retry_max_s)
             else:
-                if wrote:
-                    self._writable()
+                if wrote and self.failure is not None:
+                    await self._probe()
                 return
 
     async def _apply_alone(self, op: Op[Any]) -> None:
         try:
-            if await self._apply([op]):
-                self._writable()
+            if await self._apply([op]) and self.failure is not None:
+                await self._probe()
         except asyncio.CancelledError:
             _fail(op, RuntimeError("shutting down"))
             raise
@@ -333,7 +335,12 @@ class Writer:
             self._keep_or_fail([op], exc)
 
     async def _probe(self) -> None:
-        """While writes fail and none waits: can a log chunk's worth be written again?"""
+        """While writes fail: can a log chunk's worth be written again? (At most every
+        ``probe_s``: a small write that succeeds does not tell, a disk may still be full.)"""
+        now = asyncio.get_running_loop().time()
+        if now - self._probed_at < self.probe_s:
+            return
+        self._probed_at = now
         try:
             await statements.probe(self._conn)
         except Exception as exc:
