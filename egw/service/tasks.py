@@ -99,6 +99,7 @@ class TaskService:
         self.submit_attempts = SUBMIT_ATTEMPTS
         self.submit_retry_s = SUBMIT_RETRY_S
         #: tasks whose output could not be stored: being stopped, their output dropped
+        #: until their provider says the output is complete
         self._doomed: set[str] = set()
         self._limits = StorageLimits()
         self.limit_storage(limits or StorageLimits())
@@ -405,8 +406,7 @@ class TaskService:
         reason = f"the task's output could not be stored: {cause}"
         log.error("task_output_not_stored", task_id=task_id, error=cause)
         obs = Observation(state=TaskState.FAILED, reason=reason)
-        settled = self.store.writer.settle(task_id, obs, source="gateway")
-        settled.add_done_callback(lambda _: self._doomed.discard(task_id))
+        _ = self.store.writer.settle(task_id, obs, source="gateway")
         task = await self.get_task(task_id)
         provider = self.providers.get(task.provider) if task is not None else None
         if task is None or provider is None:
@@ -419,6 +419,7 @@ class TaskService:
     async def logs_complete(self, task_id: str) -> None:
         """Mark the task's output complete; kept (not raised) while the store refuses it,
         so that the outcome a provider reports next is not skipped."""
+        self._doomed.discard(task_id)  # its provider sends no more output
         try:
             await self.store.writer.logs_complete(task_id)
         except StoreError:
