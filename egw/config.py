@@ -164,8 +164,8 @@ class StorageConfig:
     #: output a task keeps: its first and its last half of this (a provider's own
     #: ``max_log_bytes`` overrides it); the bytes between are dropped, once, with an event
     max_log_bytes: int = 100 * MIB
-    #: new tasks are refused (503 ``storage_full``) while the database files are larger
-    #: than this (unset: no limit)
+    #: new tasks are refused (503 ``storage_full``) while the database's data (its pages
+    #: in use) is larger than this (unset: no limit)
     max_bytes: int | None = None
 
     def validate(self, path: str) -> None:

@@ -231,6 +231,11 @@ def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily]:
     yield GaugeMetricFamily(
         "egw_storage_bytes", "Size of the database files (file and WAL)", value=status["size_bytes"]
     )
+    yield GaugeMetricFamily(
+        "egw_storage_used_bytes",
+        "Bytes of the database's pages in use (compared with storage.max_bytes)",
+        value=status["used_bytes"],
+    )
     if status.get("max_bytes") is not None:
         yield GaugeMetricFamily(
             "egw_storage_max_bytes",

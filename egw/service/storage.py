@@ -2,11 +2,14 @@
 watermark past which new tasks are refused, and the state of the store for ``/readyz``.
 
 Disk use has two bounds. Each task keeps at most ``max_log_bytes`` of output (its head
-and its tail: see `egw.store.ops.AppendLog`); and while the database files (the file
-and its write-ahead log) are larger than ``storage.max_bytes``, new tasks are refused
-with 503 ``storage_full`` and a ``Retry-After``, before the disk is full, while the
-tasks already accepted run to their end. So a disk sized for ``max_bytes`` plus
-``max_log_bytes`` for each task that may run at once is never filled by egw.
+and its tail: see `egw.store.ops.AppendLog`); and while the database's data (its pages
+in use, ``Writer.used_bytes``) is larger than ``storage.max_bytes``, new tasks are
+refused with 503 ``storage_full`` and a ``Retry-After``, before the disk is full, while
+the tasks already accepted run to their end. Retention frees pages, which later writes
+reuse, so submits are accepted again after a prune; the file itself does not shrink
+(SQLite keeps its free pages; ``VACUUM`` gives them back). So a disk sized for
+``max_bytes``, plus ``max_log_bytes`` for each task that may run at once, plus the
+write-ahead log, is never filled by egw.
 """
 
 from __future__ import annotations
@@ -66,27 +69,26 @@ def database_bytes(path: str) -> int:
     return total
 
 
-def check_room(path: str, limits: StorageLimits) -> None:
-    """`StorageFull` if the database files are past the watermark."""
-    if limits.max_bytes is None:
-        return
-    size = database_bytes(path)
-    if size > limits.max_bytes:
+def check_room(used_bytes: int, limits: StorageLimits) -> None:
+    """`StorageFull` if the database's data is past the watermark."""
+    if limits.max_bytes is not None and used_bytes > limits.max_bytes:
         raise StorageFull(
             "the gateway's storage is full: no new task is accepted until old ones are pruned",
-            details={"size_bytes": size, "max_bytes": limits.max_bytes},
+            details={"used_bytes": used_bytes, "max_bytes": limits.max_bytes},
         )
 
 
-def status(path: str, limits: StorageLimits, failure: str | None) -> Mapping[str, Any]:
+def status(
+    path: str, limits: StorageLimits, failure: str | None, used_bytes: int
+) -> Mapping[str, Any]:
     """The store as ``/readyz`` and the metrics report it."""
-    size = database_bytes(path)
     return {
         "writable": failure is None,
         "error": failure,
-        "size_bytes": size,
+        "size_bytes": database_bytes(path),
+        "used_bytes": used_bytes,
         "max_bytes": limits.max_bytes,
-        "full": limits.max_bytes is not None and size > limits.max_bytes,
+        "full": limits.max_bytes is not None and used_bytes > limits.max_bytes,
     }
 
 

@@ -116,7 +116,7 @@ class TaskService:
         SQLite's reason), the size of its files, the watermark."""
         writer = self.store.writer
         failure = writer.failure if writer.running else "the event log is not running"
-        return storage.status(self.store.path, self._limits, failure)
+        return storage.status(self.store.path, self._limits, failure, writer.used_bytes)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class TaskService:
         """
         provider = self.provider(req.provider)
         spec = provider.validate(req.task).to_json()
-        storage.check_room(self.store.path, self._limits)
+        storage.check_room(self.store.writer.used_bytes, self._limits)
         now = utcnow()
         draft = Task(
             id=new_task_id(),

@@ -103,6 +103,17 @@ async def probe(conn: aiosqlite.Connection) -> None:
     await conn.execute("COMMIT")
 
 
+async def used_bytes(conn: aiosqlite.Connection) -> int:
+    """Bytes of the database's pages in use (its freed pages are reused before it grows)."""
+    async with conn.execute(
+        "SELECT (SELECT page_count FROM pragma_page_count())"
+        " - (SELECT freelist_count FROM pragma_freelist_count()),"
+        " (SELECT page_size FROM pragma_page_size())"
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) * int(row[1]) if row else 0
+
+
 async def _prune(conn: aiosqlite.Connection, before: datetime) -> list[str]:
     terminal = tuple(str(s) for s in TERMINAL)
     async with conn.execute(

@@ -91,6 +91,8 @@ RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 #: while writes fail, the store is probed (or kept operations tried again) this often
 PROBE_S = 1.0
+#: the pages in use are counted again at most this often after writes (``used_bytes``)
+MEASURE_S = 1.0
 
 
 class Writer:
@@ -118,9 +120,16 @@ class Writer:
         #: kept operations (``Op.kept``) the store refused: first in every next batch
         self._owed: list[Op[Any]] = []
         self._probed_at = 0.0
+        #: bytes of the database's pages in use (freed pages, reused by later writes, not
+        #: counted), as of the last measure: at start, then at most every MEASURE_S after
+        #: writes
+        self.used_bytes = 0
+        self._measured_at = 0.0
+        self._unmeasured = False
 
     async def start(self) -> None:
         self._seq, self._submit_seq = await statements.load_counters(self._conn)
+        await self._measure()
         self._runner = asyncio.create_task(self._run(), name="egw-writer")
 
     async def close(self) -> None:
@@ -261,8 +270,10 @@ class Writer:
                 try:
                     if batch:
                         await self._commit(batch)
-                    else:
+                    elif self.failure is not None:
                         await self._probe()
+                    if self._unmeasured and self._due():
+                        await self._measure()
                 except Exception as exc:  # noqa: BLE001 - the loop outlives any failure
                     log.error("store_writer_error", error=repr(exc), size=len(batch))
                     self._keep_or_fail(batch, exc)
@@ -279,9 +290,10 @@ class Writer:
         """Kept operations first, then what is queued; while writes fail, this returns
         after ``probe_s`` at the latest (empty if there is nothing to try: probe)."""
         batch, self._owed = self._owed, []
-        if batch or self.failure is not None:
+        if batch or self.failure is not None or self._unmeasured:
             try:
-                first = await asyncio.wait_for(self._queue.get(), self.probe_s)
+                wait = self.probe_s if batch or self.failure is not None else MEASURE_S
+                first = await asyncio.wait_for(self._queue.get(), wait)
             except TimeoutError:
                 return batch
         else:
@@ -351,6 +363,14 @@ class Writer:
         else:
             self._writable()
 
+    def _due(self) -> bool:
+        return asyncio.get_running_loop().time() - self._measured_at >= MEASURE_S
+
+    async def _measure(self) -> None:
+        self._measured_at = asyncio.get_running_loop().time()
+        self._unmeasured = False
+        self.used_bytes = await statements.used_bytes(self._conn)
+
     def _refused(self, exc: BaseException) -> None:
         self.refusals += 1
         if self.failure is None:
@@ -389,6 +409,7 @@ class Writer:
                 await _rollback(self._conn)
                 self._seq, self._submit_seq = await statements.load_counters(self._conn)
                 raise
+            self._unmeasured = True
             for batch_listener in self.batch_listeners:
                 batch_listener(len(ops))
         self._seq, self._submit_seq = b.seq, b.submit_seq

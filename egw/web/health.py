@@ -20,9 +20,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and takes writes, and a provider is enabled.
 
-    ``storage`` says why writes fail (``error``: SQLite's reason) and how large the
-    database files are against ``storage.max_bytes`` (past it, ``full``: new tasks are
-    refused, but the gateway stays ready for the tasks it has)."""
+    ``storage`` says why writes fail (``error``: SQLite's reason), the size of the
+    database files, and its data (``used_bytes``) against ``storage.max_bytes`` (past
+    it, ``full``: new tasks are refused, but the gateway stays ready for its tasks)."""
     service = request.app[service_key]
     store = dict(service.storage())
     db_ok = await request.app[database_key].writable() and bool(store["writable"])
