@@ -57,6 +57,9 @@ class Batch:
     log_caps: LogCaps = field(default_factory=LogCaps)
     #: task id -> (head end, tail start): its stored output between the two is deleted
     log_trims: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: task id -> head end, once, when its output passes the cap: the chunk stored whole
+    #: across the head's end (when it still fitted) is cut there
+    log_heads: dict[str, int] = field(default_factory=dict)
 
     @property
     def writes_something(self) -> bool:

@@ -220,7 +220,9 @@ class AppendLog(TaskOp[int]):
     wrote. Once the output passes the cap, the bytes between the head and the tail
     window are dropped: the part of a new chunk that falls there is never stored, and
     stored chunks that fall out of the tail window are deleted (or cut) in the same
-    transaction (``Batch.log_trims``, applied by `egw.store.statements.write`). So the
+    transaction (``Batch.log_trims``, applied by `egw.store.statements.write`), and when
+    the output first passes the cap, the chunk stored across the head's end is cut there
+    (``Batch.log_heads``). So the
     stored log is exactly ``[0, head)`` and ``[log_size - tail, log_size)``, with one
     hole between them that moves forward as output comes.
 
@@ -258,6 +260,7 @@ class AppendLog(TaskOp[int]):
         if start > cap:  # recorded when the output first passed the cap
             b.staged[task.id] = after
             return end
+        b.log_heads[task.id] = head
         seq = b.next_seq()
         data = {
             "max_log_bytes": cap, "head_bytes": head, "tail_bytes": cap - head,

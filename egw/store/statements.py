@@ -42,6 +42,10 @@ CUT_LOG = (
     "UPDATE log_chunks SET pos = ?, data = substr(data, ? - pos + 1)"
     " WHERE task_id = ? AND pos >= ? AND pos < ? AND pos + length(data) > ?"
 )
+CUT_HEAD = (
+    "UPDATE log_chunks SET data = substr(data, 1, ? - pos)"
+    " WHERE task_id = ? AND pos < ? AND pos + length(data) > ?"
+)
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -75,6 +79,9 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
         await conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
     if b.log_rows:
         await conn.executemany(INSERT_LOGS, b.log_rows)
+    if b.log_heads:
+        heads = b.log_heads.items()
+        await conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
     if b.log_trims:
         trims = b.log_trims.items()
         await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])

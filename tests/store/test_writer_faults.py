@@ -221,6 +221,17 @@ async def test_output_past_the_cap_keeps_head_and_tail_exactly(store: Store) -> 
     }  # fmt: skip
 
 
+async def test_a_chunk_stored_whole_across_the_head_is_cut_when_the_cap_is_passed(
+    store: Store,
+) -> None:
+    store.writer.log_caps = LogCaps(default=4096)
+    task, _ = await store.writer.create_task(draft())
+    written = bytes(i % 253 for i in range(9000))
+    for piece in (written[:1500], written[1500:3500], written[3500:4000], written[4000:]):
+        await store.writer.append_log(task.id, "stdout", piece)  # 1500..3500 spans 2048
+    assert await stored(store, task.id) == written[:2048] + written[-2048:]
+
+
 async def test_a_chunk_larger_than_the_cap_keeps_its_head_and_tail(store: Store) -> None:
     store.writer.log_caps = LogCaps(default=2048)
     task, _ = await store.writer.create_task(draft())
