@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,19 @@ UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether SQLite refused a write for a reason of the store's, not of the batch's:
+    the disk is full, the file is read-only, locked, unreadable or damaged."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+async def rollback(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - no transaction open (SQLite may have ended it)
+        pass
 
 
 def _parts(values: Iterable[str]) -> Iterable[list[str]]:

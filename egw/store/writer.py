@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -290,7 +289,9 @@ class Writer:
         """Kept operations first, then what is queued; while writes fail, this returns
         after ``probe_s`` at the latest (empty if there is nothing to try: probe)."""
         batch, self._owed = self._owed, []
-        if batch or self.failure is not None or self._unmeasured:
+        if not self._queue.empty():
+            first = self._queue.get_nowait()
+        elif batch or self.failure is not None or self._unmeasured:
             try:
                 wait = self.probe_s if batch or self.failure is not None else MEASURE_S
                 first = await asyncio.wait_for(self._queue.get(), wait)
@@ -313,7 +314,7 @@ class Writer:
             try:
                 wrote = await self._apply(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch, not a failed writer
-                if not _refused(exc):
+                if not statements.refused(exc):
                     log.error("store_batch_failed", error=repr(exc), size=len(batch))
                     if len(batch) > 1:
                         # one bad operation must not fail its neighbours: apply each alone
@@ -342,7 +343,7 @@ class Writer:
             _fail(op, RuntimeError("shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - whatever failed, only this operation fails
-            if _refused(exc):
+            if statements.refused(exc):
                 self._refused(exc)
             self._keep_or_fail([op], exc)
 
@@ -356,8 +357,8 @@ class Writer:
         try:
             await statements.probe(self._conn)
         except Exception as exc:
-            await _rollback(self._conn)
-            if not _refused(exc):
+            await statements.rollback(self._conn)
+            if not statements.refused(exc):
                 raise
             self._refused(exc)
         else:
@@ -386,7 +387,7 @@ class Writer:
         for op in ops:
             if op.fut.done():
                 continue
-            if op.kept and _refused(exc):
+            if op.kept and statements.refused(exc):
                 self._owed.append(op)
             else:
                 _fail(op, exc)
@@ -406,7 +407,7 @@ class Writer:
             try:
                 await statements.write(self._conn, b)
             except BaseException:
-                await _rollback(self._conn)
+                await statements.rollback(self._conn)
                 self._seq, self._submit_seq = await statements.load_counters(self._conn)
                 raise
             self._unmeasured = True
@@ -469,24 +470,11 @@ class Writer:
             self._cache.popitem(last=False)
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether SQLite refused the write for a reason of the store's, not of the batch's:
-    the disk is full, the file is read-only, locked, unreadable or damaged."""
-    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
-
-
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:  # noqa: BLE001 - no transaction open (SQLite may have ended it)
-        pass
-
-
 def _fail(op: Op[Any], exc: BaseException) -> None:
     if not op.fut.done():
         log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
         message = "the event log could not record this change"
-        if _refused(exc):
+        if statements.refused(exc):
             op.fut.set_exception(StoreError(f"{message}: {exc}", details={"cause": str(exc)}))
         else:
             op.fut.set_exception(StoreError(message))
