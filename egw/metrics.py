@@ -223,7 +223,7 @@ class _Snapshot(Collector):
         yield from _storage(self.m._storage)
 
 
-def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily]:
+def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
     """The database files' size, the watermark (``storage.max_bytes``) and whether writes
     succeed, as ``/readyz`` reports them."""
     if not status:
@@ -242,6 +242,11 @@ def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily]:
             "storage.max_bytes: past it new tasks are refused",
             value=status["max_bytes"],
         )
+    yield CounterMetricFamily(
+        "egw_store_write_refusals",
+        "Write attempts the database refused (disk full, read-only): each retry counts",
+        value=status["refusals"],
+    )
     yield GaugeMetricFamily(
         "egw_storage_writable",
         "1 while the database takes writes, 0 while it refuses them (disk full, read-only)",

@@ -79,7 +79,7 @@ def check_room(used_bytes: int, limits: StorageLimits) -> None:
 
 
 def status(
-    path: str, limits: StorageLimits, failure: str | None, used_bytes: int
+    path: str, limits: StorageLimits, failure: str | None, used_bytes: int, refusals: int
 ) -> Mapping[str, Any]:
     """The store as ``/readyz`` and the metrics report it."""
     return {
@@ -89,6 +89,7 @@ def status(
         "used_bytes": used_bytes,
         "max_bytes": limits.max_bytes,
         "full": limits.max_bytes is not None and used_bytes > limits.max_bytes,
+        "refusals": refusals,
     }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from egw.background import BackgroundTasks
+from egw.config import Config
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
     EgwError,
@@ -84,7 +85,6 @@ class TaskService:
         reads: TaskReads | None = None,
         retention_days: float = 7.0,
         prune_interval_s: float = 3600.0,
-        limits: StorageLimits | None = None,
     ) -> None:
         self.store = store
         self.reads = reads or TaskReads(store.reader, store.writer)
@@ -102,21 +102,24 @@ class TaskService:
         #: until their provider says the output is complete
         self._doomed: set[str] = set()
         self._limits = StorageLimits()
-        self.limit_storage(limits or StorageLimits())
+        self.limit_storage(Config())  # the defaults, until the composition root says
         store.writer.listeners.append(hub.on_commit)
 
-    def limit_storage(self, limits: StorageLimits) -> None:
-        """The output each task keeps, and the watermark past which submits are refused
-        (``StorageLimits.from_config``); takes effect with the next write."""
-        self._limits = limits
-        self.store.writer.log_caps = limits.log_caps
+    def limit_storage(self, cfg: Config) -> None:
+        """The output each task keeps (``storage.max_log_bytes``, or its provider's
+        ``max_log_bytes``), and the watermark past which submits are refused
+        (``storage.max_bytes``); takes effect with the next write."""
+        self._limits = StorageLimits.from_config(cfg)
+        self.store.writer.log_caps = self._limits.log_caps
 
     def storage(self) -> Mapping[str, Any]:
         """The store for ``/readyz`` and the metrics: whether it takes writes (and if not,
         SQLite's reason), the size of its files, the watermark."""
         writer = self.store.writer
         failure = writer.failure if writer.running else "the event log is not running"
-        return storage.status(self.store.path, self._limits, failure, writer.used_bytes)
+        return storage.status(
+            self.store.path, self._limits, failure, writer.used_bytes, writer.refusals
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ async def start(aiohttp_client: Callable[..., Any], cfg: Config) -> Client:
     app = create_app(cfg)
     api: Client = await aiohttp_client(app)
     # what the composition root does with the config (``StorageLimits.from_config``)
-    app[service_key].limit_storage(StorageLimits.from_config(cfg))
+    app[service_key].limit_storage(cfg)
     return api
 
 
@@ -117,6 +117,7 @@ async def test_submits_are_refused_past_max_bytes_and_accepted_after_a_prune(
     )
     assert b"egw_storage_used_bytes " in metrics and b"egw_storage_writable 1.0" in metrics
     assert b"egw_storage_max_bytes 1.048576e+06" in metrics
+    assert b"egw_store_write_refusals_total 0.0" in metrics
 
     # retention removes the finished task: its pages are free, and submits are accepted
     await service.store.writer.prune(retention_cutoff(0) + timedelta(seconds=1))
