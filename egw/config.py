@@ -22,6 +22,10 @@ import yaml
 from egw.errors import ConfigError
 
 SCOPES = frozenset({"tasks:read", "tasks:write", "admin"})
+MIB = 1 << 20
+#: the bounds of ``max_log_bytes`` and ``storage.max_bytes`` (2**53: exact as a float too)
+MIN_LOG_BYTES = 1024
+MAX_BYTES = 1 << 53
 
 
 def secret(default: Any = None) -> Any:
@@ -157,10 +161,19 @@ class StorageConfig:
     prune_interval_s: float = 3600.0
     #: task projections kept in memory for fast reads
     cache_size: int = 10000
+    #: output a task keeps: its first and its last half of this (a provider's own
+    #: ``max_log_bytes`` overrides it); the bytes between are dropped, once, with an event
+    max_log_bytes: int = 100 * MIB
+    #: new tasks are refused (503 ``storage_full``) while the database's data (its pages
+    #: in use) is larger than this (unset: no limit)
+    max_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         _positive(self.retention_days, f"{path}.retention_days")
         _positive(self.prune_interval_s, f"{path}.prune_interval_s")
+        _between(self.max_log_bytes, f"{path}.max_log_bytes", MIN_LOG_BYTES, MAX_BYTES)
+        if self.max_bytes is not None:
+            _between(self.max_bytes, f"{path}.max_bytes", MIB, MAX_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +193,14 @@ class LocalConfig:
     allowed_commands: list[str] | None = None
     #: seconds between SIGTERM and SIGKILL on cancel
     kill_grace_s: float = 5.0
+    #: output a task of this provider keeps (unset: storage.max_log_bytes)
+    max_log_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         if self.max_concurrent < 1:
             raise ConfigError(f"{path}.max_concurrent", "must be at least 1")
         _positive(self.kill_grace_s, f"{path}.kill_grace_s")
+        _log_bytes(self.max_log_bytes, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +227,8 @@ class NomadConfig:
     stream_retry_s: float = 300.0
     #: keep tailing an allocation's logs this long after egw ended its task (then drain and stop)
     log_grace_s: float = 30.0
+    #: output a task of this provider keeps (unset: storage.max_log_bytes)
+    max_log_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         _url(self.address, f"{path}.address")
@@ -233,6 +251,7 @@ class NomadConfig:
             _positive(getattr(self, name), f"{path}.{name}")
         if self.blocking_wait_s > 600:
             raise ConfigError(f"{path}.blocking_wait_s", "Nomad caps wait at 600 s (10m)")
+        _log_bytes(self.max_log_bytes, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +275,8 @@ class GitHubActionsConfig:
     #: a dispatched run not identified after this long fails the task
     correlation_timeout_s: float = 300.0
     request_timeout_s: float = 30.0
+    #: output a task of this provider keeps (unset: storage.max_log_bytes)
+    max_log_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         _url(self.api_url, f"{path}.api_url")
@@ -271,6 +292,7 @@ class GitHubActionsConfig:
             raise ConfigError(
                 f"{path}.correlation_input", "a GitHub input name ([A-Za-z_][A-Za-z0-9_-]*)"
             )
+        _log_bytes(self.max_log_bytes, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +315,8 @@ class CloudRunConfig:
     logging_settle_s: float = 5.0
     #: one upstream HTTP request (Run Admin or Logging) gives up after this
     request_timeout_s: float = 30.0
+    #: output a task of this provider keeps (unset: storage.max_log_bytes)
+    max_log_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         _url(self.run_api_url, f"{path}.run_api_url")
@@ -307,6 +331,7 @@ class CloudRunConfig:
         if self.logging_settle_s < 0:
             raise ConfigError(f"{path}.logging_settle_s", "must be 0 or more")
         _positive(self.request_timeout_s, f"{path}.request_timeout_s")
+        _log_bytes(self.max_log_bytes, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +468,16 @@ def _join(path: str, key: str) -> str:
 def _positive(value: float, path: str) -> None:
     if value <= 0:
         raise ConfigError(path, "must be greater than 0")
+
+
+def _between(value: int, path: str, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(path, f"must be between {low} and {high}")
+
+
+def _log_bytes(value: int | None, section: str) -> None:
+    if value is not None:
+        _between(value, f"{section}.max_log_bytes", MIN_LOG_BYTES, MAX_BYTES)
 
 
 def _url(value: str, path: str) -> None:

@@ -79,11 +79,18 @@ class Metrics:
             ["source", "result"],
             registry=r,
         )
+        self.log_truncated = Counter(
+            "egw_log_truncated_total",
+            "Tasks whose output passed max_log_bytes (head and tail kept, the rest dropped)",
+            ["provider"],
+            registry=r,
+        )
         self.sse_connections = Gauge(
             "egw_sse_connections", "Open server-sent event streams", registry=r
         )
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
         self._health: Mapping[str, Mapping[str, Any]] = {}
+        self._storage: Mapping[str, Any] = {}
         r.register(_Snapshot(self))
 
     # --- listeners -------------------------------------------------------------------------------
@@ -96,6 +103,8 @@ class Metrics:
                 self.submitted.labels(event.provider).inc()
             elif event.applied and event.status in TERMINAL:
                 self.finished.labels(event.provider, str(event.status)).inc()
+            elif event.kind == "log_truncated":
+                self.log_truncated.labels(event.provider).inc()
         for chunk in commit.logs:
             task = commit.tasks.get(chunk.task_id)
             self.log_bytes.labels(task.provider if task else "unknown").inc(len(chunk.data))
@@ -121,9 +130,12 @@ class Metrics:
         tasks_by_status: Mapping[str, Mapping[str, int]],
         health: Mapping[str, Mapping[str, Any]],
         sse_connections: int,
+        storage: Mapping[str, Any] | None = None,
     ) -> bytes:
+        """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable)."""
         self._tasks_by_status = tasks_by_status
         self._health = health
+        self._storage = storage or {}
         self.sse_connections.set(sse_connections)
         return generate_latest(self.registry)
 
@@ -208,6 +220,38 @@ class _Snapshot(Collector):
             for key, value in _numbers(health):
                 figures.add_metric([provider, key], value)
         yield figures
+        yield from _storage(self.m._storage)
+
+
+def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    """The database files' size, the watermark (``storage.max_bytes``) and whether writes
+    succeed, as ``/readyz`` reports them."""
+    if not status:
+        return
+    yield GaugeMetricFamily(
+        "egw_storage_bytes", "Size of the database files (file and WAL)", value=status["size_bytes"]
+    )
+    yield GaugeMetricFamily(
+        "egw_storage_used_bytes",
+        "Bytes of the database's pages in use (compared with storage.max_bytes)",
+        value=status["used_bytes"],
+    )
+    if status.get("max_bytes") is not None:
+        yield GaugeMetricFamily(
+            "egw_storage_max_bytes",
+            "storage.max_bytes: past it new tasks are refused",
+            value=status["max_bytes"],
+        )
+    yield CounterMetricFamily(
+        "egw_store_write_refusals",
+        "Write attempts the database refused (disk full, read-only): each retry counts",
+        value=status["refusals"],
+    )
+    yield GaugeMetricFamily(
+        "egw_storage_writable",
+        "1 while the database takes writes, 0 while it refuses them (disk full, read-only)",
+        value=1.0 if status["writable"] else 0.0,
+    )
 
 
 def _numbers(

@@ -2,6 +2,17 @@
 
 No HTTP and no SQL here: the web layer calls these methods, providers call the
 sink methods, and both go through the store's single writer.
+
+When the store refuses writes
+-----------------------------
+The writer retries a refused write for a while (see ``egw/store/writer.py``), then
+fails it. A task whose output could then not be stored is not left ``running``
+with its process alive and its output lost: it is *doomed*. Its provider is asked
+to stop it (``cancel(force=True)``), its further output is dropped, and its end
+(``failed``, with the reason) is handed to ``Writer.settle``, which keeps it and
+records it before anything else about the task once the store takes writes again.
+An outcome a provider reports while writes fail (and the end of a task's output)
+is kept the same way, so no task is left unfinished by a full disk.
 """
 
 from __future__ import annotations
@@ -16,11 +27,21 @@ from typing import Any
 import structlog
 
 from egw.background import BackgroundTasks
+from egw.config import Config
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
-from egw.errors import EgwError, InvalidRequest, NotFound, ProviderError, ProviderUnavailable
+from egw.errors import (
+    EgwError,
+    InvalidRequest,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    StoreError,
+)
 from egw.providers.base import Provider
+from egw.service import storage
 from egw.service.fanout import Hub
 from egw.service.reads import TaskReads
+from egw.service.storage import StorageLimits
 from egw.store import Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
@@ -77,7 +98,28 @@ class TaskService:
         self._background = BackgroundTasks("service")
         self.submit_attempts = SUBMIT_ATTEMPTS
         self.submit_retry_s = SUBMIT_RETRY_S
+        #: tasks whose output could not be stored: being stopped, their output dropped
+        #: until their provider says the output is complete
+        self._doomed: set[str] = set()
+        self._limits = StorageLimits()
+        self.limit_storage(Config())  # the defaults, until the composition root says
         store.writer.listeners.append(hub.on_commit)
+
+    def limit_storage(self, cfg: Config) -> None:
+        """The output each task keeps (``storage.max_log_bytes``, or its provider's
+        ``max_log_bytes``), and the watermark past which submits are refused
+        (``storage.max_bytes``); takes effect with the next write."""
+        self._limits = StorageLimits.from_config(cfg)
+        self.store.writer.log_caps = self._limits.log_caps
+
+    def storage(self) -> Mapping[str, Any]:
+        """The store for ``/readyz`` and the metrics: whether it takes writes (and if not,
+        SQLite's reason), the size of its files, the watermark."""
+        writer = self.store.writer
+        failure = writer.failure if writer.running else "the event log is not running"
+        return storage.status(
+            self.store.path, self._limits, failure, writer.used_bytes, writer.refusals
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -146,6 +188,7 @@ class TaskService:
         """
         provider = self.provider(req.provider)
         spec = provider.validate(req.task).to_json()
+        storage.check_room(self.store.writer.used_bytes, self._limits)
         now = utcnow()
         draft = Task(
             id=new_task_id(),
@@ -317,6 +360,11 @@ class TaskService:
             )
         except NotFound:
             return None
+        except StoreError:
+            if obs.state in TERMINAL:
+                # the outcome must not be lost with the write: recorded once the store works
+                _ = self.store.writer.settle(task_id, obs, source=source)
+            raise
         if task.status in TERMINAL:
             handle = self._timers.pop(task_id, None)
             if handle is not None:
@@ -340,12 +388,45 @@ class TaskService:
             return False
 
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
+        """Store output; output that cannot be stored dooms its task (see the module's
+        docstring) and is dropped, as is the task's later output."""
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"unknown stream {stream!r}")
-        return await self.store.writer.append_log(task_id, stream, data)
+        if task_id not in self._doomed:
+            try:
+                return await self.store.writer.append_log(task_id, stream, data)
+            except StoreError as exc:
+                await self._doom(task_id, exc)
+        cached = self.store.writer.cached(task_id)
+        return cached.log_size if cached is not None else 0
+
+    async def _doom(self, task_id: str, exc: StoreError) -> None:
+        """Stop a task whose output could not be stored, and record why once the store can."""
+        if task_id in self._doomed:
+            return
+        self._doomed.add(task_id)
+        cause = exc.details.get("cause") or exc.message
+        reason = f"the task's output could not be stored: {cause}"
+        log.error("task_output_not_stored", task_id=task_id, error=cause)
+        obs = Observation(state=TaskState.FAILED, reason=reason)
+        _ = self.store.writer.settle(task_id, obs, source="gateway")
+        task = await self.get_task(task_id)
+        provider = self.providers.get(task.provider) if task is not None else None
+        if task is None or provider is None:
+            return
+        try:
+            await provider.cancel(task, force=True)
+        except EgwError as err:
+            log.warning("doomed_task_cancel_failed", task_id=task_id, error=err.message)
 
     async def logs_complete(self, task_id: str) -> None:
-        await self.store.writer.logs_complete(task_id)
+        """Mark the task's output complete; kept (not raised) while the store refuses it,
+        so that the outcome a provider reports next is not skipped."""
+        self._doomed.discard(task_id)  # its provider sends no more output
+        try:
+            await self.store.writer.logs_complete(task_id)
+        except StoreError:
+            _ = self.store.writer.settle(task_id, None, source="gateway")
 
     async def set_upstream(
         self,

@@ -20,6 +20,21 @@ from egw.core.records import Commit
 from egw.errors import NotFound
 from egw.store.rows import event_to_row
 
+#: the output a task keeps when no other figure is configured
+DEFAULT_MAX_LOG_BYTES = 100 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class LogCaps:
+    """How many bytes of output a task keeps (see `egw.store.ops.AppendLog`): its
+    provider's own figure, else ``default``."""
+
+    default: int = DEFAULT_MAX_LOG_BYTES
+    by_provider: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, provider: str) -> int:
+        return self.by_provider.get(provider, self.default)
+
 
 @dataclass(slots=True)
 class Batch:
@@ -39,6 +54,12 @@ class Batch:
     #: (actor, key) -> (request hash, task id), in the database or earlier in this batch
     idem: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     prune: list[datetime] = field(default_factory=list)
+    log_caps: LogCaps = field(default_factory=LogCaps)
+    #: task id -> (head end, tail start): its stored output between the two is deleted
+    log_trims: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: task id -> head end, once, when its output passes the cap: the chunk stored whole
+    #: across the head's end (when it still fitted) is cut there
+    log_heads: dict[str, int] = field(default_factory=dict)
 
     @property
     def writes_something(self) -> bool:

@@ -41,6 +41,9 @@ class Preload:
 class Op(ABC, Generic[R]):
     #: resolved with the result of ``apply`` once the batch has committed
     fut: asyncio.Future[R] = field(init=False, repr=False)
+    #: kept by the writer, and tried again, while the store cannot take writes
+    #: (rather than failed after the retries): see ``Writer.settle``
+    kept: bool = field(init=False, default=False, repr=False)
 
     @abstractmethod
     def apply(self, b: Batch) -> R: ...
@@ -209,7 +212,28 @@ class SetUpstream(TaskOp[Task]):
 
 @dataclass(eq=False)
 class AppendLog(TaskOp[int]):
-    """Append output to a task's log; the log's new size."""
+    """Append output to a task's log; the log's new size (every byte counts, kept or not).
+
+    A task keeps at most ``max_log_bytes`` of output (`LogCaps`, by provider): its
+    first half (the head) and its last half (the tail). Offsets never change: a byte
+    keeps the offset it was written at, and ``log_size`` counts every byte the task
+    wrote. Once the output passes the cap, the bytes between the head and the tail
+    window are dropped: the part of a new chunk that falls there is never stored, and
+    stored chunks that fall out of the tail window are deleted (or cut) in the same
+    transaction (``Batch.log_trims``, applied by `egw.store.statements.write`), and when
+    the output first passes the cap, the chunk stored across the head's end is cut there
+    (``Batch.log_heads``). So the
+    stored log is exactly ``[0, head)`` and ``[log_size - tail, log_size)``, with one
+    hole between them that moves forward as output comes.
+
+    Readers are never shown a byte twice or out of order: they read by offset, in
+    order, and a position that falls in the hole simply continues at the next stored
+    byte (`egw.service.reads.tail`); a live tailer sees every byte that was stored,
+    also one later deleted from the tail window. The first append that passes the cap
+    records one ``log_truncated`` event (its data: ``max_log_bytes``, ``head_bytes``,
+    ``tail_bytes``, ``dropped_from``); from then on the task has dropped
+    ``log_size - max_log_bytes`` bytes, exactly.
+    """
 
     stream: str
     data: bytes
@@ -218,11 +242,40 @@ class AppendLog(TaskOp[int]):
         task = b.task(self.task_id)
         if not self.data:
             return task.log_size
-        chunk = LogChunk(task.id, task.log_size, self.stream, bytes(self.data))
+        start = task.log_size
+        end = start + len(self.data)
+        cap = b.log_caps.of(task.provider)
+        after = task.evolve(log_size=end)
+        if end <= cap:
+            self._keep(b, start, self.data)
+            b.staged[task.id] = after
+            return end
+        head = cap // 2
+        window = end - (cap - head)  # where the tail window starts now (> head)
+        if start < head:
+            self._keep(b, start, self.data[: head - start])
+        cut = max(start, window)
+        self._keep(b, cut, self.data[cut - start :])
+        b.log_trims[task.id] = (head, window)
+        if start > cap:  # recorded when the output first passed the cap
+            b.staged[task.id] = after
+            return end
+        b.log_heads[task.id] = head
+        seq = b.next_seq()
+        data = {
+            "max_log_bytes": cap, "head_bytes": head, "tail_bytes": cap - head,
+            "dropped_from": head,
+        }  # fmt: skip
+        b.event(
+            task, after.evolve(index=seq), kind="log_truncated", source="gateway",
+            applied=False, data=data, now=utcnow(), seq=seq,
+        )  # fmt: skip
+        return end
+
+    def _keep(self, b: Batch, offset: int, data: bytes) -> None:
+        chunk = LogChunk(self.task_id, offset, self.stream, bytes(data))
         b.log_rows.append((chunk.task_id, chunk.offset, chunk.stream, chunk.data))
         b.commit.logs.append(chunk)
-        b.staged[task.id] = task.evolve(log_size=chunk.end)
-        return chunk.end
 
 
 @dataclass(eq=False)
@@ -234,6 +287,26 @@ class LogsComplete(TaskOp[None]):
         if not task.logs_complete:
             b.staged[task.id] = task.evolve(logs_complete=True)
             b.commit.logs_completed.append(task.id)
+
+
+@dataclass(eq=False)
+class Settle(TaskOp[Task]):
+    """A task's last word: an observation that ends it (if any), and the end of its output.
+
+    The writer keeps a ``Settle`` it could not commit (the disk is full, the database
+    refuses writes) and tries it again, before anything else, until the store takes it
+    (see ``Writer.settle``): so a task whose output or outcome could not be stored
+    still ends, with its reason, once the store works again.
+    """
+
+    obs: Observation | None
+    source: str
+
+    def apply(self, b: Batch) -> Task:
+        if self.obs is not None:
+            Observe(self.task_id, self.obs, self.source).apply(b)
+        LogsComplete(self.task_id).apply(b)
+        return b.task(self.task_id)
 
 
 @dataclass(eq=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -32,10 +33,37 @@ INSERT_IDEMPOTENCY = (
     "INSERT INTO idempotency_keys (actor, key, request_hash, task_id, created_at)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+#: a task's stored output past its head and before its tail window: chunks wholly inside
+#: are deleted, the one that straddles the window's start is cut to start there
+#: (SQLite evaluates ``substr(data, ...)`` on the row before the update: bytes of a BLOB)
+DROP_LOGS = (
+    "DELETE FROM log_chunks WHERE task_id = ? AND pos >= ? AND pos < ? AND pos + length(data) <= ?"
+)
+CUT_LOG = (
+    "UPDATE log_chunks SET pos = ?, data = substr(data, ? - pos + 1)"
+    " WHERE task_id = ? AND pos >= ? AND pos < ? AND pos + length(data) > ?"
+)
+CUT_HEAD = (
+    "UPDATE log_chunks SET data = substr(data, 1, ? - pos)"
+    " WHERE task_id = ? AND pos < ? AND pos + length(data) > ?"
+)
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether SQLite refused a write for a reason of the store's, not of the batch's:
+    the disk is full, the file is read-only, locked, unreadable or damaged."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+async def rollback(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - no transaction open (SQLite may have ended it)
+        pass
 
 
 def _parts(values: Iterable[str]) -> Iterable[list[str]]:
@@ -65,6 +93,13 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
         await conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
     if b.log_rows:
         await conn.executemany(INSERT_LOGS, b.log_rows)
+    if b.log_heads:
+        heads = b.log_heads.items()
+        await conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
+    if b.log_trims:
+        trims = b.log_trims.items()
+        await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
+        await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
     if b.idem_rows:
         await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
     if b.cursor_rows:
@@ -72,6 +107,32 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
     for before in b.prune:
         b.commit.pruned.extend(await _prune(conn, before))
     await conn.execute("COMMIT")
+
+
+#: the size of the write that tells whether the store takes writes again (a log chunk's)
+PROBE_BYTES = 64 << 10
+
+
+async def probe(conn: aiosqlite.Connection) -> None:
+    """Commit a write of ``PROBE_BYTES`` that leaves nothing behind; raises what SQLite
+    says if the store cannot take it (the transaction is left to the caller to roll back)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute(
+        "INSERT INTO cursors (key, value) VALUES ('egw.probe', zeroblob(?))", (PROBE_BYTES,)
+    )
+    await conn.execute("DELETE FROM cursors WHERE key = 'egw.probe'")
+    await conn.execute("COMMIT")
+
+
+async def used_bytes(conn: aiosqlite.Connection) -> int:
+    """Bytes of the database's pages in use (its freed pages are reused before it grows)."""
+    async with conn.execute(
+        "SELECT (SELECT page_count FROM pragma_page_count())"
+        " - (SELECT freelist_count FROM pragma_freelist_count()),"
+        " (SELECT page_size FROM pragma_page_size())"
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) * int(row[1]) if row else 0
 
 
 async def _prune(conn: aiosqlite.Connection, before: datetime) -> list[str]:

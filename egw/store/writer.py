@@ -22,6 +22,20 @@ transaction fails, the staged state is dropped and the counters are re-read, so
 nothing half-written is ever visible; then each operation of the batch is tried
 again in a transaction of its own, so that one bad operation fails alone.
 
+When the store cannot take a write (the disk is full, the database is read-only
+or locked), the failure is not the batch's fault: the same batch is tried again
+with a growing pause (``retry_first_s`` doubling to ``retry_max_s``) for up to
+``retry_s``; only then do its operations fail (`StoreError`, with SQLite's
+reason). ``failure`` says why writes fail until a probe (a write of the size
+of a log chunk, which leaves nothing behind) succeeds again; that is what
+``/readyz`` reports. A ``Settle`` (a task's last word, see ``settle``) is
+never failed that way: the writer keeps it and puts it first in every later
+batch until it commits, so the state machine of a task whose output could not be
+stored still ends where the service decided. While writes fail the loop probes
+the store every ``probe_s`` (after a batch, or when nothing waits), so that it
+recovers by itself when space returns. The loop itself never ends on an error:
+only ``close`` stops it.
+
 Where things are: each public method below queues one operation of
 ``egw/store/ops.py`` (a record that knows how to apply itself); the operations
 of a batch fill one `egw.store.batch.Batch` in memory; ``egw/store/statements.py``
@@ -45,7 +59,7 @@ from egw.core.model import Observation, Task
 from egw.core.records import Commit
 from egw.errors import EgwError, StoreError
 from egw.store import statements
-from egw.store.batch import Batch
+from egw.store.batch import Batch, LogCaps
 from egw.store.ops import (
     AppendLog,
     Command,
@@ -59,6 +73,7 @@ from egw.store.ops import (
     Progress,
     Prune,
     SetCursor,
+    Settle,
     SetUpstream,
 )
 from egw.store.rows import TASK_COLUMNS, task_from_row
@@ -68,6 +83,15 @@ log = structlog.get_logger("egw.store")
 R = TypeVar("R")
 
 MAX_BATCH = 512
+#: a batch the store refuses is tried again for this long, pausing RETRY_FIRST_S, then
+#: twice that and so on up to RETRY_MAX_S, before its operations fail
+RETRY_S = 5.0
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+#: while writes fail, the store is probed (or kept operations tried again) this often
+PROBE_S = 1.0
+#: the pages in use are counted again at most this often after writes (``used_bytes``)
+MEASURE_S = 1.0
 
 
 class Writer:
@@ -84,9 +108,27 @@ class Writer:
         #: called after each commit with the number of operations it held
         self.batch_listeners: list[Callable[[int], None]] = []
         self._warming: set[str] = set()
+        #: how much output each task keeps (see `egw.store.ops.AppendLog`)
+        self.log_caps = LogCaps()
+        self.retry_s, self.retry_first_s, self.retry_max_s = RETRY_S, RETRY_FIRST_S, RETRY_MAX_S
+        self.probe_s = PROBE_S
+        #: why the store refuses writes (SQLite's reason), None while writes succeed
+        self.failure: str | None = None
+        #: batches the store refused (each attempt counts)
+        self.refusals = 0
+        #: kept operations (``Op.kept``) the store refused: first in every next batch
+        self._owed: list[Op[Any]] = []
+        self._probed_at = 0.0
+        #: bytes of the database's pages in use (freed pages, reused by later writes, not
+        #: counted), as of the last measure: at start, then at most every MEASURE_S after
+        #: writes
+        self.used_bytes = 0
+        self._measured_at = 0.0
+        self._unmeasured = False
 
     async def start(self) -> None:
         self._seq, self._submit_seq = await statements.load_counters(self._conn)
+        await self._measure()
         self._runner = asyncio.create_task(self._run(), name="egw-writer")
 
     async def close(self) -> None:
@@ -172,6 +214,21 @@ class Writer:
         """Mark a task's log complete: no more output will come."""
         await self._enqueue(LogsComplete(task_id))
 
+    def settle(self, task_id: str, obs: Observation | None, *, source: str) -> asyncio.Future[Task]:
+        """Record ``obs`` (an observation that ends the task; None: none) and the end of
+        the task's output, however long the store refuses writes: kept and tried again
+        before anything else until it commits (or fails for a reason of its own, such as
+        the task being gone). Returns at once; the future resolves when it is recorded,
+        and fails if the writer stops first."""
+        if not self.running:
+            raise StoreError("the event log is not running")
+        op = Settle(task_id, obs, source)
+        op.kept = True
+        op.fut = asyncio.get_running_loop().create_future()
+        op.fut.add_done_callback(_retrieved)
+        self._queue.put_nowait(op)
+        return op.fut
+
     async def set_upstream(
         self,
         task_id: str,
@@ -205,37 +262,139 @@ class Writer:
     # --- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        batch: list[Op[Any]] = []
+        try:
+            while True:
+                batch = await self._next_batch()
+                try:
+                    if batch:
+                        await self._commit(batch)
+                    elif self.failure is not None:
+                        await self._probe()
+                    if self._unmeasured and self._due():
+                        await self._measure()
+                except Exception as exc:  # noqa: BLE001 - the loop outlives any failure
+                    log.error("store_writer_error", error=repr(exc), size=len(batch))
+                    self._keep_or_fail(batch, exc)
+        except asyncio.CancelledError:
+            left = [*batch, *self._owed]
+            while not self._queue.empty():
+                left.append(self._queue.get_nowait())
+            for op in left:
+                if not op.fut.done():
+                    op.fut.set_exception(StoreError("the event log is shutting down"))
+            raise
+
+    async def _next_batch(self) -> list[Op[Any]]:
+        """Kept operations first, then what is queued; while writes fail, this returns
+        after ``probe_s`` at the latest (empty if there is nothing to try: probe)."""
+        batch, self._owed = self._owed, []
+        if not self._queue.empty():
+            first = self._queue.get_nowait()
+        elif batch or self.failure is not None or self._unmeasured:
             try:
-                await self._apply(batch)
-            except asyncio.CancelledError:
-                for op in batch:
-                    if not op.fut.done():
-                        op.fut.set_exception(StoreError("the event log is shutting down"))
-                raise
+                wait = self.probe_s if batch or self.failure is not None else MEASURE_S
+                first = await asyncio.wait_for(self._queue.get(), wait)
+            except TimeoutError:
+                return batch
+        else:
+            first = await self._queue.get()
+        batch.append(first)
+        while len(batch) < MAX_BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _commit(self, batch: list[Op[Any]]) -> None:
+        """Apply a batch; while the store refuses it, try again with growing pauses for
+        ``retry_s``, then fail its operations (kept ones wait for the next batch)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.retry_s
+        pause = self.retry_first_s
+        while True:
+            try:
+                wrote = await self._apply(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch, not a failed writer
-                log.error("store_batch_failed", error=repr(exc), size=len(batch))
-                if len(batch) > 1:
-                    # one bad operation must not fail its neighbours: apply each alone
-                    for op in batch:
-                        await self._apply_alone(op)
-                else:
-                    _fail(batch[0], exc)
+                if not statements.refused(exc):
+                    log.error("store_batch_failed", error=repr(exc), size=len(batch))
+                    if len(batch) > 1:
+                        # one bad operation must not fail its neighbours: apply each alone
+                        for op in batch:
+                            await self._apply_alone(op)
+                    else:
+                        self._keep_or_fail(batch, exc)
+                    return
+                self._refused(exc)
+                if loop.time() + pause > give_up:
+                    log.error("store_write_failed_after_retries", error=str(exc), size=len(batch))
+                    self._keep_or_fail(batch, exc)
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.retry_max_s)
+            else:
+                if wrote and self.failure is not None:
+                    await self._probe()
+                return
 
     async def _apply_alone(self, op: Op[Any]) -> None:
         try:
-            await self._apply([op])
+            if await self._apply([op]) and self.failure is not None:
+                await self._probe()
         except asyncio.CancelledError:
             _fail(op, RuntimeError("shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - whatever failed, only this operation fails
-            _fail(op, exc)
+            if statements.refused(exc):
+                self._refused(exc)
+            self._keep_or_fail([op], exc)
 
-    async def _apply(self, ops: list[Op[Any]]) -> None:
-        b = Batch(self._cache, self._seq, self._submit_seq)
+    async def _probe(self) -> None:
+        """While writes fail: can a log chunk's worth be written again? (At most every
+        ``probe_s``: a small write that succeeds does not tell, a disk may still be full.)"""
+        now = asyncio.get_running_loop().time()
+        if now - self._probed_at < self.probe_s:
+            return
+        self._probed_at = now
+        try:
+            await statements.probe(self._conn)
+        except Exception as exc:
+            await statements.rollback(self._conn)
+            if not statements.refused(exc):
+                raise
+            self._refused(exc)
+        else:
+            self._writable()
+
+    def _due(self) -> bool:
+        return asyncio.get_running_loop().time() - self._measured_at >= MEASURE_S
+
+    async def _measure(self) -> None:
+        self._measured_at = asyncio.get_running_loop().time()
+        self._unmeasured = False
+        self.used_bytes = await statements.used_bytes(self._conn)
+
+    def _refused(self, exc: BaseException) -> None:
+        self.refusals += 1
+        if self.failure is None:
+            log.error("store_refuses_writes", error=str(exc))
+        self.failure = str(exc)
+
+    def _writable(self) -> None:
+        if self.failure is not None:
+            log.info("store_writable_again", was=self.failure)
+            self.failure = None
+
+    def _keep_or_fail(self, ops: list[Op[Any]], exc: BaseException) -> None:
+        for op in ops:
+            if op.fut.done():
+                continue
+            if op.kept and statements.refused(exc):
+                self._owed.append(op)
+            else:
+                _fail(op, exc)
+
+    async def _apply(self, ops: list[Op[Any]]) -> bool:
+        """Apply and commit a batch; whether it wrote anything."""
+        b = Batch(self._cache, self._seq, self._submit_seq, log_caps=self.log_caps)
         await self._preload(ops, b)
         results: list[tuple[Op[Any], Any]] = []
         for op in ops:
@@ -243,16 +402,15 @@ class Writer:
                 results.append((op, op.apply(b)))
             except EgwError as exc:
                 results.append((op, exc))
-        if b.writes_something:  # (loads, replays and duplicates alone open no transaction)
+        wrote = b.writes_something  # (loads, replays and duplicates alone open no transaction)
+        if wrote:
             try:
                 await statements.write(self._conn, b)
             except BaseException:
-                try:
-                    await self._conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001 - no transaction open
-                    pass
+                await statements.rollback(self._conn)
                 self._seq, self._submit_seq = await statements.load_counters(self._conn)
                 raise
+            self._unmeasured = True
             for batch_listener in self.batch_listeners:
                 batch_listener(len(ops))
         self._seq, self._submit_seq = b.seq, b.submit_seq
@@ -274,6 +432,7 @@ class Writer:
                     listener(b.commit)
                 except Exception as exc:  # noqa: BLE001 - a listener must not break the writer
                     log.error("commit_listener_failed", error=repr(exc))
+        return wrote
 
     async def _preload(self, ops: list[Op[Any]], b: Batch) -> None:
         """Bring in what the batch reads: tasks the cache lacks, recorded idempotency keys
@@ -314,7 +473,11 @@ class Writer:
 def _fail(op: Op[Any], exc: BaseException) -> None:
     if not op.fut.done():
         log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
-        op.fut.set_exception(StoreError("the event log could not record this change"))
+        message = "the event log could not record this change"
+        if statements.refused(exc):
+            op.fut.set_exception(StoreError(f"{message}: {exc}", details={"cause": str(exc)}))
+        else:
+            op.fut.set_exception(StoreError(message))
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:

@@ -18,8 +18,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and takes writes, and a provider is enabled.
+
+    ``storage`` says why writes fail (``error``: SQLite's reason), the size of the
+    database files, and its data (``used_bytes``) against ``storage.max_bytes`` (past
+    it, ``full``: new tasks are refused, but the gateway stays ready for its tasks)."""
     service = request.app[service_key]
-    db_ok = await request.app[database_key].writable()
+    store = dict(service.storage())
+    db_ok = await request.app[database_key].writable() and bool(store["writable"])
     providers = {}
     for name, provider in service.providers.items():
         try:
@@ -28,7 +34,12 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:  # noqa: BLE001
             providers[name] = {"error": repr(exc)}
     ready = db_ok and bool(providers)
-    body = {"status": "ready" if ready else "not_ready", "database": db_ok, "providers": providers}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "database": db_ok,
+        "storage": store,
+        "providers": providers,
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 
