@@ -116,25 +116,34 @@ class Reader:
         offset: int = 0,
         limit_bytes: int = 1 << 20,
     ) -> list[LogChunk]:
-        """The task's output from byte ``offset`` to at most ``offset + limit_bytes``, in
-        chunks in order, the first and the last cut at those bounds.
+        """The task's stored output from byte ``offset`` on, at most ``limit_bytes`` of it, in
+        chunks in order, the first and the last cut at the bounds.
 
-        The bound is applied in SQL: a log is a contiguous run of chunks (each one's
-        ``pos`` is the byte where it starts), so the chunks that hold the bytes of
-        ``[offset, offset + limit_bytes)`` are those starting before the end, from the
-        one holding ``offset`` on, and ``substr`` cuts the two at the ends. No more than
+        Stored output is a run of chunks (each one's ``pos`` is the byte where it starts)
+        with at most one hole: the bytes a task wrote past its ``max_log_bytes`` between
+        its head and its tail (`egw.store.ops.AppendLog`). The read starts at the chunk
+        holding ``offset``, or, when ``offset`` falls in the hole, at the first chunk after
+        it; it takes the chunks starting before that start plus ``limit_bytes``, and
+        ``substr`` cuts the two at the ends. The bound is applied in SQL: no more than
         ``limit_bytes`` (and 4,096 rows) ever leave SQLite, whatever the size of the log
-        or of one chunk: cheaper than a running sum (a window function copies every row
+        or of one chunk; cheaper than a running sum (a window function copies every row
         into a temporary table) or a loop of queries.
         """
-        end = offset + limit_bytes
         rows = await self._all(
-            "SELECT MAX(pos, :offset), stream,"
-            " substr(data, MAX(:offset - pos, 0) + 1, :end - MAX(pos, :offset))"
-            " FROM log_chunks WHERE task_id = :task AND pos < :end AND pos >= COALESCE("
-            "(SELECT MAX(pos) FROM log_chunks WHERE task_id = :task AND pos <= :offset), 0)"
-            " ORDER BY pos LIMIT 4096",
-            {"task": task_id, "offset": offset, "end": end},
+            "WITH below(p) AS (SELECT MAX(pos) FROM log_chunks"
+            "  WHERE task_id = :task AND pos <= :offset),"
+            " first(start) AS (SELECT CASE"
+            "  WHEN (SELECT pos + length(data) FROM log_chunks"
+            "        WHERE task_id = :task AND pos = (SELECT p FROM below)) > :offset"
+            "  THEN :offset"
+            "  ELSE (SELECT MIN(pos) FROM log_chunks WHERE task_id = :task AND pos > :offset)"
+            "  END)"
+            " SELECT MAX(pos, start), stream,"
+            " substr(data, MAX(start - pos, 0) + 1, start + :limit - MAX(pos, start))"
+            " FROM log_chunks, first WHERE task_id = :task AND start IS NOT NULL"
+            " AND pos >= COALESCE((SELECT p FROM below WHERE start = :offset), start)"
+            " AND pos < start + :limit ORDER BY pos LIMIT 4096",
+            {"task": task_id, "offset": offset, "limit": limit_bytes},
         )
         return [
             LogChunk(task_id, int(at), str(stream), bytes(data))
