@@ -11,6 +11,7 @@
     ├── ProviderError (502, "provider_error")        the upstream said no; carries its message
     │   └── ProviderUnavailable (503, "provider_unavailable")  transient: retried at the seam
     ├── StoreError (503, "store_unavailable")        the database could not take a write
+    │   └── StorageFull (503, "storage_full")        past storage.max_bytes: no new task
     └── ConfigError                                  `egw serve` exits 2 with its one line
 
 aiohttp's own refusals (413 ``payload_too_large`` past ``server.max_body_bytes``,
@@ -133,6 +134,15 @@ class ProviderUnavailable(ProviderError):
 class StoreError(EgwError):
     status = 503
     code = "store_unavailable"
+
+
+class StorageFull(StoreError):
+    """The database's data is past ``storage.max_bytes``: no new task is accepted (the
+    answer carries ``Retry-After``; the tasks already accepted run to their end)."""
+
+    code = "storage_full"
+    #: what a refused submit is told to wait before it tries again
+    retry_after_s = 60.0
 
 
 class ConfigError(EgwError):

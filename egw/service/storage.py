@@ -20,18 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from egw.config import Config
-from egw.errors import StoreError
+from egw.errors import StorageFull
 from egw.store.batch import LogCaps
-
-#: what a refused submit is told to wait before it tries again
-RETRY_AFTER_S = 60.0
-
-
-class StorageFull(StoreError):
-    """The database files are past ``storage.max_bytes``: no new task is accepted."""
-
-    code = "storage_full"
-    retry_after_s = RETRY_AFTER_S
 
 
 @dataclass(frozen=True, slots=True)

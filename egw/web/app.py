@@ -103,6 +103,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.subscribe_all(channel)
     providers = build_providers(cfg, app[session_key])
     service = app[database_key].task_service(providers, hub)
+    service.limit_storage(cfg)  # storage.max_bytes and each provider's max_log_bytes
     app[ticker_key] = ticker
     app[event_channel_key] = channel
     app[log_channels_key] = LogChannels(ticker, hub, app[reads_key])

@@ -13,6 +13,7 @@ edge, so those answers too are JSON, logged, counted and carry ``X-Request-ID``.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import secrets
 import time
@@ -47,6 +48,17 @@ NO_ROUTE = "no-route"  # the catch-all resource's name
 CLIENT_GONE = 499
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="egw"'}
 _TE = hdrs.TRANSFER_ENCODING
+
+
+def _error_headers(exc: EgwError) -> dict[str, str] | None:
+    """``WWW-Authenticate`` on a 401; ``Retry-After`` (whole seconds) when the error knows
+    when to come back (an upstream's hint, a full store)."""
+    if isinstance(exc, Unauthorized):
+        return dict(_CHALLENGE)
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None and exc.status == 503:
+        return {"Retry-After": str(max(1, math.ceil(min(float(retry), 86400.0))))}
+    return None
 
 
 def error_response(exc: EgwError, headers: dict[str, str] | None = None) -> web.Response:
@@ -225,8 +237,7 @@ class Edge:
                             actor = who.name
                         response = await handler(request)
                 except EgwError as exc:
-                    challenge = isinstance(exc, Unauthorized)
-                    response = error_response(exc, _CHALLENGE if challenge else None)
+                    response = error_response(exc, _error_headers(exc))
                 except web.HTTPException as exc:
                     if exc.status < 400:
                         status = exc.status

@@ -26,5 +26,6 @@ async def metrics(request: web.Request) -> web.Response:
         tasks_by_status=await app[reads_key].counts_by_status(),
         health=health,
         sse_connections=app[ticker_key].stream_count(),
+        storage=service.storage(),
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

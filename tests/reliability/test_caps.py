@@ -39,10 +39,8 @@ OUTPUT = b"".join(b"%09d\n" % i for i in range(100000))
 
 
 async def start(aiohttp_client: Callable[..., Any], cfg: Config) -> Client:
-    app = create_app(cfg)
-    api: Client = await aiohttp_client(app)
-    # what the composition root does with the config (``StorageLimits.from_config``)
-    app[service_key].limit_storage(cfg)
+    # the composition root hands the config's limits to the service (``limit_storage``)
+    api: Client = await aiohttp_client(create_app(cfg))
     return api
 
 
@@ -103,6 +101,7 @@ async def test_submits_are_refused_past_max_bytes_and_accepted_after_a_prune(
         "/v1/tasks", json={"provider": "local", "task": {"command": "true"}}, headers=WRITER
     )
     assert resp.status == 503
+    assert resp.headers["Retry-After"] == "60"
     error = (await resp.json())["error"]
     assert error["code"] == "storage_full"
     assert error["details"]["max_bytes"] == 1 << 20
