@@ -1,0 +1,120 @@
+"""A task's processes: its process group, and those of its processes that left the group.
+
+Every task runs in a session and process group of its own (its leader's pid is the
+group's id), so one ``killpg`` reaches everything the command started, also after the
+command itself has exited: a group id is not reused while any member lives. A task ends
+only when its group is empty (`TaskProcesses.alive`), so a background child can neither
+outlive a cancel nor keep a ``max_concurrent`` slot after its task ended.
+
+A process may leave the group with ``setsid``/``setpgid``. Every task's processes inherit
+``EGW_TASK_ID`` in their environment, so those are found in ``/proc`` by that marker
+(`escapees`) and signalled one by one. That covers any process that keeps the environment it
+was started with; one that clears it (``env -i``, a daemon that re-executes itself with a
+fresh environment) and leaves the group is out of reach (README, "Security model").
+
+On Linux the gateway makes itself a child subreaper (`become_subreaper`): orphans of its
+tasks are re-parented to the gateway instead of init, so the gateway reaps them (`reap`)
+and an orphaned group member never lingers as a zombie the group would still count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("egw.providers.local")
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Linux: adopt the orphans of this process's descendants (idempotent)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok: int = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    if ok != 0:
+        log.warning("local_subreaper_refused", errno=ctypes.get_errno())
+        return False
+    return True
+
+
+def escapees(task_id: str, pgid: int) -> list[int]:
+    """The task's processes outside its group, found by ``EGW_TASK_ID`` in their
+    environment (Linux ``/proc``; elsewhere none are found)."""
+    marker = f"EGW_TASK_ID={task_id}".encode()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if marker not in environ.split(b"\0"):
+                continue
+            if os.getpgid(pid) != pgid:
+                found.append(pid)
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+    return found
+
+
+def reap(pids: list[int], pgid: int) -> None:
+    """Collect the exit of those of the task's processes that are this process's
+    children (orphans adopted as subreaper). Only called once the leader's own exit was
+    collected by asyncio's child watcher, so that exit is never taken from it."""
+    try:
+        while os.waitpid(-pgid, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for another parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_all(pgid: int, pids: list[int], sig: int) -> None:
+    """Send ``sig`` to the group and to each escapee."""
+    for send, target in ((os.killpg, pgid), *((os.kill, pid) for pid in pids)):
+        try:
+            send(target, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

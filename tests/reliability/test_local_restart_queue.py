@@ -1,0 +1,55 @@
+"""Point 6: local tasks accepted but still queued behind ``max_concurrent`` when `egw serve`
+is killed with SIGKILL run after the restart; only the task whose process died with the
+gateway ends ``failed: gateway restarted``."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from support import TERMINAL, WRITER, GatewayProcess
+
+
+def _call(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={**WRITER, "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        text = resp.read().decode()
+    return json.loads(text) if text.startswith("{") else text
+
+
+def test_queued_tasks_run_after_a_sigkill(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    gateway.start()
+    try:
+        url = f"{gateway.url}/v1/tasks"
+        running = _call(url, {"provider": "local", "task": {"command": "sleep", "args": ["30"]}})
+        assert running["status"] == "running"
+        queued = [
+            _call(url, {"provider": "local", "task": {"command": "echo", "args": [f"ran {i}"]}})
+            for i in range(3)
+        ]
+        assert [t["status"] for t in queued] == ["queued"] * 3
+        gateway.kill()
+        gateway.start()
+
+        deadline = time.monotonic() + 10
+        tasks = {}
+        while True:
+            tasks = {t["id"]: _call(f"{url}/{t['id']}") for t in [running, *queued]}
+            if all(t["status"] in TERMINAL for t in tasks.values()):
+                break
+            assert time.monotonic() < deadline, tasks
+            time.sleep(0.1)
+        died = tasks[running["id"]]
+        assert (died["status"], died["reason"]) == ("failed", "gateway restarted")
+        for i, task in enumerate(queued):
+            assert tasks[task["id"]]["status"] == "succeeded", tasks[task["id"]]
+            assert _call(f"{url}/{task['id']}/logs") == f"ran {i}\n"
+    finally:
+        gateway.stop()
