@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
 from pathlib import Path
 
 import structlog
@@ -29,6 +30,8 @@ import structlog
 log = structlog.get_logger("egw.providers.local")
 
 _PR_SET_CHILD_SUBREAPER = 36
+#: reads of an empty environment before it counts as empty (1 ms apart; an exec takes less)
+_ENVIRON_READS = 20
 
 
 def become_subreaper() -> bool:
@@ -60,14 +63,27 @@ def escapees(task_id: str, pgid: int) -> list[int]:
             continue
         pid = int(entry)
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            if marker not in environ.split(b"\0"):
+            if marker not in _environ(pid).split(b"\0"):
                 continue
             if os.getpgid(pid) != pgid:
                 found.append(pid)
         except (OSError, ValueError):
             continue  # gone, or not ours to read
     return found
+
+
+def _environ(pid: int) -> bytes:
+    """A process's environment. It reads empty for an instant while the process executes a
+    new program (``setsid`` becoming ``sleep``), so an empty one is read again while the
+    process has a program at all (kernel threads and zombies have none)."""
+    data = b""
+    for _ in range(_ENVIRON_READS):
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+        if data:
+            return data
+        os.readlink(f"/proc/{pid}/exe")  # OSError: no program, nothing to wait for
+        time.sleep(0.001)
+    return data
 
 
 def reap(pids: list[int], pgid: int) -> None:
@@ -111,10 +127,29 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def signal_all(pgid: int, pids: list[int], sig: int) -> None:
-    """Send ``sig`` to the group and to each escapee."""
-    for send, target in ((os.killpg, pgid), *((os.kill, pid) for pid in pids)):
+def signal_all(pgid: int, task_id: str, sig: int) -> None:
+    """Send ``sig`` to the group, then to each process that left it (looked for after the
+    group is signalled, so that one leaving meanwhile is found)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in escapees(task_id, pgid):
         try:
-            send(target, sig)
+            os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def remaining(pgid: int, task_id: str, known: list[int]) -> list[int] | None:
+    """None once no process of the task is left; else those outside the group (maybe none).
+
+    The group is checked before the others are looked for: a process that leaves the group
+    after the check is found by the look, and none can join the group again from outside,
+    so an empty group and an empty look mean that nothing is left."""
+    reap(known, pgid)
+    grouped = group_alive(pgid)
+    strays = escapees(task_id, pgid)
+    reap(strays, pgid)
+    strays = [pid for pid in strays if alive(pid)]
+    return strays if grouped or strays else None

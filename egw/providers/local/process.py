@@ -47,6 +47,8 @@ class Run:
     killer: asyncio.TimerHandle | None = None
     #: the task's processes are all gone: its group id may be reused, signal nothing more
     gone: bool = False
+    #: SIGKILL was sent: whatever of the task still appears gets one too
+    killed: bool = False
     #: resolves when the command itself exits (``proc.wait()`` waits for its pipes too)
     exited: asyncio.Future[None] | None = None
 
@@ -129,31 +131,26 @@ class Run:
     async def _until_gone(self, grace_s: float) -> None:
         """Wait until no process of the task is left; after its command exited, the rest
         get ``grace_s`` (or what is left of a cancel's grace), then SIGKILL."""
-        pgid = self.pid
-        strays = group.escapees(self.task.id, pgid)
-        group.reap(strays, pgid)
-        if not self._any_alive(strays):
+        pgid, task_id = self.pid, self.task.id
+        strays = group.remaining(pgid, task_id, [])
+        if strays is None:
             self.gone = True
             return
-        log.info("local_processes_left", task_id=self.task.id, escapees=len(strays))
+        log.info("local_processes_left", task_id=task_id, escapees=len(strays))
         self.arm_kill(grace_s)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + grace_s + _AFTER_KILL_S
         delay = 0.01
-        while True:
+        while strays is not None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
-            strays = sorted(set(strays) | set(group.escapees(self.task.id, pgid)))
-            group.reap(strays, pgid)
-            if not self._any_alive(strays):
-                break
-            if loop.time() > give_up:
-                log.warning("local_processes_survive_sigkill", task_id=self.task.id)
+            if self.killed:
+                self.send_signal(signal.SIGKILL)  # again: also what started since
+            strays = group.remaining(pgid, task_id, strays)
+            if strays is not None and loop.time() > give_up:
+                log.warning("local_processes_survive_sigkill", task_id=task_id)
                 break
         self.gone = True
-
-    def _any_alive(self, strays: list[int]) -> bool:
-        return group.group_alive(self.pid) or any(group.alive(p) for p in strays)
 
     def outcome(self, code: int) -> Observation:
         if self.stopping is not None:
@@ -172,7 +169,8 @@ class Run:
         still runs, and those that left the group."""
         if self.proc is None or self.gone:
             return
-        group.signal_all(self.proc.pid, group.escapees(self.task.id, self.proc.pid), sig)
+        self.killed = self.killed or sig is signal.SIGKILL
+        group.signal_all(self.proc.pid, self.task.id, sig)
 
     def arm_kill(self, grace_s: float) -> None:
         """SIGKILL the task's processes after ``grace_s`` unless they end first (armed once)."""
