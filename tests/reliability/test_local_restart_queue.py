@@ -4,13 +4,21 @@ gateway ends ``failed: gateway restarted``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support import TERMINAL, WRITER, GatewayProcess
+import pytest
+from support import TERMINAL, WRITER, GatewayProcess, make_config, submit_local, wait_terminal
+
+from egw.web.app import create_app
+from egw.web.keys import service_key
 
 
 def _call(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -53,3 +61,34 @@ def test_queued_tasks_run_after_a_sigkill(tmp_path: Path) -> None:
             assert _call(f"{url}/{task['id']}/logs") == f"ran {i}\n"
     finally:
         gateway.stop()
+
+
+async def test_a_start_that_was_not_recorded_is_not_run_twice(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway that died between starting a queued task's process and recording it: the
+    process, found by its ``EGW_TASK_ID``, is stopped and the task is not run again."""
+    cfg = make_config(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    app = create_app(cfg)
+    api = await aiohttp_client(app)
+    await submit_local(api, "sleep", "30")
+    queued = await submit_local(api, "sh", "-c", f"touch {tmp_path}/ran-twice")
+    assert queued["status"] == "queued"
+    started = subprocess.Popen(
+        ["sleep", "30"], env={"PATH": os.environ["PATH"], "EGW_TASK_ID": queued["id"]}
+    )
+
+    async def killed() -> None:
+        """The old gateway's memory is gone: it stops nothing and waits for nothing."""
+
+    monkeypatch.setattr(app[service_key].providers["local"], "close", killed)
+    try:
+        await api.close()
+        api2 = await aiohttp_client(create_app(cfg))
+        done = await asyncio.wait_for(wait_terminal(api2, queued["id"]), 5)
+        assert (done["status"], done["reason"]) == ("failed", "gateway restarted")
+        assert started.wait(5) == -signal.SIGKILL
+        assert not (tmp_path / "ran-twice").exists()
+    finally:
+        started.kill()
+        started.wait()

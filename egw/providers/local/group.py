@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -54,14 +55,7 @@ def escapees(task_id: str, pgid: int) -> list[int]:
     environment (Linux ``/proc``; elsewhere none are found)."""
     marker = f"EGW_TASK_ID={task_id}".encode()
     found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
+    for pid in _pids():
         try:
             if marker not in _environ(pid).split(b"\0"):
                 continue
@@ -70,6 +64,35 @@ def escapees(task_id: str, pgid: int) -> list[int]:
         except (OSError, ValueError):
             continue  # gone, or not ours to read
     return found
+
+
+def marked() -> dict[str, list[int]]:
+    """Every live process carrying an ``EGW_TASK_ID``, by task id: at start, what the tasks
+    of a gateway that died are still running (one look at ``/proc`` for all of them)."""
+    found: dict[str, list[int]] = {}
+    for pid in _pids():
+        try:
+            for item in _environ(pid).split(b"\0"):
+                if item.startswith(b"EGW_TASK_ID=") and alive(pid):
+                    found.setdefault(item[12:].decode(errors="replace"), []).append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
 
 
 def _environ(pid: int) -> bytes:

@@ -46,7 +46,8 @@ class LocalProvider:
         """Resume what a previous gateway left: a task that never started runs now (in
         submission order, behind ``max_concurrent``); one whose process was running cannot
         be re-attached (its pipes died with that gateway): its processes are stopped and it
-        ends ``failed: gateway restarted``."""
+        ends ``failed: gateway restarted``. A process found with the task's ``EGW_TASK_ID``
+        means it did start, recorded or not: it is not started twice."""
         self._sink.attach(sink)
         group.become_subreaper()
         if self._policy is None:
@@ -55,12 +56,17 @@ class LocalProvider:
                 hint="any tasks:write token can run any command as this user;"
                 " set providers.local.allowed_commands",
             )
+        # processes of the dead gateway's tasks, also those that left their group, and
+        # those of a task whose start was not recorded before that gateway died
+        leftovers = group.marked()
         for task in await sink.active_tasks(self.name):
-            if not task.status.terminal and _never_started(task):
+            started = task.id in leftovers
+            if not task.status.terminal and _never_started(task) and not started:
                 await self._resume_unstarted(sink, task)
                 continue
             if not task.status.terminal:
                 kill_leftover(task)
+                group.kill(leftovers.get(task.id, []))
                 await sink.observe(
                     task.id,
                     Observation(state=TaskState.FAILED, reason="gateway restarted"),
