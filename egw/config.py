@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -189,9 +190,17 @@ class LocalConfig:
     enabled: bool = True
     #: tasks running at once; the rest wait as ``queued``
     max_concurrent: int = 4
-    #: if set, only these commands (argv[0]) may run
+    #: if set, only these commands (argv[0]) may run, each pinned to the absolute path it
+    #: resolves to when the config is loaded (see `LocalConfig.commands`)
     allowed_commands: list[str] | None = None
-    #: seconds between SIGTERM and SIGKILL on cancel
+    #: with ``allowed_commands``: the directories (and everything under them) a task's
+    #: ``cwd`` may name; unset, a task may not choose its ``cwd`` at all
+    allowed_cwd: list[str] | None = None
+    #: with ``allowed_commands``: if set, the only ``env`` names a task may set (the deny
+    #: list of `egw.providers.local.spec` applies on top)
+    allowed_env: list[str] | None = None
+    #: seconds between SIGTERM and SIGKILL on cancel, and how long a task's leftover
+    #: processes may outlive its command before they are killed
     kill_grace_s: float = 5.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
@@ -201,6 +210,47 @@ class LocalConfig:
             raise ConfigError(f"{path}.max_concurrent", "must be at least 1")
         _positive(self.kill_grace_s, f"{path}.kill_grace_s")
         _log_bytes(self.max_log_bytes, path)
+        self.commands(path)
+        self.cwd_roots(path)
+        for i, name in enumerate(self.allowed_env or ()):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(f"{path}.allowed_env[{i}]", "not an environment variable name")
+
+    def commands(self, path: str = "providers.local") -> dict[str, str] | None:
+        """``allowed_commands`` pinned: each name to the absolute path that runs for it.
+
+        A bare name is looked up on the gateway's own ``PATH`` (never a task's); a name
+        with a ``/`` is taken relative to the gateway's working directory (never a task's
+        ``cwd``). One that names no executable file is a `ConfigError`: an allowlist entry
+        that silently runs nothing, or something else later, is worse than a refusal to start.
+        """
+        if self.allowed_commands is None:
+            return None
+        out: dict[str, str] = {}
+        for i, name in enumerate(self.allowed_commands):
+            if "/" in name:
+                found = name if os.access(name, os.X_OK) and Path(name).is_file() else None
+            else:
+                found = shutil.which(name)
+            if not name or found is None:
+                where = "the gateway's PATH" if "/" not in name else "the gateway's directory"
+                raise ConfigError(
+                    f"{path}.allowed_commands[{i}]", f"{name!r} is no executable file on {where}"
+                )
+            out[name] = os.path.abspath(found)
+        return out
+
+    def cwd_roots(self, path: str = "providers.local") -> list[str] | None:
+        """``allowed_cwd`` with every symlink and ``..`` resolved; each must be a directory."""
+        if self.allowed_cwd is None:
+            return None
+        roots = []
+        for i, root in enumerate(self.allowed_cwd):
+            real = os.path.realpath(root)
+            if not root or not Path(real).is_dir():
+                raise ConfigError(f"{path}.allowed_cwd[{i}]", f"no such directory: {root}")
+            roots.append(real)
+        return roots
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,19 @@ def test_wrong_type_names_the_path(data: dict[str, Any], path: str) -> None:
         ({"retry": {"initial_backoff_s": 5, "max_backoff_s": 1}}, "retry.max_backoff_s"),
         ({"retry": {"deadline_s": 0}}, "retry.deadline_s"),
         ({"providers": {"local": {"max_concurrent": 0}}}, "providers.local.max_concurrent"),
+        (
+            {"providers": {"local": {"allowed_commands": ["true", "no-such-program-x"]}}},
+            "providers.local.allowed_commands[1]",
+        ),
+        (
+            {"providers": {"local": {"allowed_commands": ["./no-such-script.sh"]}}},
+            "providers.local.allowed_commands[0]",
+        ),
+        (
+            {"providers": {"local": {"allowed_cwd": ["/no/such/dir"]}}},
+            "providers.local.allowed_cwd[0]",
+        ),
+        ({"providers": {"local": {"allowed_env": ["A=B"]}}}, "providers.local.allowed_env[0]"),
         ({"providers": {"nomad": {"address": "ftp://nomad"}}}, "providers.nomad.address"),
         ({"tls": {"enabled": True}}, "tls.cert_file"),
     ],

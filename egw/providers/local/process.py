@@ -1,5 +1,6 @@
 """One task's process: started without a shell in its own session, its output pumped to
-the sink as it is written, stopped by signals to its whole process group.
+the sink as it is written, stopped by signals to its whole process group (`group`); the task
+ends when the last of its processes has.
 
 The child gets a small, clean environment (PATH, HOME, LANG, TZ and the task's
 own ``env``), never the gateway's: the gateway's environment holds its tokens.
@@ -15,18 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from egw.core.model import Observation, Task, TaskState
 from egw.providers.base import ProviderSink
+from egw.providers.local import group
 from egw.providers.local.leftovers import start_ticks
 from egw.providers.local.spec import LocalSpec
 
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _READ_SIZE = 64 * 1024
+#: once every process of a task is gone, how long its pipes may take to reach end of file
+#: (longer only if a process outside the task's reach holds them)
+_PIPE_DRAIN_S = 2.0
+#: how long processes may survive a SIGKILL (uninterruptible sleep) before the task ends anyway
+_AFTER_KILL_S = 5.0
+
+log = structlog.get_logger("egw.providers.local")
 
 
 @dataclass(eq=False)
 class Run:
-    """A task on its way through the runner: waiting, then its process until it ends."""
+    """A task on its way through the runner: waiting, then its processes until all end."""
 
     task: Task
     spec: LocalSpec
@@ -34,22 +45,37 @@ class Run:
     cancelled: bool = False
     stopping: str | None = None  # why the gateway stopped it, if it did
     killer: asyncio.TimerHandle | None = None
+    #: the task's processes are all gone: its group id may be reused, signal nothing more
+    gone: bool = False
+    #: SIGKILL was sent: whatever of the task still appears gets one too
+    killed: bool = False
+    #: resolves when the command itself exits (``proc.wait()`` waits for its pipes too)
+    exited: asyncio.Future[None] | None = None
 
-    async def start(self) -> None:
-        """Start the process (an `OSError` if it cannot be: see `start_failure`)."""
+    async def start(self, executable: str | None = None, cwd: str | None = None) -> None:
+        """Start the process (an `OSError` if it cannot be: see `start_failure`).
+
+        ``executable`` is the pinned path of an allowlisted command (argv[0] stays the
+        command's name), ``cwd`` the checked directory; without an allowlist, the spec's.
+        """
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env.update(self.spec.env)
         env["EGW_TASK_ID"] = self.task.id
-        self.proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(limit=_READ_SIZE, loop=loop),
             self.spec.command,
             *self.spec.args,
+            executable=executable,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=self.spec.cwd,
+            cwd=self.spec.cwd if cwd is None else cwd,
             start_new_session=True,
         )
+        self.exited = protocol.exited
+        self.proc = asyncio.subprocess.Process(transport, protocol, loop)
 
     def start_failure(self, exc: OSError) -> Observation:
         cwd = self.spec.cwd
@@ -68,19 +94,63 @@ class Run:
         """What identifies the process after a restart (see `leftovers.kill_leftover`)."""
         return {"pid": self.pid, "start_ticks": start_ticks(self.pid)}
 
-    async def follow(self, sink: ProviderSink) -> int:
-        """Pump stdout and stderr into the sink until both close; the exit code."""
+    async def follow(self, sink: ProviderSink, grace_s: float) -> int:
+        """Pump stdout and stderr into the sink while the command runs; once it exits,
+        wait for the rest of its processes (SIGKILL after ``grace_s``); the exit code."""
         proc = self.proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
-        try:
-            await asyncio.gather(
+        pumps: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(
                 _pump(sink, self.task.id, "stdout", proc.stdout),
                 _pump(sink, self.task.id, "stderr", proc.stderr),
             )
-            return await proc.wait()
+        )
+        exited: asyncio.Future[Any] | None = self.exited
+        assert exited is not None
+        try:
+            await asyncio.wait((pumps, exited), return_when=asyncio.FIRST_COMPLETED)
+            if pumps.done() and pumps.exception() is not None:
+                # the output cannot be stored: stop the task rather than run it blind
+                self.send_signal(signal.SIGKILL)
+            await exited
+            code = proc.returncode
+            assert code is not None
+            await self._until_gone(grace_s)
+            # every writer of the pipes is gone: what remains in them is read to the end
+            done, _ = await asyncio.wait({pumps}, timeout=_PIPE_DRAIN_S)
+            if done:
+                await pumps
+            else:
+                log.warning("local_pipe_held", task_id=self.task.id)
+            return code
         finally:
+            pumps.cancel()
             if self.killer is not None:
                 self.killer.cancel()
+
+    async def _until_gone(self, grace_s: float) -> None:
+        """Wait until no process of the task is left; after its command exited, the rest
+        get ``grace_s`` (or what is left of a cancel's grace), then SIGKILL."""
+        pgid, task_id = self.pid, self.task.id
+        strays = group.remaining(pgid, task_id, [])
+        if strays is None:
+            self.gone = True
+            return
+        log.info("local_processes_left", task_id=task_id, escapees=len(strays))
+        self.arm_kill(grace_s)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + grace_s + _AFTER_KILL_S
+        delay = 0.01
+        while strays is not None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            if self.killed:
+                self.send_signal(signal.SIGKILL)  # again: also what started since
+            strays = group.remaining(pgid, task_id, strays)
+            if strays is not None and loop.time() > give_up:
+                log.warning("local_processes_survive_sigkill", task_id=task_id)
+                break
+        self.gone = True
 
     def outcome(self, code: int) -> Observation:
         if self.stopping is not None:
@@ -95,19 +165,31 @@ class Run:
         return Observation(state=TaskState.FAILED, reason=f"exit code {code}", exit_code=code)
 
     def send_signal(self, sig: signal.Signals) -> None:
-        """Signal the process group, if the process still runs."""
-        if self.proc is None or self.proc.returncode is not None:
+        """Signal every process of the task: its group, whether or not the command itself
+        still runs, and those that left the group."""
+        if self.proc is None or self.gone:
             return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        self.killed = self.killed or sig is signal.SIGKILL
+        group.signal_all(self.proc.pid, self.task.id, sig)
 
     def arm_kill(self, grace_s: float) -> None:
-        """SIGKILL the group after ``grace_s`` unless it ends first (armed once)."""
+        """SIGKILL the task's processes after ``grace_s`` unless they end first (armed once)."""
         if self.killer is None:
             loop = asyncio.get_running_loop()
             self.killer = loop.call_later(grace_s, self.send_signal, signal.SIGKILL)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol, telling when the process exits, pipes or not."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 async def _pump(

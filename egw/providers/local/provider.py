@@ -14,7 +14,9 @@ from egw.config import LocalConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import EgwError
 from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.local import group
 from egw.providers.local.leftovers import kill_leftover
+from egw.providers.local.policy import Policy
 from egw.providers.local.process import Run
 from egw.providers.local.spec import LocalSpec, validate_task
 
@@ -32,24 +34,61 @@ class LocalProvider:
         # one watcher per started process: it pumps the output, then records the outcome
         self._watchers = BackgroundTasks(self.name)
         self._closing = False
+        #: the allowlist pinned at load (None: any command runs)
+        self._policy = Policy.from_config(cfg)
 
     def validate(self, task: Mapping[str, Any]) -> LocalSpec:
-        return validate_task(task, self.cfg.allowed_commands)
+        return validate_task(task, self._policy)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, sink: ProviderSink) -> None:
-        """Tasks of a previous gateway cannot be re-attached: their pipes died with it."""
+        """Resume what a previous gateway left: a task that never started runs now (in
+        submission order, behind ``max_concurrent``); one whose process was running cannot
+        be re-attached (its pipes died with that gateway): its processes are stopped and it
+        ends ``failed: gateway restarted``. A process found with the task's ``EGW_TASK_ID``
+        means it did start, recorded or not: it is not started twice."""
         self._sink.attach(sink)
+        group.become_subreaper()
+        if self._policy is None:
+            log.warning(
+                "local_runner_unrestricted",
+                hint="any tasks:write token can run any command as this user;"
+                " set providers.local.allowed_commands",
+            )
+        # processes of the dead gateway's tasks, also those that left their group, and
+        # those of a task whose start was not recorded before that gateway died
+        leftovers = group.marked()
         for task in await sink.active_tasks(self.name):
+            started = task.id in leftovers
+            if not task.status.terminal and _never_started(task) and not started:
+                await self._resume_unstarted(sink, task)
+                continue
             if not task.status.terminal:
                 kill_leftover(task)
+                group.kill(leftovers.get(task.id, []))
                 await sink.observe(
                     task.id,
                     Observation(state=TaskState.FAILED, reason="gateway restarted"),
                     source=self.name,
                 )
             await sink.logs_complete(task.id)
+        await self._next()
+
+    async def _resume_unstarted(self, sink: ProviderSink, task: Task) -> None:
+        if task.status is TaskState.PENDING and not task.upstream.get("submitted"):
+            return  # its submit was never answered: the service launches it again
+        if task.status is TaskState.CANCELLING:
+            obs = Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
+        else:
+            try:
+                # checked again: the allowlist may have changed since it was accepted
+                self._queue.append(Run(task, self.validate(task.spec)))
+                return
+            except EgwError as exc:
+                obs = Observation(state=TaskState.FAILED, reason=f"refused: {exc.message}")
+        await sink.observe(task.id, obs, source=self.name)
+        await sink.logs_complete(task.id)
 
     async def close(self) -> None:
         """Stop every process this gateway started, recording why."""
@@ -122,12 +161,22 @@ class LocalProvider:
 
     async def _start_process(self, run: Run) -> Observation | None:
         """Start the run's process and its watcher; the failure to record if it cannot start."""
+        failure: Observation | None = None
         try:
-            await run.start()
+            if self._policy is None:
+                await run.start()
+            else:
+                # the pinned path; the cwd resolved again, as it is now, right before the start
+                command = self._policy.executable(run.spec.command)
+                await run.start(command, self._policy.cwd(run.spec.cwd))
         except OSError as exc:
+            failure = run.start_failure(exc)
+        except EgwError as exc:
+            failure = Observation(state=TaskState.FAILED, reason=f"refused: {exc.message}")
+        if failure is not None:
             if self._sink.started:
                 await self._sink().logs_complete(run.task.id)
-            return run.start_failure(exc)
+            return failure
         self._running[run.task.id] = run
         _ = self._watchers.spawn(self._watch(run), name=f"egw-local-{run.task.id}")
         return None
@@ -135,7 +184,7 @@ class LocalProvider:
     async def _watch(self, run: Run) -> None:
         try:
             sink = self._sink()
-            code = await run.follow(sink)
+            code = await run.follow(sink, self.cfg.kill_grace_s)
         finally:
             self._running.pop(run.task.id, None)
         try:
@@ -166,3 +215,12 @@ class LocalProvider:
             await sink.observe(
                 run.task.id, Observation(state=TaskState.FAILED, reason=reason), source=self.name
             )
+
+
+def _never_started(task: Task) -> bool:
+    """No process was ever started for the task (none recorded, never ``running``)."""
+    return (
+        task.status in (TaskState.PENDING, TaskState.QUEUED, TaskState.CANCELLING)
+        and "pid" not in task.upstream
+        and task.started_at is None
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from egw.core import fields
-from egw.errors import Forbidden
+from egw.providers.local.policy import Policy
 
 _KEYS = ("command", "args", "env", "cwd")
 
@@ -45,13 +45,12 @@ class LocalSpec:
         return cls(command=command, args=tuple(args), env=env, cwd=cwd)
 
 
-def validate_task(task: Mapping[str, Any], allowed_commands: Collection[str] | None) -> LocalSpec:
-    """Check a submit's ``task`` object; a command outside the allowlist (if one is set)
-    is `Forbidden`."""
+def validate_task(task: Mapping[str, Any], policy: Policy | None) -> LocalSpec:
+    """Check a submit's ``task`` object; with an allowlist (`Policy`), a command outside
+    it, a denied ``env`` name or a ``cwd`` outside the allowed roots is `Forbidden`."""
     spec = LocalSpec.from_json(task)
-    if allowed_commands is not None and spec.command not in allowed_commands:
-        raise Forbidden(
-            f"command {spec.command!r} is not in providers.local.allowed_commands",
-            details={"field": "task.command"},
-        )
+    if policy is not None:
+        policy.executable(spec.command)
+        policy.check_env(dict(spec.env))
+        policy.cwd(spec.cwd)
     return spec
