@@ -551,3 +551,12 @@ def test_serve_on_loopback_without_a_token_makes_one_and_prints_it_once(tmp_path
             out, err = proc.communicate()
     assert token not in out  # the log lines (stdout) never carry it
     assert token not in err  # printed once, before; never again
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "\u0661\u0662", "1" * 20])
+def test_an_integer_given_as_text_is_bounded_before_int(value: str) -> None:
+    """``${PORT}`` substitutes text: a 5,000-digit or non-ASCII number is a config error
+    naming the key, never Python's ValueError from int()."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": {"port": value}}, {})
+    assert info.value.path == "server.port"
