@@ -137,3 +137,38 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> 
         ][:3]
         time.sleep(0.2)
         tasks = asyncio.run(check())
+
+
+def test_cli_prints_output_that_is_not_utf8_byte_for_byte(gateway: Gateway) -> None:
+    """The store keeps bytes as written; `egw logs` and `egw logs -f` give them back exactly
+    (SSE carries them in ``log-b64`` frames)."""
+    script = r"printf 'ok \377\376 end\n'; printf 'caf\303\251\n'"
+    submitted = gateway.cli("submit", "--json", "--", "sh", "-c", script)
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = json.loads(submitted.stdout)["id"]
+    env = {**os.environ, "EGW_URL": gateway.url, "EGW_TOKEN": WRITER_TOKEN}
+    expected = b"ok \xff\xfe end\ncaf\xc3\xa9\n"
+    for args in (["logs", task_id, "-f"], ["logs", task_id]):
+        done = subprocess.run(
+            [sys.executable, "-m", "egw", *args], capture_output=True, env=env, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected
+
+
+def test_requests_the_http_parser_refuses_get_json_from_egw_serve(gateway: Gateway) -> None:
+    """`egw serve` runs the app on `EdgeRunner`: a request aiohttp's parser refuses (here a
+    header line over its 8 KiB limit) is answered in egw's JSON error shape, not plain text."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(gateway.url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split()[1] == b"400", head
+    assert b"application/json" in head
+    assert json.loads(body)["error"]["code"] == "invalid_request"

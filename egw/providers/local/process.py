@@ -9,7 +9,6 @@ own ``env``), never the gateway's: the gateway's environment holds its tokens.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import os
 import signal
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from egw.core.chunks import Utf8Boundary
 from egw.core.model import Observation, Task, TaskState
 from egw.providers.base import ProviderSink
 from egw.providers.local import group
@@ -195,12 +195,13 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 async def _pump(
     sink: ProviderSink, task_id: str, stream: str, reader: asyncio.StreamReader
 ) -> None:
-    """Copy one pipe to the log store chunk by chunk, never splitting a UTF-8 character."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    """Copy one pipe to the log store byte for byte, chunk by chunk, never splitting a
+    UTF-8 character (bytes that are not UTF-8 are stored as they are)."""
+    chunker = Utf8Boundary()
     while True:
         data = await reader.read(_READ_SIZE)
-        text = decoder.decode(data, final=not data)
-        if text:
-            await sink.append_log(task_id, stream, text.encode())
+        chunk = chunker.feed(data) if data else chunker.flush()
+        if chunk:
+            await sink.append_log(task_id, stream, chunk)
         if not data:
             return
