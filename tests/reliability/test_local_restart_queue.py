@@ -92,3 +92,29 @@ async def test_a_start_that_was_not_recorded_is_not_run_twice(
     finally:
         started.kill()
         started.wait()
+
+
+async def test_leftovers_of_a_finished_task_are_stopped_at_start(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A task recorded as ended whose child outlived a gateway killed with SIGKILL (its
+    command exited, then the gateway died before the group was gone): the next gateway
+    stops that child, found by its ``EGW_TASK_ID``; a process marked with an id this
+    database does not know (another gateway's task) is left alone."""
+    cfg = make_config(tmp_path)
+    api = await aiohttp_client(create_app(cfg))
+    done = await wait_terminal(api, (await submit_local(api, "true"))["id"])
+    assert done["status"] == "succeeded"
+    await api.close()
+    env = {"PATH": os.environ["PATH"]}
+    orphan = subprocess.Popen(["sleep", "30"], env={**env, "EGW_TASK_ID": done["id"]})
+    stranger = subprocess.Popen(["sleep", "30"], env={**env, "EGW_TASK_ID": "t_" + "0" * 32})
+    try:
+        api2 = await aiohttp_client(create_app(cfg))
+        assert orphan.wait(5) == -signal.SIGKILL
+        assert stranger.poll() is None
+        await api2.close()
+    finally:
+        for proc in (orphan, stranger):
+            proc.kill()
+            proc.wait()

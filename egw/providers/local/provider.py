@@ -73,7 +73,20 @@ class LocalProvider:
                     source=self.name,
                 )
             await sink.logs_complete(task.id)
+        await self._kill_leftovers_of_finished(sink, leftovers)
         await self._next()
+
+    async def _kill_leftovers_of_finished(
+        self, sink: ProviderSink, leftovers: dict[str, list[int]]
+    ) -> None:
+        """Processes of a task already recorded as ended (its command exited or it timed out,
+        then the gateway died before its group was gone) are stopped too; only this
+        database's local tasks are touched, never another gateway's."""
+        for task_id, pids in leftovers.items():
+            task = await sink.get_task(task_id)
+            if task is not None and task.provider == self.name and task.status.terminal:
+                log.info("leftover_killed", task_id=task_id, pids=pids)
+                group.kill(pids)
 
     async def _resume_unstarted(self, sink: ProviderSink, task: Task) -> None:
         if task.status is TaskState.PENDING and not task.upstream.get("submitted"):
