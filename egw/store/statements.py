@@ -138,7 +138,9 @@ async def used_bytes(conn: aiosqlite.Connection) -> int:
 async def _prune(conn: aiosqlite.Connection, before: datetime) -> list[str]:
     terminal = tuple(str(s) for s in TERMINAL)
     async with conn.execute(
-        "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?"
+        # ``<=``: times are stored to the millisecond, so a task that finished in the same
+        # millisecond as the cutoff is "before" it too (retention 0 prunes everything ended)
+        "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= ?"
         f" AND status IN ({placeholders(terminal)})",
         [format_time(before), *terminal],
     ) as cur:
