@@ -617,3 +617,18 @@ async def test_no_webhooks_and_start_required(h: Harness) -> None:
     with pytest.raises(ProviderUnavailable):
         await provider.submit(record, idempotency_key=record.id)
     assert not isinstance(provider, WebhookProvider) and provider.name == "nomad"
+
+
+async def test_cancelling_a_job_nomad_no_longer_has_ends_cancelled(h: Harness) -> None:
+    # hashicorp/nomad nomad/job_endpoint.go Deregister answers a missing job with 200,
+    # EvalID "" and JobModifyIndex 0, and no event follows: the provider reads to confirm
+    h.sim.script("demo-job-1", stdout=b"tick\n", duration_s=1000)
+    provider = await h.provider()
+    await h.connected(provider)
+    task = await h.submit(provider, SEED)
+    await h.sink.wait_for(task.id, state=S.RUNNING)
+    h.sim.garbage_collect("demo-job-1")
+    await h.cancel(provider, task.id)
+    done = await h.sink.wait_for(task.id, state=S.CANCELLED, timeout_s=5)
+    assert done.reason == "cancelled; the job is no longer in Nomad (purged or garbage-collected)"
+    assert h.sink.states(task.id) == ["queued", "running", "cancelling", "cancelled"]

@@ -587,3 +587,22 @@ def test_parse_duration() -> None:
     for bad in ("", "5", "s", "1x", "1s2"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+async def test_stopping_a_job_that_no_longer_exists_answers_200_without_an_evaluation(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    # hashicorp/nomad nomad/job_endpoint.go Deregister: `if job == nil { return nil }`
+    # (v1.6.0 to v2.0.5): the reply keeps its zero values
+    for path in ("/v1/job/never-registered", "/v1/job/never-registered?purge=true"):
+        status, _, body = await call(http, sim, "DELETE", path)
+        assert status == 200
+        assert body["EvalID"] == "" and body["JobModifyIndex"] == 0
+    sim.script("demo-job-1", duration_s=1000)
+    await register(http, sim, job())
+    await until_alloc(sim, "demo-job-1", "running")
+    sim.garbage_collect("demo-job-1")
+    assert (await call(http, sim, "GET", "/v1/job/demo-job-1"))[:3:2] == (404, "job not found")
+    assert (await call(http, sim, "GET", "/v1/job/demo-job-1/allocations"))[2] == []
+    status, _, body = await call(http, sim, "DELETE", "/v1/job/demo-job-1")
+    assert (status, body["EvalID"], body["JobModifyIndex"]) == (200, "", 0)

@@ -261,8 +261,16 @@ class Cluster:
         }
 
     async def deregister(self, namespace: str, job_id: str, *, purge: bool) -> dict[str, Any]:
-        """``DELETE /v1/job/:job_id`` (jobs.md "Stop a Job")."""
-        job = self.job(namespace, job_id)
+        """``DELETE /v1/job/:job_id`` (jobs.md "Stop a Job").
+
+        A job that does not exist (never registered, purged, garbage-collected) is not an
+        error: hashicorp/nomad nomad/job_endpoint.go ``Deregister`` does ``if job == nil {
+        return nil }`` before any raft apply (the same from v1.6.0 to v2.0.5), so the answer
+        is 200 with the reply's zero values: ``EvalID`` "" and ``JobModifyIndex`` 0.
+        """
+        job = self.jobs.get((namespace, job_id))
+        if job is None:
+            return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0}
         job["Stop"] = True
         job["Version"] += 1
         job["JobModifyIndex"] = self.index + 1
@@ -276,6 +284,22 @@ class Cluster:
             "EvalCreateIndex": index,
             "JobModifyIndex": job["JobModifyIndex"],
         }
+
+    def garbage_collect(self, namespace: str, job_id: str) -> None:
+        """Forget the job, its evaluations and allocations, as Nomad's core GC does
+        (hashicorp/nomad nomad/core_sched.go, ``jobReap`` and ``evalReap``). Nothing is
+        published here: it models a subscriber that was away, or whose buffer aged the GC's
+        events out, and finds the job gone."""
+        self.jobs.pop((namespace, job_id), None)
+        for table in (self.evals, self.allocs):
+            for key, obj in list(table.items()):
+                if obj["Namespace"] == namespace and obj["JobID"] == job_id:
+                    del table[key]
+                    if table is self.allocs:
+                        # Nomad reaps only terminal allocations; one still running here
+                        # stops quietly (the client reports nothing for it)
+                        obj["_reaped"] = True
+                        self.kill_events[key].set()
 
     def new_eval(self, job: dict[str, Any], trigger: str) -> dict[str, Any]:
         ev = {

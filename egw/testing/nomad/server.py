@@ -240,6 +240,11 @@ class NomadSimulator:
         """Drop buffered events: a resume from an older index starts at the oldest kept one."""
         self.cluster.age_out(keep)
 
+    def garbage_collect(self, job_id: str, namespace: str = "default") -> None:
+        """The job, its evaluations and allocations are garbage-collected (see
+        `Cluster.garbage_collect`): reads answer 404, a stop answers 200 with no evaluation."""
+        self.cluster.garbage_collect(namespace, job_id)
+
     def _drop(self, kind: str) -> int:
         drops = list(self._drops[kind])
         for ev in drops:

@@ -243,6 +243,12 @@ def job_observation(
                 reason="the job no longer exists "
                 "in Nomad (purged or garbage-collected); its outcome is unknown",
             )
+        if gone and not stopped:
+            return Observation(
+                state=S.CANCELLED,
+                detail=base,
+                reason="cancelled; the job is no longer in Nomad (purged or garbage-collected)",
+            )
         return Observation(
             state=S.CANCELLED, detail=base, reason="job stopped before an allocation was placed"
         )
