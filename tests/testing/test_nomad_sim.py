@@ -360,7 +360,8 @@ async def test_dropped_event_stream_is_cut(
 
 
 async def test_acl_tokens(http: aiohttp.ClientSession) -> None:
-    sim = NomadSimulator(time_scale=0.01, acl=True)
+    # before 1.11.2 a refused event stream is a 403 too (see the version test below)
+    sim = NomadSimulator(time_scale=0.01, acl=True, version="1.11.1")
     await sim.start()
     try:
         sim.add_token("reader", namespaces={"default": {"read-job"}})
@@ -606,3 +607,27 @@ async def test_stopping_a_job_that_no_longer_exists_answers_200_without_an_evalu
     assert (await call(http, sim, "GET", "/v1/job/demo-job-1/allocations"))[2] == []
     status, _, body = await call(http, sim, "DELETE", "/v1/job/demo-job-1")
     assert (status, body["EvalID"], body["JobModifyIndex"]) == (200, "", 0)
+
+
+@pytest.mark.parametrize(
+    ("version", "refused_with"), [("1.6.0", 403), ("1.11.1", 403), ("1.11.2", 200), ("2.0.0", 200)]
+)
+async def test_a_refused_event_stream_depends_on_the_version(
+    http: aiohttp.ClientSession, version: str, refused_with: int
+) -> None:
+    # v1.11.2 and v2.0.0 on, command/agent/event_endpoint.go writes 200 before the stream
+    # authenticates; a refused token then gets the connection closed with no body
+    sim = NomadSimulator(time_scale=0.01, acl=True, version=version)
+    sim.add_token("jobs-only", namespaces={"default": {"submit-job"}})
+    await sim.start()
+    try:
+        headers = {"X-Nomad-Token": "jobs-only"}
+        async with asyncio.timeout(2):
+            async with http.get(
+                f"{sim.url}/v1/event/stream", params={"topic": "Job"}, headers=headers
+            ) as resp:
+                body = await resp.read()
+        assert resp.status == refused_with
+        assert body == (b"Permission denied" if refused_with == 403 else b"")
+    finally:
+        await sim.close()

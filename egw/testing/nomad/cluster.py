@@ -52,6 +52,8 @@ class Cluster:
         #: the highest index dropped from the buffer (a subscriber behind it has a gap)
         self.dropped_upto = 0
         self.scripts: dict[str, Script] = {}
+        #: a group's ``MaxRunDuration`` is honoured (Nomad 2.0.3 on; before, an unknown field)
+        self.max_run_duration = True
         self.default_script = Script()
         self.node: dict[str, Any] = {
             "ID": new_uuid(),
@@ -463,7 +465,7 @@ class Cluster:
             },
             "CreateIndex": self.index + 1,
             "CreateTime": self.now_ns(),
-            "_max_run_ns": group.get("MaxRunDuration"),
+            "_max_run_ns": group.get("MaxRunDuration") if self.max_run_duration else None,
             "_reschedule": group.get("ReschedulePolicy"),
             "_attempt": 0,
             "_resources": self._resources(group),
