@@ -104,7 +104,8 @@ class Cluster:
         index = self.index
         events = []
         for topic, obj in objects:
-            obj["ModifyIndex"] = index
+            if not obj.get("_deleted"):
+                obj["ModifyIndex"] = index
             if topic == "Allocation":
                 obj["AllocModifyIndex"] = index
                 obj["ModifyTime"] = self.now_ns()
@@ -115,6 +116,10 @@ class Cluster:
                 obj["ModifyTime"] = self.now_ns()
                 payload = {"Evaluation": public(obj)}
                 keys = [obj["JobID"], obj.get("DeploymentID") or ""]
+                key = obj["ID"]
+            elif obj.get("_deleted"):
+                payload = {"Job": public(obj), "Deleted": True}  # as it was: not stamped
+                keys = None
                 key = obj["ID"]
             else:
                 payload = {"Job": public(obj)}
@@ -151,6 +156,11 @@ class Cluster:
             raise SimError(404, "job not found")
         return job
 
+    def allocs_index(self) -> int:
+        """The last raft index that touched the allocations table (``state.Index("allocs")``):
+        the ``X-Nomad-Index`` of every allocation list, whichever job it is filtered to."""
+        return max((a["ModifyIndex"] for a in self.allocs.values()), default=1)
+
     def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
         job = self.jobs.get((namespace, job_id))
         return sorted(
@@ -180,7 +190,9 @@ class Cluster:
         if job.get("Type", "service") not in ("service", "batch", "system", "sysbatch"):
             problems.append(f"Invalid job type: {job.get('Type')!r}")
         if not job.get("Datacenters"):
-            problems.append("Missing job datacenters")
+            # canonicalisation fills it before validation (hashicorp/nomad api/jobs.go
+            # Job.Canonicalize and nomad/structs Job.Canonicalize: DefaultDatacenters ["*"])
+            job["Datacenters"] = ["*"]
         if not job.get("TaskGroups"):
             problems.append("Missing job task groups")
         if problems:
@@ -273,12 +285,22 @@ class Cluster:
         job = self.jobs.get((namespace, job_id))
         if job is None:
             return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0}
+        if purge:
+            # the job is deleted, not updated: its JobDeregistered event carries the job as it
+            # was, plus "Deleted": true (nomad/state/events.go, as reviewed for v1.6.0 to
+            # v2.0.5; the stored copy of that file we could read predates the field)
+            del self.jobs[(namespace, job_id)]
+            ev = self.new_eval(job, "job-deregister")
+            index = await self.commit(
+                "JobDeregistered", [("Job", {**job, "_deleted": True}), ("Evaluation", ev)]
+            )
+            job["Stop"] = True  # what the scheduler below acts on (the job is gone)
+            self.spawn(self._schedule(job, ev, stop_old=True))
+            return {"EvalID": ev["ID"], "EvalCreateIndex": index, "JobModifyIndex": index}
         job["Stop"] = True
         job["Version"] += 1
         job["JobModifyIndex"] = self.index + 1
         ev = self.new_eval(job, "job-deregister")
-        if purge:
-            del self.jobs[(namespace, job_id)]
         index = await self.commit("JobDeregistered", [("Job", job), ("Evaluation", ev)])
         self.spawn(self._schedule(job, ev, stop_old=True))
         return {

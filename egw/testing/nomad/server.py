@@ -87,6 +87,45 @@ def _json(body: Any, index: int | None = None) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), headers=headers)
 
 
+#: the fields of an ``AllocListStub`` (nomad/structs/structs.go ``Allocation.Stub``) that the
+#: simulator keeps; the full allocation adds ``Job``, ``Resources``, ``Metrics``...
+_STUB_FIELDS = (
+    "ID",
+    "EvalID",
+    "Name",
+    "Namespace",
+    "NodeID",
+    "NodeName",
+    "JobID",
+    "JobType",
+    "JobVersion",
+    "TaskGroup",
+    "DesiredStatus",
+    "DesiredDescription",
+    "ClientStatus",
+    "ClientDescription",
+    "DesiredTransition",
+    "TaskStates",
+    "DeploymentStatus",
+    "FollowupEvalID",
+    "NextAllocation",
+    "PreviousAllocation",
+    "RescheduleTracker",
+    "PreemptedAllocations",
+    "PreemptedByAllocation",
+    "CreateIndex",
+    "ModifyIndex",
+    "CreateTime",
+    "ModifyTime",
+)
+
+
+def alloc_stub(alloc: dict[str, Any]) -> dict[str, Any]:
+    """An allocation as lists show it (an ``AllocListStub``)."""
+    full = public(alloc)
+    return {k: full[k] for k in _STUB_FIELDS if k in full}
+
+
 def parse_duration(text: str) -> float:
     """A Go duration ("30s", "5m", "1500ms") in seconds; ValueError if it is not one."""
     pos, total = 0, 0.0
@@ -412,9 +451,12 @@ class NomadSimulator:
         ns, job_id = self._ns(request), request.match_info["job_id"]
         self._require(request, ns, "read-job")
 
+        # hashicorp/nomad nomad/job_endpoint.go Allocations: the answer is AllocListStubs and
+        # its index is the allocations table's (``state.Index("allocs")``), so a blocking
+        # query wakes for any allocation change, not only this job's
         def compute() -> tuple[int, Any]:
             allocs = self.cluster.job_allocs(ns, job_id)
-            return max((a["ModifyIndex"] for a in allocs), default=1), [public(a) for a in allocs]
+            return self.cluster.allocs_index(), [alloc_stub(a) for a in allocs]
 
         return await self._blocking(request, compute)
 
@@ -454,8 +496,8 @@ class NomadSimulator:
 
         def compute() -> tuple[int, Any]:
             allocs = [a for a in self.cluster.allocs.values() if a["EvalID"] == ev["ID"]]
-            return max((a["ModifyIndex"] for a in allocs), default=ev["ModifyIndex"]), [
-                public(a) for a in allocs
+            return max(self.cluster.allocs_index(), ev["ModifyIndex"]), [
+                alloc_stub(a) for a in allocs
             ]
 
         return await self._blocking(request, compute)
@@ -538,6 +580,9 @@ class NomadSimulator:
                 start = later[0] if later else len(items) - 1
                 items = items[start:]
             last = items[0][0] - 1 if items else (index - 1 if index else cluster.index)
+            loop = asyncio.get_running_loop()
+            beat = self.heartbeat_s * cluster.time_scale
+            next_beat = loop.time() + beat
             while self._stream_open(request, drop):
                 for idx, events in items:
                     matching = [e for e in events if self._matches(e, ns, topics)]
@@ -558,12 +603,15 @@ class NomadSimulator:
                         bool(cluster.buffer) and cluster.buffer[-1][0] > last
                     )
 
-                try:
-                    async with asyncio.timeout(self.heartbeat_s * cluster.time_scale):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(next_beat):
                         async with cluster.changed:
                             await cluster.changed.wait_for(news)
-                except TimeoutError:
+                if loop.time() >= next_beat:
+                    # a ticker, not an idle timer: `{}` every 30 s whatever the traffic
+                    # (hashicorp/nomad nomad/stream/ndjson.go, heartbeatTick time.NewTicker)
                     await resp.write(b"{}\n")
+                    next_beat = loop.time() + beat
                 items = [(i, e) for i, e in cluster.buffer if i > last]
             if drop.is_set() and request.transport is not None:
                 request.transport.close()  # a cut connection, not a clean end
