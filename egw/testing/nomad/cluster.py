@@ -109,7 +109,7 @@ class Cluster:
             if topic == "Allocation":
                 obj["AllocModifyIndex"] = index
                 obj["ModifyTime"] = self.now_ns()
-                payload = {"Allocation": {**public(obj), "Job": None}}
+                payload: dict[str, Any] = {"Allocation": {**public(obj), "Job": None}}
                 keys: list[str] | None = [obj["JobID"], obj.get("DeploymentID") or ""]
                 key = obj["ID"]
             elif topic == "Evaluation":
