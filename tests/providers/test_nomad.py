@@ -617,3 +617,37 @@ async def test_no_webhooks_and_start_required(h: Harness) -> None:
     with pytest.raises(ProviderUnavailable):
         await provider.submit(record, idempotency_key=record.id)
     assert not isinstance(provider, WebhookProvider) and provider.name == "nomad"
+
+
+async def test_cancelling_a_job_nomad_no_longer_has_ends_cancelled(h: Harness) -> None:
+    # hashicorp/nomad nomad/job_endpoint.go Deregister answers a missing job with 200,
+    # EvalID "" and JobModifyIndex 0, and no event follows: the provider reads to confirm
+    h.sim.script("demo-job-1", stdout=b"tick\n", duration_s=1000)
+    provider = await h.provider()
+    await h.connected(provider)
+    task = await h.submit(provider, SEED)
+    await h.sink.wait_for(task.id, state=S.RUNNING)
+    h.sim.garbage_collect("demo-job-1")
+    await h.cancel(provider, task.id)
+    done = await h.sink.wait_for(task.id, state=S.CANCELLED, timeout_s=5)
+    assert done.reason == "cancelled; the job is no longer in Nomad (purged or garbage-collected)"
+    assert h.sink.states(task.id) == ["queued", "running", "cancelling", "cancelled"]
+
+
+async def test_a_stream_closed_before_any_line_counts_as_refused(h: Harness) -> None:
+    # Nomad 1.11.2+/2.0.0+ (command/agent/event_endpoint.go) answers a subscription its token
+    # may not make with 200 and closes it with no body and no heartbeat: after a few such
+    # closes in a row, with backoff, the provider polls and says why
+    h.sim.event_stream_denied = True
+    assert h.sim.stream_answers_before_auth
+    provider = await h.provider()
+    task = await h.submit(provider, {**SEED, "args": ["polled"]})
+    done = await h.sink.wait_for(task.id, logs=True)
+    assert done.status is S.SUCCEEDED and h.sink.output(task.id) == b"polled\n"
+    health = provider.health()["namespaces"]["default"]
+    assert health["mode"] == "poll" and health["stream_refused"] is True
+    assert "before any event or heartbeat" in health["refused"]
+    assert health["silent_closes"] == 3
+    subscriptions = h.sim.count("GET", r"^/v1/event/stream$")
+    await asyncio.sleep(0.3)  # no reconnect storm while polling (stream_retry_s is 30 s)
+    assert h.sim.count("GET", r"^/v1/event/stream$") == subscriptions == 3

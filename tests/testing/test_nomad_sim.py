@@ -360,7 +360,8 @@ async def test_dropped_event_stream_is_cut(
 
 
 async def test_acl_tokens(http: aiohttp.ClientSession) -> None:
-    sim = NomadSimulator(time_scale=0.01, acl=True)
+    # before 1.11.2 a refused event stream is a 403 too (see the version test below)
+    sim = NomadSimulator(time_scale=0.01, acl=True, version="1.11.1")
     await sim.start()
     try:
         sim.add_token("reader", namespaces={"default": {"read-job"}})
@@ -587,3 +588,141 @@ def test_parse_duration() -> None:
     for bad in ("", "5", "s", "1x", "1s2"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+async def test_stopping_a_job_that_no_longer_exists_answers_200_without_an_evaluation(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    # hashicorp/nomad nomad/job_endpoint.go Deregister: `if job == nil { return nil }`
+    # (v1.6.0 to v2.0.5): the reply keeps its zero values
+    for path in ("/v1/job/never-registered", "/v1/job/never-registered?purge=true"):
+        status, _, body = await call(http, sim, "DELETE", path)
+        assert status == 200
+        assert body["EvalID"] == "" and body["JobModifyIndex"] == 0
+    sim.script("demo-job-1", duration_s=1000)
+    await register(http, sim, job())
+    await until_alloc(sim, "demo-job-1", "running")
+    sim.garbage_collect("demo-job-1")
+    assert (await call(http, sim, "GET", "/v1/job/demo-job-1"))[:3:2] == (404, "job not found")
+    assert (await call(http, sim, "GET", "/v1/job/demo-job-1/allocations"))[2] == []
+    status, _, body = await call(http, sim, "DELETE", "/v1/job/demo-job-1")
+    assert (status, body["EvalID"], body["JobModifyIndex"]) == (200, "", 0)
+
+
+@pytest.mark.parametrize(
+    ("version", "refused_with"), [("1.6.0", 403), ("1.11.1", 403), ("1.11.2", 200), ("2.0.0", 200)]
+)
+async def test_a_refused_event_stream_depends_on_the_version(
+    http: aiohttp.ClientSession, version: str, refused_with: int
+) -> None:
+    # v1.11.2 and v2.0.0 on, command/agent/event_endpoint.go writes 200 before the stream
+    # authenticates; a refused token then gets the connection closed with no body
+    sim = NomadSimulator(time_scale=0.01, acl=True, version=version)
+    sim.add_token("jobs-only", namespaces={"default": {"submit-job"}})
+    await sim.start()
+    try:
+        headers = {"X-Nomad-Token": "jobs-only"}
+        async with asyncio.timeout(2):
+            async with http.get(
+                f"{sim.url}/v1/event/stream", params={"topic": "Job"}, headers=headers
+            ) as resp:
+                body = await resp.read()
+        assert resp.status == refused_with
+        assert body == (b"Permission denied" if refused_with == 403 else b"")
+    finally:
+        await sim.close()
+
+
+async def test_a_purge_publishes_the_job_as_it_was_with_deleted(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    # nomad/state/events.go: a purge deletes the job; its JobDeregistered event carries the
+    # job as it was plus "Deleted": true
+    sim.script("demo-job-1", duration_s=1000)
+    await register(http, sim, job())
+    await until_alloc(sim, "demo-job-1", "running")
+    before = dict(sim.cluster.jobs[("default", "demo-job-1")])
+    await call(http, sim, "DELETE", "/v1/job/demo-job-1", params={"purge": "true"})
+    (_, events) = next((i, e) for i, e in sim.cluster.buffer if e[0]["Type"] == "JobDeregistered")
+    payload = events[0]["Payload"]
+    assert payload["Deleted"] is True
+    assert payload["Job"]["Stop"] is False and payload["Job"]["Version"] == before["Version"]
+    assert payload["Job"]["ModifyIndex"] == before["ModifyIndex"]
+    await until_alloc(sim, "demo-job-1", "complete")  # its allocation is still stopped
+
+
+async def test_heartbeats_tick_whatever_the_traffic(http: aiohttp.ClientSession) -> None:
+    # nomad/stream/ndjson.go: a time.Ticker, not an idle timer
+    sim = NomadSimulator(time_scale=0.01, heartbeat_s=3.0)  # a beat every 30 ms
+    await sim.start()
+    try:
+        lines: list[bytes] = []
+        async with http.get(f"{sim.url}/v1/event/stream") as resp:
+
+            async def read() -> None:
+                async for line in resp.content:
+                    lines.append(line.strip())
+
+            reader = asyncio.ensure_future(read())
+            for i in range(25):  # an event every 10 ms, for 250 ms
+                await sim.cluster.commit(
+                    "EvaluationUpdated",
+                    [("Evaluation", {"ID": f"e{i}", "Namespace": "default", "JobID": "j"})],
+                )
+                await asyncio.sleep(0.01)
+            reader.cancel()
+        beats = lines.count(b"{}") - 1  # the first line is a heartbeat too
+        assert beats >= 3, lines
+    finally:
+        await sim.close()
+
+
+async def test_a_job_without_datacenters_defaults_to_all(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    body = job()
+    del body["Datacenters"]
+    await register(http, sim, body)
+    _, _, read = await call(http, sim, "GET", "/v1/job/demo-job-1")
+    assert read["Datacenters"] == ["*"]
+
+
+async def test_job_allocations_are_stubs_indexed_on_the_whole_table(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    # nomad/job_endpoint.go Allocations: AllocListStubs, index = state.Index("allocs")
+    sim.script("job-a", duration_s=1000)
+    sim.script("job-b", duration_s=1000, start_delay_s=5)
+    await register(http, sim, job("job-a"))
+    await until_alloc(sim, "job-a", "running")
+    _, headers, stubs = await call(http, sim, "GET", "/v1/job/job-a/allocations")
+    assert {"Job", "Resources", "Metrics", "AllocatedResources"}.isdisjoint(stubs[0])
+    check(stubs, {"type": "array", "items": JOB_ALLOC_STUB})
+    index = int(headers["X-Nomad-Index"])
+    assert index == sim.cluster.allocs_index()
+    # another job's allocation wakes a blocking query on job-a's
+    await register(http, sim, job("job-b"))
+    async with asyncio.timeout(2):
+        _, headers, _ = await call(
+            http, sim, "GET", "/v1/job/job-a/allocations", params={"index": index, "wait": "60s"}
+        )
+    assert int(headers["X-Nomad-Index"]) > index
+
+
+@pytest.mark.parametrize(("version", "timed_out"), [("2.0.2", False), ("2.0.3", True)])
+async def test_max_run_duration_from_2_0_3(
+    http: aiohttp.ClientSession, version: str, timed_out: bool
+) -> None:
+    # hashicorp/nomad CHANGELOG.md: batch max_run_duration shipped in 2.0.3
+    sim = NomadSimulator(time_scale=0.01, version=version)
+    await sim.start()
+    try:
+        sim.script("demo-job-1", duration_s=10)
+        timed = job()
+        timed["TaskGroups"][0]["MaxRunDuration"] = 2 * 10**9
+        await register(http, sim, timed)
+        alloc = await until_alloc(sim, "demo-job-1", "complete")
+        exceeded = alloc["ClientDescription"] == "allocation exceeded max_run_duration"
+        assert exceeded is timed_out
+    finally:
+        await sim.close()

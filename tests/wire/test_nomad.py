@@ -652,3 +652,44 @@ def test_huge_numbers_are_refused_before_conversion(patch: dict[str, Any], field
     with pytest.raises(InvalidRequest) as err:
         validate({**SEED, **patch})
     assert err.value.field == field
+
+
+def test_a_users_cancel_reads_as_a_cancel_not_as_nomads_job_update() -> None:
+    killed = alloc(
+        "complete",
+        "stop",
+        CreateIndex=6,
+        DesiredDescription="alloc not needed due to job update",
+        TaskStates=task_events({"Type": "Killing"}, {"Type": "Killed"}),
+    )
+    obs = observe([killed], stopped=True, cancel_requested=True)
+    assert obs.state is S.CANCELLED
+    assert obs.reason == f"cancelled: Nomad stopped allocation {killed['ID'][:8]}"
+    assert "job update" not in obs.reason
+    # stopped by someone else: Nomad's words stay
+    assert "job update" in (observe([killed], stopped=True).reason or "")
+
+
+def test_a_purge_event_marks_the_job_gone() -> None:
+    from egw.providers.nomad.tracked import JobView
+
+    view = JobView(since=5)
+    line = wire.parse_stream_line(
+        json.dumps(
+            {
+                "Index": 9,
+                "Events": [
+                    {
+                        "Topic": "Job",
+                        "Type": "JobDeregistered",
+                        "Key": "demo",
+                        "Namespace": "default",
+                        "FilterKeys": None,
+                        "Index": 9,
+                        "Payload": {"Job": {"ID": "demo", "JobModifyIndex": 5}, "Deleted": True},
+                    }
+                ],
+            }
+        )
+    )
+    assert view.apply(line.events[0]) and view.stopped and view.gone

@@ -116,19 +116,36 @@ class JobClient:
         body = resp.json()
         return body if isinstance(body, dict) else None
 
-    async def stop_job(self, tracked: Tracked, *, purge: bool = False) -> None:
-        """``DELETE /v1/job/:id`` (``purge`` removes it at once), with retries."""
-        await with_retries(
-            self.retry,
-            lambda: self.request(
-                "DELETE",
-                job_path(tracked.job_id),
-                ns=tracked.namespace,
-                region=tracked.region,
-                params={"purge": "true"} if purge else None,
-            ),
-            provider=SOURCE,
-            operation="stop_job",
+    async def stop_job(self, tracked: Tracked, *, purge: bool = False) -> bool:
+        """``DELETE /v1/job/:id`` (``purge`` removes it at once), with retries; False when
+        Nomad no longer had the job.
+
+        hashicorp/nomad nomad/job_endpoint.go ``Deregister`` answers a job that does not
+        exist (purged, garbage-collected) with 200 and the reply's zero values, ``EvalID``
+        "" and ``JobModifyIndex`` 0 (``if job == nil { return nil }``, v1.6.0 to v2.0.5); a
+        stop that did something always has a ``JobModifyIndex``. A 404 (a proxy, an older
+        agent) means the same.
+        """
+        try:
+            resp = await with_retries(
+                self.retry,
+                lambda: self.request(
+                    "DELETE",
+                    job_path(tracked.job_id),
+                    ns=tracked.namespace,
+                    region=tracked.region,
+                    params={"purge": "true"} if purge else None,
+                ),
+                provider=SOURCE,
+                operation="stop_job",
+            )
+        except ProviderError as exc:
+            if exc.upstream_status != 404:
+                raise
+            return False
+        body = resp.json()
+        return isinstance(body, dict) and (
+            bool(body.get("EvalID")) or idx(body, "JobModifyIndex") > 0
         )
 
     def stream(
@@ -170,11 +187,18 @@ class JobClient:
             provider=SOURCE,
             operation="list_allocations",
         )
+        listed: set[str] = set()
         for alloc in resp.json() or []:
             if isinstance(alloc, dict) and job.ours(alloc, "CreateIndex"):
+                listed.add(str(alloc.get("ID")))
                 job.merge(job.allocs, alloc)
         current = await self.read("read_job", path, ns=ns, region=region)
         job.gone = current is None
+        if job.gone:
+            # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no
+            # longer lists is no longer running, whatever was last heard of it
+            for alloc_id in set(job.allocs) - listed:
+                del job.allocs[alloc_id]
         if (
             current is not None
             and job.ours(current, "JobModifyIndex", strict=False)

@@ -11,7 +11,6 @@ import structlog
 from egw.background import BackgroundTasks
 from egw.config import NomadConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
-from egw.errors import ProviderError
 from egw.providers.base import ProviderSink, SinkSlot, Submission
 from egw.providers.nomad.client import SOURCE, JobClient
 from egw.providers.nomad.logs import LogFollower
@@ -114,12 +113,14 @@ class NomadProvider:
         if task.upstream_id is None and not tracked.job.since:
             return Observation(state=S.CANCELLED, reason="nothing was started in Nomad")
         tracked.cancel_requested = True
-        try:
-            await self._client.stop_job(tracked, purge=force)
-        except ProviderError as exc:
-            if exc.upstream_status != 404:
-                raise
+        if not await self._client.stop_job(tracked, purge=force):
+            # Nomad no longer has the job: no event will ever come, so read the job and its
+            # allocations to confirm and end the task
             tracked.job.gone = True
+            if self._registry.get(task.id) is None:  # not followed: answer from a read now
+                await self._client.refresh(tracked)
+                obs = tracked.observation()
+                return obs if obs.state.terminal else None
         if self._registry.get(task.id) is not None and (
             tracked.job.gone or not self._watcher.connected(tracked.namespace)
         ):

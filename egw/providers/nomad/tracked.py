@@ -58,6 +58,8 @@ class JobView:
         if ev.topic == "Job" and self.ours(obj, "JobModifyIndex", strict=False):
             if ev.type in ("JobDeregistered", "JobBatchDeregistered") or obj.get("Stop"):
                 self.stopped = True
+            if ev.payload.get("Deleted") is True:  # purged: the job as it was, now gone
+                self.gone = True
             return True
         return False
 

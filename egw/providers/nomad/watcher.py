@@ -9,6 +9,14 @@ every task of the namespace is then reconciled by reading its allocations. Event
 being registered are buffered until the register answer says which are ours. When the
 stream is refused (403, ACL) or keeps failing, each task long-polls its allocations with
 blocking queries instead, and the stream is tried again every ``stream_retry_s``.
+
+Refused does not always look refused: since v1.11.2 and v2.0.0 the agent writes ``200 OK``
+before the stream authenticates (hashicorp/nomad command/agent/event_endpoint.go), and a
+token without the ACL then gets the connection closed, with no body and no heartbeat. A
+subscription that ends before any line (Nomad's first line is a ``{}`` heartbeat,
+nomad/stream/ndjson.go) is counted; after `SILENT_LIMIT` in a row, with backoff between
+them, it is taken as refused. ``/readyz`` and ``egw_provider_health`` show it: ``mode``
+``poll``, ``refused`` (why), ``silent_closes``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,14 @@ TOPICS = ("Job", "Allocation", "Evaluation")
 _REFUSED = (400, 401, 403, 404, 405, 501)
 
 
+#: subscriptions in a row closed before any line, after which the stream counts as refused
+SILENT_LIMIT = 3
+
+
+class _Silent(Exception):
+    """The subscription answered 200 and ended before any event or heartbeat."""
+
+
 class _Refused(Exception):
     """The event stream answered a final error (403 and friends): use blocking queries."""
 
@@ -59,10 +75,16 @@ class _Subscription:
     reconnects: int = 0
     gaps: int = 0
     repeated: int = 0
+    silent_closes: int = 0
+    #: why the stream is taken as refused (None while it works)
+    refused: str | None = None
 
     def health(self, now: float) -> dict[str, Any]:
         return {
             "mode": self.mode,
+            "refused": self.refused,
+            "stream_refused": self.refused is not None,
+            "silent_closes": self.silent_closes,
             "connected": self.connected,
             "last_index": self.last_index,
             "lag_s": round(now - self.last_message, 3) if self.last_message else None,
@@ -123,11 +145,12 @@ class EventWatcher:
         stored = await self._sink().get_cursor(_cursor(sub.namespace))
         sub.last_index = int(stored) if stored and stored.isdigit() else None
         retry = self._client.retry
-        failures = 0
+        failures = silent = 0
         while not self._registry.closed:
             try:
                 await self._stream(sub)
-                failures, delay = 0, backoff_s(retry, 1)
+                failures, silent, delay = 0, 0, backoff_s(retry, 1)
+                sub.refused = None
             except _Refused as exc:
                 log.warning(
                     "nomad_event_stream_refused",
@@ -135,8 +158,25 @@ class EventWatcher:
                     status=exc.status,
                     error=str(exc),
                 )
+                sub.refused = str(exc)
                 await self._poll_for_a_while(sub)
                 continue
+            except _Silent:
+                silent += 1
+                sub.silent_closes += 1
+                log.warning(
+                    "nomad_event_stream_closed_silently", namespace=sub.namespace, attempt=silent
+                )
+                if silent >= SILENT_LIMIT:
+                    silent = 0
+                    sub.refused = (
+                        f"closed {SILENT_LIMIT} times in a row before any event or heartbeat "
+                        "(Nomad 1.11.2+ answers 200, then closes, for a token without the ACL "
+                        "for the event stream)"
+                    )
+                    await self._poll_for_a_while(sub)
+                    continue
+                delay = backoff_s(retry, silent)
             except asyncio.CancelledError:
                 raise
             # network, 5xx, a malformed line, a sink failure: the stream must outlive them all
@@ -174,20 +214,14 @@ class EventWatcher:
                     if resp.status in _REFUSED:
                         raise _Refused(resp.status, text)
                     check(HTTPResponse(resp.status, {}, text.encode()))
-                sub.connected, sub.last_message = True, time.monotonic()
-                if sub.mode == "poll":
-                    sub.mode = "stream"
-                    self._stop_pollers(ns)
-                if sub.last_index is None:  # nothing to resume from
-                    _ = self._background.spawn(
-                        self._states.reconcile_namespace(ns), name="nomad_reconcile"
-                    )
-                log.info("nomad_event_stream_connected", namespace=ns, index=requested)
-                splitter, first, gap = wire.NdjsonSplitter(), True, False
+                splitter, first, gap, heard = wire.NdjsonSplitter(), True, False, False
                 async for chunk in resp.content.iter_any():
                     for raw in splitter.feed(chunk):
                         line = wire.parse_stream_line(raw)
                         sub.last_message = time.monotonic()
+                        if not heard:  # a 200 alone proves nothing (see the module docstring)
+                            heard = True
+                            self._live(sub, requested)
                         if line.index is None:
                             continue
                         if first:
@@ -208,8 +242,21 @@ class EventWatcher:
                                 got=line.index,
                             )
                             await self._states.reconcile_namespace(ns)
+                if not heard:
+                    raise _Silent
         finally:
             sub.connected = False
+
+    def _live(self, sub: _Subscription, requested: int) -> None:
+        """The subscription spoke: it is connected, and the stream takes over from polling."""
+        ns = sub.namespace
+        sub.connected, sub.refused = True, None
+        if sub.mode == "poll":
+            sub.mode = "stream"
+            self._stop_pollers(ns)
+        if sub.last_index is None:  # nothing to resume from
+            _ = self._background.spawn(self._states.reconcile_namespace(ns), name="nomad_reconcile")
+        log.info("nomad_event_stream_connected", namespace=ns, index=requested)
 
     async def _dispatch(self, ns: str, line: wire.StreamLine) -> None:
         touched: dict[str, Tracked] = {}

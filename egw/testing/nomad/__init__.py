@@ -34,6 +34,11 @@ max_run_duration". A failed allocation is replaced as often as the group's
 ``exit_codes=(1, 0)`` fails the first allocation and lets its replacement succeed.
 Restart policies are not simulated (as ``Attempts: 0``).
 
+Versions: ``NomadSimulator(version="2.0.5")`` (the default) picks behaviour that changed
+between v1.6.0 and v2.0.5: from 1.11.2 (and 2.0.0) an event-stream subscription the token
+may not make answers 200 and is closed with no body, before it a 403; ``MaxRunDuration`` is
+honoured from 2.0.3. ``sim.event_stream_denied = True`` refuses every subscription that way.
+
 ACLs::
 
     sim = NomadSimulator(acl=True)

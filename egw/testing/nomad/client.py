@@ -230,6 +230,9 @@ class Client:
     async def killed(
         self, alloc: dict[str, Any], *, description: str = "All tasks have completed"
     ) -> None:
+        if alloc.get("_reaped"):
+            return  # garbage-collected: nothing is left to report on
+
         def kill(name: str, ts: dict[str, Any]) -> None:
             ts["Events"] += [
                 self.event(

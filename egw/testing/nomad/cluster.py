@@ -52,6 +52,8 @@ class Cluster:
         #: the highest index dropped from the buffer (a subscriber behind it has a gap)
         self.dropped_upto = 0
         self.scripts: dict[str, Script] = {}
+        #: a group's ``MaxRunDuration`` is honoured (Nomad 2.0.3 on; before, an unknown field)
+        self.max_run_duration = True
         self.default_script = Script()
         self.node: dict[str, Any] = {
             "ID": new_uuid(),
@@ -102,17 +104,22 @@ class Cluster:
         index = self.index
         events = []
         for topic, obj in objects:
-            obj["ModifyIndex"] = index
+            if not obj.get("_deleted"):
+                obj["ModifyIndex"] = index
             if topic == "Allocation":
                 obj["AllocModifyIndex"] = index
                 obj["ModifyTime"] = self.now_ns()
-                payload = {"Allocation": {**public(obj), "Job": None}}
+                payload: dict[str, Any] = {"Allocation": {**public(obj), "Job": None}}
                 keys: list[str] | None = [obj["JobID"], obj.get("DeploymentID") or ""]
                 key = obj["ID"]
             elif topic == "Evaluation":
                 obj["ModifyTime"] = self.now_ns()
                 payload = {"Evaluation": public(obj)}
                 keys = [obj["JobID"], obj.get("DeploymentID") or ""]
+                key = obj["ID"]
+            elif obj.get("_deleted"):
+                payload = {"Job": public(obj), "Deleted": True}  # as it was: not stamped
+                keys = None
                 key = obj["ID"]
             else:
                 payload = {"Job": public(obj)}
@@ -149,6 +156,11 @@ class Cluster:
             raise SimError(404, "job not found")
         return job
 
+    def allocs_index(self) -> int:
+        """The last raft index that touched the allocations table (``state.Index("allocs")``):
+        the ``X-Nomad-Index`` of every allocation list, whichever job it is filtered to."""
+        return max((a["ModifyIndex"] for a in self.allocs.values()), default=1)
+
     def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
         job = self.jobs.get((namespace, job_id))
         return sorted(
@@ -178,7 +190,9 @@ class Cluster:
         if job.get("Type", "service") not in ("service", "batch", "system", "sysbatch"):
             problems.append(f"Invalid job type: {job.get('Type')!r}")
         if not job.get("Datacenters"):
-            problems.append("Missing job datacenters")
+            # canonicalisation fills it before validation (hashicorp/nomad api/jobs.go
+            # Job.Canonicalize and nomad/structs Job.Canonicalize: DefaultDatacenters ["*"])
+            job["Datacenters"] = ["*"]
         if not job.get("TaskGroups"):
             problems.append("Missing job task groups")
         if problems:
@@ -261,14 +275,32 @@ class Cluster:
         }
 
     async def deregister(self, namespace: str, job_id: str, *, purge: bool) -> dict[str, Any]:
-        """``DELETE /v1/job/:job_id`` (jobs.md "Stop a Job")."""
-        job = self.job(namespace, job_id)
+        """``DELETE /v1/job/:job_id`` (jobs.md "Stop a Job").
+
+        A job that does not exist (never registered, purged, garbage-collected) is not an
+        error: hashicorp/nomad nomad/job_endpoint.go ``Deregister`` does ``if job == nil {
+        return nil }`` before any raft apply (the same from v1.6.0 to v2.0.5), so the answer
+        is 200 with the reply's zero values: ``EvalID`` "" and ``JobModifyIndex`` 0.
+        """
+        job = self.jobs.get((namespace, job_id))
+        if job is None:
+            return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0}
+        if purge:
+            # the job is deleted, not updated: its JobDeregistered event carries the job as it
+            # was, plus "Deleted": true (nomad/state/events.go, as reviewed for v1.6.0 to
+            # v2.0.5; the stored copy of that file we could read predates the field)
+            del self.jobs[(namespace, job_id)]
+            ev = self.new_eval(job, "job-deregister")
+            index = await self.commit(
+                "JobDeregistered", [("Job", {**job, "_deleted": True}), ("Evaluation", ev)]
+            )
+            job["Stop"] = True  # what the scheduler below acts on (the job is gone)
+            self.spawn(self._schedule(job, ev, stop_old=True))
+            return {"EvalID": ev["ID"], "EvalCreateIndex": index, "JobModifyIndex": index}
         job["Stop"] = True
         job["Version"] += 1
         job["JobModifyIndex"] = self.index + 1
         ev = self.new_eval(job, "job-deregister")
-        if purge:
-            del self.jobs[(namespace, job_id)]
         index = await self.commit("JobDeregistered", [("Job", job), ("Evaluation", ev)])
         self.spawn(self._schedule(job, ev, stop_old=True))
         return {
@@ -276,6 +308,22 @@ class Cluster:
             "EvalCreateIndex": index,
             "JobModifyIndex": job["JobModifyIndex"],
         }
+
+    def garbage_collect(self, namespace: str, job_id: str) -> None:
+        """Forget the job, its evaluations and allocations, as Nomad's core GC does
+        (hashicorp/nomad nomad/core_sched.go, ``jobReap`` and ``evalReap``). Nothing is
+        published here: it models a subscriber that was away, or whose buffer aged the GC's
+        events out, and finds the job gone."""
+        self.jobs.pop((namespace, job_id), None)
+        for table in (self.evals, self.allocs):
+            for key, obj in list(table.items()):
+                if obj["Namespace"] == namespace and obj["JobID"] == job_id:
+                    del table[key]
+                    if table is self.allocs:
+                        # Nomad reaps only terminal allocations; one still running here
+                        # stops quietly (the client reports nothing for it)
+                        obj["_reaped"] = True
+                        self.kill_events[key].set()
 
     def new_eval(self, job: dict[str, Any], trigger: str) -> dict[str, Any]:
         ev = {
@@ -439,7 +487,7 @@ class Cluster:
             },
             "CreateIndex": self.index + 1,
             "CreateTime": self.now_ns(),
-            "_max_run_ns": group.get("MaxRunDuration"),
+            "_max_run_ns": group.get("MaxRunDuration") if self.max_run_duration else None,
             "_reschedule": group.get("ReschedulePolicy"),
             "_attempt": 0,
             "_resources": self._resources(group),

@@ -87,6 +87,45 @@ def _json(body: Any, index: int | None = None) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), headers=headers)
 
 
+#: the fields of an ``AllocListStub`` (nomad/structs/structs.go ``Allocation.Stub``) that the
+#: simulator keeps; the full allocation adds ``Job``, ``Resources``, ``Metrics``...
+_STUB_FIELDS = (
+    "ID",
+    "EvalID",
+    "Name",
+    "Namespace",
+    "NodeID",
+    "NodeName",
+    "JobID",
+    "JobType",
+    "JobVersion",
+    "TaskGroup",
+    "DesiredStatus",
+    "DesiredDescription",
+    "ClientStatus",
+    "ClientDescription",
+    "DesiredTransition",
+    "TaskStates",
+    "DeploymentStatus",
+    "FollowupEvalID",
+    "NextAllocation",
+    "PreviousAllocation",
+    "RescheduleTracker",
+    "PreemptedAllocations",
+    "PreemptedByAllocation",
+    "CreateIndex",
+    "ModifyIndex",
+    "CreateTime",
+    "ModifyTime",
+)
+
+
+def alloc_stub(alloc: dict[str, Any]) -> dict[str, Any]:
+    """An allocation as lists show it (an ``AllocListStub``)."""
+    full = public(alloc)
+    return {k: full[k] for k in _STUB_FIELDS if k in full}
+
+
 def parse_duration(text: str) -> float:
     """A Go duration ("30s", "5m", "1500ms") in seconds; ValueError if it is not one."""
     pos, total = 0, 0.0
@@ -98,6 +137,15 @@ def parse_duration(text: str) -> float:
     if pos != len(text) or not text:
         raise ValueError(text)
     return total
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"1.11.2"`` (a ``v`` prefix and a ``-suffix`` allowed) as a comparable tuple."""
+    core = text.removeprefix("v").split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"not a Nomad version: {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def _bool(value: str | None, name: str) -> bool:
@@ -121,13 +169,20 @@ class NomadSimulator:
         buffer_size: int = 100,
         heartbeat_s: float = 30.0,
         log_heartbeat_s: float = 1.0,
+        version: str = "2.0.5",
     ) -> None:
+        #: the Nomad version modelled, where behaviour changed between v1.6.0 and v2.0.5
+        self.version = parse_version(version)
         self.cluster = Cluster(time_scale=time_scale, buffer_size=buffer_size)
+        self.cluster.max_run_duration = self.version >= (2, 0, 3)
         self.acl = acl
         self.tokens: dict[str, Token] = {}
         self.heartbeat_s = heartbeat_s
         self.log_heartbeat_s = log_heartbeat_s
         self.faults: list[Fault] = []
+        #: refuse every event-stream subscription as an ACL denial, the way `version` does
+        #: (403, or 200 then a close) while other reads work: a test knob, not a Nomad state
+        self.event_stream_denied = False
         self.requests: list[Seen] = []
         self._drops: dict[str, set[asyncio.Event]] = {"events": set(), "logs": set()}
         self._closing = asyncio.Event()
@@ -148,6 +203,11 @@ class NomadSimulator:
         r.add_get("/v1/client/fs/logs/{alloc_id}", self._logs)
         r.add_get("/v1/event/stream", self._event_stream)
         r.add_get("/v1/acl/token/self", self._token_self)
+
+    @property
+    def stream_answers_before_auth(self) -> bool:
+        """Whether ``/v1/event/stream`` answers 200 before authenticating (v1.11.2+, 2.x)."""
+        return self.version >= (2, 0, 0) or (1, 11, 2) <= self.version < (1, 12, 0)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -239,6 +299,11 @@ class NomadSimulator:
     def age_out_events(self, keep: int = 0) -> None:
         """Drop buffered events: a resume from an older index starts at the oldest kept one."""
         self.cluster.age_out(keep)
+
+    def garbage_collect(self, job_id: str, namespace: str = "default") -> None:
+        """The job, its evaluations and allocations are garbage-collected (see
+        `Cluster.garbage_collect`): reads answer 404, a stop answers 200 with no evaluation."""
+        self.cluster.garbage_collect(namespace, job_id)
 
     def _drop(self, kind: str) -> int:
         drops = list(self._drops[kind])
@@ -386,9 +451,12 @@ class NomadSimulator:
         ns, job_id = self._ns(request), request.match_info["job_id"]
         self._require(request, ns, "read-job")
 
+        # hashicorp/nomad nomad/job_endpoint.go Allocations: the answer is AllocListStubs and
+        # its index is the allocations table's (``state.Index("allocs")``), so a blocking
+        # query wakes for any allocation change, not only this job's
         def compute() -> tuple[int, Any]:
             allocs = self.cluster.job_allocs(ns, job_id)
-            return max((a["ModifyIndex"] for a in allocs), default=1), [public(a) for a in allocs]
+            return self.cluster.allocs_index(), [alloc_stub(a) for a in allocs]
 
         return await self._blocking(request, compute)
 
@@ -428,8 +496,8 @@ class NomadSimulator:
 
         def compute() -> tuple[int, Any]:
             allocs = [a for a in self.cluster.allocs.values() if a["EvalID"] == ev["ID"]]
-            return max((a["ModifyIndex"] for a in allocs), default=ev["ModifyIndex"]), [
-                public(a) for a in allocs
+            return max(self.cluster.allocs_index(), ev["ModifyIndex"]), [
+                alloc_stub(a) for a in allocs
             ]
 
         return await self._blocking(request, compute)
@@ -475,13 +543,29 @@ class NomadSimulator:
             if not topic or raw.count(":") > 1:
                 raise SimError(400, f"Invalid topic query: {raw!r}")
             topics.setdefault(topic, set()).add(key or "*")
-        if not topics or "*" in topics:
-            self._require(request, ns, "management")
-        for topic in topics:
-            self._require(request, ns, "read-job" if topic in _READ_JOB_TOPICS else "management")
-        resp = web.StreamResponse(
-            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
-        )
+        headers = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        try:
+            if self.event_stream_denied:
+                raise SimError(403, "Permission denied")
+            if not topics or "*" in topics:
+                self._require(request, ns, "management")
+            for topic in topics:
+                need = "read-job" if topic in _READ_JOB_TOPICS else "management"
+                self._require(request, ns, need)
+        except SimError:
+            if not self.stream_answers_before_auth:
+                raise
+            # v1.11.2 and v2.0.0 on: the agent hijacks the connection and writes 200 before
+            # the stream's RPC authenticates (hashicorp/nomad command/agent/event_endpoint.go,
+            # as the issue reviewing these versions describes it: the stored copy of that file
+            # we could read predates the change); a refused token then gets the connection
+            # closed, with no body and no heartbeat
+            resp = web.StreamResponse(headers=headers)
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         await resp.write(b"{}\n")
         drop = asyncio.Event()
@@ -496,6 +580,9 @@ class NomadSimulator:
                 start = later[0] if later else len(items) - 1
                 items = items[start:]
             last = items[0][0] - 1 if items else (index - 1 if index else cluster.index)
+            loop = asyncio.get_running_loop()
+            beat = self.heartbeat_s * cluster.time_scale
+            next_beat = loop.time() + beat
             while self._stream_open(request, drop):
                 for idx, events in items:
                     matching = [e for e in events if self._matches(e, ns, topics)]
@@ -516,12 +603,15 @@ class NomadSimulator:
                         bool(cluster.buffer) and cluster.buffer[-1][0] > last
                     )
 
-                try:
-                    async with asyncio.timeout(self.heartbeat_s * cluster.time_scale):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(next_beat):
                         async with cluster.changed:
                             await cluster.changed.wait_for(news)
-                except TimeoutError:
+                if loop.time() >= next_beat:
+                    # a ticker, not an idle timer: `{}` every 30 s whatever the traffic
+                    # (hashicorp/nomad nomad/stream/ndjson.go, heartbeatTick time.NewTicker)
                     await resp.write(b"{}\n")
+                    next_beat = loop.time() + beat
                 items = [(i, e) for i, e in cluster.buffer if i > last]
             if drop.is_set() and request.transport is not None:
                 request.transport.close()  # a cut connection, not a clean end

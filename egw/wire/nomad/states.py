@@ -10,7 +10,8 @@ from egw.core.model import Observation, TaskState
 S = TaskState
 
 TERMINAL_CLIENT = frozenset({"complete", "failed", "lost"})
-#: the ClientDescription Nomad (>= 2.0.2, group ``max_run_duration``) gives a timed-out allocation
+#: the kill message Nomad gives a timed-out allocation: batch groups' ``max_run_duration``
+#: shipped in 2.0.3, not 2.0.2 (hashicorp/nomad CHANGELOG.md)
 MAX_RUN_EXCEEDED = "allocation exceeded max_run_duration"
 
 #: an allocation's ClientStatus -> the egw state before refinement (common.md "Status values")
@@ -229,9 +230,16 @@ def job_observation(
             match = [o for o in done if o.state is wanted]
             if match:
                 first = match[0]
+                reason = first.reason
+                if wanted is S.CANCELLED and cancel_requested:
+                    # Nomad's own words for the stop ("alloc not needed due to job update")
+                    # describe its scheduler, not what happened: the task was cancelled
+                    reason = (
+                        f"cancelled: Nomad stopped allocation {str(first.detail['alloc_id'])[:8]}"
+                    )
                 return Observation(
                     state=wanted,
-                    reason=first.reason,
+                    reason=reason,
                     exit_code=first.exit_code,
                     detail={**first.detail, **base},
                 )
@@ -242,6 +250,12 @@ def job_observation(
                 detail=base,
                 reason="the job no longer exists "
                 "in Nomad (purged or garbage-collected); its outcome is unknown",
+            )
+        if gone and not stopped:
+            return Observation(
+                state=S.CANCELLED,
+                detail=base,
+                reason="cancelled; the job is no longer in Nomad (purged or garbage-collected)",
             )
         return Observation(
             state=S.CANCELLED, detail=base, reason="job stopped before an allocation was placed"
