@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,6 +379,45 @@ async def test_signatures_malformed_bodies_and_foreign_events(make_env: MakeEnv)
     status, answer = await env.post("workflow_run", body)
     assert status == 202 and "not a run egw started" in answer["ignored"]
     assert env.sink.events == []
+
+
+async def test_a_hook_left_at_the_form_content_type_is_followed_end_to_end(
+    make_env: MakeEnv,
+) -> None:
+    """GitHub's default content type for a new hook is ``form`` (github/rest-api-description,
+    schema ``webhook-config-content-type``): ``payload=<urlencoded JSON>``, signed as posted."""
+    env = await make_env(sim_kw={"webhook_content_type": "form"})
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    sent = env.sim.deliveries
+    assert sent and all(d.body.startswith(b"payload=%7B") for d in sent)
+    assert {d.headers["Content-Type"] for d in sent} == {"application/x-www-form-urlencoded"}
+    assert all(d.answers == [200] for d in sent)
+    assert done.reason is None and "env=prod" in env.sink.output(task.id).decode()
+    # the stored payload is the decoded JSON, as for a json hook
+    (first, *_) = env.kinds(task.id, "github.delivery")
+    assert first["payload"]["workflow_run"]["id"] == int(task.upstream_id or 0)
+
+
+async def test_form_deliveries_are_verified_over_the_raw_body(make_env: MakeEnv) -> None:
+    env = await make_env()
+    raw = (SAMPLES / "webhooks/examples/workflow_run/completed.payload.json").read_bytes()
+    form = urllib.parse.urlencode({"payload": raw.decode()}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    async def post(body: bytes, signature: str) -> tuple[int, Any]:
+        sent = {**headers, "X-GitHub-Event": "workflow_run", "X-Hub-Signature-256": signature}
+        async with env.session.post(env.hook_url, data=body, headers=sent) as resp:
+            return resp.status, await resp.json()
+
+    # signed over the JSON inside, not the body posted: refused
+    assert (await post(form, gh.sign(SECRET, raw)))[0] == 401
+    status, answer = await post(form, gh.sign(SECRET, form))
+    assert status == 202 and "not a run egw started" in answer["ignored"]
+    for bad in (b"payload=%7Bnot+json", b"other=1", b"payload=1&payload=2", b"payload=%FF"):
+        status, answer = await post(bad, gh.sign(SECRET, bad))
+        assert status == 400 and answer["error"]["code"] == "invalid_request", bad
 
 
 async def test_no_secret_configured_rejects_everything(make_env: MakeEnv) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.parse
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -424,6 +425,46 @@ async def test_webhooks_are_signed_shaped_and_ordered(
     assert completed["conclusion"] == "failure"
     job = json.loads(rec.got[4][1])["workflow_job"]
     assert [s["conclusion"] for s in job["steps"]] == ["success", "failure", "skipped"]
+
+
+async def test_a_form_hook_posts_the_json_as_a_payload_field(
+    receiver: tuple[Receiver, TestServer], http: aiohttp.ClientSession
+) -> None:
+    """``content_type: form``: ``application/x-www-form-urlencoded``, one field ``payload``
+    (github/docs ``data/reusables/webhooks/content_type.md``), signed as posted."""
+    rec, server = receiver
+    sim = GitHubSimulator(
+        webhook_url=str(server.make_url("/hook")),
+        webhook_secret=SECRET,
+        token=TOKEN,
+        time_scale=0.005,
+        webhook_content_type="form",
+    )
+    await sim.start()
+    try:
+        await sim.ping()
+        run_id = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+        await sim.wait_run(run_id)
+        await sim.deliveries_idle()
+    finally:
+        await sim.close()
+    assert len(rec.got) == 7
+    for (headers, body), sent in zip(rec.got, sim.deliveries, strict=True):
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+        assert gh.verify_signature(SECRET, body, headers["X-Hub-Signature-256"])
+        fields = urllib.parse.parse_qs(body.decode(), strict_parsing=True)
+        assert list(fields) == ["payload"]
+        payload = json.loads(fields["payload"][0])
+        assert payload == sent.payload
+        validate_delivery(headers["X-GitHub-Event"], payload)
+    assert (
+        json.loads(urllib.parse.parse_qs(rec.got[0][1].decode())["payload"][0])["hook"]["config"][
+            "content_type"
+        ]
+        == "form"
+    )
+    with pytest.raises(ValueError):
+        GitHubSimulator(webhook_content_type="xml")
 
 
 async def test_startup_failure_validates_against_githubs_schema(

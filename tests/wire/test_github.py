@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,37 @@ def test_older_payloads_without_newer_fields_and_newer_with_unknown_ones() -> No
     ],
 )
 def test_malformed_deliveries_are_invalid_requests(headers: dict[str, str], body: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        gh.parse_delivery(headers, body)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_form_delivery_parses_as_its_json(path: Path) -> None:
+    """``content_type: form`` (GitHub's default for a new hook: github/rest-api-description,
+    schema ``webhook-config-content-type``) posts ``payload=<urlencoded JSON>``."""
+    raw = path.read_bytes()
+    form = urllib.parse.urlencode({"payload": raw.decode()}).encode()
+    event = {"X-GitHub-Event": path.parent.name}
+    as_json = gh.parse_delivery(event, raw)
+    for media in ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded; x=1"):
+        as_form = gh.parse_delivery({**event, "Content-Type": media}, form)
+        assert (as_form.payload, as_form.run, as_form.job) == (
+            as_json.payload,
+            as_json.run,
+            as_json.job,
+        )
+    # no Content-Type at all: a body that starts ``payload=`` is a form
+    assert gh.parse_delivery(event, form).payload == as_json.payload
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"payload=%7B", b"nopayload=1", b"payload=1&payload=2", b"payload=%FF", b"\xff"]
+)
+def test_malformed_form_deliveries_are_invalid_requests(body: bytes) -> None:
+    headers = {
+        "X-GitHub-Event": "workflow_run",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     with pytest.raises(InvalidRequest):
         gh.parse_delivery(headers, body)
 

@@ -53,6 +53,8 @@ Faults
     (primary limit: 403 until the reset).
 
 Webhooks
+    ``webhook_content_type="form"`` plays a hook left at GitHub's default content type:
+    ``application/x-www-form-urlencoded``, ``payload=<the JSON>``.
     Every delivery is recorded in ``sim.deliveries`` (`SentDelivery`: ``guid``,
     ``event``, ``action``, ``body``, ``headers``, the receiver's ``answers``).
     ``drop(event=, action=, count=)``, ``delay(seconds, event=, action=)`` (later

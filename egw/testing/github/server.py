@@ -64,6 +64,7 @@ class GitHubSimulator(ApiHandlers):
         run_creation_delay_s: float = 1.0,
         strict_workflows: bool = False,
         rate_limit: int = 5000,
+        webhook_content_type: str = "json",
     ) -> None:
         self.clock = SimClock(time_scale)
         self.token = token
@@ -77,6 +78,7 @@ class GitHubSimulator(ApiHandlers):
             hook_id=self.hook_id,
             target_id=186853261,
             time_scale=time_scale,
+            content_type=webhook_content_type,
         )
         self.hooks.url = webhook_url
         self.repos: dict[str, SimRepo] = {}
@@ -246,7 +248,7 @@ class GitHubSimulator(ApiHandlers):
                 "active": True,
                 "events": ["workflow_job", "workflow_run"],
                 "config": {
-                    "content_type": "json",
+                    "content_type": self.hooks.content_type,
                     "insecure_ssl": "0",
                     "url": self.hooks.url or "https://example.invalid/",
                 },
