@@ -702,3 +702,49 @@ async def test_logs_end_with_a_note_when_github_cannot_serve_them(make_env: Make
     done = await env.sink.wait_for(task.id, logs=True)
     assert done.status is S.SUCCEEDED
     assert "logs could not be read" in env.sink.output(task.id).decode()
+
+
+# --- job logs that do not exist yet -------------------------------------------------------
+
+
+def slow_upload(delay_s: float) -> RunScript:
+    """One job whose log lands ``delay_s`` (simulated) after it completed."""
+    step = StepScript("Build", 1, output="compiled 3 files")
+    return RunScript(jobs=[JobScript("build", steps=[step], log_delay_s=delay_s)], queue_s=0)
+
+
+async def test_a_job_log_not_uploaded_yet_is_asked_for_again_until_it_lands(
+    make_env: MakeEnv,
+) -> None:
+    """The logs endpoint answers 302 and the blob 404 ``BlobNotFound`` until the runner's
+    upload lands (egw.wire.github.logs): egw asks again instead of "not available"."""
+    env = await make_env()
+    env.sim.script(slow_upload(60))  # 0.3 s real at this time scale
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    out = env.sink.output(task.id).decode()
+    assert "not available" not in out
+    assert "compiled 3 files" in out and "----- log of job build" in out
+    assert "\ufeff" not in out  # the runner's byte order mark is not task output
+    stamped = [line for line in out.splitlines() if gh.RUNNER_LINE.fullmatch(line)]
+    assert any(line.endswith("compiled 3 files") for line in stamped)
+    asked = [r for r in env.sim.requests if r[1].endswith("/logs")]
+    assert len(asked) > 1  # a fresh download URL for every try
+    assert done.reason is None
+
+
+async def test_a_job_log_that_never_lands_is_given_up_after_the_wait(make_env: MakeEnv) -> None:
+    env = await make_env()
+    env.provider.logs.wait_s = 0.3
+    env.sim.script(slow_upload(1_000_000))
+    task = await env.submit()
+    started = asyncio.get_running_loop().time()
+    succeeded = await env.sink.wait_for(task.id, state=S.SUCCEEDED)
+    assert not succeeded.logs_complete  # the run's state is not held up by its log
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert asyncio.get_running_loop().time() - started < 5
+    out = env.sink.output(task.id).decode()
+    assert "log of job build not available (download HTTP 404 BlobNotFound, still after 0.3s)" in (
+        out
+    )
+    assert done.status is S.SUCCEEDED

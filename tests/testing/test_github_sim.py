@@ -3,6 +3,7 @@ rest-actions.openapi.json, webhooks against octokit's and GitHub's webhook schem
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import urllib.parse
@@ -217,6 +218,46 @@ async def test_dispatch_with_run_details_then_run_jobs_and_logs(
     async with http.get(f"{sim.base_url}{REPO}/runs/{run_id}/logs") as r:
         archive = zipfile.ZipFile(io.BytesIO(await r.read()))
     assert "env=prod" in archive.read(archive.namelist()[0]).decode()
+
+
+async def test_job_logs_redirect_while_queued_and_running_and_the_blob_is_not_found(
+    sim: GitHubSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Until the runner's upload lands, ``.../jobs/{id}/logs`` still answers 302 and the
+    blob answers Azure's 404 ``BlobNotFound`` (egw.wire.github.logs has the sources)."""
+    step = StepScript("Build", 200, output="compiled")
+    sim.script(RunScript(jobs=[JobScript("build", steps=[step], log_delay_s=200)], queue_s=100))
+    run_id = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+
+    async def try_log() -> tuple[int, str, Any]:
+        job_id = next(j.id for j in sim.jobs.values() if j.run.id == run_id)
+        url = f"{sim.base_url}{REPO}/jobs/{job_id}/logs"
+        async with http.get(url, allow_redirects=False) as r:
+            assert r.status == 302
+            location = r.headers["Location"]
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(location) as r:
+            return r.status, await r.text(), r.headers
+
+    seen = []
+    for status in ("queued", "in_progress", "completed"):
+        while sim.runs[run_id].jobs[0].status != status:
+            await asyncio.sleep(0.005)
+        got, text, headers = await try_log()
+        assert got == 404 and headers["Content-Type"] == "application/xml"
+        assert headers["x-ms-error-code"] == "BlobNotFound"
+        assert text.startswith('<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound')
+        assert "<Message>The specified blob does not exist.\nRequestId:" in text
+        assert gh.blob_error_code({}, text.encode()) == "BlobNotFound"
+        seen.append(status)
+    assert seen == ["queued", "in_progress", "completed"]
+    while (got := await try_log())[0] != 200:  # the upload lands log_delay_s later
+        await asyncio.sleep(0.05)
+    text = got[1]
+    assert text.startswith("\ufeff")  # Encoding.UTF8's byte order mark
+    lines = text.removeprefix("\ufeff").splitlines()
+    # 7 fractional digits: actions/runner src/Runner.Common/Logging.cs, ToString("O")
+    assert lines and all(gh.RUNNER_LINE.fullmatch(line) for line in lines)
+    assert any(line.endswith(" compiled") for line in lines)
 
 
 async def test_dispatch_answers_204_without_the_flag_and_200_under_2026(

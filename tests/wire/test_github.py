@@ -584,3 +584,34 @@ def test_as_int_takes_only_ascii_int64_digits() -> None:
 
     assert [as_int(v) for v in ("5", " -7 ", 3.0, 42)] == [5, -7, 3, 42]
     assert [as_int(v) for v in ("--5", "\u0661\u0662", "9" * 20, True, 2.5, "")] == [None] * 6
+
+
+AZURE_404 = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound</Code><Message>The '
+    b"specified blob does not exist.\nRequestId:2c5cb273-801e-0012-38c1-7c2e2d000000\n"
+    b"Time:2021-07-19T17:13:46.8208200Z</Message></Error>"
+)
+
+
+def test_a_blob_not_found_means_the_log_is_not_there_yet() -> None:
+    """Azure's answer as recorded in Azure/WALinuxAgent#2311."""
+    assert gh.blob_error_code({}, AZURE_404) == "BlobNotFound"
+    assert gh.blob_error_code({"X-Ms-Error-Code": "BlobNotFound"}, b"") == "BlobNotFound"
+    assert gh.log_not_yet(404, {}, AZURE_404)
+    assert gh.log_not_yet(404, {}, b"")
+    denied = b"<Error><Code>AuthenticationFailed</Code></Error>"
+    assert not gh.log_not_yet(403, {}, denied)
+    assert not gh.log_not_yet(404, {"x-ms-error-code": "ContainerNotFound"}, b"")
+    assert not gh.log_not_yet(200, {}, b"log")
+
+
+def test_runner_log_text() -> None:
+    """actions/runner src/Runner.Common/Logging.cs: ``DateTime.UtcNow.ToString("O")``,
+    written through ``Encoding.UTF8`` (a byte order mark first)."""
+    body = "\ufeff2024-05-01T12:00:00.1234567Z ##[group]Run tests\n".encode()
+    text = gh.log_text(body)
+    assert text == "2024-05-01T12:00:00.1234567Z ##[group]Run tests\n"
+    found = gh.RUNNER_LINE.fullmatch(text.rstrip("\n"))
+    assert found is not None and found.group(2) == "##[group]Run tests"
+    assert gh.RUNNER_LINE.fullmatch("2024-05-01T12:00:00Z second resolution") is None
+    assert gh.log_text(b"\xff") == "\ufffd"

@@ -81,4 +81,4 @@ class Reports:
                 delivery_id=f"{delivery_id}:state",
             )
         if job.status == "completed":
-            await self.logs.fetch(tracked, job)
+            self.logs.fetch(tracked, job)

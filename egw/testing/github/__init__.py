@@ -32,7 +32,11 @@ Scripting runs
     ``startup_failure``, ``timed_out``, ``neutral``...), ``cancel_conflict`` (cancel
     answers 409 with that message, like runs stuck in queued). `JobScript`:
     ``always=True`` keeps a job running through a normal cancel (``if: always()``);
-    force-cancel stops it. `StepScript`: ``duration_s``, ``conclusion``, ``output``
+    force-cancel stops it; ``log_delay_s`` holds its log back after it completed (the
+    runner uploads it last). A job's ``.../logs`` answers 302 whatever its state; the
+    download answers Azure's 404 ``BlobNotFound`` XML until the log is there. Log lines
+    carry the runner's timestamps (seven fractional digits) after a byte order mark.
+    `StepScript`: ``duration_s``, ``conclusion``, ``output``
     (the step's log lines). A failed step skips the rest of its job.
     ``sim.add_workflow(owner, repo, "deploy.yml", inputs=["env"], run_name="deploy
     ${{ inputs.egw_id }}")`` declares inputs (others get 422 "Unexpected inputs")

@@ -66,6 +66,9 @@ class JobScript:
     steps: list[StepScript] = field(default_factory=list)
     #: ``if: always()``: a normal cancel does not stop it, a force-cancel does
     always: bool = False
+    #: simulated seconds after the job completes before its log can be downloaded (the
+    #: runner uploads it last); until then the download answers 404 ``BlobNotFound``
+    log_delay_s: float = 0.0
 
 
 @dataclass
@@ -79,6 +82,13 @@ class RunScript:
     conclusion: str | None = None
     #: answer cancel/force-cancel with 409 and this message (runs stuck in queued, GH13)
     cancel_conflict: str | None = None
+
+
+def runner_stamp(when: datetime) -> str:
+    """A runner log line's timestamp: .NET's round-trip ``"O"`` format of UTC, seven
+    fractional digits and ``Z`` (actions/runner ``src/Runner.Common/Logging.cs``,
+    ``DateTime.UtcNow.ToString("O")``); Python keeps microseconds, the 7th digit is 0."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
 def default_jobs(workflow_name: str, inputs: dict[str, str]) -> list[JobScript]:
@@ -129,6 +139,12 @@ class SimJob:
     steps: list[SimStep] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
+    def log_ready(self, now: datetime) -> bool:
+        """Whether the runner's upload of the log has landed (never before completion)."""
+        if self.status != "completed" or self.completed_at is None:
+            return False
+        return now >= self.completed_at + timedelta(seconds=self.script.log_delay_s)
+
     def to_json(self) -> dict[str, Any]:
         run, repo = self.run, self.run.workflow.repo.full_name
         started = self.status != "queued"
@@ -159,7 +175,9 @@ class SimJob:
         }
 
     def log_text(self) -> str:
-        return "".join(line + "\n" for line in self.log)
+        """The log as the runner writes it: a byte order mark first (its ``StreamWriter``
+        uses ``Encoding.UTF8``, actions/runner ``src/Runner.Common/Logging.cs``)."""
+        return "\ufeff" + "".join(line + "\n" for line in self.log)
 
 
 @dataclass
@@ -303,22 +321,22 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
                 continue
             step.status = "in_progress"
             step.started_at = step.started_at or touch()
-            stamp = iso(step.started_at)
+            stamp = runner_stamp(step.started_at)
             job.log.append(f"{stamp} ##[group]{step.script.name}")
             for line in step.script.output.splitlines():
                 job.log.append(f"{stamp} {line}")
             if await wait(job, step.script.duration_s):
                 stopped = True
                 step.conclusion = "cancelled"
-                job.log.append(f"{iso(clock.now())} ##[error]The operation was canceled.")
+                job.log.append(f"{runner_stamp(clock.now())} ##[error]The operation was canceled.")
             else:
                 step.conclusion = step.script.conclusion
                 if step.conclusion == "failure":
                     failed = True
                     job.log.append(
-                        f"{iso(clock.now())} ##[error]Process completed with exit code 1."
+                        f"{runner_stamp(clock.now())} ##[error]Process completed with exit code 1."
                     )
-            job.log.append(f"{iso(clock.now())} ##[endgroup]")
+            job.log.append(f"{runner_stamp(clock.now())} ##[endgroup]")
             step.status, step.completed_at = "completed", touch()
         job.status = "completed"
         job.conclusion = "cancelled" if stopped else ("failure" if failed else "success")

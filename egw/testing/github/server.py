@@ -96,7 +96,7 @@ class GitHubSimulator(ApiHandlers):
             "reset": int(time.time()) + 3600,
         }
         self._ids = {"repo": 186853261, "workflow": 161335, "run": 30433642, "job": 399444496}
-        self._downloads: dict[str, tuple[float, str, bytes]] = {}
+        self._downloads: dict[str, tuple[float, str, Callable[[], bytes | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
