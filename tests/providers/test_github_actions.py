@@ -748,3 +748,80 @@ async def test_a_job_log_that_never_lands_is_given_up_after_the_wait(make_env: M
         out
     )
     assert done.status is S.SUCCEEDED
+
+
+# --- states GitHub produces besides queued, in_progress, completed ---------------------------
+
+
+async def test_a_job_waiting_for_an_environments_approval_keeps_the_task_queued(
+    make_env: MakeEnv,
+) -> None:
+    """workflow_job ``queued`` with a ``deployment`` and status ``waiting``, then
+    ``waiting`` (contracts: workflow_job/queued.with-deployment, waiting), until approved."""
+    env = await make_env()
+    steps = [StepScript("Deploy", 1, output="deployed")]
+    env.sim.script(RunScript(jobs=[JobScript("deploy", steps, environment="production")]))
+    task = await env.submit()
+    (job,) = await wait_events(env, task.id, "github.job")
+    assert (job["status"], job["environment"]) == ("waiting", "production")
+    out = await wait_output(env, task.id, "job deploy: waiting")
+    assert "[github] job deploy: waiting (environment production needs an approval)" in out
+    run_id = int(task.upstream_id or 0)
+    await env.sim.deliveries_idle()
+    assert [(d.event, d.action) for d in env.sim.deliveries if d.event == "workflow_job"] == [
+        ("workflow_job", "queued"),
+        ("workflow_job", "waiting"),
+    ]
+    assert env.sink.tasks[task.id].status is S.QUEUED
+    polled = await env.provider.status(env.sink.tasks[task.id])  # the run is waiting too
+    assert (polled.state, polled.reason) == (S.QUEUED, "waiting")
+    env.sim.approve(run_id)
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    assert "deployed" in env.sink.output(task.id).decode() and done.reason is None
+
+
+async def test_a_waiting_job_cancelled_before_its_approval(make_env: MakeEnv) -> None:
+    env = await make_env()
+    env.sim.script(RunScript(jobs=[JobScript("deploy", [StepScript("Deploy")], environment="p")]))
+    task = await env.submit()
+    await wait_output(env, task.id, "job deploy: waiting")
+    assert await env.provider.cancel(env.sink.tasks[task.id]) is None
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert (done.status, done.reason) == (S.CANCELLED, "cancelled")
+
+
+async def test_a_run_requested_with_action_required_ends_the_task(make_env: MakeEnv) -> None:
+    """``requested`` already ``completed`` with ``action_required`` (contracts:
+    workflow_run/requested.with-conclusion): egw cannot approve it; the task fails."""
+    env = await make_env()
+    env.sim.script(RunScript(action_required=True))
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert (done.status, done.reason) == (S.FAILED, "action_required")
+    (delivery,) = env.sim.deliveries
+    run = delivery.payload["workflow_run"]
+    assert (delivery.action, run["status"], run["conclusion"]) == (
+        "requested",
+        "completed",
+        "action_required",
+    )
+
+
+async def test_a_pending_run_is_queued_until_its_concurrency_group_frees_it(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env()
+    env.sim.script(RunScript(pending_s=200))  # 1 s real
+    task = await env.submit()
+    await env.sim.deliveries_idle()
+    assert env.sim.deliveries[0].payload["workflow_run"]["status"] == "pending"
+    polled = await env.provider.status(env.sink.tasks[task.id])
+    assert (polled.state, polled.reason) == (S.QUEUED, "pending")
+    (observed, *_) = [
+        e.data for e in env.sink.events if e.kind == "observe" and e.data["source"] == "github"
+    ]
+    assert (observed["status"], observed["reason"]) == ("queued", "pending")
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    assert done.reason is None

@@ -508,6 +508,80 @@ async def test_a_form_hook_posts_the_json_as_a_payload_field(
         GitHubSimulator(webhook_content_type="xml")
 
 
+def example(name: str) -> Any:
+    return json.loads((SAMPLES / "webhooks" / "examples" / name).read_text())
+
+
+async def test_waiting_for_an_environment_pending_and_action_required_are_scripted(
+    sim: GitHubSimulator, http: aiohttp.ClientSession, receiver: tuple[Receiver, TestServer]
+) -> None:
+    """The states GitHub produces besides queued/in_progress/completed, shaped as the
+    contract examples (workflow_job/queued.with-deployment, waiting;
+    workflow_run/requested.with-conclusion) and valid against both schema sets."""
+    deploy = JobScript("deploy", [StepScript("Deploy", 1)], environment="production")
+    sim.script(
+        RunScript(jobs=[deploy], queue_s=0),
+        RunScript(action_required=True),
+        RunScript(pending_s=100),
+    )
+    waiting_run = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    needs_approval = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    pending = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    while sim.runs[waiting_run].status != "waiting":
+        await asyncio.sleep(0.005)
+    _, run, _ = await get(http, f"{sim.base_url}{REPO}/runs/{waiting_run}")
+    REST("/components/schemas/workflow-run", run)
+    assert run["status"] == "waiting"
+    _, jobs, _ = await get(http, f"{sim.base_url}{REPO}/runs/{waiting_run}/jobs")
+    REST("/components/schemas/job", jobs["jobs"][0])
+    assert jobs["jobs"][0]["status"] == "waiting"
+    _, run, _ = await get(http, f"{sim.base_url}{REPO}/runs/{pending}")
+    assert run["status"] == "pending"
+    REST("/components/schemas/workflow-run", run)
+    sim.approve(waiting_run)
+    for run_id in (waiting_run, needs_approval, pending):
+        await sim.wait_run(run_id)
+    await sim.deliveries_idle()
+
+    def of(run_id: int) -> list[Any]:
+        return [d for d in sim.deliveries if d.run_id == run_id]
+
+    hooks = of(waiting_run)
+    assert [(d.event, d.action) for d in hooks] == [
+        ("workflow_run", "requested"),
+        ("workflow_job", "queued"),
+        ("workflow_job", "waiting"),
+        ("workflow_run", "in_progress"),
+        ("workflow_job", "in_progress"),
+        ("workflow_job", "completed"),
+        ("workflow_run", "completed"),
+    ]
+    queued, waiting = hooks[1].payload, hooks[2].payload
+    shape = example("workflow_job/queued.with-deployment.payload.json")
+    assert queued["workflow_job"]["status"] == waiting["workflow_job"]["status"] == "waiting"
+    assert set(queued["deployment"]) == set(shape["deployment"])
+    assert queued["deployment"]["environment"] == "production"
+    assert waiting["deployment"]["id"] == queued["deployment"]["id"]
+    assert "deployment" not in hooks[4].payload
+    for d in hooks:
+        validate_delivery(d.event, d.payload)
+    assert sim.runs[waiting_run].conclusion == "success"
+
+    (requested,) = of(needs_approval)
+    shape = example("workflow_run/requested.with-conclusion.payload.json")["workflow_run"]
+    got = requested.payload["workflow_run"]
+    assert (got["status"], got["conclusion"]) == (shape["status"], shape["conclusion"])
+    validate_delivery("workflow_run", requested.payload)
+    _, jobs, _ = await get(http, f"{sim.base_url}{REPO}/runs/{needs_approval}/jobs")
+    assert jobs["total_count"] == 0
+
+    first = of(pending)[0]
+    assert (first.action, first.payload["workflow_run"]["status"]) == ("requested", "pending")
+    # octokit's status enum lacks pending; GitHub's own schema has it
+    validate_delivery("workflow_run", first.payload, octokit=False)
+    assert sim.runs[pending].conclusion == "success"
+
+
 async def test_startup_failure_validates_against_githubs_schema(
     sim: GitHubSimulator, http: aiohttp.ClientSession, receiver: tuple[Receiver, TestServer]
 ) -> None:

@@ -15,6 +15,7 @@ from egw.errors import InvalidRequest, ProviderError
 from egw.wire import github as gh
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "github"
+EXAMPLES_DIR = SAMPLES / "webhooks" / "examples"
 EXAMPLES = sorted((SAMPLES / "webhooks" / "examples").glob("*/*.json"))
 
 S = TaskState
@@ -615,3 +616,17 @@ def test_runner_log_text() -> None:
     assert found is not None and found.group(2) == "##[group]Run tests"
     assert gh.RUNNER_LINE.fullmatch("2024-05-01T12:00:00Z second resolution") is None
     assert gh.log_text(b"\xff") == "\ufffd"
+
+
+def test_a_job_waiting_for_an_environment_names_it() -> None:
+    """contracts: workflow_job/queued.with-deployment (status ``waiting``, ``deployment``)."""
+    path = EXAMPLES_DIR / "workflow_job" / "queued.with-deployment.payload.json"
+    d = gh.parse_delivery({"X-GitHub-Event": "workflow_job"}, path.read_bytes())
+    assert d.job is not None and (d.job.status, d.environment) == ("waiting", "Test")
+    (line,) = gh.job_progress_lines(None, d.job, environment=d.environment)
+    assert line.endswith(": waiting (environment Test needs an approval)")
+    plain = EXAMPLES_DIR / "workflow_job" / "waiting.payload.json"
+    assert (
+        gh.parse_delivery({"X-GitHub-Event": "workflow_job"}, plain.read_bytes()).environment
+        is None
+    )

@@ -69,6 +69,12 @@ class JobScript:
     #: simulated seconds after the job completes before its log can be downloaded (the
     #: runner uploads it last); until then the download answers 404 ``BlobNotFound``
     log_delay_s: float = 0.0
+    #: the job targets this environment, whose protection rules need an approval: it is
+    #: queued ``waiting`` with a ``deployment``, then delivered ``waiting`` (contracts:
+    #: ``workflow_job/queued.with-deployment.payload.json``, ``waiting.payload.json``) and
+    #: runs once approved (`GitHubSimulator.approve`, or after ``approval_s``)
+    environment: str | None = None
+    approval_s: float | None = None
 
 
 @dataclass
@@ -82,6 +88,14 @@ class RunScript:
     conclusion: str | None = None
     #: answer cancel/force-cancel with 409 and this message (runs stuck in queued, GH13)
     cancel_conflict: str | None = None
+    #: the run needs a maintainer's approval before it may run: it is requested already
+    #: ``completed`` with conclusion ``action_required`` and nothing more happens
+    #: (contracts: ``workflow_run/requested.with-conclusion.payload.json``)
+    action_required: bool = False
+    #: simulated seconds in ``pending`` (another run of its concurrency group holds it)
+    #: before ``queued``; the ``requested`` delivery carries ``pending`` (GitHub's own
+    #: schema lists it for requested; no example shows one: a guess)
+    pending_s: float = 0.0
 
 
 def runner_stamp(when: datetime) -> str:
@@ -138,6 +152,8 @@ class SimJob:
     completed_at: datetime | None = None
     steps: list[SimStep] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    #: the id of the deployment to ``script.environment``, once created
+    deployment_id: int | None = None
 
     def log_ready(self, now: datetime) -> bool:
         """Whether the runner's upload of the log has landed (never before completion)."""
@@ -204,6 +220,8 @@ class SimRun:
     force: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     force_event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set by `GitHubSimulator.approve`: the environments waiting for review are approved
+    approved: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def repo(self) -> SimRepo:
@@ -288,7 +306,32 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
             except TimeoutError:
                 return False
 
+    async def approval(job: SimJob) -> bool:
+        """Wait for the environment's approval; True if the job must stop first."""
+        run.status = "waiting"
+        touch()
+        await emit("workflow_job", "waiting", job)
+        loop = asyncio.get_running_loop()
+        after = job.script.approval_s
+        deadline = None if after is None else loop.time() + clock.real(after)
+        while not run.approved.is_set():
+            if run.stopping(job):
+                return True
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            stop = run.force_event if run.cancel_requested else run.cancel_event
+            waiters = [asyncio.ensure_future(e.wait()) for e in (run.approved, stop)]
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return False
+
     for job in run.jobs:
+        if job.script.environment:
+            job.status = "waiting"
         await emit("workflow_job", "queued", job)
     probe = run.jobs[0] if run.jobs else None
     if probe is not None:
@@ -297,11 +340,15 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
         await clock.sleep(run.script.queue_s)
     started = False
     for job in run.jobs:
+        if job.script.environment and not run.stopping(job):
+            await approval(job)  # a cancel meanwhile completes it as cancelled, below
         if run.stopping(job):
             job.status, job.conclusion = "completed", "cancelled"
             job.completed_at = touch()
             await emit("workflow_job", "completed", job)
             continue
+        if started and run.status == "waiting":
+            run.status = "in_progress"  # no second workflow_run in_progress (a guess)
         if not started:
             started = True
             run.status = "in_progress"

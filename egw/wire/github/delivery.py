@@ -53,6 +53,9 @@ class Delivery:
     run: Run | None = None
     job: Job | None = None
     zen: str | None = None
+    #: the environment a workflow_job's ``deployment`` targets (a job waiting for its
+    #: protection rules: contracts ``workflow_job/queued.with-deployment.payload.json``)
+    environment: str | None = None
 
 
 #: the media type of a hook configured with ``content_type: form``
@@ -118,4 +121,10 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
         run=run,
         job=job,
         zen=as_str(payload.get("zen")) if event == "ping" else None,
+        environment=_environment(payload) if job else None,
     )
+
+
+def _environment(payload: Mapping[str, Any]) -> str | None:
+    deployment = payload.get("deployment")
+    return as_str(deployment.get("environment")) if isinstance(deployment, Mapping) else None
