@@ -176,13 +176,15 @@ async def _dev(args: argparse.Namespace) -> None:
             "github": github_url,
             "github_webhook_secret": webhook_secret,
             "github_repository": f"{GITHUB_OWNER}/{GITHUB_REPO}",
+            # what the simulators take as credentials, so that another suite can drive
+            # them directly with an official client (githubkit, google-cloud-run...)
+            "github_token": github_token,
             "cloud_run": cloudrun_url,
             "cloud_run_job": f"projects/{GCP_PROJECT}/locations/{GCP_REGION}/jobs/{GCP_JOB}",
+            "cloud_run_token": cloudrun_token,
         }
         if args.info:
-            path = Path(args.info)
-            path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-            os.chmod(path, 0o600)
+            _write_private(Path(args.info), json.dumps(info, indent=2) + "\n")
         print(_banner(info), flush=True)
 
         stop = asyncio.Event()
@@ -190,6 +192,14 @@ async def _dev(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte (it holds tokens)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def _banner(info: dict[str, str]) -> str:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,30 @@ def test_cancel_through_the_cli(dev: dict[str, Any]) -> None:
     assert cli(dev, "cancel", task["id"]).returncode == 0
     waited = cli(dev, "status", task["id"], "--wait")
     assert waited.returncode == 3 and "cancelled" in waited.stdout
+
+
+def test_info_carries_each_simulators_credentials(dev: dict[str, Any]) -> None:
+    """Another suite drives the simulators with an official client from ``--info`` alone."""
+    from githubkit import GitHub
+    from githubkit.exception import RequestFailed
+
+    owner, repo = dev["github_repository"].split("/")
+    with GitHub(dev["github_token"], base_url=dev["github"], http_cache=False) as github:
+        run_id = github.rest.actions.create_workflow_dispatch(
+            owner, repo, "deploy.yml", ref="main"
+        ).parsed_data.workflow_run_id
+        assert github.rest.actions.get_workflow_run(owner, repo, run_id).parsed_data.id == run_id
+    with GitHub("ghp_wrong", base_url=dev["github"], http_cache=False, auto_retry=False) as bad:
+        with pytest.raises(RequestFailed) as err:
+            bad.rest.actions.get_workflow_run(owner, repo, run_id)
+        assert err.value.response.status_code == 401
+    url = f"{dev['cloud_run']}/v2/{dev['cloud_run_job']}/executions"
+    for token, status in ((dev["cloud_run_token"], 200), ("ya29.wrong", 401)):
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                got, body = resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            got, body = exc.code, json.load(exc)
+        assert got == status, body
+    assert body["error"]["status"] == "UNAUTHENTICATED"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,6 +381,45 @@ async def test_signatures_malformed_bodies_and_foreign_events(make_env: MakeEnv)
     assert env.sink.events == []
 
 
+async def test_a_hook_left_at_the_form_content_type_is_followed_end_to_end(
+    make_env: MakeEnv,
+) -> None:
+    """GitHub's default content type for a new hook is ``form`` (github/rest-api-description,
+    schema ``webhook-config-content-type``): ``payload=<urlencoded JSON>``, signed as posted."""
+    env = await make_env(sim_kw={"webhook_content_type": "form"})
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    sent = env.sim.deliveries
+    assert sent and all(d.body.startswith(b"payload=%7B") for d in sent)
+    assert {d.headers["Content-Type"] for d in sent} == {"application/x-www-form-urlencoded"}
+    assert all(d.answers == [200] for d in sent)
+    assert done.reason is None and "env=prod" in env.sink.output(task.id).decode()
+    # the stored payload is the decoded JSON, as for a json hook
+    (first, *_) = env.kinds(task.id, "github.delivery")
+    assert first["payload"]["workflow_run"]["id"] == int(task.upstream_id or 0)
+
+
+async def test_form_deliveries_are_verified_over_the_raw_body(make_env: MakeEnv) -> None:
+    env = await make_env()
+    raw = (SAMPLES / "webhooks/examples/workflow_run/completed.payload.json").read_bytes()
+    form = urllib.parse.urlencode({"payload": raw.decode()}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    async def post(body: bytes, signature: str) -> tuple[int, Any]:
+        sent = {**headers, "X-GitHub-Event": "workflow_run", "X-Hub-Signature-256": signature}
+        async with env.session.post(env.hook_url, data=body, headers=sent) as resp:
+            return resp.status, await resp.json()
+
+    # signed over the JSON inside, not the body posted: refused
+    assert (await post(form, gh.sign(SECRET, raw)))[0] == 401
+    status, answer = await post(form, gh.sign(SECRET, form))
+    assert status == 202 and "not a run egw started" in answer["ignored"]
+    for bad in (b"payload=%7Bnot+json", b"other=1", b"payload=1&payload=2", b"payload=%FF"):
+        status, answer = await post(bad, gh.sign(SECRET, bad))
+        assert status == 400 and answer["error"]["code"] == "invalid_request", bad
+
+
 async def test_no_secret_configured_rejects_everything(make_env: MakeEnv) -> None:
     env = await make_env(webhook_secret=None)
     body = (SAMPLES / "webhooks/examples/ping/payload.json").read_bytes()
@@ -662,3 +702,126 @@ async def test_logs_end_with_a_note_when_github_cannot_serve_them(make_env: Make
     done = await env.sink.wait_for(task.id, logs=True)
     assert done.status is S.SUCCEEDED
     assert "logs could not be read" in env.sink.output(task.id).decode()
+
+
+# --- job logs that do not exist yet -------------------------------------------------------
+
+
+def slow_upload(delay_s: float) -> RunScript:
+    """One job whose log lands ``delay_s`` (simulated) after it completed."""
+    step = StepScript("Build", 1, output="compiled 3 files")
+    return RunScript(jobs=[JobScript("build", steps=[step], log_delay_s=delay_s)], queue_s=0)
+
+
+async def test_a_job_log_not_uploaded_yet_is_asked_for_again_until_it_lands(
+    make_env: MakeEnv,
+) -> None:
+    """The logs endpoint answers 302 and the blob 404 ``BlobNotFound`` until the runner's
+    upload lands (egw.wire.github.logs): egw asks again instead of "not available"."""
+    env = await make_env()
+    env.sim.script(slow_upload(60))  # 0.3 s real at this time scale
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    out = env.sink.output(task.id).decode()
+    assert "not available" not in out
+    assert "compiled 3 files" in out and "----- log of job build" in out
+    assert "\ufeff" not in out  # the runner's byte order mark is not task output
+    stamped = [line for line in out.splitlines() if gh.RUNNER_LINE.fullmatch(line)]
+    assert any(line.endswith("compiled 3 files") for line in stamped)
+    asked = [r for r in env.sim.requests if r[1].endswith("/logs")]
+    assert len(asked) > 1  # a fresh download URL for every try
+    assert done.reason is None
+
+
+async def test_a_job_log_that_never_lands_is_given_up_after_the_wait(make_env: MakeEnv) -> None:
+    env = await make_env()
+    env.provider.logs.wait_s = 0.3
+    env.sim.script(slow_upload(1_000_000))
+    task = await env.submit()
+    started = asyncio.get_running_loop().time()
+    succeeded = await env.sink.wait_for(task.id, state=S.SUCCEEDED)
+    assert not succeeded.logs_complete  # the run's state is not held up by its log
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert asyncio.get_running_loop().time() - started < 5
+    out = env.sink.output(task.id).decode()
+    assert "log of job build not available (download HTTP 404 BlobNotFound, still after 0.3s)" in (
+        out
+    )
+    assert done.status is S.SUCCEEDED
+
+
+# --- states GitHub produces besides queued, in_progress, completed ---------------------------
+
+
+async def test_a_job_waiting_for_an_environments_approval_keeps_the_task_queued(
+    make_env: MakeEnv,
+) -> None:
+    """workflow_job ``queued`` with a ``deployment`` and status ``waiting``, then
+    ``waiting`` (contracts: workflow_job/queued.with-deployment, waiting), until approved."""
+    env = await make_env()
+    steps = [StepScript("Deploy", 1, output="deployed")]
+    env.sim.script(RunScript(jobs=[JobScript("deploy", steps, environment="production")]))
+    task = await env.submit()
+    (job,) = await wait_events(env, task.id, "github.job")
+    assert (job["status"], job["environment"]) == ("waiting", "production")
+    out = await wait_output(env, task.id, "job deploy: waiting")
+    assert "[github] job deploy: waiting (environment production needs an approval)" in out
+    run_id = int(task.upstream_id or 0)
+    await env.sim.deliveries_idle()
+    assert [(d.event, d.action) for d in env.sim.deliveries if d.event == "workflow_job"] == [
+        ("workflow_job", "queued"),
+        ("workflow_job", "waiting"),
+    ]
+    assert env.sink.tasks[task.id].status is S.QUEUED
+    polled = await env.provider.status(env.sink.tasks[task.id])  # the run is waiting too
+    assert (polled.state, polled.reason) == (S.QUEUED, "waiting")
+    env.sim.approve(run_id)
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    assert "deployed" in env.sink.output(task.id).decode() and done.reason is None
+
+
+async def test_a_waiting_job_cancelled_before_its_approval(make_env: MakeEnv) -> None:
+    env = await make_env()
+    env.sim.script(RunScript(jobs=[JobScript("deploy", [StepScript("Deploy")], environment="p")]))
+    task = await env.submit()
+    await wait_output(env, task.id, "job deploy: waiting")
+    assert await env.provider.cancel(env.sink.tasks[task.id]) is None
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert (done.status, done.reason) == (S.CANCELLED, "cancelled")
+
+
+async def test_a_run_requested_with_action_required_ends_the_task(make_env: MakeEnv) -> None:
+    """``requested`` already ``completed`` with ``action_required`` (contracts:
+    workflow_run/requested.with-conclusion): egw cannot approve it; the task fails."""
+    env = await make_env()
+    env.sim.script(RunScript(action_required=True))
+    task = await env.submit()
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert (done.status, done.reason) == (S.FAILED, "action_required")
+    (delivery,) = env.sim.deliveries
+    run = delivery.payload["workflow_run"]
+    assert (delivery.action, run["status"], run["conclusion"]) == (
+        "requested",
+        "completed",
+        "action_required",
+    )
+
+
+async def test_a_pending_run_is_queued_until_its_concurrency_group_frees_it(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env()
+    env.sim.script(RunScript(pending_s=200))  # 1 s real
+    task = await env.submit()
+    await env.sim.deliveries_idle()
+    assert env.sim.deliveries[0].payload["workflow_run"]["status"] == "pending"
+    polled = await env.provider.status(env.sink.tasks[task.id])
+    assert (polled.state, polled.reason) == (S.QUEUED, "pending")
+    (observed, *_) = [
+        e.data for e in env.sink.events if e.kind == "observe" and e.data["source"] == "github"
+    ]
+    assert (observed["status"], observed["reason"]) == ("queued", "pending")
+    done = await env.sink.wait_for(task.id, state=S.SUCCEEDED, logs=True)
+    assert env.sink.states(task.id) == ["queued", "running", "succeeded"]
+    assert done.reason is None

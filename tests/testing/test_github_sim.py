@@ -3,8 +3,10 @@ rest-actions.openapi.json, webhooks against octokit's and GitHub's webhook schem
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import urllib.parse
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -218,6 +220,46 @@ async def test_dispatch_with_run_details_then_run_jobs_and_logs(
     assert "env=prod" in archive.read(archive.namelist()[0]).decode()
 
 
+async def test_job_logs_redirect_while_queued_and_running_and_the_blob_is_not_found(
+    sim: GitHubSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Until the runner's upload lands, ``.../jobs/{id}/logs`` still answers 302 and the
+    blob answers Azure's 404 ``BlobNotFound`` (egw.wire.github.logs has the sources)."""
+    step = StepScript("Build", 200, output="compiled")
+    sim.script(RunScript(jobs=[JobScript("build", steps=[step], log_delay_s=200)], queue_s=100))
+    run_id = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+
+    async def try_log() -> tuple[int, str, Any]:
+        job_id = next(j.id for j in sim.jobs.values() if j.run.id == run_id)
+        url = f"{sim.base_url}{REPO}/jobs/{job_id}/logs"
+        async with http.get(url, allow_redirects=False) as r:
+            assert r.status == 302
+            location = r.headers["Location"]
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(location) as r:
+            return r.status, await r.text(), r.headers
+
+    seen = []
+    for status in ("queued", "in_progress", "completed"):
+        while sim.runs[run_id].jobs[0].status != status:
+            await asyncio.sleep(0.005)
+        got, text, headers = await try_log()
+        assert got == 404 and headers["Content-Type"] == "application/xml"
+        assert headers["x-ms-error-code"] == "BlobNotFound"
+        assert text.startswith('<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound')
+        assert "<Message>The specified blob does not exist.\nRequestId:" in text
+        assert gh.blob_error_code({}, text.encode()) == "BlobNotFound"
+        seen.append(status)
+    assert seen == ["queued", "in_progress", "completed"]
+    while (got := await try_log())[0] != 200:  # the upload lands log_delay_s later
+        await asyncio.sleep(0.05)
+    text = got[1]
+    assert text.startswith("\ufeff")  # Encoding.UTF8's byte order mark
+    lines = text.removeprefix("\ufeff").splitlines()
+    # 7 fractional digits: actions/runner src/Runner.Common/Logging.cs, ToString("O")
+    assert lines and all(gh.RUNNER_LINE.fullmatch(line) for line in lines)
+    assert any(line.endswith(" compiled") for line in lines)
+
+
 async def test_dispatch_answers_204_without_the_flag_and_200_under_2026(
     sim: GitHubSimulator, http: aiohttp.ClientSession
 ) -> None:
@@ -424,6 +466,120 @@ async def test_webhooks_are_signed_shaped_and_ordered(
     assert completed["conclusion"] == "failure"
     job = json.loads(rec.got[4][1])["workflow_job"]
     assert [s["conclusion"] for s in job["steps"]] == ["success", "failure", "skipped"]
+
+
+async def test_a_form_hook_posts_the_json_as_a_payload_field(
+    receiver: tuple[Receiver, TestServer], http: aiohttp.ClientSession
+) -> None:
+    """``content_type: form``: ``application/x-www-form-urlencoded``, one field ``payload``
+    (github/docs ``data/reusables/webhooks/content_type.md``), signed as posted."""
+    rec, server = receiver
+    sim = GitHubSimulator(
+        webhook_url=str(server.make_url("/hook")),
+        webhook_secret=SECRET,
+        token=TOKEN,
+        time_scale=0.005,
+        webhook_content_type="form",
+    )
+    await sim.start()
+    try:
+        await sim.ping()
+        run_id = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+        await sim.wait_run(run_id)
+        await sim.deliveries_idle()
+    finally:
+        await sim.close()
+    assert len(rec.got) == 7
+    for (headers, body), sent in zip(rec.got, sim.deliveries, strict=True):
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+        assert gh.verify_signature(SECRET, body, headers["X-Hub-Signature-256"])
+        fields = urllib.parse.parse_qs(body.decode(), strict_parsing=True)
+        assert list(fields) == ["payload"]
+        payload = json.loads(fields["payload"][0])
+        assert payload == sent.payload
+        validate_delivery(headers["X-GitHub-Event"], payload)
+    assert (
+        json.loads(urllib.parse.parse_qs(rec.got[0][1].decode())["payload"][0])["hook"]["config"][
+            "content_type"
+        ]
+        == "form"
+    )
+    with pytest.raises(ValueError):
+        GitHubSimulator(webhook_content_type="xml")
+
+
+def example(name: str) -> Any:
+    return json.loads((SAMPLES / "webhooks" / "examples" / name).read_text())
+
+
+async def test_waiting_for_an_environment_pending_and_action_required_are_scripted(
+    sim: GitHubSimulator, http: aiohttp.ClientSession, receiver: tuple[Receiver, TestServer]
+) -> None:
+    """The states GitHub produces besides queued/in_progress/completed, shaped as the
+    contract examples (workflow_job/queued.with-deployment, waiting;
+    workflow_run/requested.with-conclusion) and valid against both schema sets."""
+    deploy = JobScript("deploy", [StepScript("Deploy", 1)], environment="production")
+    sim.script(
+        RunScript(jobs=[deploy], queue_s=0),
+        RunScript(action_required=True),
+        RunScript(pending_s=100),
+    )
+    waiting_run = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    needs_approval = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    pending = (await (await dispatch(http, sim, SEED)).json())["workflow_run_id"]
+    while sim.runs[waiting_run].status != "waiting":
+        await asyncio.sleep(0.005)
+    _, run, _ = await get(http, f"{sim.base_url}{REPO}/runs/{waiting_run}")
+    REST("/components/schemas/workflow-run", run)
+    assert run["status"] == "waiting"
+    _, jobs, _ = await get(http, f"{sim.base_url}{REPO}/runs/{waiting_run}/jobs")
+    REST("/components/schemas/job", jobs["jobs"][0])
+    assert jobs["jobs"][0]["status"] == "waiting"
+    _, run, _ = await get(http, f"{sim.base_url}{REPO}/runs/{pending}")
+    assert run["status"] == "pending"
+    REST("/components/schemas/workflow-run", run)
+    sim.approve(waiting_run)
+    for run_id in (waiting_run, needs_approval, pending):
+        await sim.wait_run(run_id)
+    await sim.deliveries_idle()
+
+    def of(run_id: int) -> list[Any]:
+        return [d for d in sim.deliveries if d.run_id == run_id]
+
+    hooks = of(waiting_run)
+    assert [(d.event, d.action) for d in hooks] == [
+        ("workflow_run", "requested"),
+        ("workflow_job", "queued"),
+        ("workflow_job", "waiting"),
+        ("workflow_run", "in_progress"),
+        ("workflow_job", "in_progress"),
+        ("workflow_job", "completed"),
+        ("workflow_run", "completed"),
+    ]
+    queued, waiting = hooks[1].payload, hooks[2].payload
+    shape = example("workflow_job/queued.with-deployment.payload.json")
+    assert queued["workflow_job"]["status"] == waiting["workflow_job"]["status"] == "waiting"
+    assert set(queued["deployment"]) == set(shape["deployment"])
+    assert queued["deployment"]["environment"] == "production"
+    assert waiting["deployment"]["id"] == queued["deployment"]["id"]
+    assert "deployment" not in hooks[4].payload
+    for d in hooks:
+        validate_delivery(d.event, d.payload)
+    assert sim.runs[waiting_run].conclusion == "success"
+
+    (requested,) = of(needs_approval)
+    shape = example("workflow_run/requested.with-conclusion.payload.json")["workflow_run"]
+    got = requested.payload["workflow_run"]
+    assert (got["status"], got["conclusion"]) == (shape["status"], shape["conclusion"])
+    validate_delivery("workflow_run", requested.payload)
+    _, jobs, _ = await get(http, f"{sim.base_url}{REPO}/runs/{needs_approval}/jobs")
+    assert jobs["total_count"] == 0
+
+    first = of(pending)[0]
+    assert (first.action, first.payload["workflow_run"]["status"]) == ("requested", "pending")
+    # octokit's status enum lacks pending; GitHub's own schema has it
+    validate_delivery("workflow_run", first.payload, octokit=False)
+    assert sim.runs[pending].conclusion == "success"
 
 
 async def test_startup_failure_validates_against_githubs_schema(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from egw.errors import InvalidRequest, ProviderError
 from egw.wire import github as gh
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "github"
+EXAMPLES_DIR = SAMPLES / "webhooks" / "examples"
 EXAMPLES = sorted((SAMPLES / "webhooks" / "examples").glob("*/*.json"))
 
 S = TaskState
@@ -357,6 +359,37 @@ def test_malformed_deliveries_are_invalid_requests(headers: dict[str, str], body
         gh.parse_delivery(headers, body)
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_form_delivery_parses_as_its_json(path: Path) -> None:
+    """``content_type: form`` (GitHub's default for a new hook: github/rest-api-description,
+    schema ``webhook-config-content-type``) posts ``payload=<urlencoded JSON>``."""
+    raw = path.read_bytes()
+    form = urllib.parse.urlencode({"payload": raw.decode()}).encode()
+    event = {"X-GitHub-Event": path.parent.name}
+    as_json = gh.parse_delivery(event, raw)
+    for media in ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded; x=1"):
+        as_form = gh.parse_delivery({**event, "Content-Type": media}, form)
+        assert (as_form.payload, as_form.run, as_form.job) == (
+            as_json.payload,
+            as_json.run,
+            as_json.job,
+        )
+    # no Content-Type at all: a body that starts ``payload=`` is a form
+    assert gh.parse_delivery(event, form).payload == as_json.payload
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"payload=%7B", b"nopayload=1", b"payload=1&payload=2", b"payload=%FF", b"\xff"]
+)
+def test_malformed_form_deliveries_are_invalid_requests(body: bytes) -> None:
+    headers = {
+        "X-GitHub-Event": "workflow_run",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    with pytest.raises(InvalidRequest):
+        gh.parse_delivery(headers, body)
+
+
 def test_other_events_parse_without_run() -> None:
     d = gh.parse_delivery({"X-GitHub-Event": "push"}, b'{"ref": "refs/heads/main"}')
     assert d.event == "push" and d.run is None and d.job is None
@@ -552,3 +585,48 @@ def test_as_int_takes_only_ascii_int64_digits() -> None:
 
     assert [as_int(v) for v in ("5", " -7 ", 3.0, 42)] == [5, -7, 3, 42]
     assert [as_int(v) for v in ("--5", "\u0661\u0662", "9" * 20, True, 2.5, "")] == [None] * 6
+
+
+AZURE_404 = (
+    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound</Code><Message>The '
+    b"specified blob does not exist.\nRequestId:2c5cb273-801e-0012-38c1-7c2e2d000000\n"
+    b"Time:2021-07-19T17:13:46.8208200Z</Message></Error>"
+)
+
+
+def test_a_blob_not_found_means_the_log_is_not_there_yet() -> None:
+    """Azure's answer as recorded in Azure/WALinuxAgent#2311."""
+    assert gh.blob_error_code({}, AZURE_404) == "BlobNotFound"
+    assert gh.blob_error_code({"X-Ms-Error-Code": "BlobNotFound"}, b"") == "BlobNotFound"
+    assert gh.log_not_yet(404, {}, AZURE_404)
+    assert gh.log_not_yet(404, {}, b"")
+    denied = b"<Error><Code>AuthenticationFailed</Code></Error>"
+    assert not gh.log_not_yet(403, {}, denied)
+    assert not gh.log_not_yet(404, {"x-ms-error-code": "ContainerNotFound"}, b"")
+    assert not gh.log_not_yet(200, {}, b"log")
+
+
+def test_runner_log_text() -> None:
+    """actions/runner src/Runner.Common/Logging.cs: ``DateTime.UtcNow.ToString("O")``,
+    written through ``Encoding.UTF8`` (a byte order mark first)."""
+    body = "\ufeff2024-05-01T12:00:00.1234567Z ##[group]Run tests\n".encode()
+    text = gh.log_text(body)
+    assert text == "2024-05-01T12:00:00.1234567Z ##[group]Run tests\n"
+    found = gh.RUNNER_LINE.fullmatch(text.rstrip("\n"))
+    assert found is not None and found.group(2) == "##[group]Run tests"
+    assert gh.RUNNER_LINE.fullmatch("2024-05-01T12:00:00Z second resolution") is None
+    assert gh.log_text(b"\xff") == "\ufffd"
+
+
+def test_a_job_waiting_for_an_environment_names_it() -> None:
+    """contracts: workflow_job/queued.with-deployment (status ``waiting``, ``deployment``)."""
+    path = EXAMPLES_DIR / "workflow_job" / "queued.with-deployment.payload.json"
+    d = gh.parse_delivery({"X-GitHub-Event": "workflow_job"}, path.read_bytes())
+    assert d.job is not None and (d.job.status, d.environment) == ("waiting", "Test")
+    (line,) = gh.job_progress_lines(None, d.job, environment=d.environment)
+    assert line.endswith(": waiting (environment Test needs an approval)")
+    plain = EXAMPLES_DIR / "workflow_job" / "waiting.payload.json"
+    assert (
+        gh.parse_delivery({"X-GitHub-Event": "workflow_job"}, plain.read_bytes()).environment
+        is None
+    )

@@ -153,7 +153,9 @@ class WebhookIntake:
             if delivery.run is not None:
                 await self.reports.apply_run(tracked, delivery.run, f"{delivery.delivery_id}:state")
             elif delivery.job is not None:
-                await self.reports.apply_job(tracked, delivery.job, delivery.delivery_id)
+                await self.reports.apply_job(
+                    tracked, delivery.job, delivery.delivery_id, environment=delivery.environment
+                )
         if tracked.completed and not tracked.logs_done:
             await self.logs.finish(tracked)
 

@@ -17,8 +17,9 @@ dispatches still looking for their run) and one `GitHubAPI` (the rate limit):
   updated_at, a tie prefers the terminal state) before ``sink.observe``; job
   reports become ``github.job`` events and progress lines in the log (GitHub has
   no live log stream).
-* `JobLogs` (``logs.py``): a completed job's log is fetched into the log store;
-  once the run is completed and every job's log is in, ``logs_complete``.
+* `JobLogs` (``logs.py``): a completed job's log is fetched into the log store, asked
+  for again until its upload lands (or ``log_wait_s`` passed); once the run is
+  completed and every job's log is in, ``logs_complete``.
 * `Reconciler` (``reconciler.py``): polls each non-terminal run with
   ``If-None-Match``, matches pending dispatches, resumes after a restart;
   `health` shows the remaining rate-limit budget.
@@ -61,7 +62,7 @@ class GitHubActionsProvider:
         self.api = GitHubAPI(cfg, session=session, retry=retry)
         self.follow = Follow(cfg)
         self.background = BackgroundTasks(self.name)
-        self.logs = JobLogs(self.api, self.follow, self.sink)
+        self.logs = JobLogs(self.api, self.follow, self.sink, self.background)
         self.reports = Reports(self.sink, self.logs)
         self.dispatcher = Dispatcher(
             cfg, self.api, self.follow, self.sink, self.reports, replay=self._replay

@@ -51,20 +51,21 @@ class Reports:
             tracked.completed = True
         return True
 
-    async def apply_job(self, tracked: Tracked, job: gh.Job, delivery_id: str) -> None:
+    async def apply_job(
+        self, tracked: Tracked, job: gh.Job, delivery_id: str, *, environment: str | None = None
+    ) -> None:
+        """Apply a job report; ``environment``: the one its ``deployment`` targets (a job
+        ``waiting`` for that environment's protection rules)."""
         sink = self.sink()
         previous = tracked.jobs.get(job.id)
         if not gh.job_is_newer(job, previous):
             return
         tracked.jobs[job.id] = job
+        data = job.to_json() | ({"environment": environment} if environment else {})
         await sink.progress(
-            tracked.task_id,
-            "github.job",
-            job.to_json(),
-            source="github",
-            delivery_id=f"{delivery_id}:job",
+            tracked.task_id, "github.job", data, source="github", delivery_id=f"{delivery_id}:job"
         )
-        lines = gh.job_progress_lines(previous, job)
+        lines = gh.job_progress_lines(previous, job, environment=environment)
         if lines and not tracked.logs_done:
             await sink.append_log(tracked.task_id, "stdout", ("\n".join(lines) + "\n").encode())
         if job.status == "in_progress" and (
@@ -81,4 +82,4 @@ class Reports:
                 delivery_id=f"{delivery_id}:state",
             )
         if job.status == "completed":
-            await self.logs.fetch(tracked, job)
+            self.logs.fetch(tracked, job)

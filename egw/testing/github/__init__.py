@@ -30,9 +30,18 @@ Scripting runs
     conclusion="failure", output="1 failed")])]))`` queues the script for the next
     dispatch. `RunScript`: ``queue_s`` (time in ``queued``), ``conclusion`` (force
     ``startup_failure``, ``timed_out``, ``neutral``...), ``cancel_conflict`` (cancel
-    answers 409 with that message, like runs stuck in queued). `JobScript`:
+    answers 409 with that message, like runs stuck in queued), ``action_required``
+    (requested already ``completed``/``action_required``; nothing runs), ``pending_s``
+    (``pending`` before ``queued``, as held by a concurrency group). `JobScript`:
     ``always=True`` keeps a job running through a normal cancel (``if: always()``);
-    force-cancel stops it. `StepScript`: ``duration_s``, ``conclusion``, ``output``
+    force-cancel stops it; ``log_delay_s`` holds its log back after it completed (the
+    runner uploads it last). A job's ``.../logs`` answers 302 whatever its state; the
+    download answers Azure's 404 ``BlobNotFound`` XML until the log is there. Log lines
+    carry the runner's timestamps (seven fractional digits) after a byte order mark.
+    ``environment="production"`` makes a job wait for that environment's review (queued
+    ``waiting`` with a ``deployment``, then ``waiting``; the run is ``waiting``) until
+    ``sim.approve(run_id)`` or ``approval_s``.
+    `StepScript`: ``duration_s``, ``conclusion``, ``output``
     (the step's log lines). A failed step skips the rest of its job.
     ``sim.add_workflow(owner, repo, "deploy.yml", inputs=["env"], run_name="deploy
     ${{ inputs.egw_id }}")`` declares inputs (others get 422 "Unexpected inputs")
@@ -53,6 +62,8 @@ Faults
     (primary limit: 403 until the reset).
 
 Webhooks
+    ``webhook_content_type="form"`` plays a hook left at GitHub's default content type:
+    ``application/x-www-form-urlencoded``, ``payload=<the JSON>``.
     Every delivery is recorded in ``sim.deliveries`` (`SentDelivery`: ``guid``,
     ``event``, ``action``, ``body``, ``headers``, the receiver's ``answers``).
     ``drop(event=, action=, count=)``, ``delay(seconds, event=, action=)`` (later

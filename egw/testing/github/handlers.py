@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from egw.testing.github.rest import conditional, created_range, error, page
+from egw.testing.github.rest import blob_not_found, conditional, created_range, error, page
 from egw.testing.github.runs import ACTOR, RunScript, SimClock, SimJob, SimRun
 from egw.testing.github.shapes import SimWorkflow, iso
 
@@ -36,7 +36,7 @@ class ApiHandlers:
     scripts: list[RunScript]
     base_url: str
     _ids: dict[str, int]
-    _downloads: dict[str, tuple[float, str, bytes]]
+    _downloads: dict[str, tuple[float, str, Callable[[], bytes | None]]]
 
     # provided by GitHubSimulator
     _workflow: Callable[[str, str, str], SimWorkflow | None]
@@ -187,7 +187,9 @@ class ApiHandlers:
         job = self._find_job(request)
         return conditional(request, job.to_json()) if job else error(404, "Not Found")
 
-    def _redirect(self, data: bytes, content_type: str) -> web.Response:
+    def _redirect(self, data: Callable[[], bytes | None], content_type: str) -> web.Response:
+        """A 302 to a signed download URL; ``data()`` is read when the URL is fetched
+        (None: the blob does not exist, yet)."""
         token = secrets.token_urlsafe(16)
         # GitHub's download links expire after one minute (rest-actions.openapi.json)
         expires = time.monotonic() + self.clock.real(60.0)
@@ -199,10 +201,16 @@ class ApiHandlers:
         return web.Response(status=302, headers={"Location": location})
 
     async def _job_logs(self, request: web.Request) -> web.Response:
+        """302 whatever the job's state; the blob answers 404 ``BlobNotFound`` until the
+        runner's upload lands (egw.wire.github.logs has the sources)."""
         job = self._find_job(request)
-        if job is None or job.status != "completed":
+        if job is None:
             return error(404, "Not Found")
-        return self._redirect(job.log_text().encode(), "text/plain")
+
+        def blob(job: SimJob = job) -> bytes | None:
+            return job.log_text().encode() if job.log_ready(self.clock.now()) else None
+
+        return self._redirect(blob, "text/plain")
 
     async def _run_logs(self, request: web.Request) -> web.Response:
         run = self._find_run(request)
@@ -212,13 +220,17 @@ class ApiHandlers:
         with zipfile.ZipFile(buf, "w") as archive:
             for i, job in enumerate(run.jobs):
                 archive.writestr(f"{i}_{job.script.name}.txt", job.log_text())
-        return self._redirect(buf.getvalue(), "application/zip")
+        data = buf.getvalue()
+        return self._redirect(lambda: data, "application/zip")
 
     async def _download(self, request: web.Request) -> web.Response:
         item = self._downloads.get(request.match_info["token"])
-        if item is None or time.monotonic() > item[0]:
-            return web.Response(status=404, text="The specified blob does not exist.")
-        return web.Response(body=item[2], content_type=item[1])
+        body = item[2]() if item is not None and time.monotonic() <= item[0] else None
+        if item is None or body is None:
+            # an expired link is not modelled apart: Azure would answer 403
+            # AuthenticationFailed; no source says what GitHub's links answer then
+            return blob_not_found()
+        return web.Response(body=body, content_type=item[1])
 
     async def _cancel(self, request: web.Request) -> web.Response:
         run = self._find_run(request)

@@ -6,6 +6,11 @@ rules can drop, delay or hold deliveries, and any recorded delivery can be sent
 again (a redelivery reuses its ``X-GitHub-Delivery`` GUID and body, as GitHub's
 does). Deliveries go out one at a time, in order, unless delayed or released
 in another order; GitHub itself never retries a failed delivery.
+
+A hook's ``content_type`` is ``json`` or ``form`` (GitHub's default for a new hook:
+github/rest-api-description, schema ``webhook-config-content-type``). A ``form`` hook
+posts ``application/x-www-form-urlencoded`` with one field, ``payload=<the JSON>``
+(github/docs ``data/reusables/webhooks/content_type.md``), and signs that body as posted.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import asyncio
 import hashlib
 import hmac
 import json
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass
@@ -36,6 +44,8 @@ class SentDelivery:
 
     @property
     def payload(self) -> Any:
+        if self.headers.get("Content-Type") == FORM:
+            return json.loads(urllib.parse.parse_qs(self.body.decode())["payload"][0])
         return json.loads(self.body)
 
 
@@ -54,8 +64,19 @@ class Rule:
 class Deliverer:
     """Signs and POSTs deliveries to ``url`` (when set) in order."""
 
-    def __init__(self, *, secret: str | None, hook_id: int, target_id: int, time_scale: float):
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        hook_id: int,
+        target_id: int,
+        time_scale: float,
+        content_type: str = "json",
+    ):
+        if content_type not in ("json", "form"):
+            raise ValueError("content_type is json or form")
         self.url: str | None = None
+        self.content_type = content_type
         self.secret = secret
         self.hook_id = hook_id
         self.target_id = target_id
@@ -86,9 +107,12 @@ class Deliverer:
 
     def build(self, event: str, payload: dict[str, Any], run_id: int | None) -> SentDelivery:
         body = json.dumps(payload, separators=(",", ":")).encode()
+        media = "application/json"
+        if self.content_type == "form":
+            body, media = urllib.parse.urlencode({"payload": body.decode()}).encode(), FORM
         guid = str(uuid.uuid4())
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": media,
             "User-Agent": "GitHub-Hookshot/5e1f2a3",
             "X-GitHub-Event": event,
             "X-GitHub-Delivery": guid,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +40,29 @@ class Fault:
 def error(status: int, message: str, **headers: str) -> web.Response:
     body = {"message": message, "documentation_url": DOCS, "status": str(status)}
     return web.json_response(body, status=status, headers=headers)
+
+
+def blob_not_found() -> web.Response:
+    """Azure Blob Storage's 404 for a blob that does not exist, as the download URL of a
+    job log answers until the log is uploaded: XML body, ``x-ms-error-code`` (Azure's
+    Blob service error codes; the answer recorded in Azure/WALinuxAgent#2311)."""
+    request_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound</Code>'
+        f"<Message>The specified blob does not exist.\nRequestId:{request_id}\n"
+        f"Time:{stamp}</Message></Error>"
+    )
+    headers = {
+        "Server": "Windows-Azure-Blob/1.0 Microsoft-HTTPAPI/2.0",
+        "x-ms-request-id": request_id,
+        "x-ms-version": "2020-08-04",
+        "x-ms-error-code": "BlobNotFound",
+    }
+    return web.Response(
+        status=404, body=body.encode(), content_type="application/xml", headers=headers
+    )
 
 
 def conditional(request: web.Request, data: Any) -> web.Response:

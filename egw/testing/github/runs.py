@@ -66,6 +66,15 @@ class JobScript:
     steps: list[StepScript] = field(default_factory=list)
     #: ``if: always()``: a normal cancel does not stop it, a force-cancel does
     always: bool = False
+    #: simulated seconds after the job completes before its log can be downloaded (the
+    #: runner uploads it last); until then the download answers 404 ``BlobNotFound``
+    log_delay_s: float = 0.0
+    #: the job targets this environment, whose protection rules need an approval: it is
+    #: queued ``waiting`` with a ``deployment``, then delivered ``waiting`` (contracts:
+    #: ``workflow_job/queued.with-deployment.payload.json``, ``waiting.payload.json``) and
+    #: runs once approved (`GitHubSimulator.approve`, or after ``approval_s``)
+    environment: str | None = None
+    approval_s: float | None = None
 
 
 @dataclass
@@ -79,6 +88,21 @@ class RunScript:
     conclusion: str | None = None
     #: answer cancel/force-cancel with 409 and this message (runs stuck in queued, GH13)
     cancel_conflict: str | None = None
+    #: the run needs a maintainer's approval before it may run: it is requested already
+    #: ``completed`` with conclusion ``action_required`` and nothing more happens
+    #: (contracts: ``workflow_run/requested.with-conclusion.payload.json``)
+    action_required: bool = False
+    #: simulated seconds in ``pending`` (another run of its concurrency group holds it)
+    #: before ``queued``; the ``requested`` delivery carries ``pending`` (GitHub's own
+    #: schema lists it for requested; no example shows one: a guess)
+    pending_s: float = 0.0
+
+
+def runner_stamp(when: datetime) -> str:
+    """A runner log line's timestamp: .NET's round-trip ``"O"`` format of UTC, seven
+    fractional digits and ``Z`` (actions/runner ``src/Runner.Common/Logging.cs``,
+    ``DateTime.UtcNow.ToString("O")``); Python keeps microseconds, the 7th digit is 0."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
 def default_jobs(workflow_name: str, inputs: dict[str, str]) -> list[JobScript]:
@@ -128,6 +152,14 @@ class SimJob:
     completed_at: datetime | None = None
     steps: list[SimStep] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    #: the id of the deployment to ``script.environment``, once created
+    deployment_id: int | None = None
+
+    def log_ready(self, now: datetime) -> bool:
+        """Whether the runner's upload of the log has landed (never before completion)."""
+        if self.status != "completed" or self.completed_at is None:
+            return False
+        return now >= self.completed_at + timedelta(seconds=self.script.log_delay_s)
 
     def to_json(self) -> dict[str, Any]:
         run, repo = self.run, self.run.workflow.repo.full_name
@@ -159,7 +191,9 @@ class SimJob:
         }
 
     def log_text(self) -> str:
-        return "".join(line + "\n" for line in self.log)
+        """The log as the runner writes it: a byte order mark first (its ``StreamWriter``
+        uses ``Encoding.UTF8``, actions/runner ``src/Runner.Common/Logging.cs``)."""
+        return "\ufeff" + "".join(line + "\n" for line in self.log)
 
 
 @dataclass
@@ -186,6 +220,8 @@ class SimRun:
     force: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     force_event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set by `GitHubSimulator.approve`: the environments waiting for review are approved
+    approved: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def repo(self) -> SimRepo:
@@ -270,7 +306,32 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
             except TimeoutError:
                 return False
 
+    async def approval(job: SimJob) -> bool:
+        """Wait for the environment's approval; True if the job must stop first."""
+        run.status = "waiting"
+        touch()
+        await emit("workflow_job", "waiting", job)
+        loop = asyncio.get_running_loop()
+        after = job.script.approval_s
+        deadline = None if after is None else loop.time() + clock.real(after)
+        while not run.approved.is_set():
+            if run.stopping(job):
+                return True
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            stop = run.force_event if run.cancel_requested else run.cancel_event
+            waiters = [asyncio.ensure_future(e.wait()) for e in (run.approved, stop)]
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return False
+
     for job in run.jobs:
+        if job.script.environment:
+            job.status = "waiting"
         await emit("workflow_job", "queued", job)
     probe = run.jobs[0] if run.jobs else None
     if probe is not None:
@@ -279,11 +340,15 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
         await clock.sleep(run.script.queue_s)
     started = False
     for job in run.jobs:
+        if job.script.environment and not run.stopping(job):
+            await approval(job)  # a cancel meanwhile completes it as cancelled, below
         if run.stopping(job):
             job.status, job.conclusion = "completed", "cancelled"
             job.completed_at = touch()
             await emit("workflow_job", "completed", job)
             continue
+        if started and run.status == "waiting":
+            run.status = "in_progress"  # no second workflow_run in_progress (a guess)
         if not started:
             started = True
             run.status = "in_progress"
@@ -303,22 +368,22 @@ async def drive(run: SimRun, clock: SimClock, emit: Emit, changed: Callable[[], 
                 continue
             step.status = "in_progress"
             step.started_at = step.started_at or touch()
-            stamp = iso(step.started_at)
+            stamp = runner_stamp(step.started_at)
             job.log.append(f"{stamp} ##[group]{step.script.name}")
             for line in step.script.output.splitlines():
                 job.log.append(f"{stamp} {line}")
             if await wait(job, step.script.duration_s):
                 stopped = True
                 step.conclusion = "cancelled"
-                job.log.append(f"{iso(clock.now())} ##[error]The operation was canceled.")
+                job.log.append(f"{runner_stamp(clock.now())} ##[error]The operation was canceled.")
             else:
                 step.conclusion = step.script.conclusion
                 if step.conclusion == "failure":
                     failed = True
                     job.log.append(
-                        f"{iso(clock.now())} ##[error]Process completed with exit code 1."
+                        f"{runner_stamp(clock.now())} ##[error]Process completed with exit code 1."
                     )
-            job.log.append(f"{iso(clock.now())} ##[endgroup]")
+            job.log.append(f"{runner_stamp(clock.now())} ##[endgroup]")
             step.status, step.completed_at = "completed", touch()
         job.status = "completed"
         job.conclusion = "cancelled" if stopped else ("failure" if failed else "success")

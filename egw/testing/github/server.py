@@ -37,6 +37,7 @@ from egw.testing.github.runs import (
 from egw.testing.github.shapes import (
     SimRepo,
     SimWorkflow,
+    deployment,
     iso,
     repository_full,
     user,
@@ -64,6 +65,7 @@ class GitHubSimulator(ApiHandlers):
         run_creation_delay_s: float = 1.0,
         strict_workflows: bool = False,
         rate_limit: int = 5000,
+        webhook_content_type: str = "json",
     ) -> None:
         self.clock = SimClock(time_scale)
         self.token = token
@@ -77,6 +79,7 @@ class GitHubSimulator(ApiHandlers):
             hook_id=self.hook_id,
             target_id=186853261,
             time_scale=time_scale,
+            content_type=webhook_content_type,
         )
         self.hooks.url = webhook_url
         self.repos: dict[str, SimRepo] = {}
@@ -93,8 +96,14 @@ class GitHubSimulator(ApiHandlers):
             "used": 0,
             "reset": int(time.time()) + 3600,
         }
-        self._ids = {"repo": 186853261, "workflow": 161335, "run": 30433642, "job": 399444496}
-        self._downloads: dict[str, tuple[float, str, bytes]] = {}
+        self._ids = {
+            "repo": 186853261,
+            "workflow": 161335,
+            "run": 30433642,
+            "job": 399444496,
+            "deployment": 875096709,
+        }
+        self._downloads: dict[str, tuple[float, str, Callable[[], bytes | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -246,7 +255,7 @@ class GitHubSimulator(ApiHandlers):
                 "active": True,
                 "events": ["workflow_job", "workflow_run"],
                 "config": {
-                    "content_type": "json",
+                    "content_type": self.hooks.content_type,
                     "insecure_ssl": "0",
                     "url": self.hooks.url or "https://example.invalid/",
                 },
@@ -275,10 +284,15 @@ class GitHubSimulator(ApiHandlers):
         run.status, run.conclusion = "queued", None
         run.cancel_requested = run.force = False
         run.cancel_event, run.force_event = asyncio.Event(), asyncio.Event()
+        run.approved = asyncio.Event()
         run.run_started_at = run.updated_at = self.clock.now()
         self._new_jobs(run)
         self._spawn(self._play(run))
         return run
+
+    def approve(self, run_id: int) -> None:
+        """Approve the environments a run's jobs wait for (a reviewer's approval)."""
+        self.runs[run_id].approved.set()
 
     async def wait_run(
         self, run_id: int, status: str = "completed", timeout_s: float = 10
@@ -338,6 +352,13 @@ class GitHubSimulator(ApiHandlers):
             payload["workflow"] = workflow(run.workflow)
         else:
             payload["workflow_job"] = obj.to_json()
+            if obj.script.environment and action in ("queued", "waiting"):
+                if obj.deployment_id is None:
+                    self._ids["deployment"] += 1
+                    obj.deployment_id = self._ids["deployment"]
+                payload["deployment"] = deployment(
+                    run.repo, obj.deployment_id, obj.script.environment, run.head_sha, run.ref, now
+                )
         payload["repository"] = repository_full(run.repo, now)
         payload["sender"] = user(*ACTOR)
         self.hooks.submit(self.hooks.build(event, payload, run.id))
@@ -347,7 +368,28 @@ class GitHubSimulator(ApiHandlers):
         if delay_s:
             await self.clock.sleep(delay_s)
         run.visible = True
-        await self._emit("workflow_run", "requested", run)
+        script = run.script
+        if script.action_required:  # waits for an approval egw cannot give: done here
+            run.status, run.conclusion, run.jobs = "completed", "action_required", []
+            await self._emit("workflow_run", "requested", run)
+            return
+        if script.pending_s > 0:
+            run.status = "pending"
+            await self._emit("workflow_run", "requested", run)
+            try:
+                async with asyncio.timeout(self.clock.real(script.pending_s)):
+                    await run.cancel_event.wait()
+            except TimeoutError:
+                run.status = "queued"
+                run.updated_at = self.clock.now()
+                self._notify()
+            else:  # cancelled while pending: it never ran
+                run.status, run.conclusion, run.jobs = "completed", "cancelled", []
+                run.updated_at = self.clock.now()
+                await self._emit("workflow_run", "completed", run)
+                return
+        else:
+            await self._emit("workflow_run", "requested", run)
         await drive(run, self.clock, self._emit, self._notify)
 
     def _count(self, resp: web.StreamResponse) -> None:

@@ -210,3 +210,32 @@ def head_commit(sha: str, message: str, when: datetime) -> dict[str, Any]:
         "author": {"name": "Octo Cat", "email": "octocat@example.com"},
         "committer": {"name": "GitHub", "email": "noreply@github.com"},
     }
+
+
+def deployment(
+    repo: SimRepo, ident: int, environment: str, sha: str, ref: str, when: datetime
+) -> dict[str, Any]:
+    """The ``deployment`` of a workflow_job delivery for a job that targets an environment
+    (contracts: ``workflow_job/queued.with-deployment.payload.json``;
+    ``common/deployment.schema.json``)."""
+    base = f"{API}/repos/{repo.full_name}"
+    return {
+        "url": f"{base}/deployments/{ident}",
+        "id": ident,
+        "node_id": node_id("Deployment", ident),
+        "task": "deploy",
+        "original_environment": environment,
+        "environment": environment,
+        "description": None,
+        "created_at": iso(when),
+        "updated_at": iso(when),
+        "statuses_url": f"{base}/deployments/{ident}/statuses",
+        "repository_url": base,
+        "creator": user("octocat", 1),
+        "sha": sha,
+        "ref": ref,
+        "payload": {},
+        "transient_environment": False,
+        "production_environment": False,
+        "performed_via_github_app": None,
+    }

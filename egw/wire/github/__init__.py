@@ -7,6 +7,7 @@ say what is sent and what an answer means:
 * `dispatch`: the create-workflow-dispatch body and answer, GitHub's error messages;
 * `delivery`: webhook signatures and deliveries;
 * `runs`: runs and jobs, their egw states, their order, run matching, log lines;
+* `logs`: a job log's download answers (not there yet) and the runner's line format;
 * `rates`: rate limits and pagination.
 
 Everything is re-exported here, so that ``from egw.wire import github as gh`` reads
@@ -24,6 +25,7 @@ from egw.wire.github.dispatch import (
     parse_dispatch_response,
     rejects_run_details,
 )
+from egw.wire.github.logs import RUNNER_LINE, blob_error_code, log_not_yet, log_text
 from egw.wire.github.rates import (
     MAX_WAIT_S,
     SECONDARY_WAIT_S,
@@ -77,6 +79,7 @@ __all__ = [
     "MAX_INPUTS_CHARS",
     "MAX_WAIT_S",
     "PROVIDER",
+    "RUNNER_LINE",
     "SECONDARY_WAIT_S",
     "TASK_KEYS",
     "Delivery",
@@ -86,6 +89,7 @@ __all__ = [
     "RateLimit",
     "Run",
     "Step",
+    "blob_error_code",
     "correlation_id",
     "created_filter",
     "dispatch_body",
@@ -96,6 +100,8 @@ __all__ = [
     "job_is_newer",
     "job_path",
     "job_progress_lines",
+    "log_not_yet",
+    "log_text",
     "matches_correlation",
     "next_link",
     "order_key",

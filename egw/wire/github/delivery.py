@@ -1,10 +1,20 @@
-"""A webhook delivery (pure): its ``X-Hub-Signature-256``, and its parsing once verified."""
+"""A webhook delivery (pure): its ``X-Hub-Signature-256``, and its parsing once verified.
+
+A hook delivers its payload in one of two content types (github/rest-api-description,
+schema ``webhook-config-content-type``: "Supported values include ``json`` and ``form``.
+The default is ``form``"; github/docs ``data/reusables/webhooks/content_type.md``):
+``application/json`` posts the JSON itself; ``application/x-www-form-urlencoded`` posts
+``payload=<the JSON, URL-encoded>``. The signature covers the raw body as posted in
+both cases (docs: validating-webhook-deliveries: the HMAC of "the request body"), so it
+is checked before the form is decoded.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +53,31 @@ class Delivery:
     run: Run | None = None
     job: Job | None = None
     zen: str | None = None
+    #: the environment a workflow_job's ``deployment`` targets (a job waiting for its
+    #: protection rules: contracts ``workflow_job/queued.with-deployment.payload.json``)
+    environment: str | None = None
+
+
+#: the media type of a hook configured with ``content_type: form``
+FORM = "application/x-www-form-urlencoded"
+
+
+def _json_bytes(headers: Mapping[str, str], body: bytes) -> bytes:
+    """The JSON of a delivery: the body itself, or its ``payload`` field when the hook
+    posts a form (by ``Content-Type``; without one, a body that starts ``payload=``)."""
+    media = (header(headers, "Content-Type") or "").split(";", 1)[0].strip().lower()
+    if media != FORM and (media or not body.startswith(b"payload=")):
+        return body
+    try:
+        fields = urllib.parse.parse_qs(
+            body.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not a form: {exc}") from None
+    values = fields.get("payload")
+    if not values or len(values) != 1:
+        raise InvalidRequest("a form delivery carries exactly one payload field", field="payload")
+    return values[0].encode()
 
 
 def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
@@ -60,7 +95,7 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
     )
     hook_id = header(headers, "X-GitHub-Hook-ID")
     try:
-        payload = json.loads(body)
+        payload = json.loads(_json_bytes(headers, body))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
@@ -86,4 +121,10 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
         run=run,
         job=job,
         zen=as_str(payload.get("zen")) if event == "ping" else None,
+        environment=_environment(payload) if job else None,
     )
+
+
+def _environment(payload: Mapping[str, Any]) -> str | None:
+    deployment = payload.get("deployment")
+    return as_str(deployment.get("environment")) if isinstance(deployment, Mapping) else None

@@ -266,9 +266,12 @@ def created_filter(since: datetime) -> str:
     return ">=" + since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job_progress_lines(previous: Job | None, job: Job) -> list[str]:
+def job_progress_lines(
+    previous: Job | None, job: Job, *, environment: str | None = None
+) -> list[str]:
     """Progress lines for the task's log: the job's and its steps' changes since
-    ``previous`` (GitHub has no live log stream; these stand in while it runs)."""
+    ``previous`` (GitHub has no live log stream; these stand in while it runs). A job
+    ``waiting`` for an ``environment`` says that it waits for that environment's review."""
     lines: list[str] = []
     label = f"job {job.name or job.id}"
     if job.run_attempt > 1:
@@ -277,6 +280,8 @@ def job_progress_lines(previous: Job | None, job: Job) -> list[str]:
         text = f"[github] {label}: {job.status or 'unknown'}"
         if job.conclusion:
             text += f" ({job.conclusion})"
+        elif job.status == "waiting" and environment:
+            text += f" (environment {environment} needs an approval)"
         lines.append(text)
     before = {s.number: (s.status, s.conclusion) for s in (previous.steps if previous else ())}
     for step in job.steps:
