@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript, TaskOutput
-from egw.testing.cloudrun.filters import FilterError, compile_filter
+from egw.testing.cloudrun.filters import FilterError, compile_filter, instant_ns
+from egw.testing.cloudrun.model import rfc3339
 from egw.wire import cloudrun as w
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "cloudrun"
@@ -427,7 +428,8 @@ async def test_entries_list_paging_order_and_filters(
             break
     assert len(entries) == 2 * (6 + 1 + 1)
     assert {e["labels"][w.LABEL_EXECUTION] for e in entries} == {ref.execution}
-    keys = [(w.normalize_timestamp(e["timestamp"]), e["insertId"]) for e in entries]
+    # by timestamp; insertId breaks ties only within one logName (LogEntry.insertId)
+    keys = [(instant_ns(e["timestamp"]), e["logName"], e["insertId"]) for e in entries]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     json_entry = next(e for e in entries if "jsonPayload" in e)
     assert json_entry["severity"] == "WARNING" and "severity" not in json_entry["jsonPayload"]
@@ -536,6 +538,7 @@ ENTRY = {
     "resource": {"type": "cloud_run_job", "labels": {"job_name": "my-job"}},
     "labels": {"run.googleapis.com/execution_name": "my-job-abcde"},
     "textPayload": "Disk FULL on /data",
+    "jsonPayload": {"rows": 12, "message": "x2"},
 }
 
 
@@ -559,6 +562,27 @@ ENTRY = {
         ('severity="ERROR" insertId="c"', False),
         ('jsonPayload.message="x"', False),
         ('jsonPayload.message!="x"', True),
+        # issue 12, point 11: timestamps in every RFC 3339 form, and as google-cloud-logging
+        # sends them (googleapis/python-logging google/cloud/logging_v2/_helpers.py:
+        # _TIME_FORMAT "%Y-%m-%dT%H:%M:%S.%f%z" gives "+0000")
+        ('timestamp>="2026-11-27T10:00:00.500000+0000"', True),
+        ('timestamp>"2026-11-27T10:00:00.500000+0000"', False),
+        ('timestamp>="2026-11-27T11:00:00.400000+0100"', True),
+        ('timestamp="2026-11-27t10:00:00.5z"', True),
+        ('timestamp="2026-11-27 10:00:00.500Z"', True),
+        ('timestamp="2026-11-27T10:00:00.500000000000Z"', True),
+        ('timestamp<"2026-11-27T05:00:01-05:00"', True),
+        ("timestamp>=2026-11-27T10:00:00Z", True),
+        ('timestamp>="2026-11-27T10:00:00.5Z" AND timestamp<"2026-11-27T10:00:01Z"', True),
+        # severity compares by rank (googleapis google/logging/type/log_severity.proto)
+        ("severity>=WARNING", True),
+        ("severity>=CRITICAL", False),
+        ("severity<ERROR", False),
+        ("severity<=error", True),
+        ('NOT (severity>=WARNING OR textPayload:"x")', False),
+        ("jsonPayload.rows>9", True),
+        ("jsonPayload.rows<10", False),
+        ('(resource.type="cloud_run_job" OR severity=DEBUG) AND NOT insertId="a"', True),
     ],
 )
 def test_filter_subset(text: str, matches: bool) -> None:
@@ -571,6 +595,7 @@ def test_filter_subset(text: str, matches: bool) -> None:
         "resource.type",
         '(severity="ERROR"',
         'timestamp>"yesterday"',
+        "severity>=LOUD",
         'severity="ERROR" )',
         '"unterminated',
     ],
@@ -743,3 +768,55 @@ async def test_an_invoker_only_identity_cannot_run_with_overrides(
     assert (await call(http, sim, "GET", name, headers=dev))[0] == 200
     with pytest.raises(ValueError):
         sim.grant("x", "roles/owner")
+
+
+async def test_ties_order_by_insert_id_within_a_log_and_timestamps_drop_trailing_zeros(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    """Issue 12, point 11. Entries order by timestamp, insertId breaking ties only within one
+    logName (LogEntry.insertId, logging-entries-list.md); timestamps are proto3 JSON, 0/3/6/9
+    fractional digits (googleapis google/protobuf/timestamp.proto)."""
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(
+            stdout=[f"out {i}" for i in range(20)],
+            stderr=[f"err {i}" for i in range(20)],
+            duration_s=4,
+            timestamp_resolution_s=1,
+        ),
+    )
+    ref = w.parse_execution_name((await run(http, sim))["metadata"]["name"])
+    clock.t += 60
+    entries: list[dict[str, Any]] = []
+    token = None
+    while True:
+        body = w.list_entries_request(ref, page_token=token, page_size=7)
+        _, page = await call(http, sim, "POST", "entries:list", body)
+        entries += page.get("entries", [])
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert len(entries) == 41 and len({e["insertId"] for e in entries}) == 41
+    stamps = [e["timestamp"] for e in entries]
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", t) for t in stamps)
+    assert len(set(stamps)) < 10  # many ties
+    keys = [(instant_ns(e["timestamp"]), e["logName"], e["insertId"]) for e in entries]
+    assert keys == sorted(keys)
+    # timestamps with 3 or 6 digits when the rest are zeros
+    assert rfc3339(1_500_000_000) == "1970-01-01T00:00:01.500Z"
+    assert rfc3339(1_000_001_000) == "1970-01-01T00:00:01.000001Z"
+    assert rfc3339(1_000_000_001) == "1970-01-01T00:00:01.000000001Z"
+    assert rfc3339(2_000_000_000) == "1970-01-01T00:00:02Z"
+    # google-cloud-logging's own default filter (an offset without a colon) is understood
+    since = 'timestamp>="1970-01-01T00:00:00.000000+0000"'
+    body = {"resourceNames": ["projects/my-project"], "filter": since, "pageSize": 1000}
+    status, page = await call(http, sim, "POST", "entries:list", body)
+    assert status == 200 and len(page["entries"]) == 41
+    status, page = await call(
+        http, sim, "POST", "entries:list", {**body, "filter": "severity>=ERROR"}
+    )
+    assert status == 200 and {e["logName"].rsplit("%2F", 1)[-1] for e in page["entries"]} == {
+        "stderr"
+    }

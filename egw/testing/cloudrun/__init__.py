@@ -7,8 +7,10 @@ One aiohttp app serves, on one base URL (point both ``run_api_url`` and ``loggin
   else ``response``), ``GET v2/{job}/executions`` (paged; newest first unless told otherwise),
   ``GET v2/{execution}``, ``POST v2/{execution}:cancel``, ``GET v2/{execution}/tasks`` and
   ``GET v2/{task}``, ``GET v2/{operation}`` and ``POST v2/{operation}:wait``;
-* Cloud Logging v2: ``POST v2/entries:list`` (``resourceNames``, ``filter`` in a subset of the
-  query language, ``orderBy`` ``timestamp asc|desc``, ``pageSize``/``pageToken``);
+* Cloud Logging v2: ``POST v2/entries:list`` (``resourceNames``, ``filter`` in the query language
+  as `egw.testing.cloudrun.filters` parses it, ``orderBy`` ``timestamp asc|desc``, ties broken by
+  ``insertId`` only within one ``logName``, ``pageSize``/``pageToken``); timestamps are proto3
+  JSON (0, 3, 6 or 9 fractional digits);
 * ``POST /token``: an OAuth2 token endpoint for service-account keys (set a key file's
   ``token_uri`` to ``<url>/token``; google-auth then signs a JWT and gets a token here).
 
@@ -25,6 +27,7 @@ Scripting API::
         stderr=["warning!"], exit_code=2, failing_tasks=frozenset({1}),
         duration_s=10, start_delay_s=2, cancel_delay_s=1,
         ingest_delay_s=1, ingest_jitter_s=0.5,                    # Logging shows entries late
+        timestamp_resolution_s=1,                                 # many entries share a timestamp
         per_task=None,                                            # or ctx -> TaskOutput(...)
     ))
     sim.fail("run", 429, times=3)            # next 3 jobs:run calls answer 429 RESOURCE_EXHAUSTED

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from egw.testing.cloudrun.filters import FilterError, compile_filter
+from egw.testing.cloudrun.filters import FilterError, compile_filter, instant_ns
 from egw.testing.cloudrun.google import (
     GOOGLE_TOKEN_URL,
     STATUS_NAMES,
@@ -37,7 +37,6 @@ from egw.testing.cloudrun.google import (
 )
 from egw.testing.cloudrun.google import page as paged
 from egw.testing.cloudrun.model import JobScript, SimExecution, SimJob
-from egw.wire.cloudrun import normalize_timestamp
 
 OPERATIONS = (
     "run",
@@ -585,8 +584,12 @@ class CloudRunSimulator:
             if pred(e)
         ]
 
-        def key(e: Mapping[str, Any]) -> tuple[str, str]:
-            return normalize_timestamp(e["timestamp"]), str(e["insertId"])
+        def key(e: Mapping[str, Any]) -> tuple[int, str, str]:
+            # by timestamp; "the insert_id is also used to order log entries that have the same
+            # log_name and timestamp values" (LogEntry.insertId, logging-entries-list.md): ties
+            # across logs have no documented order, so the simulator groups them by logName
+            # rather than sorting every tie by insertId
+            return instant_ns(e["timestamp"]), str(e["logName"]), str(e["insertId"])
 
         entries.sort(key=key, reverse=order == "timestamp desc")
         digest = hashlib.sha256(
