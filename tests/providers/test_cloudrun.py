@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -15,7 +16,7 @@ import pytest
 
 from egw.config import CloudRunConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
-from egw.errors import InvalidRequest, ProviderError, ProviderUnavailable
+from egw.errors import Conflict, InvalidRequest, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider, WebhookProvider
 from egw.providers.cloudrun import CloudRunProvider, ReadBudget
 from egw.testing.cloudrun import CloudRunSimulator, JobScript
@@ -544,8 +545,191 @@ async def test_cancel_of_a_task_whose_run_answer_was_lost(env: Env) -> None:
     task = env.task(p)
     with pytest.raises(ProviderUnavailable):
         await p.submit(task, idempotency_key=task.id)
-    assert await p.cancel(env.sink.tasks[task.id]) is None  # found by EGW_TASK_ID, cancelled
+    obs = await p.cancel(env.sink.tasks[task.id])  # found by EGW_TASK_ID, cancelled
+    # None: the poller will report the end; or the end itself, when the read after the cancel
+    # already shows it (a cancel is read back whatever it answered)
+    assert obs is None or obs.state is TaskState.CANCELLED
     (ex,) = env.executions()
     assert ex.cancelled_ns is not None
     assert env.sink.tasks[task.id].upstream_id == ex.name
     assert (await env.sink.wait_for(task.id, logs=True)).status is TaskState.CANCELLED
+
+
+# --- issue 12, point 10: nothing built on invented behaviour ------------------------------------
+
+
+@pytest.mark.parametrize("order", ["oldest_first", "shuffled"])
+async def test_a_lost_answer_is_adopted_whatever_order_executions_are_listed_in(
+    env: Env, order: str
+) -> None:
+    """No order of executions.list is documented (googleapis google/cloud/run/v2/execution.proto,
+    ListExecutionsRequest): the search for a lost run reads every page and never stops at an
+    execution older than the task."""
+    env.sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(stdout=["mine"]))
+    others = await env.provider()
+    for i in range(5):  # older executions of the same job, not ours, listed first
+        await env.submit(others, env.task(others, args=[f"other {i}"]))
+    for ex in env.executions():
+        ex.created_ns -= 3600 * 10**9  # an hour before the task
+    env.sim.list_order = order
+    env.sim.delay("run", 0.5)  # our execution starts, the answer comes too late
+    p = await env.provider(request_timeout_s=0.2)
+    task = env.task(p)
+    sub = await p.submit(task, idempotency_key=task.id)
+    mine = [e for e in env.executions() if e.env.get("EGW_TASK_ID") == task.id]
+    assert len(mine) == 1 and sub.upstream_id == mine[0].name  # adopted, not run a second time
+    assert env.sim.count("run") == 6 and len(env.executions()) == 6
+
+
+async def test_the_search_for_a_lost_run_reads_every_page(env: Env) -> None:
+    env.sim.add_job("my-project", "asia-east1", "my-job")
+    env.sim.list_order = "oldest_first"
+    others = await env.provider()
+    for i in range(120):  # more than one page of 100, ours on the second
+        await env.submit(others, env.task(others, args=[f"o{i}"]))
+    env.sim.delay("run", 0.5)
+    p = await env.provider(request_timeout_s=0.2)
+    task = env.task(p)
+    sub = await p.submit(task, idempotency_key=task.id)
+    assert sub.upstream_id is not None and len(env.executions()) == 121
+    assert env.sim.count("list_executions") == 2
+
+
+@pytest.mark.parametrize("answer", [None, 400, 409, 404])
+async def test_cancelling_a_finished_execution_reads_it_whatever_cancel_answers(
+    env: Env, answer: int | None
+) -> None:
+    """No source says what executions:cancel answers for a finished execution: egw reads the
+    execution after any answer (an operation, or any error) and reports how it really ended."""
+    env.sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(exit_code=4))
+    p = await env.provider()
+    task = env.task(p)
+    await env.submit(p, task)
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert done.status is TaskState.FAILED
+    env.sim.cancel_finished_status = answer
+    if answer == 404:  # an answer no one expects: still, the execution is read
+        env.sim.cancel_finished_status = None
+        env.sim.fail("cancel", 404)
+    obs = await p.cancel(done)
+    assert obs is not None and obs.state is TaskState.FAILED
+    assert obs.reason is not None and obs.reason.startswith("NON_ZERO_EXIT_CODE")
+    assert env.sim.count("cancel") == 1
+
+
+async def test_a_refused_cancel_of_a_running_execution_is_still_an_error(env: Env) -> None:
+    env.sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(duration_s=1000))
+    p = await env.provider()
+    task = env.task(p)
+    await env.submit(p, task)
+    env.sim.fail("cancel", 409)
+    with pytest.raises(Conflict):
+        await p.cancel(env.sink.tasks[task.id])
+    (ex,) = env.executions()
+    assert ex.cancelled_ns is None and env.sim.count("get_execution") >= 1
+
+
+async def test_a_run_operation_that_finished_with_an_error_is_a_final_error(env: Env) -> None:
+    """A done Operation holds `error` or `response` (the `result` oneof, googleapis
+    google/longrunning/operations.proto): an error with no execution is the answer, not a lost
+    one to search for and run again."""
+    env.sim.add_job("my-project", "asia-east1", "my-job")
+    env.sim.run_operation_errors.append((9, "The job's container image is not available."))
+    p = await env.provider()
+    task = env.task(p)
+    with pytest.raises(ProviderError) as info:
+        await p.submit(task, idempotency_key=task.id)
+    assert type(info.value) is ProviderError
+    assert "FAILED_PRECONDITION: The job's container image is not available." in info.value.message
+    assert env.sim.count("run") == 1 and env.sim.count("list_executions") == 0
+    assert env.executions() == []
+
+
+async def test_a_failed_execution_ends_its_operation_with_an_error(env: Env) -> None:
+    env.sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(exit_code=2))
+    p = await env.provider()
+    task = env.task(p)
+    await env.submit(p, task)
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert done.status is TaskState.FAILED and done.exit_code == 2
+    op = env.sink.tasks[task.id].upstream["operation"]
+    assert op in env.sim.operations
+
+
+# --- issue 12, point 9: permissions -------------------------------------------------------------
+
+
+async def test_an_invoker_only_identity_gets_a_clear_error_naming_the_permission(env: Env) -> None:
+    """jobs:run with overrides needs run.jobs.runWithOverrides (run v2 REST reference,
+    projects.locations.jobs/run); Cloud Run Invoker holds only run.jobs.run
+    (https://cloud.google.com/run/docs/execute/jobs, "Required roles")."""
+    env.sim.add_job("my-project", "asia-east1", "my-job")
+    env.sim.grant("invoker-token", "roles/run.invoker")
+    p = await env.provider(access_token="invoker-token")
+    task = env.task(p)
+    with pytest.raises(ProviderError) as info:
+        await p.submit(task, idempotency_key=task.id)
+    err = info.value
+    assert type(err) is ProviderError and err.upstream_status == 403
+    assert err.message.startswith(
+        "Cloud Run jobs.run: PERMISSION_DENIED: Permission 'run.jobs.runWithOverrides' denied"
+    )
+    assert "Cloud Run Developer (roles/run.developer)" in err.message
+    assert "Cloud Run Invoker only allows a plain run" in err.message
+    assert err.details["permission"] == "run.jobs.runWithOverrides"
+    assert env.executions() == [] and env.sim.count("run") == 1  # a 403 is not retried
+    assert "run.jobs.runWithOverrides" in (p.health()["last_error"] or "")
+
+
+async def test_each_call_names_the_permission_it_lacks(env: Env) -> None:
+    env.sim.add_job("my-project", "asia-east1", "my-job", script=JobScript(duration_s=1000))
+    p = await env.provider()
+    task = await env.submit(p, env.task(p))
+    env.sim.grant("viewer-token", "roles/run.viewer")
+    viewer = await env.provider(access_token="viewer-token")
+    assert (await viewer.status(task)).state in (TaskState.QUEUED, TaskState.RUNNING)
+    with pytest.raises(ProviderError) as info:
+        await viewer.cancel(task)
+    assert "run.executions.cancel" in info.value.message
+    assert "roles/run.developer" in info.value.message
+    env.sim.grant("nobody", "roles/logging.viewer")
+    blind = await env.provider(access_token="nobody")
+    with pytest.raises(ProviderError) as info:
+        await blind.status(task)
+    assert "lacks the IAM permission run.executions.get" in info.value.message
+    assert "Cloud Run Viewer (roles/run.viewer)" in info.value.message
+
+
+# --- issue 12, point 11: timestamps and ties as Cloud Logging has them ---------------------------
+
+
+async def test_logs_with_shared_and_short_timestamps_are_read_once_each(env: Env) -> None:
+    """Many entries share a timestamp (coarse structured-logging timestamps) and timestamps drop
+    trailing zeros (proto3 JSON: googleapis google/protobuf/timestamp.proto); insertId orders ties
+    only within one logName (LogEntry.insertId). Read in small pages, every line arrives once."""
+    env.sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(
+            stdout=lines(40, "out"),
+            stderr=lines(40, "err"),
+            duration_s=120,
+            start_delay_s=1,
+            timestamp_resolution_s=0.5,
+            ingest_delay_s=5,
+            ingest_jitter_s=20,
+        ),
+    )
+    p = await env.provider()
+    p.log_page_size = 3
+    task = env.task(p)
+    await env.submit(p, task)
+    done = await env.sink.wait_for(task.id, logs=True)
+    assert done.status is TaskState.SUCCEEDED
+    out = stdout_of(env, task).splitlines()
+    err = env.sink.output(task.id, "stderr").decode().splitlines()
+    assert sorted(out) == sorted(lines(40, "out")) and len(set(out)) == 40
+    assert sorted(err) == sorted([*lines(40, "err"), "[cloud run] Container called exit(0)."])
+    stamps = [e.body["timestamp"] for e in env.executions()[0].entries]
+    assert all(re.fullmatch(r"[0-9T:-]+:\d\d(\.500)?Z", t) for t in stamps)

@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript, TaskOutput
-from egw.testing.cloudrun.filters import FilterError, compile_filter
+from egw.testing.cloudrun.filters import FilterError, compile_filter, instant_ns
+from egw.testing.cloudrun.model import rfc3339
 from egw.wire import cloudrun as w
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "cloudrun"
@@ -102,6 +103,10 @@ def check(doc: dict[str, Any], name: str, body: Any) -> None:
 def check_operation(body: dict[str, Any]) -> None:
     """An Operation whose metadata/response is an Execution in Any form (run-v2-jobs.md step 2)."""
     check(RUN, "GoogleLongrunningOperation", body)
+    # `error` and `response` are the `result` oneof (googleapis google/longrunning/operations.proto)
+    assert not ("error" in body and "response" in body)
+    if body.get("done"):
+        assert "error" in body or "response" in body
     for key in ("metadata", "response"):
         if key in body:
             assert body[key]["@type"] == "type.googleapis.com/google.cloud.run.v2.Execution"
@@ -423,7 +428,8 @@ async def test_entries_list_paging_order_and_filters(
             break
     assert len(entries) == 2 * (6 + 1 + 1)
     assert {e["labels"][w.LABEL_EXECUTION] for e in entries} == {ref.execution}
-    keys = [(w.normalize_timestamp(e["timestamp"]), e["insertId"]) for e in entries]
+    # by timestamp; insertId breaks ties only within one logName (LogEntry.insertId)
+    keys = [(instant_ns(e["timestamp"]), e["logName"], e["insertId"]) for e in entries]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     json_entry = next(e for e in entries if "jsonPayload" in e)
     assert json_entry["severity"] == "WARNING" and "severity" not in json_entry["jsonPayload"]
@@ -532,6 +538,7 @@ ENTRY = {
     "resource": {"type": "cloud_run_job", "labels": {"job_name": "my-job"}},
     "labels": {"run.googleapis.com/execution_name": "my-job-abcde"},
     "textPayload": "Disk FULL on /data",
+    "jsonPayload": {"rows": 12, "message": "x2"},
 }
 
 
@@ -555,6 +562,27 @@ ENTRY = {
         ('severity="ERROR" insertId="c"', False),
         ('jsonPayload.message="x"', False),
         ('jsonPayload.message!="x"', True),
+        # issue 12, point 11: timestamps in every RFC 3339 form, and as google-cloud-logging
+        # sends them (googleapis/python-logging google/cloud/logging_v2/_helpers.py:
+        # _TIME_FORMAT "%Y-%m-%dT%H:%M:%S.%f%z" gives "+0000")
+        ('timestamp>="2026-11-27T10:00:00.500000+0000"', True),
+        ('timestamp>"2026-11-27T10:00:00.500000+0000"', False),
+        ('timestamp>="2026-11-27T11:00:00.400000+0100"', True),
+        ('timestamp="2026-11-27t10:00:00.5z"', True),
+        ('timestamp="2026-11-27 10:00:00.500Z"', True),
+        ('timestamp="2026-11-27T10:00:00.500000000000Z"', True),
+        ('timestamp<"2026-11-27T05:00:01-05:00"', True),
+        ("timestamp>=2026-11-27T10:00:00Z", True),
+        ('timestamp>="2026-11-27T10:00:00.5Z" AND timestamp<"2026-11-27T10:00:01Z"', True),
+        # severity compares by rank (googleapis google/logging/type/log_severity.proto)
+        ("severity>=WARNING", True),
+        ("severity>=CRITICAL", False),
+        ("severity<ERROR", False),
+        ("severity<=error", True),
+        ('NOT (severity>=WARNING OR textPayload:"x")', False),
+        ("jsonPayload.rows>9", True),
+        ("jsonPayload.rows<10", False),
+        ('(resource.type="cloud_run_job" OR severity=DEBUG) AND NOT insertId="a"', True),
     ],
 )
 def test_filter_subset(text: str, matches: bool) -> None:
@@ -567,6 +595,7 @@ def test_filter_subset(text: str, matches: bool) -> None:
         "resource.type",
         '(severity="ERROR"',
         'timestamp>"yesterday"',
+        "severity>=LOUD",
         'severity="ERROR" )',
         '"unterminated',
     ],
@@ -614,3 +643,180 @@ async def test_token_endpoint_checks_the_assertion(
     sim.trusted_keys = {"k1": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}
     status, body = await post({"grant_type": grant, "assertion": _jwt(claims)})
     assert status == 400 and body["error"] == "invalid_grant"
+
+
+# --- issue 12, points 9 and 10: what Google does, not what the simulator used to invent ---------
+
+
+@pytest.mark.parametrize("order", ["newest_first", "oldest_first", "shuffled"])
+async def test_executions_can_be_listed_in_another_order(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession, order: str
+) -> None:
+    """No order is documented for executions.list (googleapis google/cloud/run/v2/
+    execution.proto, ListExecutionsRequest): a knob lists them in another one, the same order on
+    every page of one listing."""
+    sim.add_job("my-project", "asia-east1", "my-job")
+    names = []
+    for i in range(7):
+        names.append((await run(http, sim, f"t_{i}"))["metadata"]["name"])
+        clock.t += 1
+    sim.list_order = order
+    listings = []
+    for _ in range(2):
+        seen: list[str] = []
+        token = ""
+        while True:
+            _, page = await call(http, sim, "GET", f"{JOB}/executions?pageSize=3&pageToken={token}")
+            seen += [e["name"] for e in page["executions"]]
+            token = page.get("nextPageToken", "")
+            if not token:
+                break
+        listings.append(seen)
+    assert listings[0] == listings[1] and sorted(seen) == sorted(names)
+    expected = {"newest_first": names[::-1], "oldest_first": names}.get(order)
+    if expected is not None:
+        assert seen == expected
+    else:
+        assert seen not in (names, names[::-1])
+
+
+async def test_a_finished_operation_holds_error_or_response(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    """Failed execution: `error`; succeeded or cancelled: `response` (apache/airflow#38028 and
+    #67050 read a cancelled execution's run operation as done without `error`)."""
+    sim.add_job("my-project", "asia-east1", "ok")
+    sim.add_job("my-project", "asia-east1", "bad", script=JobScript(exit_code=1))
+    ok = await call(http, sim, "POST", f"{JOB[:-6]}ok:run", {})
+    bad = await call(http, sim, "POST", f"{JOB[:-6]}bad:run", {})
+    clock.t += 60
+    for (_, op), key in ((ok, "response"), (bad, "error")):
+        status, done = await call(http, sim, "GET", op["name"])
+        assert status == 200 and done["done"] is True
+        check_operation(done)
+        assert key in done
+    assert done["error"]["code"] == 9 and "exit code 1" in done["error"]["message"]
+    # a run operation that failed before any execution: only `error`, nothing started
+    sim.run_operation_errors.append((3, "bad request"))
+    status, op = await call(http, sim, "POST", f"{JOB[:-6]}ok:run", {})
+    assert status == 200 and op["done"] is True and op["error"]["message"] == "bad request"
+    check_operation(op)
+    assert "metadata" not in op and len(sim.executions) == 2
+
+
+@pytest.mark.parametrize("answer", [400, 409, None])
+async def test_cancelling_a_finished_execution_answers_what_the_knob_says(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession, answer: int | None
+) -> None:
+    sim.add_job("my-project", "asia-east1", "my-job")
+    name = (await run(http, sim))["metadata"]["name"]
+    clock.t += 60
+    sim.cancel_finished_status = answer
+    status, body = await call(http, sim, "POST", f"{name}:cancel", {})
+    if answer is None:
+        assert status == 200 and body["done"] is True
+        check_operation(body)
+        assert w.execution_observation(body["response"]).state.value == "succeeded"
+    else:
+        check_error(status, body, "FAILED_PRECONDITION" if answer == 400 else "ALREADY_EXISTS")
+    _, ex = await call(http, sim, "GET", name)
+    assert w.execution_observation(ex).state.value == "succeeded"
+
+
+async def test_an_invoker_only_identity_cannot_run_with_overrides(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    """run.jobs.run suffices for a plain run; overrides need run.jobs.runWithOverrides (run v2
+    REST reference, projects.locations.jobs/run), which Cloud Run Invoker lacks
+    (https://cloud.google.com/run/docs/execute/jobs, "Required roles"). The 403 is AIP-193's
+    body with an ErrorInfo naming the permission."""
+    sim.add_job("my-project", "asia-east1", "my-job")
+    sim.grant("invoker", "roles/run.invoker")
+    inv = {"Authorization": "Bearer invoker"}
+    body = w.run_job_request(
+        w.validate_task({"project": "my-project", "region": "asia-east1", "job": "my-job"}), "t_1"
+    )
+    status, err = await call(http, sim, "POST", f"{JOB}:run", body, headers=inv)
+    message = check_error(status, err, "PERMISSION_DENIED")
+    assert message == (
+        f"Permission 'run.jobs.runWithOverrides' denied on resource '{JOB}' (or it may not exist)."
+    )
+    (info,) = err["error"]["details"]
+    assert info == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "IAM_PERMISSION_DENIED",
+        "domain": "iam.googleapis.com",
+        "metadata": {"permission": "run.jobs.runWithOverrides", "resource": JOB},
+    }
+    assert w.parse_error(status, json.dumps(err).encode()).permission == "run.jobs.runWithOverrides"
+    assert sim.executions == {}
+    status, op = await call(http, sim, "POST", f"{JOB}:run", {}, headers=inv)  # a plain run
+    assert status == 200
+    name = op["metadata"]["name"]
+    for method, path, permission in [
+        ("GET", name, "run.executions.get"),
+        ("GET", f"{JOB}/executions", "run.executions.list"),
+        ("POST", f"{name}:cancel", "run.executions.cancel"),
+        ("POST", "entries:list", "logging.logEntries.list"),
+    ]:
+        status, err = await call(http, sim, method, path, {}, headers=inv)
+        check_error(status, err, "PERMISSION_DENIED")
+        assert err["error"]["details"][0]["metadata"]["permission"] == permission
+    sim.grant("dev", "roles/run.developer", "roles/logging.viewer")
+    dev = {"Authorization": "Bearer dev"}
+    assert (await call(http, sim, "POST", f"{JOB}:run", body, headers=dev))[0] == 200
+    assert (await call(http, sim, "GET", name, headers=dev))[0] == 200
+    with pytest.raises(ValueError):
+        sim.grant("x", "roles/owner")
+
+
+async def test_ties_order_by_insert_id_within_a_log_and_timestamps_drop_trailing_zeros(
+    sim: CloudRunSimulator, clock: Clock, http: aiohttp.ClientSession
+) -> None:
+    """Issue 12, point 11. Entries order by timestamp, insertId breaking ties only within one
+    logName (LogEntry.insertId, logging-entries-list.md); timestamps are proto3 JSON, 0/3/6/9
+    fractional digits (googleapis google/protobuf/timestamp.proto)."""
+    sim.add_job(
+        "my-project",
+        "asia-east1",
+        "my-job",
+        script=JobScript(
+            stdout=[f"out {i}" for i in range(20)],
+            stderr=[f"err {i}" for i in range(20)],
+            duration_s=4,
+            timestamp_resolution_s=1,
+        ),
+    )
+    ref = w.parse_execution_name((await run(http, sim))["metadata"]["name"])
+    clock.t += 60
+    entries: list[dict[str, Any]] = []
+    token = None
+    while True:
+        body = w.list_entries_request(ref, page_token=token, page_size=7)
+        _, page = await call(http, sim, "POST", "entries:list", body)
+        entries += page.get("entries", [])
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert len(entries) == 41 and len({e["insertId"] for e in entries}) == 41
+    stamps = [e["timestamp"] for e in entries]
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", t) for t in stamps)
+    assert len(set(stamps)) < 10  # many ties
+    keys = [(instant_ns(e["timestamp"]), e["logName"], e["insertId"]) for e in entries]
+    assert keys == sorted(keys)
+    # timestamps with 3 or 6 digits when the rest are zeros
+    assert rfc3339(1_500_000_000) == "1970-01-01T00:00:01.500Z"
+    assert rfc3339(1_000_001_000) == "1970-01-01T00:00:01.000001Z"
+    assert rfc3339(1_000_000_001) == "1970-01-01T00:00:01.000000001Z"
+    assert rfc3339(2_000_000_000) == "1970-01-01T00:00:02Z"
+    # google-cloud-logging's own default filter (an offset without a colon) is understood
+    since = 'timestamp>="1970-01-01T00:00:00.000000+0000"'
+    body = {"resourceNames": ["projects/my-project"], "filter": since, "pageSize": 1000}
+    status, page = await call(http, sim, "POST", "entries:list", body)
+    assert status == 200 and len(page["entries"]) == 41
+    status, page = await call(
+        http, sim, "POST", "entries:list", {**body, "filter": "severity>=ERROR"}
+    )
+    assert status == 200 and {e["logName"].rsplit("%2F", 1)[-1] for e in page["entries"]} == {
+        "stderr"
+    }

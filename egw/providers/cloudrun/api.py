@@ -112,8 +112,12 @@ class CloudRunAPI:
         err = wire.parse_error(resp.status, resp.body)
         api = "Cloud Logging" if operation.startswith("logging") else "Cloud Run"
         message = f"{api} {operation}: {err.status}: {err.message}"
-        self.last_error = message
         details = {"google_status": err.status}
+        if resp.status == 403:  # name what to grant (see wire.REQUIRED_PERMISSIONS)
+            message = f"{message} ({wire.permission_hint(operation, err)})"
+            needed = wire.REQUIRED_PERMISSIONS.get(operation)
+            details["permission"] = err.permission or (needed[0] if needed else "")
+        self.last_error = message
         if resp.status == 429 or resp.status >= 500:
             return ProviderUnavailable(
                 message,

@@ -5,7 +5,14 @@
 ``EGW_TASK_ID=<task id>``. A submit of a task that already has an execution name returns it; a
 submit after an attempt whose answer was lost, or a retry after an *ambiguous* failure (timeout,
 connection error, 5xx; not 429, which Google answers before doing anything), first lists the
-job's executions (newest first) and adopts the one carrying the task's id.
+job's executions and adopts the one carrying the task's id. Nothing documents the order of that
+list (googleapis google/cloud/run/v2/execution.proto, ListExecutionsRequest, names none), so the
+search reads every page and never stops early at an older execution: starting a second execution
+because of an assumed order is the one thing it must not do.
+
+A cancel's answer, whatever it is (an operation, a 400, a 409...), is not trusted to say whether
+the execution had already ended: only reading the execution says (no source documents Cloud Run's
+answer to cancelling a finished execution).
 """
 
 from __future__ import annotations
@@ -13,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from egw.core.model import Observation, Task, TaskState, parse_time
-from egw.errors import ProviderError, ProviderUnavailable
+from egw.core.model import Observation, Task, TaskState
+from egw.errors import Conflict, ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot, Submission
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.poller import Poller
@@ -28,9 +34,11 @@ from egw.wire import cloudrun as wire
 
 log = structlog.get_logger("egw.providers.cloudrun")
 
-#: how far back (before the task was created) the executions list is searched for a lost run
-_MATCH_SKEW = timedelta(minutes=10)
-_MATCH_PAGES = 5
+#: the executions list is read up to this many pages of `_MATCH_PAGE_SIZE` looking for a lost
+#: run; Cloud Run shows a job's most recent 1,000 executions plus those of the last seven days
+#: (https://cloud.google.com/run/docs/execute/jobs), so a longer list is refused, not guessed at
+_MATCH_PAGES = 50
+_MATCH_PAGE_SIZE = 100
 
 #: what one attempt of ``jobs:run`` gave: the execution, and the operation's name if it ran one
 _Run = tuple[Mapping[str, Any], str | None]
@@ -76,7 +84,7 @@ class Executions:
         async def attempt() -> _Run:
             nonlocal ambiguous
             if ambiguous:
-                found = await self._find(job, idempotency_key, task.created_at)
+                found = await self._find(job, idempotency_key)
                 if found is not None:
                     log.info(
                         "cloud_run_execution_adopted", task_id=task.id, execution=found.get("name")
@@ -94,6 +102,14 @@ class Executions:
                 ambiguous = ambiguous or exc.upstream_status != 429
                 raise
             parsed = wire.parse_operation(op)
+            if parsed.execution is None and parsed.done and parsed.error is not None:
+                # a finished operation holds `error` or `response` (a oneof: googleapis
+                # google/longrunning/operations.proto): an error with no execution is the answer
+                raise ProviderError(
+                    f"Cloud Run jobs.run: the operation failed: {parsed.error}",
+                    provider=NAME,
+                    details={"operation": parsed.name},
+                )
             if parsed.execution is None:  # not in the contract; look instead of guessing
                 ambiguous = True
                 raise ProviderUnavailable(
@@ -110,26 +126,26 @@ class Executions:
         if upstream_id is None:
             return Observation(state=TaskState.CANCELLED, reason="no execution was started")
         url = self._api.execution_url(upstream_id)
+        refused: ProviderError | Conflict | None = None
         try:
-            op = await self._api.call(
+            await self._api.call(
                 "POST", f"{url}:cancel", json_body={}, operation="executions.cancel"
             )
-        except ProviderError as exc:
-            if exc.upstream_status != 400:
-                raise
-            # FAILED_PRECONDITION: it already ended; say how
+        except (ProviderError, Conflict) as exc:  # 400, 409, 403, retries exhausted...: read
+            refused = exc
+        try:
             execution = await self._api.call("GET", url, operation="executions.get")
-            obs = wire.execution_observation(execution)
-            if obs.state.terminal:
-                return obs
-            raise
+        except ProviderError:
+            if refused is not None:
+                raise refused from None
+            execution = None
+        obs = None if execution is None else wire.execution_observation(execution)
+        if obs is not None and obs.state.terminal:
+            return obs
+        if refused is not None:  # refused, and still going
+            raise refused
         ref = wire.parse_execution_name(upstream_id)
         self._watches.ensure(task.id, ref, ended=False).wake.set()
-        parsed = wire.parse_operation(op)
-        if parsed.execution is not None:
-            obs = wire.execution_observation(parsed.execution)
-            if obs.state.terminal:
-                return obs
         return None
 
     async def status(self, task: Task) -> Observation:
@@ -172,9 +188,7 @@ class Executions:
         if not task.upstream.get("run_attempted"):
             return None
         job = wire.CloudRunSpec.from_json(task.spec).job_ref
-        found = await self._api.retried(
-            lambda: self._find(job, task.id, task.created_at), "executions.list"
-        )
+        found = await self._api.retried(lambda: self._find(job, task.id), "executions.list")
         if found is None:
             return None
         await self._adopt(task.id, found, None)
@@ -183,13 +197,12 @@ class Executions:
     async def _record(self, task_id: str, **kwargs: Any) -> None:
         await self._sink().set_upstream(task_id, **kwargs)
 
-    async def _find(
-        self, job: wire.JobRef, task_id: str, created: datetime
-    ) -> Mapping[str, Any] | None:
-        """The job's execution started for ``task_id`` (newest first, back to the task's birth)."""
+    async def _find(self, job: wire.JobRef, task_id: str) -> Mapping[str, Any] | None:
+        """The job's execution started for ``task_id``: every page is read, in whatever order
+        Cloud Run lists them (no order is documented, so no execution ends the search early)."""
         token: str | None = None
         for _ in range(_MATCH_PAGES):
-            params = {"pageSize": "100", **({"pageToken": token} if token else {})}
+            params = {"pageSize": str(_MATCH_PAGE_SIZE), **({"pageToken": token} if token else {})}
             page = await self._api.send(
                 "GET",
                 f"{self._api.run_url}/v2/{job.name}/executions",
@@ -200,10 +213,12 @@ class Executions:
             for execution in executions:
                 if wire.execution_task_id(execution) == task_id:
                     return execution
-                made = parse_time(execution.get("createTime"))
-                if made is not None and made < created - _MATCH_SKEW:
-                    return None
             token = page.get("nextPageToken")
             if not token:
                 return None
-        return None
+        raise ProviderError(
+            f"Cloud Run executions.list: job {job.name} lists more than"
+            f" {_MATCH_PAGES * _MATCH_PAGE_SIZE} executions; egw cannot rule out that its lost"
+            f" jobs:run started one for task {task_id}, so it does not run the job again",
+            provider=NAME,
+        )

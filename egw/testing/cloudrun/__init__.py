@@ -3,11 +3,14 @@
 One aiohttp app serves, on one base URL (point both ``run_api_url`` and ``logging_api_url`` at it):
 
 * Cloud Run Admin v2: ``POST v2/{job}:run`` (with ``overrides``; answers a long-running operation
-  whose ``metadata`` is the new Execution), ``GET v2/{job}/executions`` (newest first, paged),
+  whose ``metadata`` is the new Execution; once done it holds ``error`` if the execution failed,
+  else ``response``), ``GET v2/{job}/executions`` (paged; newest first unless told otherwise),
   ``GET v2/{execution}``, ``POST v2/{execution}:cancel``, ``GET v2/{execution}/tasks`` and
   ``GET v2/{task}``, ``GET v2/{operation}`` and ``POST v2/{operation}:wait``;
-* Cloud Logging v2: ``POST v2/entries:list`` (``resourceNames``, ``filter`` in a subset of the
-  query language, ``orderBy`` ``timestamp asc|desc``, ``pageSize``/``pageToken``);
+* Cloud Logging v2: ``POST v2/entries:list`` (``resourceNames``, ``filter`` in the query language
+  as `egw.testing.cloudrun.filters` parses it, ``orderBy`` ``timestamp asc|desc``, ties broken by
+  ``insertId`` only within one ``logName``, ``pageSize``/``pageToken``); timestamps are proto3
+  JSON (0, 3, 6 or 9 fractional digits);
 * ``POST /token``: an OAuth2 token endpoint for service-account keys (set a key file's
   ``token_uri`` to ``<url>/token``; google-auth then signs a JWT and gets a token here).
 
@@ -24,6 +27,7 @@ Scripting API::
         stderr=["warning!"], exit_code=2, failing_tasks=frozenset({1}),
         duration_s=10, start_delay_s=2, cancel_delay_s=1,
         ingest_delay_s=1, ingest_jitter_s=0.5,                    # Logging shows entries late
+        timestamp_resolution_s=1,                                 # many entries share a timestamp
         per_task=None,                                            # or ctx -> TaskOutput(...)
     ))
     sim.fail("run", 429, times=3)            # next 3 jobs:run calls answer 429 RESOURCE_EXHAUSTED
@@ -34,6 +38,12 @@ Scripting API::
     sim.empty_log_pages = 2                  # entries:list pages: no entries but a nextPageToken
     sim.logging_quota_per_minute = 60        # 429 once a project reads more often
     sim.trusted_keys = {kid: public_pem}     # verify service-account JWT signatures
+    sim.list_order = "oldest_first"          # or "shuffled": no order is documented
+    sim.cancel_finished_status = 409         # cancelling a finished execution: this error, or
+                                             # None: a done operation (no source says which)
+    sim.run_operation_errors.append((9, "msg"))  # next jobs:run: a done operation with `error`
+    sim.grant("inv-token", "roles/run.invoker")  # a token with only these roles' permissions:
+                                             # 403 PERMISSION_DENIED (ErrorInfo names it)
     sim.count("list_entries"); sim.requests  # what was called
     sim.executions_of("my-project", "asia-east1", "my-job")
 
@@ -42,10 +52,12 @@ list_tasks, get_task, get_operation, wait_operation, list_entries, token.
 """
 
 from egw.testing.cloudrun.model import JobScript, SimExecution, SimJob, TaskContext, TaskOutput
-from egw.testing.cloudrun.server import OPERATIONS, CloudRunSimulator
+from egw.testing.cloudrun.server import OPERATIONS, PERMISSIONS, ROLES, CloudRunSimulator
 
 __all__ = [
     "OPERATIONS",
+    "PERMISSIONS",
+    "ROLES",
     "CloudRunSimulator",
     "JobScript",
     "SimExecution",

@@ -1,12 +1,23 @@
-"""A subset of the Cloud Logging query language, enough for the filters egw and its users send.
+"""The Cloud Logging query language, as far as the filters of egw and of Google's clients go.
 
 Supported (https://cloud.google.com/logging/docs/view/logging-query-language): comparisons
 ``field OP value`` with ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``:`` (has / substring),
 ``=~`` and ``!~`` (regular expressions); ``AND``, ``OR``, ``NOT`` (and ``-``), parentheses, and
-juxtaposition as an implicit ``AND``. Field paths are dotted, with quoted segments for keys that
-hold dots or slashes (``labels."run.googleapis.com/execution_name"``). ``timestamp`` and
-``receiveTimestamp`` compare as instants. Anything else is a `FilterError` (the simulator answers
-400 ``INVALID_ARGUMENT``, as Logging does for a filter it cannot parse), never a silent match-all.
+juxtaposition as an implicit ``AND``; values quoted (JSON-style escapes) or bare. Field paths are
+dotted, with quoted segments for keys that hold dots or slashes
+(``labels."run.googleapis.com/execution_name"``).
+
+* ``timestamp`` and ``receiveTimestamp`` compare as instants, the value in any RFC 3339 form
+  (``T``/``t``/space, ``Z``/``z`` or an offset, 0 to 9 or more fractional digits) and in the form
+  google-cloud-logging itself sends, an offset without a colon (``+0000``: googleapis/
+  python-logging, google/cloud/logging_v2/_helpers.py, ``_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"``,
+  used by ``_add_defaults_to_filter`` for every ``list_entries``).
+* ``severity`` compares by rank (``severity>=WARNING``), the order of googleapis
+  google/logging/type/log_severity.proto.
+* A number compares as a number when the field holds a JSON number.
+
+Anything else is a `FilterError` (the simulator answers 400 ``INVALID_ARGUMENT``, as Logging does
+for a filter it cannot parse), never a silent match-all.
 """
 
 from __future__ import annotations
@@ -14,16 +25,49 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
-
-from egw.wire.cloudrun import normalize_timestamp
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 _OPS = (">=", "<=", "!=", "=~", "!~", "=", "<", ">", ":")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BARE = re.compile(r"[^\s()\"<>=!:]+")
+# a bare value runs to the next space or parenthesis (a timestamp's ':' included)
+_BARE = re.compile(r"[^\s()\"<>=!]+")
 _TIME_FIELDS = frozenset({"timestamp", "receiveTimestamp"})
+_INSTANT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+)
+#: LogSeverity numbers (googleapis google/logging/type/log_severity.proto)
+SEVERITIES = {
+    "DEFAULT": 0,
+    "DEBUG": 100,
+    "INFO": 200,
+    "NOTICE": 300,
+    "WARNING": 400,
+    "ERROR": 500,
+    "CRITICAL": 600,
+    "ALERT": 700,
+    "EMERGENCY": 800,
+}
+
+
+def instant_ns(text: str) -> int:
+    """An RFC 3339 timestamp (or ``+hhmm`` offset) as nanoseconds since the epoch; digits beyond
+    nanoseconds are dropped. Raises ValueError for anything else."""
+    m = _INSTANT.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, zulu, sign, off_h, off_m = m.group(7), m.group(8), m.group(9), m.group(10), m.group(11)
+    when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    offset = 0 if zulu else (int(off_h) * 60 + int(off_m)) * (1 if sign == "+" else -1)
+    seconds = int((when - _EPOCH).total_seconds()) - offset * 60
+    return seconds * 1_000_000_000 + int((frac or "")[:9].ljust(9, "0"))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FilterError(ValueError):
@@ -178,12 +222,19 @@ def _lookup(entry: Mapping[str, Any], path: list[str]) -> Any:
 
 
 def _compare(path: list[str], op: str, wanted: str) -> Predicate:
-    is_time = len(path) == 1 and path[0] in _TIME_FIELDS
-    if is_time and op not in (":", "=~", "!~"):
+    is_time = len(path) == 1 and path[0] in _TIME_FIELDS and op not in (":", "=~", "!~")
+    is_rank = path == ["severity"] and op not in (":", "=~", "!~")
+    key: Callable[[str], Any] | None = None
+    if is_time:
+        key = instant_ns
+    elif is_rank:
+        key = _severity
+    target: Any = wanted
+    if key is not None:
         try:
-            wanted = normalize_timestamp(wanted)
+            target = key(wanted)
         except ValueError as exc:
-            raise FilterError(f"invalid timestamp {wanted!r}") from exc
+            raise FilterError(f"invalid {path[0]} {wanted!r}") from exc
     pattern = re.compile(wanted) if op in ("=~", "!~") else None
 
     def pred(entry: Mapping[str, Any]) -> bool:
@@ -191,18 +242,41 @@ def _compare(path: list[str], op: str, wanted: str) -> Predicate:
         if value is None:
             return op in ("!=", "!~")
         text = value if isinstance(value, str) else json.dumps(value)
-        if is_time and op not in (":", "=~", "!~"):
-            text = normalize_timestamp(text)
-        if op == "=":
-            return text == wanted
-        if op == "!=":
-            return text != wanted
         if op == ":":
             return wanted.lower() in text.lower()
         if pattern is not None:
             return bool(pattern.search(text)) == (op == "=~")
-        return {"<": text < wanted, "<=": text <= wanted, ">": text > wanted, ">=": text >= wanted}[
-            op
-        ]
+        have: Any = text
+        want: Any = target
+        if key is not None:
+            try:
+                have = key(text)
+            except ValueError:
+                return op == "!="
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                have, want = value, float(wanted)
+            except ValueError:
+                pass
+        return _OPS_CMP[op](have, want)
 
     return pred
+
+
+def _severity(text: str) -> int:
+    name = text.upper()
+    if name in SEVERITIES:
+        return SEVERITIES[name]
+    if name.isdigit():
+        return int(name)
+    raise ValueError(f"not a severity: {text!r}")
+
+
+_OPS_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: bool(a == b),
+    "!=": lambda a, b: bool(a != b),
+    "<": lambda a, b: bool(a < b),
+    "<=": lambda a, b: bool(a <= b),
+    ">": lambda a, b: bool(a > b),
+    ">=": lambda a, b: bool(a >= b),
+}

@@ -114,17 +114,22 @@ def page(request: web.Request, items: list[Any], scope: str) -> tuple[list[Any],
     return items[start:end], next_token
 
 
-def encode_token(after: tuple[str, str] | None, digest: str) -> str:
+#: where an entries:list page ended: (timestamp in ns, logName, insertId)
+EntryKey = tuple[int, str, str]
+
+
+def encode_token(after: EntryKey | None, digest: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"a": after, "h": digest}).encode()).decode()
 
 
-def decode_token(token: Any, digest: str) -> tuple[str, str] | None:
+def decode_token(token: Any, digest: str) -> EntryKey | None:
     if not token:
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode(str(token)))
         if data["h"] != digest:
             raise ValueError("request changed")
-        return (str(data["a"][0]), str(data["a"][1])) if data["a"] else None
+        after = data["a"]
+        return (int(after[0]), str(after[1]), str(after[2])) if after else None
     except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
         raise GoogleError(400, "The page token is invalid or does not match the request.") from None

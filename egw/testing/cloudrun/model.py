@@ -68,6 +68,10 @@ class JobScript:
     ingest_jitter_s: float = 0.0
     #: a platform line ("Container called exit(N).") at each task's end
     system_messages: bool = True
+    #: entries' timestamps cut to this many (real) seconds, as when a program's structured log
+    #: lines carry their own coarse ``timestamp`` (https://cloud.google.com/logging/docs/
+    #: structured-logging): many entries then share a timestamp (None: nanoseconds)
+    timestamp_resolution_s: float | None = None
     per_task: Callable[[TaskContext], TaskOutput] | None = None
 
     def output(self, ctx: TaskContext) -> TaskOutput:
@@ -121,9 +125,21 @@ class SimTask:
 
 
 def rfc3339(ns: int) -> str:
-    """Nanosecond epoch time as RFC 3339 with 9 fractional digits, as Logging writes it."""
+    """Nanosecond epoch time as RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits: the
+    proto3 JSON form of a Timestamp ("uses 0, 3, 6 or 9 fractional digits", googleapis
+    google/protobuf/timestamp.proto), so trailing zeros are left out as the LogEntry.timestamp
+    description warns (logging-entries-list.md)."""
     when = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+    nanos = ns % 1_000_000_000
+    if nanos == 0:
+        frac = ""
+    elif nanos % 1_000_000 == 0:
+        frac = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1000 == 0:
+        frac = f".{nanos // 1000:06d}"
+    else:
+        frac = f".{nanos:09d}"
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
 
 
 def _prune(obj: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +191,7 @@ class SimExecution:
                 self._entry(
                     end, "varlog/system", index, f"Container called exit({out.exit_code}).", rng
                 )
-        self.entries.sort(key=lambda e: (e.ts_ns, e.body["insertId"]))
+        self.entries.sort(key=lambda e: (e.ts_ns, e.body["logName"], e.body["insertId"]))
         self.cancel_delay_ns = self._ns(script.cancel_delay_s)
 
     def _ns(self, sim_seconds: float) -> int:
@@ -183,6 +199,9 @@ class SimExecution:
 
     def _entry(self, ts: int, log: str, index: int, payload: Any, rng: random.Random) -> None:
         script = self.job.script
+        if script.timestamp_resolution_s:
+            step = int(script.timestamp_resolution_s * 1_000_000_000)
+            ts -= ts % step
         delay = script.ingest_delay_s + rng.uniform(0, script.ingest_jitter_s)
         body: dict[str, Any] = {
             "insertId": "".join(rng.choices(string.hexdigits.lower()[:16], k=16)),

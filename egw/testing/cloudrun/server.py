@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from egw.testing.cloudrun.filters import FilterError, compile_filter
+from egw.testing.cloudrun.filters import FilterError, compile_filter, instant_ns
 from egw.testing.cloudrun.google import (
     GOOGLE_TOKEN_URL,
     STATUS_NAMES,
@@ -37,7 +37,6 @@ from egw.testing.cloudrun.google import (
 )
 from egw.testing.cloudrun.google import page as paged
 from egw.testing.cloudrun.model import JobScript, SimExecution, SimJob
-from egw.wire.cloudrun import normalize_timestamp
 
 OPERATIONS = (
     "run",
@@ -74,6 +73,33 @@ _RUN_KEYS = {
     "overrides.containerOverrides.env": {"name", "value", "valueSource"},
 }
 _LIST_KEYS = {"": {"resourceNames", "projectIds", "filter", "orderBy", "pageSize", "pageToken"}}
+# The IAM permission each call needs: "Authorization requires the following IAM permission" on
+# each method's page of the REST reference (https://cloud.google.com/run/docs/reference/rest/v2/,
+# https://cloud.google.com/logging/docs/reference/v2/rest/v2/entries/list) and the permission
+# list https://cloud.google.com/run/docs/reference/iam/permissions. jobs:run with ``overrides``
+# needs run.jobs.runWithOverrides as well.
+PERMISSIONS = {
+    "run": "run.jobs.run",
+    "get_execution": "run.executions.get",
+    "list_executions": "run.executions.list",
+    "cancel": "run.executions.cancel",
+    "list_tasks": "run.tasks.list",
+    "get_task": "run.tasks.get",
+    "get_operation": "run.operations.get",
+    "wait_operation": "run.operations.get",
+    "list_entries": "logging.logEntries.list",
+}
+_RUN_ALL = frozenset(PERMISSIONS.values()) - {"logging.logEntries.list"}
+# The predefined roles, cut to the permissions above (https://cloud.google.com/run/docs/
+# reference/iam/roles; https://cloud.google.com/run/docs/execute/jobs, "Required roles": Invoker
+# executes a job, Developer is needed "to override job configurations, or to cancel job
+# executions"; roles/logging.viewer holds logging.logEntries.list).
+ROLES: dict[str, frozenset[str]] = {
+    "roles/run.invoker": frozenset({"run.jobs.run"}),
+    "roles/run.developer": _RUN_ALL | {"run.jobs.runWithOverrides"},
+    "roles/run.viewer": _RUN_ALL - {"run.jobs.run", "run.executions.cancel"},
+    "roles/logging.viewer": frozenset({"logging.logEntries.list"}),
+}
 
 
 @dataclass
@@ -123,6 +149,21 @@ class CloudRunSimulator:
         self.empty_log_pages = 0
         #: Cloud Logging read quota per project per (real) minute; None: unlimited
         self.logging_quota_per_minute: int | None = None
+        #: the order of ``executions.list``: "newest_first", "oldest_first" or "shuffled". Nothing
+        #: documents an order (run-v2-jobs.md; ListExecutionsRequest in googleapis
+        #: google/cloud/run/v2/execution.proto names none), so clients must not rely on one.
+        self.list_order = "newest_first"
+        #: what ``executions:cancel`` of a finished execution answers: an HTTP status (an error in
+        #: Google's shape) or None (an operation, done, whose response is the execution). No
+        #: source says which Cloud Run does; the default is the simulator's own guess.
+        self.cancel_finished_status: int | None = 400
+        #: the next jobs:run calls answer an operation that is done with ``error`` (code,
+        #: message) and start nothing: what the Operation's ``result`` oneof allows
+        #: (googleapis google/longrunning/operations.proto), not an observed Cloud Run answer
+        self.run_operation_errors: list[tuple[int, str]] = []
+        #: tokens granted roles (`grant`) have only those roles' permissions (see `ROLES`);
+        #: other tokens have every permission
+        self.token_roles: dict[str, frozenset[str]] = {}
         self._reads: dict[str, deque[float]] = {}
         self._faults: list[_Fault] = []
         self._rng = random.Random(seed)
@@ -183,6 +224,15 @@ class CloudRunSimulator:
         self._check_op(operation)
         self._faults.append(_Fault(operation, times, delay_s=seconds))
 
+    def grant(self, token: str, *roles: str) -> None:
+        """A bearer token that holds only ``roles`` (keys of `ROLES`): a call it lacks the
+        permission for answers 403 ``PERMISSION_DENIED``, as Google's IAM does."""
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; one of {sorted(ROLES)}")
+        self.tokens.setdefault(token, None)
+        self.token_roles[token] = frozenset(roles)
+
     def count(self, operation: str) -> int:
         return sum(1 for op, _ in self.requests if op == operation)
 
@@ -232,9 +282,10 @@ class CloudRunSimulator:
         self.requests.append((operation, path))
         try:
             self._authenticate(request)
+            arg = m.group(1) if m.groups() else None
+            self._authorize(request, PERMISSIONS[operation], arg or "projects/-")
             fault = self._take_fault(operation)
             handler: Callable[..., Awaitable[Any]] = getattr(self, f"_{operation}")
-            arg = m.group(1) if m.groups() else None
             if fault is not None and fault.status is not None and not fault.apply:
                 raise self._fault_error(fault, operation)
             body = await handler(request, arg) if arg is not None else await handler(request)
@@ -256,6 +307,28 @@ class CloudRunSimulator:
         expiry = self.tokens[token]
         if expiry is not None and self.clock() >= expiry:
             raise GoogleError(401, UNAUTHENTICATED_MESSAGE)
+
+    def _authorize(self, request: web.Request, permission: str, resource: str) -> None:
+        """403 unless the caller's token holds ``permission``. The body is AIP-193's
+        (aip-dev/google.aip.dev aip/general/0193.md: an ErrorInfo in ``details``); the message
+        and the ErrorInfo's reason, domain and metadata are as Google's IAM denials read in public
+        error reports (no spec pins the words)."""
+        header = request.headers.get("Authorization", "")
+        roles = self.token_roles.get(header.removeprefix("Bearer "))
+        if roles is None or any(permission in ROLES[role] for role in roles):
+            return
+        raise GoogleError(
+            403,
+            f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "IAM_PERMISSION_DENIED",
+                    "domain": "iam.googleapis.com",
+                    "metadata": {"permission": permission, "resource": resource},
+                }
+            ],
+        )
 
     def _take_fault(self, operation: str) -> _Fault | None:
         for fault in self._faults:
@@ -334,8 +407,14 @@ class CloudRunSimulator:
 
     async def _run(self, request: web.Request, job_name: str) -> dict[str, Any]:
         body = await self._json(request, _RUN_KEYS)
-        job = self._job(job_name)
         overrides = body.get("overrides") or {}
+        if overrides:  # the override needs its own permission (run.jobs.run REST reference)
+            self._authorize(request, "run.jobs.runWithOverrides", job_name)
+        job = self._job(job_name)
+        if self.run_operation_errors:
+            code, message = self.run_operation_errors.pop(0)
+            op = f"projects/{job.project}/locations/{job.region}/operations/{uuid.uuid4()}"
+            return {"name": op, "done": True, "error": {"code": code, "message": message}}
         containers = overrides.get("containerOverrides") or []
         if len(containers) > 1:
             raise GoogleError(400, "Only one container override is supported by this simulator.")
@@ -385,13 +464,22 @@ class CloudRunSimulator:
         return name
 
     def _op_json(self, name: str, now: int | None = None) -> dict[str, Any]:
+        """A finished Operation has ``error`` OR ``response`` (the ``result`` oneof of
+        googleapis google/longrunning/operations.proto). A failed execution's run operation ends
+        with ``error``, a succeeded or cancelled one's with ``response`` (what Airflow's Cloud Run
+        trigger had to learn: apache/airflow#38028 and #67050). The error's code is not sourced:
+        the simulator uses FAILED_PRECONDITION (9) with the Completed condition's message."""
         op = self.operations[name]
         ex = self.executions[op.execution]
         now = self.now_ns() if now is None else now
         body: dict[str, Any] = {"name": name, "metadata": ex.to_json(now, typed=True)}
         if ex.done(now):
             body["done"] = True
-            body["response"] = ex.to_json(now, typed=True)
+            completed = ex.to_json(now)["conditions"][-1]
+            if completed["state"] == "CONDITION_FAILED" and ex.cut_ns() is None:
+                body["error"] = {"code": 9, "message": completed.get("message", "failed")}
+            else:
+                body["response"] = ex.to_json(now, typed=True)
         return body
 
     async def _get_execution(self, request: web.Request, name: str) -> dict[str, Any]:
@@ -402,8 +490,10 @@ class CloudRunSimulator:
         found = sorted(
             self.executions_of(*_job_parts(parent)),
             key=lambda e: (e.created_ns, e.name),
-            reverse=True,
+            reverse=self.list_order == "newest_first",
         )
+        if self.list_order == "shuffled":  # the same order for every page of one listing
+            random.Random(parent).shuffle(found)
         now = self.now_ns()
         page, token = paged(request, [e.to_json(now) for e in found], parent)
         return {"executions": page, "nextPageToken": token} if token else {"executions": page}
@@ -412,11 +502,14 @@ class CloudRunSimulator:
         await self._json(request, {"": {"etag", "validateOnly"}})
         ex = self._execution(name)
         now = self.now_ns()
-        if ex.done(now):
+        if ex.done(now) and self.cancel_finished_status is not None:
+            status = self.cancel_finished_status
             raise GoogleError(
-                400, f"Execution {ex.short_id} has already completed.", name="FAILED_PRECONDITION"
+                status,
+                f"Execution {ex.short_id} has already completed.",
+                name="FAILED_PRECONDITION" if status == 400 else None,
             )
-        if ex.cancelled_ns is None:
+        if ex.cancelled_ns is None and not ex.done(now):
             ex.cancelled_ns = now
         return self._op_json(self._new_op(ex.job, ex))
 
@@ -491,8 +584,12 @@ class CloudRunSimulator:
             if pred(e)
         ]
 
-        def key(e: Mapping[str, Any]) -> tuple[str, str]:
-            return normalize_timestamp(e["timestamp"]), str(e["insertId"])
+        def key(e: Mapping[str, Any]) -> tuple[int, str, str]:
+            # by timestamp; "the insert_id is also used to order log entries that have the same
+            # log_name and timestamp values" (LogEntry.insertId, logging-entries-list.md): ties
+            # across logs have no documented order, so the simulator groups them by logName
+            # rather than sorting every tie by insertId
+            return instant_ns(e["timestamp"]), str(e["logName"]), str(e["insertId"])
 
         entries.sort(key=key, reverse=order == "timestamp desc")
         digest = hashlib.sha256(

@@ -23,7 +23,13 @@ from egw.wire.cloudrun.executions import (
     execution_task_id,
     parse_operation,
 )
-from egw.wire.cloudrun.google import SCOPE, GoogleError, parse_error
+from egw.wire.cloudrun.google import (
+    REQUIRED_PERMISSIONS,
+    SCOPE,
+    GoogleError,
+    parse_error,
+    permission_hint,
+)
 from egw.wire.cloudrun.logquery import (
     LABEL_EXECUTION,
     LABEL_TASK_INDEX,
@@ -63,6 +69,7 @@ __all__ = [
     "MAX_ARG_BYTES",
     "MAX_TASK_COUNT",
     "MAX_TIMEOUT_S",
+    "REQUIRED_PERMISSIONS",
     "SCOPE",
     "CloudRunSpec",
     "ExecutionRef",
@@ -84,6 +91,7 @@ __all__ = [
     "parse_error",
     "parse_execution_name",
     "parse_operation",
+    "permission_hint",
     "render_entry",
     "run_job_request",
     "shift_timestamp",

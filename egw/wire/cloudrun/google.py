@@ -41,6 +41,47 @@ class GoogleError:
     http_status: int
     status: str
     message: str
+    #: the IAM permission a 403 names in its ErrorInfo (``metadata.permission``), if it does
+    permission: str | None = None
+
+
+#: what each call egw makes needs: (IAM permission, the smallest predefined role holding it).
+#: Permissions: "Authorization requires the following IAM permission" on each method's REST
+#: reference page and https://cloud.google.com/run/docs/reference/iam/permissions; roles:
+#: https://cloud.google.com/run/docs/execute/jobs ("Required roles": Cloud Run Invoker executes
+#: a job; Cloud Run Developer is needed to override job configurations or to cancel executions)
+#: and https://cloud.google.com/run/docs/reference/iam/roles. Every egw submit carries a
+#: container override (``EGW_TASK_ID``), so it needs run.jobs.runWithOverrides, not only
+#: run.jobs.run: Cloud Run Invoker is not enough.
+REQUIRED_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "jobs.run": ("run.jobs.runWithOverrides", "Cloud Run Developer (roles/run.developer)"),
+    "executions.list": ("run.executions.list", "Cloud Run Viewer (roles/run.viewer)"),
+    "executions.get": ("run.executions.get", "Cloud Run Viewer (roles/run.viewer)"),
+    "tasks.list": ("run.tasks.list", "Cloud Run Viewer (roles/run.viewer)"),
+    "executions.cancel": ("run.executions.cancel", "Cloud Run Developer (roles/run.developer)"),
+    "logging.entries.list": (
+        "logging.logEntries.list",
+        "Logs Viewer (roles/logging.viewer)",
+    ),
+}
+
+
+def permission_hint(operation: str, err: GoogleError) -> str:
+    """What to grant after a 403 on ``operation``: the permission upstream named (or else the one
+    the call needs) and the predefined role that holds what the call needs."""
+    needed, role = REQUIRED_PERMISSIONS.get(operation, (None, None))
+    permission = err.permission or needed
+    if permission is None:
+        return "the caller lacks an IAM permission for this call"
+    hint = f"the caller lacks the IAM permission {permission}"
+    if operation == "jobs.run":
+        hint += (
+            "; egw's submits carry container overrides (EGW_TASK_ID), which need"
+            " run.jobs.runWithOverrides: Cloud Run Invoker only allows a plain run"
+        )
+    if role is not None:
+        hint += f"; grant {role} or another role holding {needed}"
+    return hint
 
 
 def parse_error(http_status: int, body: bytes) -> GoogleError:
@@ -53,6 +94,7 @@ def parse_error(http_status: int, body: bytes) -> GoogleError:
             http_status,
             str(err.get("status") or code_name(err.get("code"))),
             str(err.get("message") or "").strip() or f"HTTP {http_status}",
+            _permission(err.get("details")),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         text = body.decode("utf-8", "replace").strip()
@@ -61,3 +103,13 @@ def parse_error(http_status: int, body: bytes) -> GoogleError:
             f"HTTP {http_status}",
             text[:200] if text else f"HTTP {http_status} with no body",
         )
+
+
+def _permission(details: Any) -> str | None:
+    """``metadata.permission`` of a google.rpc.ErrorInfo in an error's ``details`` (AIP-193)."""
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.ErrorInfo"):
+            value = (detail.get("metadata") or {}).get("permission")
+            if isinstance(value, str) and value:
+                return value
+    return None
