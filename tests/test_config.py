@@ -560,3 +560,10 @@ def test_an_integer_given_as_text_is_bounded_before_int(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"server": {"port": value}}, {})
     assert info.value.path == "server.port"
+
+
+@pytest.mark.parametrize("value", [0, -1, 3601])
+def test_github_log_wait_is_bounded(value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"providers": {"github_actions": {"log_wait_s": value}}}, {})
+    assert info.value.path == "providers.github_actions.log_wait_s"

@@ -152,11 +152,16 @@ class GitHubActionsConfig:
     #: a dispatched run not identified after this long fails the task
     correlation_timeout_s: float = 300.0
     request_timeout_s: float = 30.0
+    #: how long a completed job's log is asked for again until its upload lands (GitHub
+    #: answers BlobNotFound until then and documents no delay)
+    log_wait_s: float = 300.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
 
     def validate(self, path: str) -> None:
         url(self.api_url, f"{path}.api_url")
+        if not 0 < self.log_wait_s <= 3600:
+            raise ConfigError(f"{path}.log_wait_s", "must be greater than 0 and at most 3600")
         if self.api_version not in ("2022-11-28", "2026-03-10"):
             raise ConfigError(f"{path}.api_version", "one of 2022-11-28, 2026-03-10")
         for name in ("poll_min_s", "poll_max_s", "correlation_timeout_s", "request_timeout_s"):

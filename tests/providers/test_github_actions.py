@@ -734,8 +734,7 @@ async def test_a_job_log_not_uploaded_yet_is_asked_for_again_until_it_lands(
 
 
 async def test_a_job_log_that_never_lands_is_given_up_after_the_wait(make_env: MakeEnv) -> None:
-    env = await make_env()
-    env.provider.logs.wait_s = 0.3
+    env = await make_env(log_wait_s=0.3)
     env.sim.script(slow_upload(1_000_000))
     task = await env.submit()
     started = asyncio.get_running_loop().time()

@@ -29,10 +29,6 @@ from egw.providers.github_actions.api import GitHubAPI
 from egw.providers.github_actions.state import Follow, Tracked
 from egw.wire import github as gh
 
-#: how long a job's log is waited for once the job completed, when the config does not
-#: say (``providers.github_actions.log_wait_s``); GitHub documents no upload delay
-LOG_WAIT_S = 300.0
-
 
 class JobLogs:
     def __init__(
@@ -42,7 +38,7 @@ class JobLogs:
         self.follow = follow
         self.sink = sink
         self.background = background
-        self.wait_s = float(getattr(api.cfg, "log_wait_s", LOG_WAIT_S))
+        self.wait_s = api.cfg.log_wait_s
         self._fetching: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     def fetch(self, tracked: Tracked, job: gh.Job) -> None:
