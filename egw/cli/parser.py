@@ -138,6 +138,7 @@ def build() -> Parser:
     w = client("watch", "print every task's events as they happen (Ctrl-C stops)", streams.watch)
     w.add_argument("--provider")
     w.add_argument("--task", dest="task_id", metavar="ID")
+    w.add_argument("--after", type=int, metavar="SEQ", help="replay from after this event first")
 
     from egw.devserver import add_dev_parser
 

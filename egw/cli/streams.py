@@ -63,8 +63,11 @@ async def events(args: argparse.Namespace) -> int:
 
 
 async def watch(args: argparse.Namespace) -> int:
-    """Every event from now on (filtered by ``--provider``, ``--task``), until Ctrl-C."""
+    """Every event from now on, or after ``--after`` (filtered by ``--provider``,
+    ``--task``), until Ctrl-C."""
     params = {k: v for k, v in (("provider", args.provider), ("task_id", args.task_id)) if v}
+    if args.after is not None:
+        params["after"] = str(args.after)
     async with connect(args) as c:
         async for frame in c.stream("/v1/events", params):
             if frame.event == "reset":
