@@ -62,20 +62,20 @@ def validate_task(task: Mapping[str, Any], policy: Policy | None) -> LocalSpec:
 
 
 def _check_found(spec: LocalSpec) -> None:
-    """A command that is not there is a 400 at submit, not a task that fails at once
-    (looked up as the runner will: on the task's PATH, else the gateway's; a path with
-    a slash relative to the task's ``cwd``). With an allowlist, the policy resolves it."""
+    """A command that is not there is a 400 at submit, not a task that fails at once:
+    looked up as the runner will, on the gateway's PATH (a path with a slash: relative to
+    the task's ``cwd``). A task that sets its own PATH is left to it; with an allowlist,
+    the policy resolves the command instead."""
     command = spec.command
     if "/" in command:
         path = os.path.join(spec.cwd or os.getcwd(), command)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return
         where = "in the task's cwd" if spec.cwd else "on the gateway"
+    elif "PATH" in spec.env or shutil.which(command, path=os.environ.get("PATH", os.defpath)):
+        return
     else:
-        search = spec.env.get("PATH", os.environ.get("PATH", os.defpath))
-        if shutil.which(command, path=search) is not None:
-            return
-        where = "on the gateway's PATH" if "PATH" not in spec.env else "on the task's PATH"
+        where = "on the gateway's PATH"
     raise InvalidRequest(
         f"command {command!r} is not an executable file {where}", field="task.command"
     )
