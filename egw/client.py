@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -23,6 +23,22 @@ class APIError(Exception):
         self.code = code
         self.message = message
         self.details = dict(details)
+
+
+class Unreachable(Exception):
+    """The gateway could not be reached, or the connection to it was lost."""
+
+
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogsPage:
+    """The output so far; ``complete`` once the task has ended and all of it is in."""
+
+    data: bytes
+    complete: bool
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +110,49 @@ class Client:
         path: str,
         *,
         json_body: Any = None,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
-        raw: bool = False,
     ) -> Any:
-        """One call: JSON answers parsed, other bodies as text (as bytes with ``raw``)."""
+        """One call; the JSON answer."""
+        body, _ = await self._call(method, path, json_body, params, headers, timeout_s)
+        return json.loads(body)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[bytes, Mapping[str, str]]:
+        """One call: the body's bytes and the headers; an error answer is an `APIError`,
+        no answer `Unreachable`."""
         timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout)
-        async with self.session.request(
-            method,
-            self.url + path,
-            json=json_body,
-            params=params,
-            headers=headers,
-            ssl=self._ssl if self._ssl is not None else True,
-            timeout=timeout,
-        ) as resp:
-            body = await resp.read()
-            if resp.status >= 400:
-                raise _error(resp.status, body)
-            if raw:
-                return body
-            if resp.content_type == "application/json":
-                return json.loads(body)
-            return body.decode("utf-8", "replace")
+        try:
+            async with self.session.request(
+                method,
+                self.url + path,
+                json=json_body,
+                params=params,
+                headers=headers,
+                ssl=self._ssl if self._ssl is not None else True,
+                timeout=timeout,
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise _error(resp.status, body)
+                return body, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(f"cannot reach {self.url}: {str(exc) or type(exc).__name__}") from exc
+
+    async def rerun(self, task_id: str) -> Any:
+        return await self.request("POST", f"/v1/tasks/{task_id}/rerun")
+
+    async def events(self, task_id: str, *, after: int = 0, limit: int = 500) -> Any:
+        params = {"after": str(after), "limit": str(limit)}
+        return await self.request("GET", f"/v1/tasks/{task_id}/events", params=params)
 
     async def submit(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -140,34 +175,52 @@ class Client:
         params = {"force": "true"} if force else None
         return await self.request("POST", f"/v1/tasks/{task_id}/cancel", params=params)
 
-    async def tasks(self, **filters: str) -> Any:
-        return await self.request(
-            "GET", "/v1/tasks", params={k: v for k, v in filters.items() if v}
-        )
+    async def tasks(self, params: Params) -> Any:
+        """A page of tasks; ``params`` as pairs, since ``status`` and ``label`` repeat."""
+        return await self.request("GET", "/v1/tasks", params=params)
 
-    async def logs(self, task_id: str, *, stream: str | None = None) -> bytes:
+    async def logs(self, task_id: str, *, stream: str | None = None) -> LogsPage:
         """The task's output so far, the bytes exactly as the task wrote them."""
         params = {"stream": stream} if stream else None
-        body: bytes = await self.request(
-            "GET", f"/v1/tasks/{task_id}/logs", params=params, raw=True
-        )
-        return body
+        body, headers = await self._call("GET", f"/v1/tasks/{task_id}/logs", params=params)
+        complete = headers.get("X-Egw-Complete", "true") == "true"
+        offset = headers.get("X-Egw-Offset", "")
+        return LogsPage(body, complete, int(offset) if offset.isdigit() else len(body))
 
     async def follow(
-        self, task_id: str, *, stream: str | None = None, retries: int = 1000
+        self,
+        task_id: str,
+        *,
+        stream: str | None = None,
+        offset: int | None = None,
+        retries: int = 1000,
     ) -> AsyncIterator[SSEEvent]:
-        """Tail a task's log; reconnects with ``Last-Event-ID`` after a dropped connection
-        and ends after the ``end`` event."""
-        last_id: str | None = None
-        failures = 0
+        """Tail a task's log (from byte ``offset``); ends after the ``end`` event."""
         params = {"stream": stream} if stream else None
+        last_id = None if offset is None else str(offset)
+        async for ev in self.stream(f"/v1/tasks/{task_id}/logs", params, last_id, retries):
+            yield ev
+            if ev.event == "end":
+                return
+
+    async def stream(
+        self,
+        path: str,
+        params: Params | None = None,
+        last_id: str | None = None,
+        retries: int = 1000,
+    ) -> AsyncIterator[SSEEvent]:
+        """An event stream; reconnects with ``Last-Event-ID`` after a dropped connection
+        (an answer of 400 or more is an `APIError`; `Unreachable` after ``retries``)."""
+        failures = 0
+        connected = False
         while True:
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
             try:
                 async with self.session.get(
-                    f"{self.url}/v1/tasks/{task_id}/logs",
+                    self.url + path,
                     headers=headers,
                     params=params,
                     ssl=self._ssl if self._ssl is not None else True,
@@ -175,18 +228,18 @@ class Client:
                 ) as resp:
                     if resp.status >= 400:
                         raise _error(resp.status, await resp.read())
+                    connected = True
                     async for ev in parse_sse(resp.content):
                         failures = 0
                         if ev.id is not None:
                             last_id = ev.id
                         yield ev
-                        if ev.event == "end":
-                            return
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
-                pass
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                if not connected:  # never reached: a wrong address, not a dropped stream
+                    raise Unreachable(f"cannot reach {self.url}: {exc}") from exc
             failures += 1
             if failures > retries:
-                raise APIError(0, "unreachable", "lost the connection to the gateway", {})
+                raise Unreachable(f"lost the connection to {self.url}")
             await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
 
 

@@ -211,6 +211,26 @@ class TaskService:
         await asyncio.shield(launch)
         return await self.get(task.id), True
 
+    async def rerun(
+        self, task_id: str, *, actor: str | None, idempotency_key: str | None = None
+    ) -> tuple[Task, bool]:
+        """Submit a task again: a new task with the same provider, spec, name, labels and
+        timeout; a ``rerun`` progress event on each names the other (``from``, ``to``)."""
+        old = await self.get(task_id)
+        req = SubmitRequest(
+            provider=old.provider,
+            task=old.spec,
+            name=old.name,
+            labels=old.labels,
+            timeout_s=old.timeout_s,
+        )
+        task, created = await self.submit(req, actor=actor, idempotency_key=idempotency_key)
+        if created:
+            link = {"from": old.id, "to": task.id}
+            await self.progress(task.id, "rerun", link, source="gateway")
+            await self.progress(old.id, "rerun", link, source="gateway")
+        return await self.get(task.id), created
+
     async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
         try:
             sub = await provider.submit(task, idempotency_key=task.id)

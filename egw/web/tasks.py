@@ -1,4 +1,4 @@
-"""Task routes: submit, list, read (with ETag and blocking queries), cancel."""
+"""Task routes: submit, rerun, list, read (with ETag and blocking queries), cancel."""
 
 from __future__ import annotations
 
@@ -77,19 +77,40 @@ async def get_task(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=headers)
 
 
-@routes.post("/v1/tasks")
-@routes.post("/v1/tasks/submit")
-async def submit(request: web.Request) -> web.Response:
-    who = principal(request)
-    who.require("tasks:write")
+def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= _IDEMPOTENCY_KEY_MAX:
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} characters",
             field="Idempotency-Key",
         )
+    return key
+
+
+@routes.post("/v1/tasks")
+@routes.post("/v1/tasks/submit")
+async def submit(request: web.Request) -> web.Response:
+    who = principal(request)
+    who.require("tasks:write")
+    key = _idempotency_key(request)
     req = schemas.submit_request(await schemas.read_json(request))
     task, created = await request.app[service_key].submit(req, actor=who.name, idempotency_key=key)
+    return _accepted(request, task, created)
+
+
+@routes.post("/v1/tasks/{id}/rerun")
+async def rerun(request: web.Request) -> web.Response:
+    """A new task with the old one's provider, spec, name, labels and timeout."""
+    who = principal(request)
+    who.require("tasks:write")
+    key = _idempotency_key(request)
+    task, created = await request.app[service_key].rerun(
+        request.match_info["id"], actor=who.name, idempotency_key=key
+    )
+    return _accepted(request, task, created)
+
+
+def _accepted(request: web.Request, task: Task, created: bool) -> web.Response:
     resp = _task_response(request, task, status=202)
     resp.headers["Location"] = f"/v1/tasks/{task.id}"
     resp.headers["ETag"] = f'"{task.index}"'

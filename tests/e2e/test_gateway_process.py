@@ -55,12 +55,12 @@ def test_cli_end_to_end(gateway: Gateway) -> None:
     cancelled = gateway.cli("cancel", long["id"])
     assert cancelled.returncode == 0 and "cancelling" in cancelled.stdout
     waited = gateway.cli("status", long["id"], "--wait")
-    assert waited.returncode == 3 and "cancelled" in waited.stdout
+    assert waited.returncode == 125 and "cancelled" in waited.stdout
 
     listed = gateway.cli("tasks", "--status", "cancelled")
     assert long["id"] in listed.stdout and task["id"] not in listed.stdout
     missing = gateway.cli("status", "t_missing")
-    assert missing.returncode == 1 and "not_found" in missing.stderr
+    assert missing.returncode == 121 and "not_found" in missing.stderr
     denied = subprocess.run(
         [
             sys.executable,
@@ -76,7 +76,7 @@ def test_cli_end_to_end(gateway: Gateway) -> None:
         text=True,
         timeout=30,
     )
-    assert denied.returncode == 1 and "unauthorized" in denied.stderr
+    assert denied.returncode == 121 and "unauthorized" in denied.stderr
 
 
 def test_sigkill_during_a_burst_loses_no_acknowledged_task(gateway: Gateway) -> None:

@@ -77,13 +77,28 @@ async def test_exit_codes(api: TestClient[web.Request, web.Application]) -> None
     assert failed["reason"] == "exit code 7"
 
 
-async def test_command_not_found_fails_with_a_reason(
+async def test_command_not_found_is_refused_at_submit(
     api: TestClient[web.Request, web.Application],
 ) -> None:
-    task = await submit_local(api, "/no/such/program")
+    for command in ("/no/such/program", "no-such-program-egw"):
+        body = {"provider": "local", "task": {"command": command}}
+        resp = await api.post("/v1/tasks", json=body, headers=WRITER)
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+        assert error["details"]["field"] == "task.command"
+        assert command in error["message"]
+
+
+async def test_a_command_that_cannot_start_fails_with_a_reason(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    body = {"provider": "local", "task": {"command": "true", "cwd": "/no/such/dir"}}
+    resp = await api.post("/v1/tasks", json=body, headers=WRITER)
+    assert resp.status == 202, await resp.text()
+    task = await resp.json()
     done = await wait_terminal(api, task["id"])
     assert done["status"] == "failed"
-    assert "cannot start '/no/such/program'" in done["reason"]
+    assert "cannot start 'true' in /no/such/dir" in done["reason"]
 
 
 async def test_environment_is_clean(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from egw.core import fields
+from egw.errors import InvalidRequest
 from egw.providers.local.policy import Policy
 
 _KEYS = ("command", "args", "env", "cwd")
@@ -53,4 +56,26 @@ def validate_task(task: Mapping[str, Any], policy: Policy | None) -> LocalSpec:
         policy.executable(spec.command)
         policy.check_env(dict(spec.env))
         policy.cwd(spec.cwd)
+    else:
+        _check_found(spec)
     return spec
+
+
+def _check_found(spec: LocalSpec) -> None:
+    """A command that is not there is a 400 at submit, not a task that fails at once:
+    looked up as the runner will, on the gateway's PATH (a path with a slash: relative to
+    the task's ``cwd``). A task that sets its own PATH is left to it; with an allowlist,
+    the policy resolves the command instead."""
+    command = spec.command
+    if "/" in command:
+        path = os.path.join(spec.cwd or os.getcwd(), command)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return
+        where = "in the task's cwd" if spec.cwd else "on the gateway"
+    elif "PATH" in spec.env or shutil.which(command, path=os.environ.get("PATH", os.defpath)):
+        return
+    else:
+        where = "on the gateway's PATH"
+    raise InvalidRequest(
+        f"command {command!r} is not an executable file {where}", field="task.command"
+    )

@@ -1,0 +1,104 @@
+"""How the client commands print: a task, a table of tasks, one line per event, and
+output bytes exactly as a task wrote them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from egw.client import SSEEvent
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value), flush=True)
+
+
+def print_task(task: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(task)
+        return
+    print(f"{task['id']}  {task['provider']}  {task['status']}")
+    for key in ("reason", "exit_code"):
+        if task.get(key) is not None:
+            print(f"  {key}: {task[key]}")
+    upstream = task.get("upstream") or {}
+    if upstream.get("id"):
+        print(
+            f"  upstream: {upstream['id']}"
+            + (f"  {upstream['url']}" if upstream.get("url") else "")
+        )
+
+
+def task_table(tasks: list[dict[str, Any]]) -> None:
+    print(
+        f"{'ID':36} {'PROVIDER':14} {'STATUS':10} {'EXIT':>4} {'DURATION':>9} {'CREATED':24} NAME"
+    )
+    for t in tasks:
+        code = "" if t.get("exit_code") is None else str(t["exit_code"])
+        print(
+            f"{t['id']:36} {t['provider']:14} {t['status']:10} {code:>4} "
+            f"{duration(t):>9} {t['created_at']:24} {t['name'] or ''}"
+        )
+
+
+def duration(task: dict[str, Any]) -> str:
+    """How long it ran: start to end, or to now while it runs; empty if it never started."""
+    start = _time(task.get("started_at"))
+    if start is None:
+        return ""
+    end = _time(task.get("finished_at")) or datetime.now(UTC)
+    seconds = max(0.0, (end - start).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def event_line(ev: dict[str, Any], *, with_task: bool) -> str:
+    """One event as one line: when, [task,] kind, the status change, then what it says."""
+    parts = [ev.get("at") or ""]
+    if with_task:
+        parts.append(ev.get("task_id") or "")
+    parts.append(f"{ev.get('kind', ''):10}")
+    prev, status = ev.get("prev_status"), ev.get("status", "")
+    if not ev.get("applied", True) and ev.get("kind") == "observed":
+        parts.append(f"{status} (a stale report: not applied)")
+    elif prev and prev != status:
+        parts.append(f"{prev} -> {status}")
+    else:
+        parts.append(status)
+    if ev.get("exit_code") is not None:
+        parts.append(f"exit_code={ev['exit_code']}")
+    if ev.get("reason"):
+        parts.append(f"reason={ev['reason']!r}")
+    if ev.get("data"):
+        parts.append(json.dumps(ev["data"], separators=(",", ":"), sort_keys=True))
+    return "  ".join(parts)
+
+
+def write_log_event(ev: SSEEvent) -> None:
+    """A ``log`` or ``log-b64`` frame's output, to stdout or stderr as the task wrote it."""
+    item = ev.json()
+    out: TextIO = sys.stderr if item["stream"] == "stderr" else sys.stdout
+    if ev.event == "log":
+        out.write(item["text"])
+        out.flush()
+    else:  # log-b64: output that is not UTF-8
+        out.flush()
+        out.buffer.write(base64.b64decode(item["base64"]))
+        out.buffer.flush()
