@@ -217,7 +217,7 @@ RULES = [
     Rule(
         "cli-no-internals",
         "egw.cli never imports egw.service or egw.providers",
-        lambda m: m == "egw.cli",
+        lambda m: within(m, "egw.cli"),
         lambda n: within(n, "egw.service", "egw.providers"),
     ),
 ]
