@@ -726,3 +726,53 @@ async def test_max_run_duration_from_2_0_3(
         assert exceeded is timed_out
     finally:
         await sim.close()
+
+
+#: every route and method a Nomad client library uses for batch work, as Nomad's HTTP
+#: handlers accept them (hashicorp/nomad command/agent/http.go registerHandlers;
+#: job_endpoint.go JobsRequest and jobCRUD take PUT and POST alike)
+NOMAD_ROUTES = {
+    ("GET", "/v1/jobs"),
+    ("PUT", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/job/{job_id}"),
+    ("PUT", "/v1/job/{job_id}"),
+    ("POST", "/v1/job/{job_id}"),
+    ("DELETE", "/v1/job/{job_id}"),
+    ("GET", "/v1/job/{job_id}/allocations"),
+    ("GET", "/v1/job/{job_id}/evaluations"),
+    ("GET", "/v1/job/{job_id}/summary"),
+    ("GET", "/v1/allocations"),
+    ("GET", "/v1/allocation/{alloc_id}"),
+    ("GET", "/v1/evaluations"),
+    ("GET", "/v1/evaluation/{eval_id}"),
+    ("GET", "/v1/evaluation/{eval_id}/allocations"),
+    ("GET", "/v1/client/fs/logs/{alloc_id}"),
+    ("GET", "/v1/client/fs/ls/{alloc_id}"),
+    ("GET", "/v1/event/stream"),
+    ("GET", "/v1/acl/token/self"),
+}
+
+
+async def test_every_route_in_every_method_nomad_accepts(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    served = {
+        (r.method, r.resource.canonical) for r in sim.app.router.routes() if r.resource is not None
+    }
+    assert served == NOMAD_ROUTES
+    body = {"Job": job("route-job")}
+    for method in ("PUT", "POST"):
+        for path in ("/v1/jobs", "/v1/job/route-job"):
+            async with http.request(method, sim.url + path, json=body) as resp:
+                assert resp.status == 200, (method, path, await resp.text())
+    # a method Nomad refuses: 405, plain text (command/agent/http.go ErrInvalidMethod)
+    async with http.request("PATCH", sim.url + "/v1/job/route-job") as resp:
+        assert resp.status == 405
+        assert resp.content_type == "text/plain"
+        assert await resp.text() == "Invalid method"
+    async with http.put(sim.url + "/v1/job/other-name", json=body) as resp:
+        assert resp.status == 400 and await resp.text() == "Job ID does not match name"
+    async with http.get(sim.url + "/v1/jobs", params={"prefix": "route-"}) as resp:
+        assert [j["ID"] for j in await resp.json()] == ["route-job"]
+        assert int(resp.headers["X-Nomad-Index"]) >= 1
