@@ -6,7 +6,8 @@ Endpoints (tests/samples/nomad/*.md): ``GET /v1/jobs`` (``prefix``, ``namespace=
 ``GET /v1/allocations``, ``GET /v1/allocation/:id``, ``GET /v1/evaluations``,
 ``GET /v1/evaluation/:id`` and ``/allocations``, ``GET /v1/client/fs/ls/:alloc``,
 ``GET /v1/client/fs/logs/:alloc`` (framed, or ``plain=true``; ``follow``, ``offset``,
-``origin``; files rotated per the task's ``LogConfig``, `egw.testing.nomad.logs`), ``GET /v1/event/stream`` (NDJSON, ``{}`` heartbeats, ``index`` resume that
+``origin``; files rotated per the task's ``LogConfig``, `egw.testing.nomad.logs`),
+``GET /v1/event/stream`` (NDJSON, ``{}`` heartbeats, ``index`` resume that
 repeats the newest event when asked beyond it, ``topic=Topic[:key]``, ``namespace``),
 ``GET /v1/acl/token/self``. Reads answer ``X-Nomad-Index`` and block on ``?index=&wait=``.
 Other methods on these paths answer 405 ``Invalid method``.
