@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from egw.testing.nomad import NomadSimulator, parse_duration
+from egw.wire import nomad as wire
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "nomad"
 #: objects whose keys are names (tasks, datacenters, groups...), not fields
@@ -726,3 +727,83 @@ async def test_max_run_duration_from_2_0_3(
         assert exceeded is timed_out
     finally:
         await sim.close()
+
+
+#: every route and method a Nomad client library uses for batch work, as Nomad's HTTP
+#: handlers accept them (hashicorp/nomad command/agent/http.go registerHandlers;
+#: job_endpoint.go JobsRequest and jobCRUD take PUT and POST alike)
+NOMAD_ROUTES = {
+    ("GET", "/v1/jobs"),
+    ("PUT", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/job/{job_id}"),
+    ("PUT", "/v1/job/{job_id}"),
+    ("POST", "/v1/job/{job_id}"),
+    ("DELETE", "/v1/job/{job_id}"),
+    ("GET", "/v1/job/{job_id}/allocations"),
+    ("GET", "/v1/job/{job_id}/evaluations"),
+    ("GET", "/v1/job/{job_id}/summary"),
+    ("GET", "/v1/allocations"),
+    ("GET", "/v1/allocation/{alloc_id}"),
+    ("GET", "/v1/evaluations"),
+    ("GET", "/v1/evaluation/{eval_id}"),
+    ("GET", "/v1/evaluation/{eval_id}/allocations"),
+    ("GET", "/v1/client/fs/logs/{alloc_id}"),
+    ("GET", "/v1/client/fs/ls/{alloc_id}"),
+    ("GET", "/v1/event/stream"),
+    ("GET", "/v1/acl/token/self"),
+}
+
+
+async def test_every_route_in_every_method_nomad_accepts(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    served = {
+        (r.method, r.resource.canonical) for r in sim.app.router.routes() if r.resource is not None
+    }
+    assert served == NOMAD_ROUTES
+    body = {"Job": job("route-job")}
+    for method in ("PUT", "POST"):
+        for path in ("/v1/jobs", "/v1/job/route-job"):
+            async with http.request(method, sim.url + path, json=body) as resp:
+                assert resp.status == 200, (method, path, await resp.text())
+    # a method Nomad refuses: 405, plain text (command/agent/http.go ErrInvalidMethod)
+    async with http.request("PATCH", sim.url + "/v1/job/route-job") as resp:
+        assert resp.status == 405
+        assert resp.content_type == "text/plain"
+        assert await resp.text() == "Invalid method"
+    async with http.put(sim.url + "/v1/job/other-name", json=body) as resp:
+        assert resp.status == 400 and await resp.text() == "Job ID does not match name"
+    async with http.get(sim.url + "/v1/jobs", params={"prefix": "route-"}) as resp:
+        assert [j["ID"] for j in await resp.json()] == ["route-job"]
+        assert int(resp.headers["X-Nomad-Index"]) >= 1
+
+
+async def test_logs_rotate_and_offsets_count_from_the_lowest_file_on_disk(
+    sim: NomadSimulator, http: aiohttp.ClientSession
+) -> None:
+    """hashicorp/nomad client/logmon/logging/rotator.go (files of MaxFileSizeMB MiB, the
+    newest MaxFiles kept) and client/fs_endpoint.go logsImpl/findClosest (an offset walks
+    the files still on disk, frames carry the file's own offset)."""
+    mib = 1024 * 1024
+    out = b"".join(bytes([65 + n]) * mib for n in range(3)) + b"tail\n"
+    body = job("rotating")
+    body["TaskGroups"][0]["Tasks"][0]["LogConfig"] = {"MaxFiles": 2, "MaxFileSizeMB": 1}
+    sim.script("rotating", stdout=out)
+    await register(http, sim, body)
+    alloc = await until_alloc(sim, "rotating", "complete")
+    base = f"{sim.url}/v1/client/fs/logs/{alloc['ID']}"
+    async with http.get(f"{sim.url}/v1/client/fs/ls/{alloc['ID']}?path=alloc/logs") as resp:
+        files = {f["Name"]: f["Size"] for f in await resp.json()}
+    assert files["main.stdout.2"] == mib and files["main.stdout.3"] == 5
+    assert "main.stdout.0" not in files and "main.stdout.1" not in files
+    q = {"task": "main", "type": "stdout", "plain": "true"}
+    async with http.get(base, params=q) as resp:
+        assert await resp.read() == out[2 * mib :]  # .0 and .1 are gone
+    # offset 10 is 10 bytes into the lowest file on disk (.2), not into the output
+    async with http.get(base, params={"task": "main", "type": "stdout", "offset": "10"}) as resp:
+        frames = wire.FrameDecoder().feed(await resp.read())
+    assert frames[0].file == "alloc/logs/main.stdout.2"
+    assert frames[0].offset == 10 + len(frames[0].data)
+    assert frames[-1].file == "alloc/logs/main.stdout.3" and frames[-1].offset == 5
+    assert b"".join(f.data for f in frames) == out[2 * mib + 10 :]

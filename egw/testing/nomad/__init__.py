@@ -1,12 +1,16 @@
 """A Nomad agent simulator speaking Nomad's HTTP API on loopback (for tests and ``egw dev``).
 
-Endpoints (tests/samples/nomad/*.md): ``POST|PUT /v1/jobs`` (with ``EnforceIndex``),
-``GET|DELETE /v1/job/:id`` (``?purge=true``), ``GET /v1/job/:id/allocations``,
-``GET /v1/allocation/:id``, ``GET /v1/evaluation/:id`` and ``/allocations``,
+Endpoints (tests/samples/nomad/*.md): ``GET /v1/jobs`` (``prefix``, ``namespace=*``),
+``POST|PUT /v1/jobs`` (with ``EnforceIndex``), ``GET|POST|PUT|DELETE /v1/job/:id``
+(``?purge=true``), ``GET /v1/job/:id/allocations``, ``/evaluations``, ``/summary``,
+``GET /v1/allocations``, ``GET /v1/allocation/:id``, ``GET /v1/evaluations``,
+``GET /v1/evaluation/:id`` and ``/allocations``, ``GET /v1/client/fs/ls/:alloc``,
 ``GET /v1/client/fs/logs/:alloc`` (framed, or ``plain=true``; ``follow``, ``offset``,
-``origin``), ``GET /v1/event/stream`` (NDJSON, ``{}`` heartbeats, ``index`` resume that
+``origin``; files rotated per the task's ``LogConfig``, `egw.testing.nomad.logs`),
+``GET /v1/event/stream`` (NDJSON, ``{}`` heartbeats, ``index`` resume that
 repeats the newest event when asked beyond it, ``topic=Topic[:key]``, ``namespace``),
 ``GET /v1/acl/token/self``. Reads answer ``X-Nomad-Index`` and block on ``?index=&wait=``.
+Other methods on these paths answer 405 ``Invalid method``.
 Errors are plain text, as Nomad's (``job not found``, ``Permission denied``...).
 
 Usage::

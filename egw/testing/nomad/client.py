@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from egw.testing.nomad.logs import TaskLog
 from egw.testing.nomad.script import NS, Script, new_uuid
 
 if TYPE_CHECKING:
@@ -101,8 +102,9 @@ class Client:
                 self.event("Started", "Task started by client"),
             ]
             ts.update(State="running", StartedAt=started)
+            spec = next((t for t in alloc["_tasks"] if t.get("Name") == name), {"Name": name})
             for stream in ("stdout", "stderr"):
-                self.cluster.logs[(alloc["ID"], name, stream)] = bytearray()
+                self.cluster.logs[(alloc["ID"], name, stream)] = TaskLog.for_task(spec, stream)
         alloc.update(ClientStatus="running", ClientDescription="Tasks are running")
         await self.cluster.commit("AllocationUpdated", [("Allocation", alloc)])
         await self.work(job, alloc, script)
@@ -135,7 +137,7 @@ class Client:
             if elapsed >= at:
                 break
             for name in alloc["TaskStates"]:
-                self.cluster.logs[(alloc["ID"], name, stream)] += data
+                self.cluster.logs[(alloc["ID"], name, stream)].write(data)
             await self.cluster.notify()
             pause = min(step, at - elapsed)
             if await self.wait_kill(alloc, pause):

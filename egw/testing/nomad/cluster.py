@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from egw.testing.nomad.client import Client
+from egw.testing.nomad.logs import TaskLog
 from egw.testing.nomad.script import NS, Script, SimError, new_uuid, public
 
 
@@ -45,8 +46,11 @@ class Cluster:
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
-        #: (alloc id, task, "stdout"|"stderr") -> the log file's bytes
-        self.logs: dict[tuple[str, str, str], bytearray] = {}
+        #: (alloc id, task, "stdout"|"stderr") -> the stream's log files, rotated
+        self.logs: dict[tuple[str, str, str], TaskLog] = {}
+        #: table -> the last raft index that wrote it (``state.Index("jobs")``...): the
+        #: ``X-Nomad-Index`` of a list over the whole table
+        self.table_index: dict[str, int] = {}
         #: (raft index, events) still buffered for /v1/event/stream, oldest first
         self.buffer: list[tuple[int, list[dict[str, Any]]]] = []
         #: the highest index dropped from the buffer (a subscriber behind it has a gap)
@@ -104,6 +108,8 @@ class Cluster:
         index = self.index
         events = []
         for topic, obj in objects:
+            table = {"Job": "jobs", "Evaluation": "evals", "Allocation": "allocs"}.get(topic, topic)
+            self.table_index[table] = index
             if not obj.get("_deleted"):
                 obj["ModifyIndex"] = index
             if topic == "Allocation":

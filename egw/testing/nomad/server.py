@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import json
 import random
 import re
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from egw.testing.nomad.cluster import Cluster
+from egw.testing.nomad.logs import DELETE_EVENT, TaskLog
 from egw.testing.nomad.script import Script, SimError, new_uuid, public
 
 FRAME_SIZE = 64 * 1024  # streamFrameSize (client-fs-logs.md)
@@ -192,17 +194,32 @@ class NomadSimulator:
         self.app = web.Application(middlewares=[self._middleware])
         self.app.on_shutdown.append(self._on_shutdown)
         r = self.app.router
-        r.add_route("PUT", "/v1/jobs", self._register)
-        r.add_route("POST", "/v1/jobs", self._register)
-        r.add_get("/v1/job/{job_id}", self._read_job)
-        r.add_delete("/v1/job/{job_id}", self._stop_job)
-        r.add_get("/v1/job/{job_id}/allocations", self._job_allocs)
-        r.add_get("/v1/allocation/{alloc_id}", self._read_alloc)
-        r.add_get("/v1/evaluation/{eval_id}", self._read_eval)
-        r.add_get("/v1/evaluation/{eval_id}/allocations", self._eval_allocs)
-        r.add_get("/v1/client/fs/logs/{alloc_id}", self._logs)
-        r.add_get("/v1/event/stream", self._event_stream)
-        r.add_get("/v1/acl/token/self", self._token_self)
+        # every route and method of Nomad's HTTP API that a client library uses to run batch
+        # work (hashicorp/nomad command/agent/http.go registerHandlers, and the handlers'
+        # method switches: job_endpoint.go JobsRequest/jobCRUD take PUT and POST alike);
+        # ROUTES lists them, and any other method on these paths is Nomad's 405
+        for method, path, handler in (
+            ("GET", "/v1/jobs", self._list_jobs),
+            ("PUT", "/v1/jobs", self._register),
+            ("POST", "/v1/jobs", self._register),
+            ("GET", "/v1/job/{job_id}", self._read_job),
+            ("PUT", "/v1/job/{job_id}", self._register),
+            ("POST", "/v1/job/{job_id}", self._register),
+            ("DELETE", "/v1/job/{job_id}", self._stop_job),
+            ("GET", "/v1/job/{job_id}/allocations", self._job_allocs),
+            ("GET", "/v1/job/{job_id}/evaluations", self._job_evals),
+            ("GET", "/v1/job/{job_id}/summary", self._job_summary),
+            ("GET", "/v1/allocations", self._list_allocs),
+            ("GET", "/v1/allocation/{alloc_id}", self._read_alloc),
+            ("GET", "/v1/evaluations", self._list_evals),
+            ("GET", "/v1/evaluation/{eval_id}", self._read_eval),
+            ("GET", "/v1/evaluation/{eval_id}/allocations", self._eval_allocs),
+            ("GET", "/v1/client/fs/logs/{alloc_id}", self._logs),
+            ("GET", "/v1/client/fs/ls/{alloc_id}", self._fs_ls),
+            ("GET", "/v1/event/stream", self._event_stream),
+            ("GET", "/v1/acl/token/self", self._token_self),
+        ):
+            r.add_route(method, path, handler)
 
     @property
     def stream_answers_before_auth(self) -> bool:
@@ -348,6 +365,9 @@ class NomadSimulator:
             resp = await handler(request)
         except SimError as exc:
             return _error(exc.status, exc.text)
+        except web.HTTPMethodNotAllowed:
+            # command/agent/http.go: CodedError(405, ErrInvalidMethod)
+            return _error(405, "Invalid method")
         if fault is not None and fault.status is not None and fault.after_commit:
             return _error(fault.status, fault.body)
         return resp
@@ -427,6 +447,13 @@ class NomadSimulator:
         if not isinstance(body, dict):
             raise SimError(400, "Failed to decode request body: not an object")
         job = body.get("Job")
+        path_id = request.match_info.get("job_id")
+        if path_id is not None and isinstance(job, dict):
+            # command/agent/job_endpoint.go jobUpdate: the path names the job
+            if job.get("ID") is None:
+                raise SimError(400, "Job ID hasn't been provided")
+            if job["ID"] != path_id:
+                raise SimError(400, "Job ID does not match name")
         ns = (job.get("Namespace") if isinstance(job, dict) else None) or self._ns(request)
         self._require(request, ns, "submit-job")
         return _json(await self.cluster.register(ns, body))
@@ -457,6 +484,116 @@ class NomadSimulator:
         def compute() -> tuple[int, Any]:
             allocs = self.cluster.job_allocs(ns, job_id)
             return self.cluster.allocs_index(), [alloc_stub(a) for a in allocs]
+
+        return await self._blocking(request, compute)
+
+    def _prefixed(
+        self, request: web.Request, table: dict[Any, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A list's rows this token may read, filtered on ``namespace`` (``*``: all) and an
+        ID ``prefix``, in ID order (nomad/state: the tables' ``id`` indexes)."""
+        ns, prefix = self._ns(request), request.query.get("prefix", "")
+        token = self._token(request)
+        return sorted(
+            (
+                row
+                for row in table.values()
+                if (ns == "*" or row["Namespace"] == ns)
+                and str(row["ID"]).startswith(prefix)
+                and (token is None or token.allows(row["Namespace"], "read-job"))
+            ),
+            key=lambda row: (row["Namespace"], row["ID"]),
+        )
+
+    def _summary(self, job: dict[str, Any]) -> dict[str, Any]:
+        """nomad/structs JobSummary: allocations counted per group by client status."""
+        column = {
+            "pending": "Starting",
+            "running": "Running",
+            "complete": "Complete",
+            "failed": "Failed",
+            "lost": "Lost",
+            "unknown": "Unknown",
+        }
+        groups = {
+            g["Name"]: dict.fromkeys(
+                ("Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown"), 0
+            )
+            for g in job["TaskGroups"]
+        }
+        for alloc in self.cluster.job_allocs(job["Namespace"], job["ID"]):
+            group = groups.get(alloc["TaskGroup"])
+            if group is not None:
+                group[column.get(alloc["ClientStatus"], "Unknown")] += 1
+        return {
+            "JobID": job["ID"],
+            "Namespace": job["Namespace"],
+            "Summary": groups,
+            "Children": {"Pending": 0, "Running": 0, "Dead": 0},
+            "CreateIndex": job["CreateIndex"],
+            "ModifyIndex": max(job["ModifyIndex"], self.cluster.allocs_index()),
+        }
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        """``GET /v1/jobs``: JobListStubs (nomad/structs ``Job.Stub``), ``Meta`` only with
+        ``meta=true`` (command/agent/job_endpoint.go jobListRequest)."""
+        meta = _bool(request.query.get("meta"), "meta")
+        fields = (
+            "ID", "ParentID", "Name", "Namespace", "Datacenters", "NodePool", "Multiregion",
+            "Type", "Priority", "Periodic", "ParameterizedJob", "Stop", "Status",
+            "StatusDescription", "CreateIndex", "ModifyIndex", "JobModifyIndex", "SubmitTime",
+        )  # fmt: skip
+
+        def compute() -> tuple[int, Any]:
+            stubs = []
+            for job in self._prefixed(request, self.cluster.jobs):
+                stub = {k: copy.deepcopy(job.get(k)) for k in fields}
+                stub["JobSummary"] = self._summary(job)
+                if meta:
+                    stub["Meta"] = copy.deepcopy(job.get("Meta"))
+                stubs.append(stub)
+            return self.cluster.table_index.get("jobs", 1), stubs
+
+        return await self._blocking(request, compute)
+
+    async def _job_summary(self, request: web.Request) -> web.Response:
+        ns, job_id = self._ns(request), request.match_info["job_id"]
+        self._require(request, ns, "read-job")
+
+        def compute() -> tuple[int, Any]:
+            summary = self._summary(self.cluster.job(ns, job_id))
+            return summary["ModifyIndex"], summary
+
+        return await self._blocking(request, compute)
+
+    async def _job_evals(self, request: web.Request) -> web.Response:
+        """``GET /v1/job/:id/evaluations``: the job's evaluations, ``[]`` (not a 404) for a
+        job that does not exist (nomad/job_endpoint.go ``Evaluations``: EvalsByJob)."""
+        ns, job_id = self._ns(request), request.match_info["job_id"]
+        self._require(request, ns, "read-job")
+
+        def compute() -> tuple[int, Any]:
+            evals = [
+                public(e)
+                for e in self.cluster.evals.values()
+                if e["Namespace"] == ns and e["JobID"] == job_id
+            ]
+            evals.sort(key=lambda e: e["CreateIndex"])
+            return self.cluster.table_index.get("evals", 1), evals
+
+        return await self._blocking(request, compute)
+
+    async def _list_evals(self, request: web.Request) -> web.Response:
+        def compute() -> tuple[int, Any]:
+            evals = [public(e) for e in self._prefixed(request, self.cluster.evals)]
+            return self.cluster.table_index.get("evals", 1), evals
+
+        return await self._blocking(request, compute)
+
+    async def _list_allocs(self, request: web.Request) -> web.Response:
+        def compute() -> tuple[int, Any]:
+            stubs = [alloc_stub(a) for a in self._prefixed(request, self.cluster.allocs)]
+            return self.cluster.allocs_index(), stubs
 
         return await self._blocking(request, compute)
 
@@ -634,7 +771,20 @@ class NomadSimulator:
             or any(k in keys for k in event.get("FilterKeys") or [])
         )
 
+    def _task_log(
+        self, request: web.Request, alloc: dict[str, Any], task: str, kind: str
+    ) -> TaskLog:
+        if task not in alloc["TaskStates"]:
+            raise SimError(400, f'unknown task name "{task}"')
+        log = self.cluster.logs.get((alloc["ID"], task, kind))
+        if log is None:
+            raise SimError(404, f'task "{task}" not started yet. No logs available')
+        return log
+
     async def _logs(self, request: web.Request) -> web.StreamResponse:
+        """hashicorp/nomad client/fs_endpoint.go ``logsImpl``: find the file an offset lands
+        on (`TaskLog.closest`, over the files still on disk), stream it to its end, then the
+        next file on disk; frames carry the file's own offset and path."""
         alloc = self.cluster.allocs.get(request.match_info["alloc_id"])
         if alloc is None:
             raise SimError(404, f'Unknown allocation "{request.match_info["alloc_id"]}"')
@@ -654,47 +804,71 @@ class NomadSimulator:
             offset = int(q.get("offset") or 0)
         except ValueError as exc:
             raise SimError(400, f"failed to parse offset field to integer: {exc}") from None
-        if task not in alloc["TaskStates"]:
-            raise SimError(400, f'unknown task name "{task}"')
-        buf = self.cluster.logs.get((alloc["ID"], task, kind))
-        if buf is None:
-            raise SimError(404, f'task "{task}" not started yet. No logs available')
-        pos = min(len(buf), offset if origin == "start" else max(0, len(buf) - offset))
+        log = self._task_log(request, alloc, task, kind)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/plain" if plain else "application/json"}
         )
         await resp.prepare(request)
         drop = asyncio.Event()
         self._drops["logs"].add(drop)
-        name = f"alloc/logs/{task}.{kind}.0"
+
+        async def send(name: str, pos: int, chunk: bytes, event: str = "") -> None:
+            if plain:
+                await resp.write(chunk)
+                return
+            frame: dict[str, Any] = {"Offset": pos}
+            if chunk:
+                frame["Data"] = base64.b64encode(chunk).decode()
+            frame["File"] = name
+            if event:
+                frame["FileEvent"] = event
+            await resp.write(json.dumps(frame, separators=(",", ":")).encode())
+
+        desired: int | None = 0 if origin == "start" else None
+        offset = offset if origin == "start" else -offset
+        max_index = log.current
         try:
             while self._stream_open(request, drop):
-                while pos < len(buf):
-                    chunk = bytes(buf[pos : pos + FRAME_SIZE])
-                    pos += len(chunk)
-                    if plain:
-                        await resp.write(chunk)
-                    else:
-                        frame = {
-                            "Offset": pos,
-                            "Data": base64.b64encode(chunk).decode(),
-                            "File": name,
-                        }
-                        await resp.write(json.dumps(frame, separators=(",", ":")).encode())
-                if not follow:
+                index, pos = log.closest(desired, offset)
+                if not follow and index > max_index:
                     break
-                start = pos
+                last = not follow and index == max_index
+                buf = log.files[index]  # held open: readable after a rotation deletes it
+                name = log.path(index)
+                while self._stream_open(request, drop):
+                    while pos < len(buf):
+                        chunk = bytes(buf[pos : pos + FRAME_SIZE])
+                        pos += len(chunk)
+                        await send(name, pos, chunk)
+                    if last:
+                        break
+                    if log.files.get(index) is not buf:
+                        # streamFile: the watched file was deleted at its end
+                        await send(name, pos, b"", DELETE_EVENT)
+                        break
+                    if log.current > index:
+                        break  # blockUntilNextLog: a later file exists and this one is read
+                    if not follow:
+                        break
+                    start = pos
 
-                def grown(start: int = start) -> bool:
-                    return not self._stream_open(request, drop) or len(buf) > start
+                    def moved(start: int = start, index: int = index, buf: bytearray = buf) -> bool:
+                        return (
+                            not self._stream_open(request, drop)
+                            or len(buf) > start
+                            or log.current > index
+                        )
 
-                try:
-                    async with asyncio.timeout(self.log_heartbeat_s * self.cluster.time_scale):
-                        async with self.cluster.changed:
-                            await self.cluster.changed.wait_for(grown)
-                except TimeoutError:
-                    if not plain:
-                        await resp.write(b"{}")
+                    try:
+                        async with asyncio.timeout(self.log_heartbeat_s * self.cluster.time_scale):
+                            async with self.cluster.changed:
+                                await self.cluster.changed.wait_for(moved)
+                    except TimeoutError:
+                        if not plain:
+                            await resp.write(b"{}")
+                if last or (not follow and index >= log.current):
+                    break
+                desired, offset = index + 1, 0
             if drop.is_set() and request.transport is not None:
                 request.transport.close()
         except ConnectionResetError:
@@ -702,3 +876,39 @@ class NomadSimulator:
         finally:
             self._drops["logs"].discard(drop)
         return resp
+
+    async def _fs_ls(self, request: web.Request) -> web.Response:
+        """``GET /v1/client/fs/ls/:alloc?path=`` (hashicorp/nomad command/agent/fs_endpoint.go
+        ``DirectoryListRequest``; the entries are cstructs.AllocFileInfo): the simulator's
+        allocation directory holds only ``alloc/logs``."""
+        alloc = self.cluster.allocs.get(request.match_info["alloc_id"])
+        if alloc is None:
+            raise SimError(404, f'Unknown allocation "{request.match_info["alloc_id"]}"')
+        self._require(request, alloc["Namespace"], "read-fs")
+        path = (request.query.get("path") or "/").strip("/")
+        logs = [
+            (log.name(i), len(b))
+            for (alloc_id, _, _), log in sorted(self.cluster.logs.items())
+            if alloc_id == alloc["ID"]
+            for i, b in sorted(log.files.items())
+        ]
+        mtime = self.cluster.now_rfc3339()
+        if path in ("", "alloc"):
+            names = [("alloc", True, 0)] if path == "" else [("logs", True, 0)]
+        elif path == "alloc/logs":
+            names = [(n, False, size) for n, size in logs]
+        else:
+            raise SimError(500, f"open {path}: no such file or directory")
+        return _json(
+            [
+                {
+                    "Name": n,
+                    "IsDir": is_dir,
+                    "Size": size,
+                    "FileMode": "drwxrwxrwx" if is_dir else "-rw-r--r--",
+                    "ModTime": mtime,
+                    "ContentType": "" if is_dir else "text/plain; charset=utf-8",
+                }
+                for n, is_dir, size in names
+            ]
+        )
