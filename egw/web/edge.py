@@ -135,7 +135,8 @@ class _AnyTarget(web.AbstractResource):
         return "/"
 
     def url_for(self, **kwargs: str) -> NoReturn:
-        raise NotImplementedError("the catch-all has no URL of its own")
+        # nothing links to "whatever no route took": asking is a programming error
+        raise RuntimeError("the catch-all has no URL of its own")
 
     async def resolve(
         self, request: web.Request
@@ -143,7 +144,8 @@ class _AnyTarget(web.AbstractResource):
         return web.UrlMappingMatchInfo({}, self._answer), set()
 
     def add_prefix(self, prefix: str) -> None:
-        raise NotImplementedError("the catch-all belongs to the top application")
+        # aiohttp asks this of a sub-application's resources; egw mounts none
+        raise RuntimeError("the catch-all belongs to the top application")
 
     def get_info(self) -> Any:  # aiohttp's return type is a private TypedDict
         return {}
