@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from egw.cli.logview import Stamper, now_text
 from egw.client import SSEEvent
 
 
@@ -91,11 +92,17 @@ def event_line(ev: dict[str, Any], *, with_task: bool) -> str:
     return "  ".join(parts)
 
 
-def write_log_event(ev: SSEEvent) -> None:
-    """A ``log`` or ``log-b64`` frame's output, to stdout or stderr as the task wrote it."""
+def write_log_event(ev: SSEEvent, stamper: Stamper | None = None) -> None:
+    """A ``log`` or ``log-b64`` frame's output, to stdout or stderr as the task wrote it
+    (with ``stamper``, each line prefixed with the time it arrived)."""
     item = ev.json()
     out: TextIO = sys.stderr if item["stream"] == "stderr" else sys.stdout
-    if ev.event == "log":
+    if stamper is not None:
+        data = item["text"].encode() if ev.event == "log" else base64.b64decode(item["base64"])
+        out.flush()
+        out.buffer.write(stamper.stamp(item["stream"], data, now_text()))
+        out.buffer.flush()
+    elif ev.event == "log":
         out.write(item["text"])
         out.flush()
     else:  # log-b64: output that is not UTF-8

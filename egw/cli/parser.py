@@ -117,6 +117,18 @@ def build() -> Parser:
         "-f", "--follow", action="store_true", help="follow to the end; exit with its outcome"
     )
     lg.add_argument("--stream", choices=["stdout", "stderr"])
+    lg.add_argument("--tail", type=int, metavar="N", help="only the last N lines (then -f goes on)")
+    lg.add_argument(
+        "--since",
+        metavar="DURATION|TIME",
+        help="output since 5m ago or a time: exact only before the task was submitted "
+        "(all) or after it ended (none), since egw keeps no time per piece of output",
+    )
+    lg.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="with -f: each line prefixed with the time it arrived ('-' if stored before)",
+    )
 
     cn = client("cancel", "cancel a task", commands.cancel)
     cn.add_argument("id")
