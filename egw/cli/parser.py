@@ -152,6 +152,19 @@ def build() -> Parser:
     w.add_argument("--task", dest="task_id", metavar="ID")
     w.add_argument("--after", type=int, metavar="SEQ", help="replay from after this event first")
 
+    from egw.cli.completion import completion_command
+
+    cp = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="print a shell completion script",
+        epilog='examples:\n  eval "$(egw completion bash)"   # in ~/.bashrc\n'
+        '  eval "$(egw completion zsh)"    # in ~/.zshrc',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cp.add_argument("shell", choices=["bash", "zsh"])
+    cp.set_defaults(run=completion_command)
+
     from egw.devserver import add_dev_parser
 
     add_dev_parser(sub)
