@@ -27,9 +27,9 @@ def test_bash_script_is_valid_and_completes() -> None:
     script = done.stdout
     check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+    commands = "cancel completion dev events logs migrate rerun serve status submit tasks watch"
     assert sorted(complete(script, "egw", "")) == sorted(
-        "cancel completion dev events logs migrate rerun serve status submit tasks watch".split()
-        + ["--help", "--version"]
+        [*commands.split(" "), "--help", "--version"]
     )
     assert complete(script, "egw", "lo") == ["logs"]
     assert "--tail" in complete(script, "egw", "logs", "--t")
