@@ -30,6 +30,43 @@ own in 1-119); 124 timed out; 125 cancelled; 130 interrupted; 141 output closed.
 """
 
 
+#: each command's --help ends with these
+EXAMPLES = {
+    "serve": ["egw serve --config config.yaml", "egw serve --host 0.0.0.0 --port 9000"],
+    "migrate": ["egw migrate --config config.yaml"],
+    "submit": [
+        "ID=$(egw submit -q -- sleep 30)",
+        "egw submit --follow -- make test",
+        "egw submit --json --name nightly --label team=ops --timeout 3600 -- ./backup.sh",
+        "egw submit --provider nomad --file job.json",
+    ],
+    "rerun": ["egw rerun $ID", "egw rerun $ID --follow"],
+    "status": ["egw status $ID", "egw status $ID --wait --json"],
+    "logs": [
+        "egw logs $ID",
+        "egw logs $ID -f --stream stderr",
+        "egw logs $ID --tail 20 -f --timestamps",
+    ],
+    "cancel": ["egw cancel $ID", "egw cancel $ID --force"],
+    "tasks": [
+        "egw tasks --status running --status queued",
+        "egw tasks --label team=ci --name nightly --all --json",
+    ],
+    "events": ["egw events $ID", "egw events $ID -f --json"],
+    "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "completion": ['eval "$(egw completion bash)"   # in ~/.bashrc'],
+    "dev": [
+        "egw dev",
+        "egw dev --time-scale 5   # simulated tasks take 25 times as long as by default",
+    ],
+}
+
+
+def add_examples(command: argparse.ArgumentParser, name: str) -> None:
+    command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    command.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors are one line on stderr naming what to do, exit code ``usage_code``
     (2 for serve, migrate and dev, as the README's "Operating" says; 120 for the
@@ -158,9 +195,6 @@ def build() -> Parser:
         "completion",
         help="print a shell completion script",
         description="print a shell completion script",
-        epilog='examples:\n  eval "$(egw completion bash)"   # in ~/.bashrc\n'
-        '  eval "$(egw completion zsh)"    # in ~/.zshrc',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cp.add_argument("shell", choices=["bash", "zsh"])
     cp.set_defaults(run=completion_command)
@@ -169,6 +203,8 @@ def build() -> Parser:
 
     add_dev_parser(sub)
     p.commands = dict(sub.choices)
+    for name, command in p.commands.items():
+        add_examples(command, name)
     return p
 
 
