@@ -64,7 +64,6 @@ EXAMPLES = {
 
 def add_examples(command: argparse.ArgumentParser, name: str) -> None:
     command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
-    command.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +74,10 @@ class Parser(argparse.ArgumentParser):
     usage_code = 2
     #: the subcommands' parsers, by name (on the top-level parser)
     commands: dict[str, Parser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # examples
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
