@@ -160,18 +160,43 @@ async def status(args: argparse.Namespace) -> int:
 
 
 async def logs(args: argparse.Namespace) -> int:
-    from egw.cli.streams import follow_logs, write_rest
+    from egw.cli import logview
+    from egw.cli.streams import follow_logs, read_rest
 
+    since = logview.parse_since(args.since) if args.since else None
+    if args.tail is not None and args.tail < 0:
+        raise CLIError(f"--tail {args.tail}: give a number of lines, 0 or more")
+    if args.timestamps and not args.follow:
+        raise CLIError(
+            "--timestamps needs -f: egw does not store when each piece of output was "
+            "written, so only output that arrives while following has a time"
+        )
+    if args.json and (args.tail is not None or since or args.timestamps):
+        raise CLIError("--json prints the stream's frames: leave out --tail, --since, --timestamps")
     async with connect(args) as c:
-        if args.follow:
+        keep = True if since is None else logview.since_keeps_all(await c.task(args.id), since)
+        plain = args.tail is None and since is None and not args.timestamps
+        if args.follow and plain:
             return await follow_logs(c, args.id, args.stream, args.json)
         page = await c.logs(args.id, stream=args.stream)
-        sys.stdout.buffer.write(page.data)
-        sys.stdout.flush()
-        if not page.complete and (await c.task(args.id))["status"] in TERMINAL:
+        data = page.data
+        if not args.follow and not page.complete and (await c.task(args.id))["status"] in TERMINAL:
             # the task has ended but not all of its output is in (Cloud Logging ingests
             # late): wait for the rest rather than print part of it as if it were all
-            await write_rest(c, args.id, args.stream, page.offset)
+            data += await read_rest(c, args.id, args.stream, page.offset)
+        if not keep:
+            data = b""
+        if args.tail is not None:
+            data = logview.last_lines(data, args.tail)
+        stamper = logview.Stamper() if args.timestamps else None
+        if stamper is not None:
+            data = stamper.stamp("stdout", data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        if args.follow:
+            return await follow_logs(
+                c, args.id, args.stream, args.json, offset=page.offset, stamper=stamper
+            )
     return codes.OK
 
 

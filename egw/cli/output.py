@@ -5,11 +5,45 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from egw.cli.logview import Stamper, now_text
 from egw.client import SSEEvent
+
+_STYLE = {  # status: (symbol, ANSI colour)
+    "succeeded": ("✓", "32"),
+    "failed": ("✗", "31"),
+    "timed_out": ("⏱", "31"),
+    "cancelled": ("⊘", "33"),
+    "running": ("▶", "34"),
+    "queued": ("…", "36"),
+    "pending": ("…", "36"),
+}
+
+
+def colour() -> bool:
+    """Colour and symbols only for a person: stdout a terminal, no NO_COLOR, not TERM=dumb."""
+    return (
+        sys.stdout.isatty()
+        and not os.environ.get("NO_COLOR")
+        and os.environ.get("TERM", "") != "dumb"
+    )
+
+
+def status_text(status: str, width: int = 0) -> str:
+    """The status as printed: on a terminal with its symbol and colour, padded to ``width``."""
+    if not colour():
+        return status.ljust(width)
+    symbol, code = _STYLE.get(status, ("?", "0"))
+    try:  # a terminal that cannot show the symbol gets the colour alone
+        symbol.encode(sys.stdout.encoding or "ascii")
+        text = f"{symbol} {status}"
+    except UnicodeEncodeError:
+        text = status
+    return f"\033[{code}m{text}\033[0m" + " " * max(0, width - len(text))
 
 
 def print_json(value: Any) -> None:
@@ -20,7 +54,7 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(task)
         return
-    print(f"{task['id']}  {task['provider']}  {task['status']}")
+    print(f"{task['id']}  {task['provider']}  {status_text(task['status'])}")
     for key in ("reason", "exit_code"):
         if task.get(key) is not None:
             print(f"  {key}: {task[key]}")
@@ -34,12 +68,12 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
 
 def task_table(tasks: list[dict[str, Any]]) -> None:
     print(
-        f"{'ID':36} {'PROVIDER':14} {'STATUS':10} {'EXIT':>4} {'DURATION':>9} {'CREATED':24} NAME"
+        f"{'ID':36} {'PROVIDER':14} {'STATUS':11} {'EXIT':>4} {'DURATION':>9} {'CREATED':24} NAME"
     )
     for t in tasks:
         code = "" if t.get("exit_code") is None else str(t["exit_code"])
         print(
-            f"{t['id']:36} {t['provider']:14} {t['status']:10} {code:>4} "
+            f"{t['id']:36} {t['provider']:14} {status_text(t['status'], 11)} {code:>4} "
             f"{duration(t):>9} {t['created_at']:24} {t['name'] or ''}"
         )
 
@@ -91,11 +125,17 @@ def event_line(ev: dict[str, Any], *, with_task: bool) -> str:
     return "  ".join(parts)
 
 
-def write_log_event(ev: SSEEvent) -> None:
-    """A ``log`` or ``log-b64`` frame's output, to stdout or stderr as the task wrote it."""
+def write_log_event(ev: SSEEvent, stamper: Stamper | None = None) -> None:
+    """A ``log`` or ``log-b64`` frame's output, to stdout or stderr as the task wrote it
+    (with ``stamper``, each line prefixed with the time it arrived)."""
     item = ev.json()
     out: TextIO = sys.stderr if item["stream"] == "stderr" else sys.stdout
-    if ev.event == "log":
+    if stamper is not None:
+        data = item["text"].encode() if ev.event == "log" else base64.b64decode(item["base64"])
+        out.flush()
+        out.buffer.write(stamper.stamp(item["stream"], data, now_text()))
+        out.buffer.flush()
+    elif ev.event == "log":
         out.write(item["text"])
         out.flush()
     else:  # log-b64: output that is not UTF-8

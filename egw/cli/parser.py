@@ -30,6 +30,42 @@ own in 1-119); 124 timed out; 125 cancelled; 130 interrupted; 141 output closed.
 """
 
 
+#: each command's --help ends with these
+EXAMPLES = {
+    "serve": ["egw serve --config config.yaml", "egw serve --host 0.0.0.0 --port 9000"],
+    "migrate": ["egw migrate --config config.yaml"],
+    "submit": [
+        "ID=$(egw submit -q -- sleep 30)",
+        "egw submit --follow -- make test",
+        "egw submit --json --name nightly --label team=ops --timeout 3600 -- ./backup.sh",
+        "egw submit --provider nomad --file job.json",
+    ],
+    "rerun": ["egw rerun $ID", "egw rerun $ID --follow"],
+    "status": ["egw status $ID", "egw status $ID --wait --json"],
+    "logs": [
+        "egw logs $ID",
+        "egw logs $ID -f --stream stderr",
+        "egw logs $ID --tail 20 -f --timestamps",
+    ],
+    "cancel": ["egw cancel $ID", "egw cancel $ID --force"],
+    "tasks": [
+        "egw tasks --status running --status queued",
+        "egw tasks --label team=ci --name nightly --all --json",
+    ],
+    "events": ["egw events $ID", "egw events $ID -f --json"],
+    "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "completion": ['eval "$(egw completion bash)"   # in ~/.bashrc'],
+    "dev": [
+        "egw dev",
+        "egw dev --time-scale 5   # simulated tasks take 25 times as long as by default",
+    ],
+}
+
+
+def add_examples(command: argparse.ArgumentParser, name: str) -> None:
+    command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors are one line on stderr naming what to do, exit code ``usage_code``
     (2 for serve, migrate and dev, as the README's "Operating" says; 120 for the
@@ -38,6 +74,10 @@ class Parser(argparse.ArgumentParser):
     usage_code = 2
     #: the subcommands' parsers, by name (on the top-level parser)
     commands: dict[str, Parser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # examples
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -117,6 +157,18 @@ def build() -> Parser:
         "-f", "--follow", action="store_true", help="follow to the end; exit with its outcome"
     )
     lg.add_argument("--stream", choices=["stdout", "stderr"])
+    lg.add_argument("--tail", type=int, metavar="N", help="only the last N lines (then -f goes on)")
+    lg.add_argument(
+        "--since",
+        metavar="DURATION|TIME",
+        help="output since 5m ago or a time: exact only before the task was submitted "
+        "(all) or after it ended (none), since egw keeps no time per piece of output",
+    )
+    lg.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="with -f: each line prefixed with the time it arrived ('-' if stored before)",
+    )
 
     cn = client("cancel", "cancel a task", commands.cancel)
     cn.add_argument("id")
@@ -140,10 +192,22 @@ def build() -> Parser:
     w.add_argument("--task", dest="task_id", metavar="ID")
     w.add_argument("--after", type=int, metavar="SEQ", help="replay from after this event first")
 
+    from egw.cli.completion import completion_command
+
+    cp = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="print a shell completion script",
+    )
+    cp.add_argument("shell", choices=["bash", "zsh"])
+    cp.set_defaults(run=completion_command)
+
     from egw.devserver import add_dev_parser
 
     add_dev_parser(sub)
     p.commands = dict(sub.choices)
+    for name, command in p.commands.items():
+        add_examples(command, name)
     return p
 
 

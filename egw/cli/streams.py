@@ -4,22 +4,33 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from typing import Any
 
 from egw.cli import codes, output
 from egw.cli.commands import TERMINAL, connect
+from egw.cli.logview import Stamper
 from egw.client import Client
 
 
-async def follow_logs(c: Client, task_id: str, stream: str | None, as_json: bool) -> int:
-    """Print the task's output as it comes, then exit with its outcome."""
+async def follow_logs(
+    c: Client,
+    task_id: str,
+    stream: str | None,
+    as_json: bool,
+    *,
+    offset: int | None = None,
+    stamper: Stamper | None = None,
+) -> int:
+    """Print the task's output as it comes (after byte ``offset``), then exit with its
+    outcome."""
     last: dict[str, Any] | None = None
-    async for ev in c.follow(task_id, stream=stream):
+    async for ev in c.follow(task_id, stream=stream, offset=offset):
         if as_json:
             output.print_json({"event": ev.event, "id": ev.id, "data": ev.json()})
         elif ev.event in ("log", "log-b64"):
-            output.write_log_event(ev)
+            output.write_log_event(ev, stamper)
         if ev.event == "end":
             last = ev.json()["task"]
     if last is None:
@@ -31,11 +42,15 @@ async def follow_logs(c: Client, task_id: str, stream: str | None, as_json: bool
     return codes.outcome(last)
 
 
-async def write_rest(c: Client, task_id: str, stream: str | None, offset: int) -> None:
+async def read_rest(c: Client, task_id: str, stream: str | None, offset: int) -> bytes:
     """The output after ``offset`` of a task that has ended, once all of it is in."""
+    rest = bytearray()
     async for ev in c.follow(task_id, stream=stream, offset=offset):
-        if ev.event in ("log", "log-b64"):
-            output.write_log_event(ev)
+        if ev.event == "log":
+            rest += ev.json()["text"].encode()
+        elif ev.event == "log-b64":
+            rest += base64.b64decode(ev.json()["base64"])
+    return bytes(rest)
 
 
 async def events(args: argparse.Namespace) -> int:
