@@ -33,7 +33,12 @@ GCP_PROJECT, GCP_REGION, GCP_JOB = "egw-dev", "us-central1", "hello"
 def add_dev_parser(sub: Any) -> None:
     dev = sub.add_parser("dev", help="run the gateway with every backend simulated (no accounts)")
     dev.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    dev.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
+    dev.add_argument(
+        "--port",
+        type=int,
+        help="gateway port (default: 8080, or the next free one when `egw serve` has it;"
+        " 0: any free port)",
+    )
     dev.add_argument("--db", help="keep the database in this file (default: a temporary one)")
     dev.add_argument("--info", help="write addresses, token and webhook secret here as JSON")
     dev.add_argument(
@@ -123,7 +128,7 @@ async def _dev(args: argparse.Namespace) -> None:
     from egw.testing.nomad import NomadSimulator
     from egw.web.app import create_app
 
-    port = args.port or _free_port(args.host)
+    port = _gateway_port(args.host, args.port)
     gateway_url = f"http://{args.host}:{port}"
     token = secrets.token_urlsafe(24)
     webhook_secret = secrets.token_hex(16)
@@ -221,6 +226,26 @@ Try it (in another terminal):
 "region": "{GCP_REGION}", "job": "{GCP_JOB}", "args": ["hello"]}}'
   egw tasks
 Ctrl-C stops everything."""
+
+
+#: `egw dev` takes the first of these that is free, so it can run beside `egw serve` on 8080
+DEFAULT_PORTS = range(8080, 8100)
+
+
+def _gateway_port(host: str, asked: int | None) -> int:
+    """The port asked for (0: any free one), else the first free of `DEFAULT_PORTS`."""
+    if asked is not None:
+        return asked or _free_port(host)
+    for port in DEFAULT_PORTS:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                s.bind((host, port))
+        except OSError:
+            continue
+        if port != DEFAULT_PORTS[0]:
+            print(f"egw dev: port {DEFAULT_PORTS[0]} is taken, using {port}", file=sys.stderr)
+        return port
+    return _free_port(host)
 
 
 def _free_port(host: str) -> int:
