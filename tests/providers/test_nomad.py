@@ -651,3 +651,102 @@ async def test_a_stream_closed_before_any_line_counts_as_refused(h: Harness) -> 
     subscriptions = h.sim.count("GET", r"^/v1/event/stream$")
     await asyncio.sleep(0.3)  # no reconnect storm while polling (stream_retry_s is 30 s)
     assert h.sim.count("GET", r"^/v1/event/stream$") == subscriptions == 3
+
+
+MIB = 1024 * 1024
+
+
+def rotating_job(job_id: str) -> dict[str, Any]:
+    """A job whose task keeps 2 log files of 1 MiB (hashicorp/nomad LogConfig, the smallest)."""
+    task = {
+        "Name": "main",
+        "Driver": "raw_exec",
+        "Config": {"command": "print"},
+        "LogConfig": {"MaxFiles": 2, "MaxFileSizeMB": 1},
+    }
+    return {"ID": job_id, "Datacenters": ["*"], "TaskGroups": [{"Name": "g", "Tasks": [task]}]}
+
+
+def numbered_lines(count: int, size: int) -> bytes:
+    """``count`` distinct lines of ``size`` bytes: a skip or a repeat shows in a comparison."""
+    return b"".join(f"{n:08d}".encode() * (size // 8 - 1) + b"-------\n" for n in range(count))
+
+
+def log_gaps(h: Harness, task_id: str) -> list[dict[str, Any]]:
+    return [e.data for e in h.sink.events if e.task_id == task_id and e.kind == "nomad.log_gap"]
+
+
+async def test_live_follow_across_rotation_resumes_in_the_right_file(h: Harness) -> None:
+    """hashicorp/nomad client/fs_endpoint.go logsImpl/findClosest: ``origin=start&offset=N``
+    counts from the lowest log file still on disk. A follow that reconnects after ``.0`` was
+    rotated away resumes from its (file, offset) cursor, not N bytes into what is left."""
+    out = numbered_lines(40, 128 * 1024)  # 5 MiB through 2 files of 1 MiB
+    h.sim.script("rot-live", stdout=out, duration_s=120)
+    provider = await h.provider()
+    task = await h.submit(provider, {"job": rotating_job("rot-live")})
+    async with asyncio.timeout(10):  # followed in time, past a rotation that deleted .0
+        while len(h.sink.output(task.id)) < 2 * MIB + 256 * 1024:
+            await asyncio.sleep(0.005)
+    assert h.sim.drop_log_streams() >= 1  # the follow reconnects mid-output
+    done = await h.sink.wait_for(task.id, logs=True)
+    assert done.status is S.SUCCEEDED
+    assert h.sink.output(task.id) == out  # nothing skipped, nothing twice
+    assert log_gaps(h, task.id) == []
+    stored = h.sink.cursors[f"nomad:log:{next(iter(h.sim.cluster.allocs))}:main:stdout"]
+    assert stored == f"4:{len(out) - 4 * MIB}"  # (file index, offset in it)
+
+
+async def test_restart_after_rotation_records_the_bytes_lost_once(h: Harness) -> None:
+    """The gateway is down while the task rotates its cursor's file away: the restarted
+    follower says how many bytes are gone (rotated files are exactly MaxFileSizeMB MiB,
+    client/logmon/logging/rotator.go), then stores exactly what is still on disk."""
+    out = numbered_lines(20, 256 * 1024)  # 5 MiB
+    h.sim.script("rot-down", stdout=out, duration_s=150)
+    first = await h.provider()
+    task = await h.submit(provider=first, task={"job": rotating_job("rot-down")})
+    async with asyncio.timeout(10):
+        while len(h.sink.output(task.id)) < 256 * 1024:
+            await asyncio.sleep(0.005)
+    await first.close()
+    head = h.sink.output(task.id)
+    assert len(head) < MIB and out.startswith(head)
+    async with asyncio.timeout(10):  # the task ends while egw is down
+        while not any(a["ClientStatus"] == "complete" for a in h.sim.cluster.allocs.values()):
+            await asyncio.sleep(0.01)
+    (log,) = [v for (_, _, kind), v in h.sim.cluster.logs.items() if kind == "stdout"]
+    lowest = min(log.files)
+    assert lowest > 1  # .0, where the cursor is, and more are gone
+    await h.provider()  # a restarted gateway, same store
+    done = await h.sink.wait_for(task.id, logs=True)
+    assert done.status is S.SUCCEEDED
+    assert h.sink.output(task.id) == head + out[lowest * MIB :]
+    alloc_id = next(iter(h.sim.cluster.allocs))
+    assert log_gaps(h, task.id) == [
+        {
+            "alloc_id": alloc_id,
+            "stream": "stdout",
+            "bytes_lost": lowest * MIB - len(head),
+            "from_file": "alloc/logs/main.stdout.0",
+            "to_file": f"alloc/logs/main.stdout.{lowest}",
+        }
+    ]
+
+
+async def test_a_byte_count_cursor_of_an_older_version_still_resumes(h: Harness) -> None:
+    """Cursors stored as a plain byte count (before file positions) are read as a count
+    from the start of the output and mapped onto the files on disk."""
+    out = numbered_lines(24, 128 * 1024)  # 3 MiB: .1 and .2 stay on disk
+    h.sim.script("rot-old", stdout=out, duration_s=2, start_delay_s=50)
+    first = await h.provider()
+    task = await h.submit(first, {"job": rotating_job("rot-old")})
+    await first.close()  # before the task starts: no follower has stored anything
+    async with asyncio.timeout(10):
+        while not any(a["ClientStatus"] == "complete" for a in h.sim.cluster.allocs.values()):
+            await asyncio.sleep(0.01)
+    alloc_id = next(iter(h.sim.cluster.allocs))
+    h.sink.cursors[f"nomad:log:{alloc_id}:main:stdout"] = str(MIB + 1000)
+    await h.provider()
+    done = await h.sink.wait_for(task.id, logs=True)
+    assert done.status is S.SUCCEEDED
+    assert h.sink.output(task.id) == out[MIB + 1000 :]
+    assert log_gaps(h, task.id) == []

@@ -693,3 +693,32 @@ def test_a_purge_event_marks_the_job_gone() -> None:
         )
     )
     assert view.apply(line.events[0]) and view.stopped and view.gone
+
+
+def test_log_positions_map_onto_offsets_from_the_lowest_file_on_disk() -> None:
+    """hashicorp/nomad client/fs_endpoint.go findClosest: ``origin=start`` offsets count from
+    the lowest file still on disk; fs/ls names the files, rotated ones are full."""
+    listing = [
+        {"Name": "main.stdout.3", "IsDir": False, "Size": 100},
+        {"Name": "main.stdout.2", "IsDir": False, "Size": 100},
+        {"Name": "main.stderr.0", "IsDir": False, "Size": 7},
+        {"Name": "main.stdout.x", "IsDir": False, "Size": 1},
+        {"Name": "other.stdout.9", "IsDir": False, "Size": 1},
+    ]
+    files = wire.disk_files(listing, "main", "stdout")
+    assert files == {2: 100, 3: 100}
+    assert wire.full_size(files) == 100 and wire.full_size({0: 5}) is None
+    assert wire.start_offset(wire.LogPosition(3, 10), files) == 110
+    assert wire.start_offset(wire.LogPosition(1, 10), files) is None  # rotated away
+    gone = wire.bytes_between(wire.LogPosition(0, 30), wire.LogPosition(2, 0), files, 100)
+    assert gone == 170
+    assert wire.bytes_between(wire.LogPosition(0, 30), wire.LogPosition(2, 0), {}, None) is None
+    assert wire.file_index("alloc/logs/main.stdout.12") == 12
+    assert wire.file_index("alloc/logs/main") is None and wire.file_index(None) is None
+
+
+def test_log_cursors_old_and_new() -> None:
+    assert wire.parse_cursor("1234") == 1234  # a byte count, as stored before
+    assert wire.parse_cursor("3:17") == wire.LogPosition(3, 17)
+    assert wire.LogPosition(3, 17).encode() == "3:17"
+    assert wire.parse_cursor(None) is None and wire.parse_cursor("x:1") is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -159,22 +160,28 @@ class LogFollower:
         if previous is not None:
             await asyncio.wait([previous])  # segments of a stream stay in order
         key = f"nomad:log:{alloc_id}:{task_name}:{stream}"
-        stored = await self._sink().get_cursor(key)
-        offset = int(stored) if stored and stored.isdigit() else 0
-        failures = 0
+        stored = wire.parse_cursor(await self._sink().get_cursor(key))
+        cur = _Cursor(
+            tracked.task_id,
+            alloc_id,
+            task_name,
+            stream,
+            key,
+            pos=stored if isinstance(stored, wire.LogPosition) else None,
+            legacy=stored if isinstance(stored, int) else None,
+        )
+        if stored is None:
+            cur.pos = wire.LogPosition(0, 0)
+        failures = relands = 0
         while True:
             final = done.is_set()
             try:
-                offset = await self._read(
-                    tracked,
-                    alloc_id,
-                    task_name,
-                    stream,
-                    offset,
-                    cursor=key,
-                    follow=not final,
-                    done=done,
+                await self._read(
+                    tracked, cur, follow=not final, done=done, recheck=relands < _RELANDS
                 )
+            except _Relanded:
+                relands += 1  # a rotation between the listing and the read: list again
+                continue
             except ProviderError as exc:
                 failures += 1
                 if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
@@ -188,59 +195,102 @@ class LogFollower:
                     return
                 await asyncio.sleep(backoff_s(self._retry, failures))
                 continue
+            relands = 0
             if final:
                 return
             if not done.is_set():  # the server ended a follow: reconnect after a pause
                 await asyncio.sleep(backoff_s(self._retry, 1))
 
     async def _deliver(
-        self, task_id: str, stream: str, text: bytes, cursor: str, offset: int
+        self, task_id: str, stream: str, text: bytes, cursor: str, value: str
     ) -> None:
-        """Store output, then its end offset; a `close` in between would make a restarted
+        """Store output, then its end position; a `close` in between would make a restarted
         gateway read the chunk twice, so the pair is shielded and `close` waits for it."""
         sink = self._sink()
 
         async def both() -> None:
             if text:
                 await sink.append_log(task_id, stream, text)
-            await sink.set_cursor(cursor, str(offset))
+            await sink.set_cursor(cursor, value)
 
         delivery = asyncio.ensure_future(both())
         self._deliveries.add(delivery)
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
 
+    async def _listing(self, tracked: Tracked, cur: _Cursor) -> dict[int, int] | None:
+        """The stream's log files on disk and their sizes (``/v1/client/fs/ls``); None when
+        the token may read logs but not list files (``read-logs`` without ``read-fs``)."""
+        try:
+            resp = await self._client.request(
+                "GET",
+                f"/v1/client/fs/ls/{quote(cur.alloc_id, safe='')}",
+                ns=tracked.namespace,
+                region=tracked.region,
+                params={"path": "alloc/logs"},
+            )
+        except ProviderError as exc:
+            if exc.upstream_status == 403:
+                return None
+            raise
+        return wire.disk_files(resp.json(), cur.task, cur.stream)
+
+    async def _gap(self, cur: _Cursor, to: wire.LogPosition, lost: int | None) -> None:
+        """Bytes that Nomad rotated away before egw read them: said on the task, once."""
+        assert cur.pos is not None
+        files = (f"alloc/logs/{cur.task}.{cur.stream}.{n}" for n in (cur.pos.file, to.file))
+        from_file, to_file = files
+        log.warning("nomad_log_gap", task_id=cur.task_id, alloc_id=cur.alloc_id, bytes_lost=lost)
+        await self._sink().progress(
+            cur.task_id,
+            "nomad.log_gap",
+            {
+                "alloc_id": cur.alloc_id,
+                "stream": cur.stream,
+                "bytes_lost": lost,
+                "from_file": from_file,
+                "to_file": to_file,
+            },
+            source=SOURCE,
+            delivery_id=f"nomad:{cur.task_id}:log_gap:{cur.key}:{cur.pos.encode()}:{to.encode()}",
+        )
+
     async def _read(
         self,
         tracked: Tracked,
-        alloc_id: str,
-        task_name: str,
-        stream: str,
-        offset: int,
+        cur: _Cursor,
         *,
-        cursor: str,
         follow: bool,
         done: asyncio.Event,
-    ) -> int:
-        """One ``/v1/client/fs/logs`` request from ``offset``; returns the new offset. A follow
-        returns when ``done`` is set; a drain (``follow=false``) at the end of the logs."""
+        recheck: bool,
+    ) -> None:
+        """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when ``done`` is
+        set; a drain (``follow=false``) at the end of the logs.
+
+        hashicorp/nomad client/fs_endpoint.go ``logsImpl``/``findClosest``: ``offset`` counts
+        from the lowest log file still on disk, so the cursor (file, offset in it) is mapped
+        through a listing of the files; each frame's ``File`` and ``Offset`` (the end of its
+        data in that file) say where its bytes really are."""
+        files = await self._listing(tracked, cur)
+        plan = cur.plan(files)
         params = self._client.params(
             tracked.namespace,
             tracked.region,
             {
-                "task": task_name,
-                "type": stream,
+                "task": cur.task,
+                "type": cur.stream,
                 "origin": "start",
-                "offset": str(offset),
+                "offset": str(plan.offset),
                 "follow": "true" if follow else "false",
             },
         )
-        decoder, chunker, raw = wire.FrameDecoder(), Utf8Boundary(), offset
+        decoder, chunker = wire.FrameDecoder(), Utf8Boundary()
+        first = True
         stop: asyncio.Future[Any] | None = None
         try:
             async with self._client.stream(
-                f"/v1/client/fs/logs/{quote(alloc_id, safe='')}",
-                what=f"logs of {alloc_id}",
+                f"/v1/client/fs/logs/{quote(cur.alloc_id, safe='')}",
+                what=f"logs of {cur.alloc_id}",
                 params=params,
             ) as resp:
                 if resp.status != 200:
@@ -266,24 +316,127 @@ class LogFollower:
                         if frame.file_event:
                             log.info(
                                 "nomad_log_file_event",
-                                alloc_id=alloc_id,
+                                alloc_id=cur.alloc_id,
                                 event=frame.file_event,
                                 file=frame.file,
                             )
                         if not frame.data:
                             continue
-                        raw += len(frame.data)
-                        text = chunker.feed(frame.data)
-                        await self._deliver(
-                            tracked.task_id, stream, text, cursor, raw - chunker.pending
-                        )
-                if not follow:
+                        data = await self._place(cur, frame, plan if first else None, recheck)
+                        first = False
+                        if data:
+                            text = chunker.feed(data)
+                            value = cur.stored(chunker.pending)
+                            await self._deliver(cur.task_id, cur.stream, text, cur.key, value)
+                if not follow and cur.pos is not None:
                     tail = chunker.flush()  # an unfinished character at the very end
-                    await self._deliver(tracked.task_id, stream, tail, cursor, raw)
-                    return raw
+                    await self._deliver(cur.task_id, cur.stream, tail, cur.key, cur.pos.encode())
         except ValueError as exc:  # a malformed frame: read again from the last offset
-            raise ProviderUnavailable(f"nomad: logs of {alloc_id}: {exc}", provider=SOURCE) from exc
+            raise ProviderUnavailable(
+                f"nomad: logs of {cur.alloc_id}: {exc}", provider=SOURCE
+            ) from exc
         finally:
             if stop is not None:
                 stop.cancel()
-        return raw - chunker.pending
+
+    async def _place(
+        self, cur: _Cursor, frame: wire.LogFrame, plan: _Plan | None, recheck: bool
+    ) -> bytes:
+        """The part of a frame's data that comes after the cursor, moving the cursor past it;
+        a jump forward that skips bytes is a rotation gap (or, on the first frame of a
+        read, a rotation since the listing: `_Relanded`)."""
+        data, index = frame.data, wire.file_index(frame.file)
+        if index is None or frame.offset is None:  # no position: take it as it comes
+            if cur.pos is not None:
+                cur.pos = wire.LogPosition(cur.pos.file, cur.pos.offset + len(data))
+            return data
+        end = wire.LogPosition(index, frame.offset)
+        start = wire.LogPosition(index, frame.offset - len(data))
+        if cur.pos is None:  # an old byte-count cursor that the listing could not place
+            cur.pos = start
+        if end <= cur.pos:
+            return b""  # already stored
+        if start < cur.pos:
+            data, start = data[cur.pos.offset - start.offset :], cur.pos
+        contiguous = True
+        if start != cur.pos:
+            if plan is not None:
+                if plan.expect is not None and start != plan.expect and recheck:
+                    moved = wire.bytes_between(plan.expect, start, plan.sizes, plan.full)
+                    if moved != 0:
+                        raise _Relanded
+                lost = wire.bytes_between(cur.pos, start, plan.sizes, plan.full)
+            else:  # within one read: Nomad read the previous file to its end, a full one
+                full = cur.pos.offset or None
+                lost = wire.bytes_between(cur.pos, start, {cur.pos.file: cur.pos.offset}, full)
+            if lost != 0:
+                await self._gap(cur, start, lost)
+                contiguous = False
+        if end.file != cur.pos.file:
+            cur.prev_end = cur.pos if contiguous else None
+        cur.pos = end
+        return data
+
+
+#: rotations between a listing and its read tolerated in a row before reading on anyway
+_RELANDS = 3
+
+
+class _Relanded(Exception):
+    """The first frame of a read is not where the listing said: files rotated meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A read's ``origin=start`` offset and where its first byte should be, per the listing."""
+
+    offset: int
+    expect: wire.LogPosition | None
+    sizes: dict[int, int]
+    full: int | None
+
+
+@dataclass(eq=False)
+class _Cursor:
+    """Where one follower is in a stream's log files: the next byte to read."""
+
+    task_id: str
+    alloc_id: str
+    task: str
+    stream: str
+    key: str
+    pos: wire.LogPosition | None
+    #: a byte count from the start of the output (a cursor stored by older versions)
+    legacy: int | None = None
+    #: the end of the file before ``pos.file``: a character cut by a rotation spans both
+    prev_end: wire.LogPosition | None = None
+
+    def plan(self, files: dict[int, int] | None) -> _Plan:
+        """Map the cursor onto an ``origin=start`` offset through the files on disk."""
+        if files is None:  # no listing: read from the lowest file, skip what is stored
+            return _Plan(0 if self.pos else self.legacy or 0, None, {}, None)
+        full = wire.full_size(files) if files else None
+        if self.pos is None:
+            legacy = self.legacy or 0
+            if full:
+                self.pos = wire.LogPosition(legacy // full, legacy % full)
+            elif files and min(files) == 0:
+                self.pos = wire.LogPosition(0, legacy)
+            else:
+                return _Plan(legacy, None, files, full)
+        offset = wire.start_offset(self.pos, files)
+        if offset is not None:
+            return _Plan(offset, self.pos, files, full)
+        later = [n for n in files if n > self.pos.file]
+        if not later:
+            return _Plan(0, None, files, full)
+        return _Plan(0, wire.LogPosition(min(later), 0), files, full)
+
+    def stored(self, pending: int) -> str:
+        """The cursor to store when ``pending`` bytes are held back (an unfinished
+        character): they are read again on resume."""
+        assert self.pos is not None
+        if pending <= self.pos.offset or self.prev_end is None:
+            return wire.LogPosition(self.pos.file, max(0, self.pos.offset - pending)).encode()
+        back = pending - self.pos.offset
+        return wire.LogPosition(self.prev_end.file, self.prev_end.offset - back).encode()

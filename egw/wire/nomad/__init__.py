@@ -22,11 +22,23 @@ samples the tests use. Nothing here does I/O; `egw.providers.nomad` feeds it byt
   `parse_stream_line`).
 * `logs`: the log stream is undelimited JSON frames with base64 ``Data`` (`FrameDecoder`);
   the provider stores the bytes as they are, cut at character boundaries
-  (`egw.core.chunks.Utf8Boundary`).
+  (`egw.core.chunks.Utf8Boundary`). A read resumes at a `LogPosition` (file index, offset
+  in it), mapped onto Nomad's offsets that count from the lowest file still on disk.
 """
 
 from egw.wire.nomad.events import NdjsonSplitter, StreamEvent, StreamLine, parse_stream_line
-from egw.wire.nomad.logs import FrameDecoder, LogFrame, parse_frame
+from egw.wire.nomad.logs import (
+    FrameDecoder,
+    LogFrame,
+    LogPosition,
+    bytes_between,
+    disk_files,
+    file_index,
+    full_size,
+    parse_cursor,
+    parse_frame,
+    start_offset,
+)
 from egw.wire.nomad.spec import (
     ENFORCE_INDEX_ERROR,
     META_TASK_ID,
@@ -56,17 +68,24 @@ __all__ = [
     "TERMINAL_CLIENT",
     "FrameDecoder",
     "LogFrame",
+    "LogPosition",
     "NdjsonSplitter",
     "NomadSpec",
     "StreamEvent",
     "StreamLine",
     "alloc_observation",
+    "bytes_between",
     "check_job_id",
     "describe_placement_failure",
+    "disk_files",
+    "file_index",
+    "full_size",
     "job_observation",
+    "parse_cursor",
     "parse_frame",
     "parse_stream_line",
     "register_body",
+    "start_offset",
     "task_started",
     "validate_task",
 ]
