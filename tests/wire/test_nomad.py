@@ -417,6 +417,18 @@ def test_contract_allocation_samples_are_running() -> None:
             None,
             "max_run_duration",
         ),
+        # the server's timeout watcher: DesiredDescription, ClientStatus failed
+        (
+            alloc(
+                "failed",
+                "stop",
+                DesiredDescription=wire.MAX_RUN_EXCEEDED,
+                TaskStates=task_events({"Type": "Killed"}),
+            ),
+            S.TIMED_OUT,
+            None,
+            "max_run_duration",
+        ),
         # stopped, but the task had already exited by itself: its own outcome counts
         (
             alloc(

@@ -97,7 +97,13 @@ def alloc_observation(alloc: Mapping[str, Any]) -> Observation:
             f"{alloc.get('DesiredDescription') or description or 'node down'}",
             detail=detail,
         )
-    if MAX_RUN_EXCEEDED in description:
+    # hashicorp/nomad: the server's batch timeout watcher stops the allocation with
+    # structs.AllocTimeoutReasonMaxRunDuration as its DesiredDescription (ClientStatus
+    # failed), the client reports it as ClientDescription (ClientStatus complete, as the
+    # e2e test expects): either names a timeout. No Timeout/TimeoutReason field was found.
+    if MAX_RUN_EXCEEDED in description or MAX_RUN_EXCEEDED in str(
+        alloc.get("DesiredDescription") or ""
+    ):
         return Observation(
             state=S.TIMED_OUT,
             reason=f"Nomad stopped allocation {short}: {MAX_RUN_EXCEEDED}",
