@@ -521,7 +521,7 @@ def test_serve_on_loopback_without_a_token_makes_one_and_prints_it_once(tmp_path
             line = proc.stderr.readline()
             assert line, f"egw serve exited: {lines}"
             lines.append(line)
-        token_lines = [line for line in lines if "token" in line]
+        token_lines = [line for line in lines if "this run's token" in line]
         assert len(token_lines) == 1, lines
         token = token_lines[0].rsplit(":", 1)[1].strip()
         assert len(token) >= 32

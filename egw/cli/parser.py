@@ -54,6 +54,11 @@ EXAMPLES = {
     ],
     "events": ["egw events $ID", "egw events $ID -f --json"],
     "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "token": [
+        "egw token create alice --scopes tasks:read tasks:write   # prints it once",
+        "egw token list",
+        "egw token revoke alice",
+    ],
     "completion": ['eval "$(egw completion bash)"   # in ~/.bashrc'],
     "dev": [
         "egw dev",
@@ -201,6 +206,10 @@ def build() -> Parser:
     )
     cp.add_argument("shell", choices=["bash", "zsh"])
     cp.set_defaults(run=completion_command)
+
+    from egw.cli.tokens import add_token_parser
+
+    add_token_parser(sub)
 
     from egw.devserver import add_dev_parser
 

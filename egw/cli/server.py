@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+from egw.cli.tokens import with_token_file
 from egw.config import Config, TokenConfig, load_config
 from egw.errors import ConfigError, EgwError
 
@@ -25,7 +26,7 @@ def serve_command(args: argparse.Namespace) -> int:
         host=args.host or cfg.server.host,
         port=cfg.server.port if args.port is None else args.port,
     )
-    cfg = replace(cfg, server=server)
+    cfg = with_token_file(replace(cfg, server=server))
     if not any(t.configured for t in cfg.auth.tokens):
         cfg = _generated_token(cfg)
     configure_logging(level=cfg.logging.level, fmt=cfg.logging.format, file=cfg.logging.file)
@@ -42,13 +43,19 @@ def _generated_token(cfg: Config) -> Config:
         raise ConfigError(
             "auth.tokens",
             f"no token is configured: refusing to listen on {host}, which is not "
-            "loopback (set EGW_TOKEN or configure auth.tokens)",
+            "loopback (set EGW_TOKEN, configure auth.tokens or run egw token create)",
         )
     token = secrets.token_urlsafe(32)
     generated = TokenConfig(
         name="generated", token=token, scopes=["tasks:read", "tasks:write", "admin"]
     )
-    print(f"egw: no token configured; this run's token is: {token}", file=sys.stderr, flush=True)
+    print(
+        f"egw: no token configured; this run's token is: {token}\n"
+        "egw: it changes at every start: `egw token create NAME` makes one that lasts "
+        "(kept hashed in auth.token_file)",
+        file=sys.stderr,
+        flush=True,
+    )
     return replace(cfg, auth=replace(cfg.auth, tokens=[generated]))
 
 

@@ -96,6 +96,9 @@ class TokenConfig:
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     tokens: list[TokenConfig] = field(default_factory=list)
+    #: more tokens, kept by `egw token` as name, sha256 and scopes (read at start; a
+    #: missing file has none)
+    token_file: str | None = None
 
     def validate(self, path: str) -> None:
         names = [t.name for t in self.tokens]
