@@ -134,7 +134,7 @@ async def _started(c: Client, task: dict[str, Any], args: argparse.Namespace) ->
     from egw.cli.streams import follow_logs
 
     try:
-        return await follow_logs(c, task["id"], None, args.json)
+        return await follow_logs(c, task["id"], None, args.json, status=task["status"])
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises it
         tid = task["id"]
         if args.cancel_on_interrupt:

@@ -11,6 +11,7 @@ from typing import Any
 from egw.cli import codes, output
 from egw.cli.commands import TERMINAL, connect
 from egw.cli.logview import Stamper
+from egw.cli.spinner import Spinner
 from egw.client import Client
 
 
@@ -22,17 +23,28 @@ async def follow_logs(
     *,
     offset: int | None = None,
     stamper: Stamper | None = None,
+    status: str | None = None,
 ) -> int:
     """Print the task's output as it comes (after byte ``offset``), then exit with its
-    outcome."""
+    outcome. While the task waits to run (``status``, then its status events), a spinner
+    shows on stderr when it is a terminal."""
     last: dict[str, Any] | None = None
-    async for ev in c.follow(task_id, stream=stream, offset=offset):
-        if as_json:
-            output.print_json({"event": ev.event, "id": ev.id, "data": ev.json()})
-        elif ev.event in ("log", "log-b64"):
-            output.write_log_event(ev, stamper)
-        if ev.event == "end":
-            last = ev.json()["task"]
+    spinner = Spinner()
+    if status is not None and not as_json:
+        spinner.status(status)
+    try:
+        async for ev in c.follow(task_id, stream=stream, offset=offset):
+            if as_json:
+                output.print_json({"event": ev.event, "id": ev.id, "data": ev.json()})
+            elif ev.event in ("log", "log-b64"):
+                spinner.stop()
+                output.write_log_event(ev, stamper)
+            elif ev.event == "status":
+                spinner.status(str(ev.json().get("status")))
+            if ev.event == "end":
+                last = ev.json()["task"]
+    finally:
+        spinner.stop()
     if last is None:
         print("egw: the log stream ended without the task's end", file=sys.stderr)
         return codes.UNREACHABLE

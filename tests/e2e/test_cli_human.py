@@ -68,3 +68,39 @@ def test_help_has_examples_for_every_command() -> None:
         assert done.returncode == 0, (name, done.stderr)
         examples = done.stdout.partition("\nexamples:\n")[2]
         assert f"egw {name}" in examples, name
+
+
+def test_a_spinner_while_a_followed_task_waits_only_on_a_terminal(tmp_path: Path) -> None:
+    """`submit --follow` of a task queued behind a busy slot spins on stderr while the
+    task waits, erases the line before its output, and writes nothing of it to a pipe."""
+    gw = CLIGateway(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    gw.start()
+    try:
+        assert gw.cli("submit", "-q", "--", "sleep", "2").returncode == 0
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "egw", "submit", "--follow", "--", "echo", "hi"],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=egw_env(gw.url),
+        )
+        os.close(slave)
+        err = bytearray()
+        while True:
+            try:
+                piece = os.read(master, 65536)
+            except OSError:  # EIO: the other end closed
+                break
+            if not piece:
+                break
+            err += piece
+        os.close(master)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and out == b"hi\n"
+        shown = err.decode()
+        assert "\r| queued" in shown and shown.rstrip("\r\n").endswith("\x1b[K")
+        gw.cli("submit", "-q", "--", "sleep", "2")
+        piped = gw.cli("submit", "--follow", "--", "echo", "hi")  # stderr a pipe
+        assert piped.stdout == "hi\n" and "queued" not in piped.stderr
+    finally:
+        gw.stop()
