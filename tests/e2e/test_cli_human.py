@@ -19,13 +19,8 @@ def cli_gateway(tmp_path: Path) -> Iterator[CLIGateway]:
     yield from running_gateway(tmp_path)
 
 
-def on_terminal(env: dict[str, str], *args: str) -> str:
-    """What `egw ARGS` writes to stdout when stdout is a terminal."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "egw", *args], stdout=slave, stderr=subprocess.PIPE, env=env
-    )
-    os.close(slave)
+def _drain(master: int) -> bytes:
+    """Everything written to a pty until its other end closes; the master is closed."""
     out = bytearray()
     while True:
         try:
@@ -36,6 +31,17 @@ def on_terminal(env: dict[str, str], *args: str) -> str:
             break
         out += piece
     os.close(master)
+    return bytes(out)
+
+
+def on_terminal(env: dict[str, str], *args: str) -> str:
+    """What `egw ARGS` writes to stdout when stdout is a terminal."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "egw", *args], stdout=slave, stderr=subprocess.PIPE, env=env
+    )
+    os.close(slave)
+    out = _drain(master)
     assert proc.stderr is not None
     with proc.stderr:
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
@@ -85,16 +91,7 @@ def test_a_spinner_while_a_followed_task_waits_only_on_a_terminal(tmp_path: Path
             env=egw_env(gw.url),
         )
         os.close(slave)
-        err = bytearray()
-        while True:
-            try:
-                piece = os.read(master, 65536)
-            except OSError:  # EIO: the other end closed
-                break
-            if not piece:
-                break
-            err += piece
-        os.close(master)
+        err = _drain(master)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and out == b"hi\n"
         shown = err.decode()
