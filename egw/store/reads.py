@@ -39,6 +39,7 @@ class Reader:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        stuck: bool | None = None,
         before: int | None = None,
         limit: int = 50,
     ) -> list[Task]:
@@ -54,6 +55,8 @@ class Reader:
         for key, value in (labels or {}).items():
             where.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])
+        if stuck is not None:
+            where.append("stuck IS NOT NULL" if stuck else "stuck IS NULL")
         if before is not None:
             where.append("submit_seq < ?")
             params.append(before)
@@ -162,6 +165,12 @@ class Reader:
     async def max_seq(self) -> int:
         rows = await self._all("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0])
+
+    async def stuck_counts(self) -> dict[str, int]:
+        rows = await self._all(
+            "SELECT provider, COUNT(*) FROM tasks WHERE stuck IS NOT NULL GROUP BY provider"
+        )
+        return {str(provider): int(n) for provider, n in rows}
 
     async def counts_by_status(self) -> dict[str, dict[str, int]]:
         rows = await self._all(
