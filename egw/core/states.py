@@ -27,7 +27,8 @@ new cancel (``force`` too) is allowed from it.
 Rule 3: the watchdog's ``stuck`` flag never changes the status (the status is
 upstream's truth); any move of the status clears it. A resubmit (`resubmit`) is
 the one command that takes a task back to ``pending``: a new attempt of the same
-task, with nothing of the previous attempt's upstream kept on the task.
+task, with nothing of the previous attempt's upstream kept on the task but its id
+(``upstream["retired"]``).
 """
 
 from __future__ import annotations
@@ -110,11 +111,16 @@ def resubmit(task: Task, *, seq: int, now: datetime, attempt: int) -> Task | Non
     if task.status in TERMINAL or task.stuck is None or task.attempt != attempt - 1:
         return None
     moved = _moved(task, S.PENDING, f"resubmitted as attempt {attempt}", None, seq=seq, now=now)
+    # the replaced attempts' upstream ids stay known, so that a provider looking for what
+    # a lost submit started never takes one of them for the new attempt's
+    retired = [*task.upstream.get("retired", ())]
+    if task.upstream_id is not None:
+        retired.append(task.upstream_id)
     return moved.evolve(
         attempt=attempt,
         upstream_id=None,
         upstream_url=None,
-        upstream={},
+        upstream={"retired": retired} if retired else {},
         started_at=None,
         status_at=now,  # also from pending: the new attempt's deadlines start now
         stuck=None,

@@ -191,8 +191,15 @@ def test_resubmit(start: TaskState) -> None:
         assert after is None
         return
     assert after is not None and after.status is S.PENDING and after.attempt == 2
-    assert after.upstream_id is None and after.upstream_url is None and not after.upstream
+    assert after.upstream_id is None and after.upstream_url is None
+    assert after.upstream == {"retired": ["u1"]}  # only the replaced attempt's id is kept
     assert after.stuck is None and after.reason == "resubmitted as attempt 2"
+
+
+def test_each_resubmit_keeps_every_replaced_id() -> None:
+    second = stuck_task(S.QUEUED, attempt=2).evolve(upstream={"retired": ["u0"], "x": 1})
+    after = states.resubmit(second, seq=2, now=NOW, attempt=3)
+    assert after is not None and after.upstream == {"retired": ["u0", "u1"]}
 
 
 def test_resubmit_happens_once_per_attempt() -> None:
