@@ -54,7 +54,7 @@ from egw.core.watchdog import (
 )
 from egw.errors import EgwError
 from egw.providers.base import Resubmittable
-from egw.store.watchops import CancelFailed, FlagStuck, Resubmit
+from egw.store.watchops import CancelFailed, FlagStuck, Resubmit, basis
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
@@ -156,7 +156,7 @@ class Watchdog:
         try:
             if due.verdict is Verdict.CANCEL_FAILED:
                 await self._service.store.writer.verdict(
-                    CancelFailed(task.id, due.reason, "gateway", {"deadline": True})
+                    CancelFailed(task.id, due.reason, "gateway", {"deadline": True}, basis(task))
                 )
                 return
             await self._stuck(task, due)
@@ -170,7 +170,8 @@ class Watchdog:
             action = OnStuck.FLAG  # no attempts left: the flag says so
         stuck = Stuck(reason=due.reason, since=due.since)
         data = {"on_stuck": str(action), "attempt": task.attempt}
-        flagged, changed = await self._service.store.writer.verdict(FlagStuck(task.id, stuck, data))
+        op = FlagStuck(task.id, stuck, basis(task), data)
+        flagged, changed = await self._service.store.writer.verdict(op)
         if not changed:
             return
         log.info("task_stuck", task_id=task.id, reason=due.reason, on_stuck=str(action))

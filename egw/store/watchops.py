@@ -2,19 +2,30 @@
 
 Each applies a rule of `egw.core.states` and records one event; each is a no-op
 (returns the task unchanged, ``changed`` False) when the task moved on meanwhile,
-so a verdict computed from an older projection never overrides a newer one.
+so a verdict computed from an older projection never overrides a newer one: the
+watchdog's verdicts name the ``basis`` they were computed from (`basis`), a
+newer cancel, status or output in between makes them void.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from egw.core import states
-from egw.core.model import Stuck, Task, utcnow
+from egw.core.model import Stuck, Task, TaskState, utcnow
 from egw.store.batch import Batch
 from egw.store.ops import TaskOp
+
+#: what a verdict of the watchdog was computed from: the task's status, when it entered
+#: it, and its last output
+Basis = tuple[TaskState, datetime | None, datetime | None]
+
+
+def basis(task: Task) -> Basis:
+    return (task.status, task.status_at, task.output_at)
 
 
 @dataclass(eq=False)
@@ -24,10 +35,14 @@ class CancelFailed(TaskOp[tuple[Task, bool]]):
     reason: str
     source: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: the watchdog's deadline verdict: only if the task is still as it was then
+    basis: Basis | None = None
 
     def apply(self, b: Batch) -> tuple[Task, bool]:
         now = utcnow()
         task = b.task(self.task_id)
+        if self.basis is not None and basis(task)[:2] != self.basis[:2]:
+            return task, False  # a newer cancel has its own deadline
         moved = states.cancel_failed(task, seq=b.seq + 1, now=now, reason=self.reason)
         if moved is None:
             return task, False
@@ -43,11 +58,14 @@ class FlagStuck(TaskOp[tuple[Task, bool]]):
     """Flag a task that overstayed its status; the status does not change."""
 
     stuck: Stuck
+    basis: Basis
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def apply(self, b: Batch) -> tuple[Task, bool]:
         now = utcnow()
         task = b.task(self.task_id)
+        if basis(task) != self.basis:
+            return task, False  # it moved on, or wrote output, since the verdict
         flagged = states.flag_stuck(task, seq=b.seq + 1, now=now, stuck=self.stuck)
         if flagged is None:
             return task, False
