@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -63,6 +63,8 @@ log = structlog.get_logger("egw.watchdog")
 
 #: the actor of the watchdog's own cancels
 ACTOR = "egw:watchdog"
+#: a verdict the store could not record is tried again this much later
+RETRY = timedelta(seconds=1)
 
 
 def policy_of(cfg: Config, provider: str) -> Policy:
@@ -155,15 +157,27 @@ class Watchdog:
     async def _act(self, task: Task, due: Due) -> None:
         try:
             if due.verdict is Verdict.CANCEL_FAILED:
-                await self._service.store.writer.verdict(
-                    CancelFailed(task.id, due.reason, "gateway", {"deadline": True}, basis(task))
-                )
-                return
-            await self._stuck(task, due)
+                op = CancelFailed(task.id, due.reason, "gateway", {"deadline": True}, basis(task))
+                _, changed = await self._service.store.writer.verdict(op)
+            else:
+                changed = await self._stuck(task, due)
         except EgwError as exc:
+            # the store refused it (disk full...): asked again in a while
             log.warning("watchdog_verdict_failed", task_id=task.id, error=exc.message)
+            changed = False
+        if not changed:
+            # void (the task moved on: its commit scheduled what is next), or not recorded
+            current = await self._service.get_task(task.id)
+            if current is not None and basis(current) == basis(task):
+                self._retry(current)
 
-    async def _stuck(self, task: Task, due: Due) -> None:
+    def _retry(self, task: Task) -> None:
+        """The verdict was not recorded and nothing changed: look again a little later."""
+        at = utcnow() + RETRY
+        self._queued[task.id] = at
+        heapq.heappush(self._heap, (at, task.id))
+
+    async def _stuck(self, task: Task, due: Due) -> bool:
         policy = self.policy(task.provider)
         action = policy.on_stuck
         if action is OnStuck.RESUBMIT and not may_resubmit(task, policy):
@@ -173,12 +187,13 @@ class Watchdog:
         op = FlagStuck(task.id, stuck, basis(task), data)
         flagged, changed = await self._service.store.writer.verdict(op)
         if not changed:
-            return
+            return False
         log.info("task_stuck", task_id=task.id, reason=due.reason, on_stuck=str(action))
         if action is OnStuck.CANCEL:
             await self._service.cancel(task.id, actor=ACTOR)
         elif action is OnStuck.RESUBMIT:
             await self._resubmit(flagged)
+        return True
 
     async def _resubmit(self, task: Task) -> None:
         service = self._service

@@ -25,7 +25,13 @@ Basis = tuple[TaskState, datetime | None, datetime | None]
 
 
 def basis(task: Task) -> Basis:
-    return (task.status, task.status_at, task.output_at)
+    """(status, status_at, output_at) to the millisecond: as stored, so that a projection
+    read back from SQLite and one from the writer's cache compare equal."""
+    return (task.status, _ms(task.status_at), _ms(task.output_at))
+
+
+def _ms(when: datetime | None) -> datetime | None:
+    return None if when is None else when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 @dataclass(eq=False)
