@@ -129,5 +129,12 @@ def overdue(task: Task, policy: Policy, now: datetime) -> Due | None:
 
 
 def may_resubmit(task: Task, policy: Policy) -> bool:
-    """Whether a stuck task gets another attempt (else it is only flagged)."""
-    return policy.on_stuck is OnStuck.RESUBMIT and task.attempt < policy.max_attempts
+    """Whether a stuck task gets another attempt (else it is only flagged): with attempts
+    left, and only once upstream named the attempt's work (``upstream_id``). A task not yet
+    accepted upstream is retried by the submit's own retries; resubmitting it could leave
+    behind work a lost answer started, which nothing would name or stop."""
+    return (
+        policy.on_stuck is OnStuck.RESUBMIT
+        and task.attempt < policy.max_attempts
+        and task.upstream_id is not None
+    )

@@ -78,6 +78,8 @@ def test_a_record_from_before_status_at_falls_back() -> None:
 
 def test_resubmit_is_bounded_by_max_attempts() -> None:
     policy = Policy(queued_timeout_s=1, on_stuck=OnStuck.RESUBMIT, max_attempts=3)
-    assert may_resubmit(task(S.QUEUED, attempt=2), policy)
-    assert not may_resubmit(task(S.QUEUED, attempt=3), policy)
+    assert may_resubmit(task(S.QUEUED, attempt=2, upstream_id="7"), policy)
+    assert not may_resubmit(task(S.QUEUED, attempt=3, upstream_id="7"), policy)
+    # not accepted upstream: the submit's own retries go on; nothing is resubmitted
+    assert not may_resubmit(task(S.PENDING, attempt=1), policy)
     assert not may_resubmit(task(S.QUEUED), Policy(on_stuck=OnStuck.CANCEL, max_attempts=3))

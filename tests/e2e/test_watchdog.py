@@ -211,3 +211,46 @@ async def test_a_silent_local_task_is_cancelled_with_on_stuck_cancel(
     await wait_status(api, task["id"], "cancelled")
     got = await kinds(api, task["id"])
     assert [e["kind"] for e in got] == ["stuck", "cancel_requested"]
+
+
+async def test_resubmit_when_github_refuses_to_cancel_the_stuck_run(
+    tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
+) -> None:
+    """actions/runner#3872: the queued run answers 409 to cancel. The new attempt goes
+    ahead; the old run, which starts later and fails, never touches the task."""
+    api = await github(tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="resubmit")
+    failing = JobScript("deploy", steps=[StepScript("Deploy", 1, conclusion="failure")])
+    sim.script(
+        RunScript(jobs=[failing], queue_s=300, cancel_conflict="Cannot cancel a queued run."),
+        RunScript(jobs=[JobScript("deploy", steps=[StepScript("Deploy", 600)])], queue_s=0),
+    )
+    task = await submit(api, BODY)
+    first = int((await wait_status(api, task["id"], "queued"))["upstream"]["id"])
+    await wait_for(api, task["id"], lambda t: t["attempt"] == 2 and t["status"] == "running")
+    got = await kinds(api, task["id"])
+    assert [e["kind"] for e in got] == ["stuck", "resubmitted", "retire_failed"]
+    assert got[2]["data"]["error"]["details"]["upstream_status"] == 409
+    await sim.wait_run(first, "completed")  # the old run ran after all, and failed
+    await sim.deliveries_idle()
+    assert sim.runs[first].conclusion == "failure"
+    now = await (await api.get(f"/v1/tasks/{task['id']}", headers=WRITER)).json()
+    assert now["status"] == "running" and now["attempt"] == 2
+    assert str(first) not in json.dumps(now)
+    await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)
+    await wait_status(api, task["id"], "cancelled")
+
+
+async def test_a_pending_task_is_not_resubmitted_its_submit_retries_go_on(
+    tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
+) -> None:
+    api = await github(tmp_path, sim, aiohttp_client, pending_timeout_s=0.3, on_stuck="resubmit")
+    api.app[service_key].submit_retry_s = 1.0
+    sim.fail_next(503, match="dispatches", count=3)  # the first submit's tries, all refused
+    resp = await api.post("/v1/tasks", json=BODY, headers=WRITER)
+    assert resp.status == 503
+    (task,) = (await (await api.get("/v1/tasks", headers=WRITER)).json())["tasks"]
+    done = await wait_status(api, task["id"], "succeeded")  # the submit retry got through
+    assert done["attempt"] == 1
+    got = await kinds(api, task["id"])
+    assert [(e["kind"], e["data"].get("on_stuck")) for e in got] == [("stuck", "flag")]
+    assert dispatches(sim) == 4
