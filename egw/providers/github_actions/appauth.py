@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from egw.config import GitHubActionsConfig, GitHubAppConfig
 from egw.errors import ProviderError, ProviderUnavailable
-from egw.providers.http import http_request
+from egw.providers.http import current_operation, http_request
 from egw.wire import github as gh
 
 log = structlog.get_logger("egw.providers.github_actions")
@@ -101,14 +101,20 @@ class InstallationToken:
             "User-Agent": "egw",
             "Authorization": f"Bearer {app_jwt(self.app, self.key)}",
         }
-        resp = await http_request(
-            self.session,
-            "POST",
-            url,
-            provider=PROVIDER,
-            headers=headers,
-            timeout_s=self.cfg.request_timeout_s,
-        )
+        # counted apart in egw_upstream_requests_total{operation="app_token"}, not as a
+        # part of the call that found the token due
+        label = current_operation.set("app_token")
+        try:
+            resp = await http_request(
+                self.session,
+                "POST",
+                url,
+                provider=PROVIDER,
+                headers=headers,
+                timeout_s=self.cfg.request_timeout_s,
+            )
+        finally:
+            current_operation.reset(label)
         if resp.status >= 500 or resp.status == 429:
             raise ProviderUnavailable(
                 f"GitHub App token: {gh.error_message(resp.body, resp.status)}",
