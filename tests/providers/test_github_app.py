@@ -76,6 +76,7 @@ async def make_env(aiohttp_server: Any) -> AsyncIterator[MakeEnv]:
         sim_key: rsa.RSAPrivateKey = KEY,
         app_id: str = APP_ID,
         installation_id: int = INSTALLATION,
+        clock_offset_s: float = 0.0,
     ) -> Env:
         holder: dict[str, GitHubActionsProvider] = {}
 
@@ -96,6 +97,7 @@ async def make_env(aiohttp_server: Any) -> AsyncIterator[MakeEnv]:
             installation_id=INSTALLATION,
             public_key=sim_key.public_key(),
             token_lifetime_s=lifetime_s,
+            clock_offset_s=clock_offset_s,
         )
         sim = GitHubSimulator(
             webhook_url=str(server.make_url("/v1/webhooks/github")),
@@ -285,3 +287,20 @@ async def test_a_refused_exchange_fails_the_call_with_githubs_reason(
     assert err.value.upstream_status == status and message in str(err.value)
     assert env.app.refusals and env.app.refusals[0] == (status, message)
     assert not [r for r in env.sim.requests if r[1].startswith("/repos/")]  # no call without
+
+
+@pytest.mark.parametrize("offset", [-55.0, 0.0, 55.0])
+async def test_a_jwt_backdated_a_minute_survives_clock_drift(
+    make_env: MakeEnv, offset: float
+) -> None:
+    """GitHub's clock up to a minute behind ours (or ahead): the JWT is still taken."""
+    env = await make_env(clock_offset_s=offset)
+    assert (await env.provider.api.request("GET", RUNS)).status == 200
+    assert env.exchanges() == 1 and not env.app.refusals
+
+
+async def test_a_clock_too_far_ahead_of_githubs_is_told(make_env: MakeEnv) -> None:
+    env = await make_env(clock_offset_s=-75.0)  # ours 75 s ahead: iat is in GitHub's future
+    with pytest.raises(ProviderError) as err:
+        await env.provider.api.request("GET", RUNS)
+    assert err.value.upstream_status == 401 and simapps.IAT in str(err.value)

@@ -26,7 +26,8 @@ What GitHub documents, and what the simulator does:
   prefixes, "Behind GitHub's new authentication token formats", 2021).
 
 ``token_lifetime_s`` (real seconds, not the simulated clock: the gateway reads the wall
-clock) shortens tokens for tests; ``revoke_tokens()`` plays ``DELETE /installation/token``.
+clock) shortens tokens for tests; ``clock_offset_s`` sets GitHub's clock ahead of (or
+behind) the gateway's; ``revoke_tokens()`` plays ``DELETE /installation/token``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class SimApp:
     public_key: RSAPublicKey
     client_id: str | None = None
     token_lifetime_s: float = 3600.0
+    #: how far GitHub's clock runs ahead of the gateway's (negative: behind), seconds
+    clock_offset_s: float = 0.0
     #: live tokens and when each expires (epoch seconds, as ``expires_at`` says)
     tokens: dict[str, int] = field(default_factory=dict)
     #: every token issued, in order
@@ -90,7 +93,7 @@ class SimApp:
             return UNDECODABLE
         if str(claims.get("iss")) not in {self.app_id, self.client_id or self.app_id}:
             return UNDECODABLE  # another app's ID: its key would not verify this signature
-        at = int(time.time() if now is None else now)
+        at = int(self.now() if now is None else now)
         iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(iat, int) or isinstance(iat, bool) or iat > at:
             return IAT
@@ -100,9 +103,13 @@ class SimApp:
             return TOO_FAR
         return None
 
+    def now(self) -> float:
+        """GitHub's clock."""
+        return time.time() + self.clock_offset_s
+
     def valid(self, token: str) -> bool:
         expires = self.tokens.get(token)
-        return expires is not None and time.time() < expires
+        return expires is not None and self.now() < expires
 
     def revoke_tokens(self) -> None:
         self.tokens.clear()
@@ -116,7 +123,7 @@ class SimApp:
             self.refusals.append((404, "Not Found"))
             return error(404, "Not Found")
         token = "ghs_" + secrets.token_urlsafe(27)[:36]
-        expires = math.ceil(time.time() + self.token_lifetime_s)  # whole seconds, as GitHub
+        expires = math.ceil(self.now() + self.token_lifetime_s)  # whole seconds, as GitHub
         self.tokens[token] = expires
         self.issued.append(token)
         body = {
