@@ -46,19 +46,7 @@ async def audit_command(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({"events": rows, "next_after": more, "last_seq": after})
         return codes.OK
-    table(rows)
+    output.audit_table(rows)
     if more is not None:
         print(f"more: --after {more} (or --all)", file=sys.stderr)
     return codes.OK
-
-
-def table(events: list[dict[str, Any]]) -> None:
-    print(f"{'SEQ':>8} {'AT':24} {'ACTOR':12} {'KIND':18} {'TASK':34} STATUS")
-    for e in events:
-        prev, status = e.get("prev_status"), e["status"]
-        change = f"{prev} -> {status}" if prev and prev != status else status
-        reason = f"  reason={e['reason']!r}" if e.get("reason") else ""
-        print(
-            f"{e['seq']:>8} {e['at']:24} {e.get('actor') or '-':12} {e['kind']:18} "
-            f"{e['task_id']:34} {change}{reason}"
-        )
