@@ -6,9 +6,11 @@ One aiohttp app serves the ten Actions operations of ``rest-actions.openapi.json
 under the API root, plus two unauthenticated download URLs (``/_sim/logs/...``,
 ``/_sim/archives/...``) that the ``.../logs`` operations redirect to with a 302,
 as GitHub redirects to short-lived blob URLs. A middleware does what every API
-response shares: fault injection, the bearer token, ``X-GitHub-Api-Version``,
-the primary rate limit and its ``x-ratelimit-*`` headers (a 304 costs nothing,
-tests/samples/github/NOTES.md, "Rate limits"). Runs live in memory and play their scripts on the
+response shares: fault injection, the bearer token (or an installation token of the
+GitHub App, whose ``POST /app/installations/{id}/access_tokens`` is in
+`egw.testing.github.apps`), ``X-GitHub-Api-Version``, the primary rate limit and
+its ``x-ratelimit-*`` headers (a 304 costs nothing, tests/samples/github/NOTES.md,
+"Rate limits"). Runs live in memory and play their scripts on the
 simulated clock (`egw.testing.github.runs`); their webhooks go out through the
 `Deliverer` (`egw.testing.github.hooks`).
 """
