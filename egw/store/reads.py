@@ -54,8 +54,10 @@ class Reader:
             where.append(f"status IN ({','.join('?' * len(status))})")
             params.extend(status)
         for key, value in (labels or {}).items():
-            where.append("json_extract(labels, ?) = ?")
-            params.extend([f'$."{key}"', value])
+            # json_each, not a JSON path built from the key: a key may hold any character
+            # (a quote, a NUL) that a path would have to escape
+            where.append("EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?)")
+            params.extend([key, value])
         if stuck is not None:
             where.append("stuck IS NOT NULL" if stuck else "stuck IS NULL")
         if before is not None:
