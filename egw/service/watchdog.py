@@ -120,13 +120,16 @@ class Watchdog:
         if due is None:
             return
         queued = self._queued.get(task.id)
-        if queued is not None and queued <= due.at:
-            return
-        self._queued[task.id] = due.at
-        first = not self._heap or due.at < self._heap[0][0]
-        heapq.heappush(self._heap, (due.at, task.id))
+        if queued is None or due.at < queued:
+            self._push(task.id, due.at)
+
+    def _push(self, task_id: str, at: datetime) -> None:
+        """The task's entry (an earlier one left in the heap is skipped when it comes up)."""
+        self._queued[task_id] = at
+        first = not self._heap or at < self._heap[0][0]
+        heapq.heappush(self._heap, (at, task_id))
         if first and self._wake is not None:
-            self._wake.set()
+            self._wake.set()  # the loop sleeps until the earliest entry: wake it
 
     async def _loop(self) -> None:
         assert self._wake is not None
@@ -173,9 +176,7 @@ class Watchdog:
 
     def _retry(self, task: Task) -> None:
         """The verdict was not recorded and nothing changed: look again a little later."""
-        at = utcnow() + RETRY
-        self._queued[task.id] = at
-        heapq.heappush(self._heap, (at, task.id))
+        self._push(task.id, utcnow() + RETRY)
 
     async def _stuck(self, task: Task, due: Due) -> bool:
         policy = self.policy(task.provider)
