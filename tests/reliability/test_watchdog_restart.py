@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +110,14 @@ async def test_a_cancel_deadline_survives_a_restart(
         gw.kill()  # in the middle of the deadline
         await asyncio.sleep(down_s)
         await gw.start(http)
+        up = datetime.now(UTC)
         failed = await until(http, gw, task["id"], "cancel_failed")
         assert failed["reason"] == "upstream did not confirm the cancel within 1.5s"
         got = {e["kind"]: e for e in await events(http, gw, task["id"])}
         waited = at(got["cancel_failed"]["at"]) - at(got["cancel_requested"]["at"])
         assert waited.total_seconds() >= 1.5
-        if down_s:  # passed while the gateway was down: acted on at start
-            assert waited.total_seconds() < down_s + 1.5
+        if down_s:  # passed while the gateway was down: acted on at start, not 1.5 s later
+            assert (at(got["cancel_failed"]["at"]) - up).total_seconds() < 1.0
         [_] = [e for e in await events(http, gw, task["id"]) if e["kind"] == "cancel_failed"]
         async with http.post(f"{gw.url}/v1/tasks/{task['id']}/cancel?force=true") as resp:
             assert resp.status == 202
