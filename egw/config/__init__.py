@@ -26,6 +26,7 @@ from egw.config.loader import build
 from egw.config.providers import CloudRunConfig, GitHubActionsConfig, LocalConfig, NomadConfig
 from egw.config.sections import (
     AuthConfig,
+    CircuitConfig,
     LoggingConfig,
     MetricsConfig,
     RetryConfig,
@@ -84,6 +85,7 @@ def parse_config(data: Any, environ: Mapping[str, str]) -> Config:
 __all__ = [
     "SCOPES",
     "AuthConfig",
+    "CircuitConfig",
     "CloudRunConfig",
     "Config",
     "GitHubActionsConfig",
