@@ -77,6 +77,11 @@ class Breakers:
             )
         return found
 
+    def closed(self, target: str) -> bool:
+        """Whether calls to ``target`` go freely (a caller about to make a long call, a
+        blocking query, makes a short one instead while a probe decides)."""
+        return self.circuit(target).state is CircuitState.CLOSED
+
     def admit(self, target: str) -> int:
         """A ticket for one call to ``target``; `CircuitOpen` (503, with the wait) if refused."""
         circuit = self.circuit(target)

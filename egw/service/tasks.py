@@ -238,17 +238,14 @@ class TaskService:
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
         except CircuitOpen as exc:
-            # the breaker toward the upstream is open: the task stays pending and is tried
-            # again when it lets a probe through, without spending an attempt (a submit it
-            # refused reached nothing; one that got further is looked for first, as always)
+            # the breaker is open: the task stays pending, tried again once a probe may go,
+            # without spending an attempt (providers look before they start anything twice)
             exc.details["task_id"] = task.id
             if not deferred:
-                data = {"error": exc.message, "target": exc.target, "retry_in_s": exc.retry_after_s}
+                data = {**exc.details, "error": exc.message}
                 await self.progress(task.id, "submit_deferred", data, source="gateway")
-            delay = max(exc.retry_after_s or 0.0, 0.01)
-            _ = self._background.spawn(
-                self._relaunch(provider, task.id, attempt, delay, deferred=True), name="relaunch"
-            )
+            again = self._relaunch(provider, task.id, attempt, exc.retry_after_s or 0.01, True)
+            _ = self._background.spawn(again, name="relaunch")
             raise
         except ProviderUnavailable as exc:
             # ambiguous: the upstream may or may not have started the work. The task stays

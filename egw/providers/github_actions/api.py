@@ -14,7 +14,7 @@ import aiohttp
 import structlog
 
 from egw.config import GitHubActionsConfig, RetryConfig
-from egw.errors import ProviderError, ProviderUnavailable
+from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
 from egw.providers.circuit import Breakers, host_of
 from egw.providers.http import HTTPResponse, http_request
 from egw.providers.retry import with_retries
@@ -119,6 +119,8 @@ class GitHubAPI:
                 allow_redirects=allow_redirects,
                 circuit=self.circuit,
             )
+        except CircuitOpen:
+            raise  # refused before anything was sent: not ambiguous
         except ProviderUnavailable as exc:
             exc.details["ambiguous"] = True
             raise

@@ -191,7 +191,8 @@ class JobClient:
         ns, region, path = tracked.namespace, tracked.region, job_path(tracked.job_id)
         job = tracked.job
         params, timeout = None, None
-        if index and wait_s:
+        # a blocking query waits up to wait_s for its answer: never the probe of a breaker
+        if index and wait_s and self.circuit.closed(self.target(region)):
             params = {"index": str(index), "wait": f"{int(wait_s * 1000)}ms"}
             timeout = wait_s * 17 / 16 + self.cfg.request_timeout_s
         resp = await with_retries(
