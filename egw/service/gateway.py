@@ -2,7 +2,7 @@
 
 They concern no task, so they are not rows of the task event log (whose every row has
 a task, its stream and its retention): they go to their own table
-(``migrations/0002_circuit.sql``) through the same single writer, and are read with
+(``migrations/0003_circuit.sql``) through the same single writer, and are read with
 ``GET /v1/gateway/events``. A breaker moves inside an upstream call, synchronously; the
 write is queued from there and never delays or fails that call.
 """

@@ -331,7 +331,7 @@ class SetCursor(Op[None]):
 
 @dataclass(eq=False)
 class RecordGatewayEvent(Op[None]):
-    """Append an event of the gateway itself (no task: see ``0002_circuit.sql``)."""
+    """Append an event of the gateway itself (no task: see ``0003_circuit.sql``)."""
 
     kind: str
     provider: str
