@@ -22,11 +22,14 @@ and fails late, does not open it again for longer; one that succeeds late does n
 close it; only the probe decides a half-open breaker. A probe abandoned without an
 outcome (its caller was cancelled) frees the probe's slot for the next call.
 
-Why not a library: the candidates on PyPI (aiobreaker, last released 2021; purgatory)
-keep their own wall clock and state store and decorate whole functions; egw needs the
-breaker inside one HTTP call (`egw.providers.http`), judged per upstream answer, with
-an injected clock for tests, a capped backoff of the open time and transitions that
-become events and metrics. That is this table and about a hundred lines.
+Why not a library: the closest, purgatory 3.0.1 (2024), gives named breakers from a
+factory with a threshold, one fixed open time (``ttl``), excluded exceptions, state in
+memory or Redis and event hooks. It has no backoff of the open time, documents no clock
+to inject, and judges only exceptions raised inside its ``async with`` (egw's calls
+return a 5xx as a value, judged in one place: ``egw/providers/http.py``), awaiting its
+unit of work on every check. aiobreaker 1.2.0 was last released in 2021; pybreaker
+and circuitbreaker wrap a whole function and judge what it raises. What egw needs is
+this table and a hundred lines, tested over every pair (``tests/core/test_circuit.py``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ async def gateway_events(request: web.Request) -> web.Response:
     """Oldest first after ``after`` (a ``seq``); ``next_after`` is the last one returned,
     to pass as ``after`` for the next page (the same value when there was none)."""
     principal(request).require("tasks:read")
-    after = schemas.int_query(request, "after", default=0, lo=0, hi=(1 << 63) - 1)
+    after = schemas.int_query(request, "after", default=0, lo=0, hi=schemas.MAX_CURSOR)
     limit = schemas.int_query(request, "limit", default=100, lo=1, hi=1000)
     events = await request.app[gateway_key].events(after=after, limit=limit)
     body = {
