@@ -202,6 +202,14 @@ async def test_refused_connections_and_timeouts_open_it_a_4xx_does_not(
         assert resp.status == 502 and "bad job" in (await resp.json())["error"]["message"]
     assert (await circuit(api))["state"] == "closed"
     assert (await circuit(api))["failures"] == 0
+    # nor does a rate limit: Nomad answers, with its own wait (retried by the policy)
+    limited = sim.fail("^/v1/jobs$", status=429, body="rate limited", times=10)
+    resp = await api.post("/v1/tasks", json=task("limited"), headers=WRITER)
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "provider_unavailable"
+    assert limited.times < 10  # they reached Nomad
+    assert (await circuit(api))["state"] == "closed"
+    assert (await circuit(api))["failures"] == 0
+    limited.times = 0
 
     # calls that hang past request_timeout_s count as failures
     gate = sim.hold("^/v1/job/", times=10**6)
