@@ -18,7 +18,7 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.core.model import Observation, Task, TaskState
-from egw.errors import EgwError, ProviderError, ProviderUnavailable
+from egw.errors import CircuitOpen, EgwError, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider, Resubmittable, Submission
 
 if TYPE_CHECKING:
@@ -42,19 +42,31 @@ class Launcher:
     def spawn(self, provider: Provider, task: Task) -> asyncio.Task[None]:
         return self._background.spawn(self.launch(provider, task), name="launch")
 
-    async def launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
+    async def launch(
+        self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
+    ) -> None:
         """Submit ``task`` (its current attempt) upstream; ``attempt`` counts the tries of
-        this submit after ambiguous failures."""
+        this submit after ambiguous failures; ``deferred``: an open breaker held it already."""
         self.inflight.add(task.id)
         try:
-            await self._launch(provider, task, attempt)
+            await self._launch(provider, task, attempt, deferred)
         finally:
             self.inflight.discard(task.id)
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int) -> None:
+    async def _launch(self, provider: Provider, task: Task, attempt: int, deferred: bool) -> None:
         service = self._service
         try:
             sub = await provider.submit(task, idempotency_key=idempotency_key(task))
+        except CircuitOpen as exc:
+            # the breaker is open: the task stays pending, tried again once a probe may go,
+            # without spending an attempt (providers look before they start anything twice)
+            exc.details["task_id"] = task.id
+            if not deferred:
+                data = {**exc.details, "error": exc.message}
+                await service.progress(task.id, "submit_deferred", data, source="gateway")
+            again = self._relaunch(provider, task, attempt, exc.retry_after_s or 0.01, True)
+            _ = self._background.spawn(again, name="relaunch")
+            raise
         except ProviderUnavailable as exc:
             if attempt < service.submit_attempts:
                 delay = service.submit_retry_s * 2 ** (attempt - 1)
@@ -104,7 +116,9 @@ class Launcher:
             await service.observe(task.id, obs, source=provider.name)
         return True
 
-    async def _relaunch(self, provider: Provider, task: Task, attempt: int, delay: float) -> None:
+    async def _relaunch(
+        self, provider: Provider, task: Task, attempt: int, delay: float, deferred: bool = False
+    ) -> None:
         await asyncio.sleep(delay)
         current = await self._service.get(task.id)
         if (
@@ -114,7 +128,7 @@ class Launcher:
         ):
             return
         try:
-            await self.launch(provider, current, attempt)
+            await self.launch(provider, current, attempt, deferred)
         except EgwError:
             pass  # recorded on the task by launch
 
