@@ -27,7 +27,7 @@ from egw.service.channels import EventChannel, LogChannels
 from egw.service.database import Database, claim
 from egw.service.fanout import Hub
 from egw.service.ticker import Ticker
-from egw.web import docs, events, health, hooks, logs, metrics, tasks
+from egw.web import docs, events, health, hooks, logs, metrics, tasks, ui
 from egw.web.auth import Authenticator
 from egw.web.edge import Edge
 from egw.web.keys import (
@@ -56,6 +56,7 @@ def create_app(config: Config) -> web.Application:
     observer = Metrics() if config.metrics.enabled else None
     edge = Edge(auth.authenticate, observer.requests if observer else None)
     tables = [tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes]
+    tables.append(ui.routes)
     if observer is not None:
         app[metrics_key] = observer
         tables.append(metrics.routes)
