@@ -326,3 +326,46 @@ def test_a_50_mb_log_scrolls_in_a_window_of_bounded_size(
     pg.click("button:text-is('Jump to end')")
     pg.wait_for_selector("[data-testid=log] .ln:text-is('line 03700000')")
     assert log.locator(".ln").count() <= bound
+
+
+def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
+    gateway: GatewayProcess, proxy: Proxy, page: tuple[Any, Recorder]
+) -> None:
+    pg, _ = page
+    ids = [submit(gateway, "true", labels={"batch": "paging"})["id"] for _ in range(27)]
+    sign_in(pg, proxy.url, WRITER_TOKEN)
+    pg.goto(f"{proxy.url}/ui/#/tasks?label=batch%3Dpaging")
+    rows = pg.locator("tbody tr[data-task]")
+    expect(rows).to_have_count(25)
+    assert rows.first.get_attribute("data-task") == ids[-1]  # newest first
+    pg.click("button:has-text('Older')")
+    expect(rows).to_have_count(2)
+    assert rows.evaluate_all("r => r.map(e => e.dataset.task)") == ids[1::-1]
+    pg.click("button:has-text('Newer')")
+    expect(rows).to_have_count(25)
+    # what other gateways may send: a status, a flag, a field, a circuit it does not know
+    rendered = pg.evaluate(
+        """async () => {
+        const u = await import('/ui/util.js');
+        const h = await import('/ui/health.js');
+        const task = {status: 'cancel_failed', reason: 'upstream refused', namespace: 'ci',
+                      stuck: {reason: 'no report for 10m', since: '2026-01-01T00:00:00Z'}};
+        return {
+          unknown: u.badge('hibernating').className,
+          known: u.badge('cancel_failed').className,
+          flags: u.flags(task).map(f => f.className + ':' + f.textContent),
+          open: h.facts({circuit: {state: 'open', failures: 5}}),
+          half: h.facts({circuit: {state: 'half_open'}, running: 1, queued: 0}),
+          budget: h.facts({logging_reads_per_minute: 30, logging_reads_last_minute: {p: 30}}),
+        };
+    }"""
+    )
+    assert rendered["unknown"] == "badge s-other"
+    assert rendered["known"] == "badge s-cancel_failed"
+    assert rendered["flags"] == [
+        "flag flag-stuck:stuck",
+        "flag flag-cancel-failed:cancel failed",
+    ]
+    assert rendered["open"] == {"text": "circuit open", "level": "bad"}
+    assert rendered["half"] == {"text": "circuit half open · 1 running, 0 queued", "level": "warn"}
+    assert rendered["budget"] == {"text": "log reads left 0/30 a minute", "level": "warn"}

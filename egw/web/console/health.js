@@ -6,7 +6,7 @@ import { clear, el } from "./util.js";
 
 const EVERY_MS = 5000;
 
-function facts(name, h) {
+export function facts(h) {
   const out = [];
   let level = "ok";
   if (h.error) {
@@ -65,7 +65,7 @@ export function healthStrip(root, onProviders) {
       if (body.status !== "ready") root.append(el("span", { class: "chip bad", text: body.status.replace(/_/g, " ") }));
       if (body.storage && body.storage.full) root.append(el("span", { class: "chip bad", text: "storage full" }));
       for (const [name, h] of Object.entries(body.providers)) {
-        const f = facts(name, h || {});
+        const f = facts(h || {});
         root.append(el("span", { class: `chip ${f.level}`, "data-provider": name, title: JSON.stringify(h, null, 1) }, el("b", { text: name }), f.text ? ` ${f.text}` : ""));
       }
       onProviders(Object.keys(body.providers));

@@ -177,10 +177,18 @@ export class LogView {
     }
   }
 
-  scrollBy(px) {
-    if (!px) return;
+  /** Scrolls the pane for the view's own reasons: the scroll event that follows is not the
+   *  user's (and none follows when the position does not change). */
+  scrollTo(top) {
+    const max = this.pane.scrollHeight - this.pane.clientHeight;
+    const target = Math.max(0, Math.min(max, top));
+    if (Math.abs(this.pane.scrollTop - target) < 1) return;
     this.programmatic = true;
-    this.pane.scrollTop += px;
+    this.pane.scrollTop = target;
+  }
+
+  scrollBy(px) {
+    if (px) this.scrollTo(this.pane.scrollTop + px);
   }
 
   draw(block) {
@@ -225,8 +233,7 @@ export class LogView {
       this.blocks = [];
       this.push({ start: from, end: got.end, bytes: got.bytes });
       this.setFollow(atEnd && offset === null ? true : this.following && atEnd);
-      this.programmatic = true;
-      this.pane.scrollTop = atEnd ? this.pane.scrollHeight : 0;
+      this.scrollTo(atEnd ? this.pane.scrollHeight : 0);
     } finally {
       this.loading = false;
     }
@@ -260,8 +267,7 @@ export class LogView {
   }
 
   bottom() {
-    this.programmatic = true;
-    this.pane.scrollTop = this.pane.scrollHeight;
+    this.scrollTo(this.pane.scrollHeight);
   }
 
   async more() {
