@@ -303,8 +303,11 @@ def test_a_50_mb_log_scrolls_in_a_window_of_bounded_size(
     bound = 4 * 16 * 1024 // 14 + 8  # at most four 16 KiB blocks of 14-byte lines
     assert log.locator(".ln").count() <= bound
     # to the start, then scroll down through several windows
+    follow = pg.locator(".log-tools input[type=checkbox]")
+    assert follow.is_checked()
     pg.click("button:text-is('Start')")
     pg.wait_for_selector("[data-testid=log] .ln:has-text('cyan header')")
+    assert not follow.is_checked()  # away from the end: paused
     assert log.locator(".f6").count() == 1
     # scroll down through many windows: the DOM stays bounded, the lines go on in order
     seen = scroll_until(pg, log, "e.scrollHeight", lambda n: n > 20_000, bound)
@@ -325,6 +328,7 @@ def test_a_50_mb_log_scrolls_in_a_window_of_bounded_size(
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     pg.click("button:text-is('Jump to end')")
     pg.wait_for_selector("[data-testid=log] .ln:text-is('line 03700000')")
+    assert follow.is_checked()
     assert log.locator(".ln").count() <= bound
 
 
@@ -348,6 +352,9 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
         """async () => {
         const u = await import('/ui/util.js');
         const h = await import('/ui/health.js');
+        const t = await import('/ui/task.js');
+        const ev = (kind, applied) => t.eventRow({seq: 1, kind, applied, status: 'running',
+            prev_status: 'running', at: '2026-01-01T00:00:00Z', data: {attempt: 2}});
         const task = {status: 'cancel_failed', reason: 'upstream refused', namespace: 'ci',
                       stuck: {reason: 'no report for 10m', since: '2026-01-01T00:00:00Z'}};
         return {
@@ -356,6 +363,9 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
           flags: u.flags(task).map(f => f.className + ':' + f.textContent),
           open: h.facts({circuit: {state: 'open', failures: 5}}),
           half: h.facts({circuit: {state: 'half_open'}, running: 1, queued: 0}),
+          stale: ev('observed', false).className,
+          upstream: ev('upstream', false).className,
+          moved: ev('stuck', true).textContent,
           budget: h.facts({logging_reads_per_minute: 30, logging_reads_last_minute: {p: 30}}),
         };
     }"""
@@ -368,4 +378,7 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
     ]
     assert rendered["open"] == {"text": "circuit open", "level": "bad"}
     assert rendered["half"] == {"text": "circuit half open · 1 running, 0 queued", "level": "warn"}
+    assert rendered["stale"] == "ev stale"  # a report older than what egw knows: greyed
+    assert rendered["upstream"] == "ev"  # not a report: an upstream id recorded
+    assert "stuck" in rendered["moved"] and "attempt=2" in rendered["moved"]
     assert rendered["budget"] == {"text": "log reads left 0/30 a minute", "level": "warn"}

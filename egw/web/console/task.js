@@ -36,7 +36,7 @@ function stale(ev) {
   return ev.applied === false && ev.kind === "observed";
 }
 
-function eventRow(ev) {
+export function eventRow(ev) {
   const data = Object.entries(ev.data || {}).map(([k, v]) => el("span", { class: "tag", text: `${k}=${typeof v === "object" ? JSON.stringify(v) : v}` }));
   const change = ev.prev_status && ev.prev_status !== ev.status ? [badge(ev.prev_status), " → ", badge(ev.status)] : [badge(ev.status)];
   return el(
@@ -132,7 +132,7 @@ export function taskPage(main, ctx, id) {
           ["timeout", t.timeout_s ? `${t.timeout_s}s` : ""],
           t.stuck ? ["stuck", `${t.stuck.reason || ""} (since ${when(t.stuck.since)})`] : null,
         ]
-          .filter(Boolean)
+          .filter((fact) => fact && fact[1] !== "")
           .map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", {}, v))),
       ),
     );
