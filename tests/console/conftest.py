@@ -16,7 +16,9 @@ from console_support import CHROMIUM, FLAGS, Proxy
 from support import GatewayProcess
 
 
-@pytest.fixture(scope="session")
+# one per module, not per session: while Playwright's sync API is open, its event loop
+# runs in the main thread, and the asyncio tests that follow could not run theirs
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
