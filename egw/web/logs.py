@@ -53,7 +53,7 @@ async def _plain(
         {
             "Content-Type": "text/plain; charset=utf-8",
             # the offset to ask for next time (?offset=), the whole size, whether more can come
-            "X-Egw-Offset": str(max(start, end)),
+            "X-Egw-Offset": str(end),
             "X-Egw-Size": str(task.log_size),
             "X-Egw-Complete": "true" if task.status.terminal and task.logs_complete else "false",
         },
