@@ -105,4 +105,6 @@ class Recorder:
             for token in tokens:
                 assert token not in url, url
         bad = [m for m in self.console if not m.startswith("Failed to load resource")]
-        assert bad == [], bad  # a CSP violation ("Refused to ...") or an uncaught error
+        assert bad == [], (
+            bad
+        )  # a CSP violation ("... violates the ... Content Security Policy") or an uncaught error

@@ -382,3 +382,66 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
     assert rendered["upstream"] == "ev"  # not a report: an upstream id recorded
     assert "stuck" in rendered["moved"] and "attempt=2" in rendered["moved"]
     assert rendered["budget"] == {"text": "log reads left 0/30 a minute", "level": "warn"}
+
+
+def test_the_sse_parser_follows_the_whatwg_rules_across_any_cut(
+    proxy: Proxy, page: tuple[Any, Recorder]
+) -> None:
+    pg, _ = page
+    pg.goto(f"{proxy.url}/ui/")
+    stream = (
+        'retry: 1000\r\n\r\n: keepalive\n\nid: 7\nevent: log\ndata: {"a":1}\r\n\r\n'
+        "data: two\ndata: lines\n\nid\nevent: end\ndata:x\r\rdata: after an id reset\n\n"
+    )
+    frames = pg.evaluate(
+        """async (text) => {
+        const {SSEParser} = await import('/ui/api.js');
+        const runs = [];
+        for (let cut = 1; cut <= 7; cut++) {  // every chunking of the same bytes
+          const got = [];
+          const p = new SSEParser((f) => got.push(f));
+          for (let i = 0; i < text.length; i += cut) p.push(text.slice(i, i + cut));
+          runs.push(JSON.stringify(got));
+        }
+        return runs;
+    }""",
+        stream,
+    )
+    assert len(set(frames)) == 1, frames
+    assert json.loads(frames[0]) == [
+        {"event": "log", "data": '{"a":1}', "id": "7"},
+        {"event": "message", "data": "two\nlines", "id": "7"},
+        {"event": "end", "data": "x", "id": ""},
+        {"event": "message", "data": "after an id reset", "id": ""},
+    ]
+
+
+def test_the_content_security_policy_holds_in_the_browser(
+    proxy: Proxy, page: tuple[Any, Recorder]
+) -> None:
+    """An inline script and an inline style, as an injection would add them, are refused."""
+    pg, recorder = page
+    pg.goto(f"{proxy.url}/ui/")
+    pg.wait_for_selector("#token")
+    refused = pg.evaluate(
+        """() => new Promise((resolve) => {
+        const seen = [];
+        document.addEventListener('securitypolicyviolation', (e) => {
+          seen.push(e.effectiveDirective);
+          if (seen.length === 2) resolve(seen.sort());
+        });
+        const s = document.createElement('script');
+        s.textContent = 'window.injected = true';
+        document.body.appendChild(s);
+        const d = document.createElement('div');
+        d.setAttribute('style', 'color: red');
+        document.body.appendChild(d);
+    })"""
+    )
+    assert refused == ["script-src-elem", "style-src-attr"]
+    assert pg.evaluate("window.injected === undefined")
+    # the two refusals were the only console errors; the recorder checks there are no others
+    expected = [m for m in recorder.console if "Content Security Policy" in m]
+    assert len(expected) == 2, recorder.console
+    for m in expected:
+        recorder.console.remove(m)

@@ -91,10 +91,12 @@ export class LogView {
 
   live() {
     this.stop();
-    this.ssePos = this.size;
+    // the stream starts where the window ends: what it sends next is the window's next bytes
+    const last = this.blocks[this.blocks.length - 1];
+    this.ssePos = last ? last.end : 0;
     this.sse = follow(`/v1/tasks/${this.taskId}/logs`, {
       params: this.params({}),
-      lastId: this.size,
+      lastId: this.ssePos,
       untilEnd: true,
       onState: (s) => (this.state.textContent = s === "live" ? "" : s),
       onEvent: (f) => this.frame(f),
@@ -110,8 +112,8 @@ export class LogView {
       this.ssePos = end;
       this.size = Math.max(this.size, end);
       const last = this.blocks[this.blocks.length - 1];
+      // appended only where the window ends; otherwise a window read fetches it when needed
       if (last && last.end === from) this.append(bytes, end);
-      else if (!last && from === 0) this.append(bytes, end);
       this.after();
     } else if (f.event === "status") {
       this.onStatus(JSON.parse(f.data));

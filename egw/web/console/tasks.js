@@ -26,7 +26,7 @@ export function tasksPage(main, ctx, params) {
   for (const p of ctx.providers) providerSel.appendChild(el("option", { value: p, text: p }));
   const statusSel = el("select", { name: "status", "aria-label": "status" }, el("option", { value: "", text: "any status" }));
   for (const s of ctx.statuses) statusSel.appendChild(el("option", { value: s, text: s.replace(/_/g, " ") }));
-  const labelIn = el("input", { name: "label", placeholder: "label name=value", "aria-label": "label" });
+  const labelIn = el("input", { name: "label", placeholder: "labels: name=value, ...", "aria-label": "label" });
   const nameIn = el("input", { name: "name", placeholder: "name contains", "aria-label": "name" });
   providerSel.value = filters.provider;
   statusSel.value = filters.status;
@@ -78,7 +78,7 @@ export function tasksPage(main, ctx, params) {
   }
 
   async function load() {
-    const q = { limit: PAGE, cursor: cursors[page], provider: filters.provider, status: filters.status, name: filters.name, label: filters.label };
+    const q = { limit: PAGE, cursor: cursors[page], provider: filters.provider, status: filters.status, name: filters.name, label: filters.label.split(",").map((l) => l.trim()).filter(Boolean) };
     try {
       const data = await api.get("/v1/tasks", q);
       error.textContent = "";
