@@ -91,7 +91,9 @@ class Recorder:
         self.urls: list[str] = []
         self.resumes: list[tuple[str, str | None]] = []  # (URL, Last-Event-ID) of each SSE call
         self.console: list[str] = []
+        self.server_errors: list[str] = []
         page.on("request", self._request)
+        page.on("response", lambda r: r.status >= 500 and self.server_errors.append(r.url))
         page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
         page.on("pageerror", lambda e: self.console.append(f"uncaught: {e}"))
 
@@ -101,10 +103,11 @@ class Recorder:
             self.resumes.append((request.url, request.headers.get("last-event-id")))
 
     def check(self, tokens: tuple[str, ...]) -> None:
-        """No token in any URL; no console error but the answers of 4xx the tests provoke
-        ("Failed to load resource"): a CSP violation or an uncaught error fails the test."""
+        """No token in any URL; no answer of 500 or more; no console error but the 4xx the
+        tests provoke ("Failed to load resource"): a CSP violation or an uncaught error fails."""
         for url in self.urls:
             for token in tokens:
                 assert token not in url, url
         bad = [m for m in self.console if not m.startswith("Failed to load resource")]
         assert bad == [], bad
+        assert self.server_errors == []
