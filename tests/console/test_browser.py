@@ -232,10 +232,14 @@ def test_a_read_only_token_sees_no_buttons_and_a_wrong_token_is_refused(
     assert pg.locator(".actions button").count() == 0
     # the token never went into a URL, and no cookie was set
     assert pg.context.cookies() == []
+    chip = pg.locator(".health .chip[data-provider='local']")
+    expect(chip).to_contain_text(re.compile(r"[1-9]\d* running"))
     api(gateway, "POST", f"/v1/tasks/{task['id']}/cancel")
     # the page follows the cancel live, still without buttons
     pg.wait_for_selector(".task-head .badge[data-status='cancelled']")
     assert pg.locator(".actions button").count() == 0
+    # and the health strip, refreshed, shows the runner idle again
+    expect(chip).to_contain_text("0 running", timeout=12000)
     # sign out: the token is forgotten
     pg.click("button:has-text('Sign out')")
     pg.wait_for_selector("#token")
