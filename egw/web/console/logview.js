@@ -52,7 +52,7 @@ export class LogView {
     this.where = el("span", { class: "log-where muted" });
     this.state = el("span", { class: "log-state muted" });
     this.followBox = el("input", { type: "checkbox", checked: true, onchange: () => this.setFollow(this.followBox.checked) });
-    this.slider = el("input", { type: "range", min: "0", max: "0", value: "0", class: "log-slider", "aria-label": "position in the log", onchange: () => this.jump(Number(this.slider.value)) });
+    this.slider = el("input", { type: "range", min: "0", max: "0", value: "0", class: "log-slider", "aria-label": "position in the log", onchange: () => this.go(Number(this.slider.value)) });
     const pick = el(
       "select",
       { "aria-label": "stream", onchange: (e) => this.setStream(e.target.value) },
@@ -65,7 +65,7 @@ export class LogView {
       { class: "log-tools" },
       pick,
       el("label", {}, this.followBox, " follow"),
-      el("button", { type: "button", onclick: () => this.jump(0), text: "Start" }),
+      el("button", { type: "button", onclick: () => this.go(0), text: "Start" }),
       el("button", { type: "button", onclick: () => this.toEnd(), text: "Jump to end" }),
       el("button", { type: "button", onclick: () => this.download(), text: "Download" }),
       this.slider,
@@ -76,13 +76,35 @@ export class LogView {
   }
 
   async start() {
-    await this.jump(null);
-    this.live();
+    this.stopped = false;
+    // the first window is read again after a failure (a dropped connection), then it goes live
+    for (let wait = 500; !this.stopped; wait = Math.min(5000, wait * 2)) {
+      try {
+        await this.jump(null);
+        break;
+      } catch (err) {
+        if (err.status && err.status < 500) throw err;
+        this.state.textContent = "reconnecting";
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    if (!this.stopped) this.live();
   }
 
   stop() {
+    this.stopped = true;
     if (this.sse) this.sse.stop();
     this.sse = null;
+  }
+
+  /** A window read for scrolling: a failure (a dropped connection) leaves the window as it is;
+   *  the next scroll, or the next live output, asks again. */
+  async tryRead(offset, limit) {
+    try {
+      return await this.read(offset, limit);
+    } catch {
+      return null;
+    }
   }
 
   params(extra) {
@@ -242,9 +264,14 @@ export class LogView {
     this.after();
   }
 
+  /** A jump the user asked for: a failed read says so and leaves the window as it was. */
+  go(offset) {
+    this.jump(offset).catch((err) => (this.state.textContent = `read failed: ${err.message}`));
+  }
+
   toEnd() {
     this.setFollow(true);
-    return this.jump(null);
+    this.go(null);
   }
 
   setFollow(on) {
@@ -254,9 +281,10 @@ export class LogView {
   }
 
   setStream(stream) {
+    this.stop();
     this.stream = stream;
     this.size = 0;
-    this.start();
+    this.start().catch((err) => (this.state.textContent = err.message));
   }
 
   async catchUp() {
@@ -277,8 +305,8 @@ export class LogView {
     if (this.loading || !last || last.end >= this.size) return;
     this.loading = true;
     try {
-      const got = await this.read(last.end, BLOCK);
-      if (got.end > last.end && this.blocks[this.blocks.length - 1] === last) this.push({ start: last.end, end: got.end, bytes: got.bytes });
+      const got = await this.tryRead(last.end, BLOCK);
+      if (got && got.end > last.end && this.blocks[this.blocks.length - 1] === last) this.push({ start: last.end, end: got.end, bytes: got.bytes });
     } finally {
       this.loading = false;
     }
@@ -291,8 +319,8 @@ export class LogView {
     this.loading = true;
     try {
       const from = Math.floor((first.start - 1) / BLOCK) * BLOCK;
-      const got = await this.read(from, first.start - from);
-      if (this.blocks[0] === first) this.unshift({ start: from, end: first.start, bytes: got.bytes });
+      const got = await this.tryRead(from, first.start - from);
+      if (got && this.blocks[0] === first) this.unshift({ start: from, end: first.start, bytes: got.bytes });
     } finally {
       this.loading = false;
     }

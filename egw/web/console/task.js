@@ -167,8 +167,7 @@ export function taskPage(main, ctx, id) {
         api.get(`/v1/tasks/${id}`).then(show, () => {});
       },
     });
-    await log.start();
-    if (closed) log.stop();
+    if (!closed) await log.start().catch((err) => (error.textContent = `output: ${err.message}`));
   })();
   return () => {
     closed = true;
