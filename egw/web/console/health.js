@@ -13,7 +13,7 @@ export function facts(h) {
     out.push(String(h.error));
     level = "bad";
   }
-  if (h.circuit && h.circuit.state) {
+  if (h.circuit && h.circuit.state && h.circuit.state !== "closed") {
     out.push(`circuit ${h.circuit.state.replace(/_/g, " ")}`);
     if (h.circuit.state === "open") level = "bad";
     else if (h.circuit.state !== "closed" && level === "ok") level = "warn";
