@@ -366,6 +366,7 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
           known: u.badge('cancel_failed').className,
           flags: u.flags(task).map(f => f.className + ':' + f.textContent),
           open: h.facts({circuit: {state: 'open', failures: 5}}),
+          closed: h.facts({circuit: {state: 'closed', failures: 0}}),
           half: h.facts({circuit: {state: 'half_open'}, running: 1, queued: 0}),
           stale: ev('observed', false).className,
           upstream: ev('upstream', false).className,
@@ -381,6 +382,7 @@ def test_paging_and_fields_statuses_and_health_the_console_does_not_know_yet(
         "flag flag-cancel-failed:cancel failed",
     ]
     assert rendered["open"] == {"text": "circuit open", "level": "bad"}
+    assert rendered["closed"] == {"text": "", "level": "ok"}  # the usual case says nothing
     assert rendered["half"] == {"text": "circuit half open · 1 running, 0 queued", "level": "warn"}
     assert rendered["stale"] == "ev stale"  # a report older than what egw knows: greyed
     assert rendered["upstream"] == "ev"  # not a report: an upstream id recorded
