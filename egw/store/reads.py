@@ -42,10 +42,12 @@ class Reader:
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
         stuck: bool | None = None,
+        name: str | None = None,
         before: int | None = None,
         limit: int = 50,
     ) -> list[Task]:
-        """Newest first by submission order; ``before`` is a submit_seq cursor."""
+        """Newest first by submission order; ``before`` is a submit_seq cursor; ``name``
+        matches the names that contain it (case-sensitive)."""
         where: list[str] = []
         params: list[Any] = []
         if provider:
@@ -61,6 +63,9 @@ class Reader:
             params.extend([key, value])
         if stuck is not None:
             where.append("stuck IS NOT NULL" if stuck else "stuck IS NULL")
+        if name:
+            where.append("instr(name, ?) > 0")
+            params.append(name)
         if before is not None:
             where.append("submit_seq < ?")
             params.append(before)
