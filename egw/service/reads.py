@@ -42,6 +42,7 @@ class TaskReads:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        stuck: bool | None = None,
         name: str | None = None,
         before: int | None = None,
         limit: int = 50,
@@ -50,8 +51,9 @@ class TaskReads:
         name); each task as the cache has it when it is there (fresher than the read
         connection's snapshot)."""
         found = await self._reader.tasks(
-            provider=provider, status=status, labels=labels, name=name, before=before, limit=limit
-        )
+            provider=provider, status=status, labels=labels, stuck=stuck, name=name,
+            before=before, limit=limit,
+        )  # fmt: skip
         cached = self._writer.cached
         return [cached(t.id) or t for t in found]
 
@@ -120,6 +122,10 @@ class TaskReads:
     async def counts_by_status(self) -> dict[str, dict[str, int]]:
         """Task counts by provider, then status (for the metrics)."""
         return await self._reader.counts_by_status()
+
+    async def stuck_counts(self) -> dict[str, int]:
+        """Tasks flagged stuck, by provider (for the metrics)."""
+        return await self._reader.stuck_counts()
 
 
 def tail(chunk: LogChunk, position: int) -> LogChunk:

@@ -32,6 +32,7 @@ async def metrics(request: web.Request) -> web.Response:
             health[name] = {}
     body = app[metrics_key].render(
         tasks_by_status=await app[reads_key].counts_by_status(),
+        tasks_stuck=await app[reads_key].stuck_counts(),
         health=health,
         sse_connections=app[ticker_key].stream_count(),
         storage=service.storage(),
