@@ -37,12 +37,12 @@ from egw.errors import (
     ProviderUnavailable,
     StoreError,
 )
-from egw.providers.base import Provider
+from egw.providers.base import Provider, WebhookProvider
 from egw.service import storage
 from egw.service.fanout import Hub
 from egw.service.reads import TaskReads
 from egw.service.storage import StorageLimits
-from egw.store import Store, retention_cutoff
+from egw.store import Accept, Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
 
@@ -127,6 +127,8 @@ class TaskService:
         """Start providers (each resumes its own unfinished tasks), then re-launch
         submits that a previous gateway left unacknowledged, and re-arm timeouts."""
         for provider in self.providers.values():
+            if isinstance(provider, WebhookProvider):
+                await self.store.watch_upstreams(provider.name)
             await provider.start(self)
         for task in await self.store.reader.unfinished():
             if task.provider not in self.providers:
@@ -208,8 +210,7 @@ class TaskService:
         self._arm_timeout(task)
         # the upstream call outlives a client that hangs up: a started run must be recorded
         launch = self._background.spawn(self._launch(provider, task), name="launch")
-        await asyncio.shield(launch)
-        return await self.get(task.id), True
+        return await asyncio.shield(launch), True
 
     async def rerun(
         self, task_id: str, *, actor: str | None, idempotency_key: str | None = None
@@ -231,7 +232,8 @@ class TaskService:
             await self.progress(old.id, "rerun", link, source="gateway")
         return await self.get(task.id), created
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
+    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> Task:
+        """Start a recorded task upstream and record the answer; the task after it."""
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
         except ProviderUnavailable as exc:
@@ -256,22 +258,27 @@ class TaskService:
             verb = "failed" if isinstance(exc, ProviderError) else "refused"
             await self._submit_failed(task, f"submit {verb}: {exc.message}")
             raise
-        data = {**sub.upstream, "submitted": True}
-        await self.set_upstream(
-            task.id, upstream_id=sub.upstream_id, upstream_url=sub.upstream_url, data=data
-        )
         obs = sub.observation
         if obs is None and sub.upstream_id is not None:
             obs = Observation(state=TaskState.QUEUED)
-        if obs is not None:
-            await self.observe(task.id, obs, source=provider.name)
-        current = await self.get(task.id)
+        # the answer and what it says, in one writer operation (bench: submits)
+        try:
+            data = {**sub.upstream, "submitted": True}
+            accept = Accept(task.id, sub.upstream_id, sub.upstream_url, data, obs, provider.name)
+            current = await self.store.writer.accept(accept)
+        except StoreError:
+            if obs is not None and obs.state in TERMINAL:
+                # the outcome must not be lost with the write: recorded once the store works
+                _ = self.store.writer.settle(task.id, obs, source=provider.name)
+            raise
+        self._disarm(current)
         if current.status is TaskState.CANCELLED and current.upstream_id is not None:
             # cancelled while its submit was in flight: stop what the submit started
             try:
                 await provider.cancel(current, force=False)
             except EgwError as exc:
                 log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
+        return current
 
     async def _relaunch(self, provider: Provider, task_id: str, attempt: int, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -341,6 +348,11 @@ class TaskService:
             delay, lambda: self._background.spawn(self._expire(task.id), name="expire")
         )
 
+    def _disarm(self, task: Task) -> None:
+        handle = self._timers.pop(task.id, None) if task.status in TERMINAL else None
+        if handle is not None:
+            handle.cancel()
+
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
         task, changed = await self.store.writer.command(task_id, "timeout", actor=None)
@@ -385,10 +397,7 @@ class TaskService:
                 # the outcome must not be lost with the write: recorded once the store works
                 _ = self.store.writer.settle(task_id, obs, source=source)
             raise
-        if task.status in TERMINAL:
-            handle = self._timers.pop(task_id, None)
-            if handle is not None:
-                handle.cancel()
+        self._disarm(task)
         return task
 
     async def progress(
@@ -467,6 +476,12 @@ class TaskService:
             return None
 
     async def find_task(self, provider: str, upstream_id: str) -> Task | None:
+        index = self.store.writer.upstreams
+        if index.watches(provider):
+            # a webhook provider's lookups (most deliveries are not egw's) need no database
+            # read: the store keeps its upstream ids in memory (bench part "webhooks")
+            task_id = index.get(provider, upstream_id)
+            return None if task_id is None else await self.get_task(task_id)
         found = await self.store.reader.task_by_upstream(provider, upstream_id)
         return self.store.writer.cached(found.id) or found if found else None
 

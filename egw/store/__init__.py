@@ -16,7 +16,7 @@ from egw.errors import ConfigError, StoreError
 from egw.store.db import connect, probe_write
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
-from egw.store.ops import retention_cutoff
+from egw.store.ops import Accept, retention_cutoff
 from egw.store.reads import Reader
 from egw.store.writer import Writer
 
@@ -77,6 +77,11 @@ class Store:
                 self._rconn = self._wconn = None
                 self._lock.release()
 
+    async def watch_upstreams(self, provider: str) -> None:
+        """Answer `egw.store.upstreams.UpstreamIndex` lookups for ``provider`` from now on."""
+        assert self._rconn is not None, "the store is not open"
+        await self.writer.upstreams.watch(self._rconn, provider)
+
     async def writable(self) -> bool:
         """For /readyz: the read connection answers a query and the writer's loop is running.
 
@@ -99,4 +104,4 @@ async def _close_quietly(conn: aiosqlite.Connection) -> None:
         pass  # its thread has stopped all the same; there is nothing left to write
 
 
-__all__ = ["DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]
+__all__ = ["Accept", "DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]

@@ -61,6 +61,7 @@ from egw.errors import EgwError, StoreError
 from egw.store import statements
 from egw.store.batch import Batch, LogCaps
 from egw.store.ops import (
+    Accept,
     AppendLog,
     Command,
     CreateTask,
@@ -77,6 +78,7 @@ from egw.store.ops import (
     SetUpstream,
 )
 from egw.store.rows import TASK_COLUMNS, task_from_row
+from egw.store.upstreams import UpstreamIndex
 
 log = structlog.get_logger("egw.store")
 
@@ -100,6 +102,8 @@ class Writer:
         self._queue: asyncio.Queue[Op[Any]] = asyncio.Queue()
         self._cache: OrderedDict[str, Task] = OrderedDict()
         self._cache_size = cache_size
+        #: upstream id -> task id of the providers that asked (`egw.store.upstreams`)
+        self.upstreams = UpstreamIndex()
         self._seq = 0
         self._submit_seq = 0
         self._runner: asyncio.Task[None] | None = None
@@ -239,6 +243,10 @@ class Writer:
     ) -> Task:
         """Record the upstream's id, URL and data (merged) for a task; None keeps a value."""
         return await self._enqueue(SetUpstream(task_id, upstream_id, upstream_url, data))
+
+    async def accept(self, op: Accept) -> Task:
+        """Record a provider's answer to a submit (`egw.store.ops.Accept`): one operation."""
+        return await self._enqueue(op)
 
     async def set_cursor(self, key: str, value: str) -> None:
         """Remember a provider's position in an upstream stream."""
@@ -418,6 +426,7 @@ class Writer:
             self._remember(task)
         for task_id in b.commit.pruned:
             self._cache.pop(task_id, None)
+        self.upstreams.note(b.staged.values(), b.commit.pruned)
         for op, result in results:
             if op.fut.done():
                 continue
