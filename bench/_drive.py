@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,27 @@ def call(base: str, method: str, path: str, body: Any = None, token: str = "") -
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode("utf-8", "replace")
+
+
+def rounds(runs: dict[str, Callable[[], dict[str, Any]]], n: int) -> dict[str, dict[str, Any]]:
+    """Each load run ``n`` times, the order rotated each round (so a slow spell of the
+    machine falls on every side); per run, the figures of its median round by answers/s,
+    with every round's answers/s in ``rounds_rps`` and the answers summed over rounds."""
+    names = list(runs)
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i in range(n):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            got[name].append(runs[name]())
+    out = {}
+    for name, results in got.items():
+        ranked = sorted(results, key=lambda r: r["ok_rps"])
+        median = dict(ranked[len(ranked) // 2])
+        median["rounds_rps"] = [r["ok_rps"] for r in results]
+        answers: dict[str, int] = {}
+        for r in results:
+            for key, count in r["answers"].items():
+                answers[key] = answers.get(key, 0) + count
+        median["answers_all_rounds"] = answers
+        median["non2xx"] = sum(r["non2xx"] for r in results)
+        out[name] = median
+    return out
