@@ -132,6 +132,12 @@ def render(part: dict[str, Any]) -> list[str]:
     q = part["queued"]["64"]
     ceil = part["ceiling"]["64"]["ok_rps"]
     lines.append(f"  queued / ceiling at 64 connections: {ratio(q['ok_rps'], ceil)}")
+    q_cpu, c_cpu = q["per_cpu_s"] or 0, part["ceiling"]["64"]["per_cpu_s"] or 0
+    us_q, us_c = (1e6 / q_cpu if q_cpu else 0), (1e6 / c_cpu if c_cpu else 0)
+    lines.append(
+        f"  per server CPU-second at 64 connections: queued {q_cpu:,}, ceiling {c_cpu:,}"
+        f" ({us_q:.0f} us and {us_c:.0f} us of CPU a request)"
+    )
     lines.append(
         goal(
             "submits, queued local task, 64 connections",

@@ -200,6 +200,13 @@ def render(part: dict[str, Any]) -> list[str]:
     )
     lines.append(f"  foreign / hello-world reading the body: {part['ratio_foreign_body']}")
     lines.append(f"  mixed / verify: {part['ratio_mixed']}")
+    per_cpu = ratio(part["foreign"]["per_cpu_s"] or 0, part["verify"]["per_cpu_s"] or 0)
+    own_cpu = ratio(part["own"]["per_cpu_s"] or 0, part["verify"]["per_cpu_s"] or 0)
+    lines.append(f"  per server CPU-second: foreign / verify {per_cpu}, own / verify {own_cpu}")
+    lines.append(
+        f"  p99 of the ceilings in the same run: verify {part['verify']['p99_ms']} ms,"
+        f" body {part['body']['p99_ms']} ms (the machine's latency floor at that moment)"
+    )
     worst_p99 = max(part[k]["p99_ms"] or 0 for k in ("foreign", "own", "mixed"))
     foreign_met = part["ratio_foreign"] >= GOAL_FOREIGN and part["foreign"]["non2xx"] == 0
     own_met = part["ratio_own"] >= GOAL_OWN and part["own"]["non2xx"] == 0
