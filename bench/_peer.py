@@ -190,6 +190,20 @@ def render(part: dict[str, Any]) -> list[str]:
     if "skipped" in part:
         lines.append(f"  peer skipped: {part['skipped']}")
         return lines
+    # per second of each server's CPU: Prefect's threads win more of a shared core than
+    # egw's one thread does, so on a busy machine answers/s alone flatters the peer
+    per_cpu = {
+        side: {
+            n: max(part[side][f"{n} {c}"]["per_cpu_s"] or 0 for c in CONNS)
+            for n in ("create", "read")
+        }
+        for side in ("egw", "prefect")
+    }
+    lines.append(
+        "  per server CPU-second, best of 1 and 64 connections: create"
+        f" {ratio(per_cpu['egw']['create'], per_cpu['prefect']['create'])}x,"
+        f" read {ratio(per_cpu['egw']['read'], per_cpu['prefect']['read'])}x"
+    )
     e_err, p_err = part["egw_errors"], part["prefect_errors"]
     create, read = part["create_x"], part["read_x"]
     lines += [
