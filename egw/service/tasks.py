@@ -30,6 +30,7 @@ from egw.background import BackgroundTasks
 from egw.config import Config
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
+    CircuitOpen,
     EgwError,
     InvalidRequest,
     NotFound,
@@ -39,10 +40,11 @@ from egw.errors import (
 )
 from egw.providers.base import Provider, WebhookProvider
 from egw.service import storage
+from egw.service.accept import record_answer
 from egw.service.fanout import Hub
 from egw.service.reads import TaskReads
 from egw.service.storage import StorageLimits
-from egw.store import Accept, Store, retention_cutoff
+from egw.store import Store, retention_cutoff
 
 log = structlog.get_logger("egw.service")
 
@@ -232,10 +234,22 @@ class TaskService:
             await self.progress(old.id, "rerun", link, source="gateway")
         return await self.get(task.id), created
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> Task:
+    async def _launch(
+        self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
+    ) -> Task:
         """Start a recorded task upstream and record the answer; the task after it."""
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
+        except CircuitOpen as exc:
+            # the breaker is open: the task stays pending, tried again once a probe may go,
+            # without spending an attempt (providers look before they start anything twice)
+            exc.details["task_id"] = task.id
+            if not deferred:
+                data = {**exc.details, "error": exc.message}
+                await self.progress(task.id, "submit_deferred", data, source="gateway")
+            again = self._relaunch(provider, task.id, attempt, exc.retry_after_s or 0.01, True)
+            _ = self._background.spawn(again, name="relaunch")
+            raise
         except ProviderUnavailable as exc:
             # ambiguous: the upstream may or may not have started the work. The task stays
             # pending and the submit is tried again later; providers look before they start
@@ -258,19 +272,7 @@ class TaskService:
             verb = "failed" if isinstance(exc, ProviderError) else "refused"
             await self._submit_failed(task, f"submit {verb}: {exc.message}")
             raise
-        obs = sub.observation
-        if obs is None and sub.upstream_id is not None:
-            obs = Observation(state=TaskState.QUEUED)
-        # the answer and what it says, in one writer operation (bench: submits)
-        try:
-            data = {**sub.upstream, "submitted": True}
-            accept = Accept(task.id, sub.upstream_id, sub.upstream_url, data, obs, provider.name)
-            current = await self.store.writer.accept(accept)
-        except StoreError:
-            if obs is not None and obs.state in TERMINAL:
-                # the outcome must not be lost with the write: recorded once the store works
-                _ = self.store.writer.settle(task.id, obs, source=provider.name)
-            raise
+        current = await record_answer(self.store, task.id, sub, provider.name)
         self._disarm(current)
         if current.status is TaskState.CANCELLED and current.upstream_id is not None:
             # cancelled while its submit was in flight: stop what the submit started
@@ -280,13 +282,15 @@ class TaskService:
                 log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
         return current
 
-    async def _relaunch(self, provider: Provider, task_id: str, attempt: int, delay: float) -> None:
+    async def _relaunch(
+        self, provider: Provider, task_id: str, attempt: int, delay: float, deferred: bool = False
+    ) -> None:
         await asyncio.sleep(delay)
         task = await self.get(task_id)
         if task.status is not TaskState.PENDING or task.upstream.get("submitted"):
             return
         try:
-            await self._launch(provider, task, attempt)
+            await self._launch(provider, task, attempt, deferred)
         except EgwError:
             pass  # recorded on the task by _launch
 
@@ -476,14 +480,7 @@ class TaskService:
             return None
 
     async def find_task(self, provider: str, upstream_id: str) -> Task | None:
-        index = self.store.writer.upstreams
-        if index.watches(provider):
-            # a webhook provider's lookups (most deliveries are not egw's) need no database
-            # read: the store keeps its upstream ids in memory (bench part "webhooks")
-            task_id = index.get(provider, upstream_id)
-            return None if task_id is None else await self.get_task(task_id)
-        found = await self.store.reader.task_by_upstream(provider, upstream_id)
-        return self.store.writer.cached(found.id) or found if found else None
+        return await self.store.find_upstream(provider, upstream_id)
 
     async def active_tasks(self, provider: str) -> list[Task]:
         return [

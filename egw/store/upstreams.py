@@ -3,9 +3,10 @@
 A webhook receiver hears about every run of a repository, most of them not egw's:
 answering those from SQLite (a read through aiosqlite's thread per delivery) cost more
 than verifying and parsing the delivery itself (bench part "webhooks"). So the store
-keeps, for each *watched* provider, a dict of its upstream ids to task ids, and
-`Writer` updates it right after each commit (the same moment the cache learns of a
-change), before any caller of that commit resumes.
+keeps, for each *watched* provider, a dict of its upstream ids to task ids, updated by
+a listener of the `Writer` right after each commit (every change of a task's upstream
+is an event, so its commit reaches listeners), before any caller of that commit
+resumes (their futures' callbacks run later, from the event loop).
 
 Exact under concurrency and restart: `watch` marks the provider first, then reads
 every task of it that has an upstream id (on the read connection: committed rows
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 import aiosqlite
 
 from egw.core.model import Task
+from egw.core.records import Commit
 
 
 class UpstreamIndex:
@@ -56,6 +58,10 @@ class UpstreamIndex:
             if upstream_id not in ids:  # else a commit noted during the read is newer
                 ids[upstream_id] = task_id
                 self._holders[task_id] = (provider, upstream_id)
+
+    def on_commit(self, commit: Commit) -> None:
+        """The writer's listener: see the module's docstring."""
+        self.note(commit.tasks.values(), commit.pruned)
 
     def note(self, tasks: Iterable[Task], pruned: Iterable[str]) -> None:
         """After a commit: the upstream ids its tasks hold now, and the tasks it pruned."""

@@ -73,12 +73,12 @@ from egw.store.ops import (
     Preload,
     Progress,
     Prune,
+    RecordGatewayEvent,
     SetCursor,
     Settle,
     SetUpstream,
 )
 from egw.store.rows import TASK_COLUMNS, task_from_row
-from egw.store.upstreams import UpstreamIndex
 
 log = structlog.get_logger("egw.store")
 
@@ -102,8 +102,6 @@ class Writer:
         self._queue: asyncio.Queue[Op[Any]] = asyncio.Queue()
         self._cache: OrderedDict[str, Task] = OrderedDict()
         self._cache_size = cache_size
-        #: upstream id -> task id of the providers that asked (`egw.store.upstreams`)
-        self.upstreams = UpstreamIndex()
         self._seq = 0
         self._submit_seq = 0
         self._runner: asyncio.Task[None] | None = None
@@ -251,6 +249,12 @@ class Writer:
     async def set_cursor(self, key: str, value: str) -> None:
         """Remember a provider's position in an upstream stream."""
         await self._enqueue(SetCursor(key, value))
+
+    async def gateway_event(
+        self, kind: str, *, provider: str, target: str, data: Mapping[str, Any]
+    ) -> None:
+        """Append an event of the gateway itself (a circuit breaker's move)."""
+        await self._enqueue(RecordGatewayEvent(kind, provider, target, data))
 
     async def prune(self, before: datetime) -> None:
         """Delete tasks that finished before ``before``, with their events, logs and keys."""
@@ -426,7 +430,6 @@ class Writer:
             self._remember(task)
         for task_id in b.commit.pruned:
             self._cache.pop(task_id, None)
-        self.upstreams.note(b.staged.values(), b.commit.pruned)
         for op, result in results:
             if op.fut.done():
                 continue

@@ -44,7 +44,7 @@ async def test_a_restart_refills_the_index_from_the_store(tmp_path: Path) -> Non
     again = Store(str(tmp_path / "egw.db"))
     await again.open()
     try:
-        index = again.writer.upstreams
+        index = again.upstreams
         assert not index.watches(GH)
         await again.watch_upstreams(GH)
         assert index.watches(GH) and not index.watches("local")
@@ -62,7 +62,7 @@ async def test_commits_are_noted_from_the_moment_the_index_is_asked_for(store: S
     await asyncio.gather(
         store.watch_upstreams(GH), store.writer.set_upstream(during.id, upstream_id="2")
     )
-    index = store.writer.upstreams
+    index = store.upstreams
     assert (index.get(GH, "1"), index.get(GH, "2")) == (before.id, during.id)
     after, _ = await store.writer.create_task(draft())
     assert index.get(GH, "3") is None
@@ -78,7 +78,7 @@ async def test_a_pruned_task_leaves_the_index(store: Store) -> None:
     await store.writer.accept(Accept(task.id, "7", None, None, obs, GH))
     await store.writer.logs_complete(task.id)
     await store.writer.prune(utcnow() + timedelta(days=1))
-    assert store.writer.upstreams.get(GH, "7") is None
+    assert store.upstreams.get(GH, "7") is None
 
 
 async def test_accept_records_upstream_and_observation_in_one_operation(store: Store) -> None:

@@ -236,6 +236,8 @@ def check(method: str, template: str, status: int, headers: Any, body: bytes) ->
         if value is None:
             assert not header.get("required"), f"{method} {template} {status}: no {name} header"
             continue
+        if header.get("schema", {}).get("type") == "integer" and value.isdigit():
+            value = int(value)  # a header is text: an integer one is held to its schema as one
         assert_valid(f"{header_ptr}/schema", value, f"{method} {template} {status} header {name}")
     content = documented.get("content")
     if not content:
@@ -620,6 +622,18 @@ async def test_submit_upstream_unavailable_is_a_503(
     client = await other_app("nomad", {"providers": {"nomad": {"enabled": True, "address": dead}}})
     task = {"provider": "nomad", "task": {"job_id": "openapi", "image": "alpine:3.20"}}
     await call(client, "POST", "/v1/tasks", json=task, headers=WRITER, status=503)
+    # the failures have opened the breaker toward Nomad: /readyz and the gateway's events
+    # show it in their documented shapes
+    ready = await call(client, "GET", "/readyz", status=200)
+    assert ready["providers"]["nomad"]["circuit"]["state"] == "open"
+    for _ in range(200):
+        page = await call(client, "GET", "/v1/gateway/events", headers=READER, status=200)
+        if page["events"]:
+            break
+        await asyncio.sleep(0.01)
+    assert page["events"][0]["kind"] == "circuit_open"
+    path = "/v1/gateway/events?limit=0"
+    await call(client, "GET", "/v1/gateway/events", path, headers=READER, status=400)
 
 
 async def test_list(api: Client) -> None:
