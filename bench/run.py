@@ -1133,10 +1133,19 @@ def render(report: dict[str, Any]) -> str:
                 " while the gateway streamed: "
                 "its delays are pessimistic; compare them with the reference run's"
             )
+    for name in (p for p in MODULE_PARTS if p in report):
+        out.append("")
+        out.extend(MODULE_PARTS[name]().render(report[name]))
     out.append("")
     out.append("Goals")
     out.extend(goals or ["  (none measured)"])
     return "\n".join(out)
+
+
+#: parts that live in their own module ``bench/_<part>.py`` (``run`` and ``render``)
+MODULE_PARTS: dict[str, Any] = {
+    "nomad-stream": lambda: __import__("_nomad_stream"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1151,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the report as JSON to this path")
     ap.add_argument(
         "--only",
-        choices=("http", "writer", "sse"),
+        choices=("http", "writer", "sse", *MODULE_PARTS),
         action="append",
         help="run only these parts (repeatable); default: all",
     )
@@ -1198,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
         if cpus["server"] is not None
         else "none (fewer than 2 CPUs usable)"
     )
-    parts = args.only or ["http", "writer", "sse"]
+    parts = args.only or ["http", "writer", "sse", *MODULE_PARTS]
     if args.quick:
         http_kw = {"rounds": 2, "seconds": 1.0, "conns": 32, "warmup": 0.0}
         writer_kw = {"rounds": 1, "seconds": 0.5, "workers": 64, "ntasks": 4}
@@ -1253,6 +1262,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
                     failed = True
                     report["sse"].append({"clients": n, "error": repr(exc)})
+        for name in (p for p in MODULE_PARTS if p in parts):
+            try:
+                report[name] = MODULE_PARTS[name]().run(workdir, cpus, quick=args.quick)
+            except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
+                failed = True
+                report[name] = {"error": repr(exc)}
     finally:
         _stop_all()
         if args.keep:

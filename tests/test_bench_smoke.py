@@ -30,4 +30,7 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert {"http", "writer", "sse"} <= set(report)
+    stream = report["nomad-stream"]
+    assert "error" not in stream, stream
+    assert stream["changes_seen"] == stream["changes_expected"] > 0
     assert "Goals" in run.stdout

@@ -109,6 +109,9 @@ class Tracked:
     logs: LogState = field(default_factory=LogState)
     poller: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the evaluation the event stream asked for, and whether events came since it began
+    evaluating: asyncio.Task[None] | None = None
+    stale: bool = False
 
     @classmethod
     def from_task(cls, task: Task, default_namespace: str) -> Tracked:
@@ -153,6 +156,8 @@ class Registry:
     def __init__(self) -> None:
         self.tasks: dict[str, Tracked] = {}
         self._by_job: dict[tuple[str, str], list[Tracked]] = {}
+        #: the job ids followed (in any namespace), as the event stream's pre-filter takes them
+        self.job_ids: dict[bytes, int] = {}
         #: the provider is closing: start nothing new
         self.closed = False
 
@@ -165,6 +170,8 @@ class Registry:
     def add(self, tracked: Tracked) -> None:
         self.tasks[tracked.task_id] = tracked
         self._by_job.setdefault((tracked.namespace, tracked.job_id), []).append(tracked)
+        key = tracked.job_id.encode()
+        self.job_ids[key] = self.job_ids.get(key, 0) + 1
 
     def remove(self, tracked: Tracked) -> None:
         if self.tasks.get(tracked.task_id) is tracked:
@@ -172,6 +179,11 @@ class Registry:
         same = self._by_job.get((tracked.namespace, tracked.job_id), [])
         if tracked in same:
             same.remove(tracked)
+            key = tracked.job_id.encode()
+            if self.job_ids.get(key, 0) > 1:
+                self.job_ids[key] -= 1
+            else:
+                self.job_ids.pop(key, None)
         if not same:
             self._by_job.pop((tracked.namespace, tracked.job_id), None)
         if tracked.poller is not None:

@@ -1,0 +1,89 @@
+"""The Nomad event stream on a busy cluster: foreign jobs skipped undecoded, lag, the cursor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from egw.config import NomadConfig, RetryConfig
+from egw.core.model import TaskState
+from egw.metrics import Metrics
+from egw.providers.nomad import NomadProvider
+from egw.providers.nomad.watcher import _Subscription
+from egw.testing.nomad import NomadSimulator
+from egw.testing.sink import MemorySink
+from egw.wire import nomad as wire
+
+RETRY = RetryConfig(attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05, deadline_s=5.0)
+SEED = {"job_id": "ours-1", "image": "busybox:latest", "command": "echo", "args": ["hello"]}
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[NomadSimulator, str]]:
+    sim = NomadSimulator(time_scale=0.02)
+    base = await sim.start()
+    try:
+        yield sim, base
+    finally:
+        await sim.close()
+
+
+async def test_foreign_jobs_are_skipped_undecoded_and_ours_runs(
+    sim: tuple[NomadSimulator, str],
+) -> None:
+    base = sim[1]
+    sink = MemorySink()
+    async with aiohttp.ClientSession() as session:
+        cfg = NomadConfig(enabled=True, address=base, log_grace_s=2.0)
+        provider = NomadProvider(cfg, session=session, retry=RETRY)
+        await provider.start(sink)
+        try:
+            # someone else's jobs on the same cluster, before and while egw's runs
+            for n in range(20):
+                foreign = provider.validate({**SEED, "job_id": f"theirs-{n}"})
+                body = wire.register_body(
+                    foreign, task_id=f"someone-{n}", timeout_s=None, enforce_index=0
+                )
+                async with session.post(f"{base}/v1/jobs", json=body) as resp:
+                    assert resp.status == 200
+            record = sink.add_task("nomad", provider.validate(SEED).to_json())
+            sub = await provider.submit(record, idempotency_key=record.id)
+            await sink.set_upstream(
+                record.id, upstream_id=sub.upstream_id, upstream_url=None, data=sub.upstream
+            )
+            await sink.observe(record.id, sub.observation, source="service")
+            done = await sink.wait_for(record.id, logs=True)
+            assert done.status is TaskState.SUCCEEDED
+            assert sink.output(record.id, "stdout") == b"hello\n"
+            ns = provider.health()["namespaces"]["default"]
+            assert ns["batches_skipped"] > 0 and ns["batches_decoded"] > 0
+            # caught up: no lag, and the index is persisted for a restart to resume from
+            async with asyncio.timeout(5):
+                while await sink.get_cursor("nomad:event_index:default") != str(ns["last_index"]):
+                    await asyncio.sleep(0.01)
+                    ns = provider.health()["namespaces"]["default"]
+            assert ns["stream_lag_s"] == 0.0 and ns["backlog_bytes"] == 0
+            scrape = (
+                Metrics()
+                .render(tasks_by_status={}, health={"nomad": provider.health()}, sse_connections=0)
+                .decode()
+            )
+            assert 'egw_nomad_stream_lag_seconds{namespace="default"} 0.0' in scrape
+            assert f'egw_nomad_stream_index{{namespace="default"}} {ns["last_index"]}.0' in scrape
+        finally:
+            await provider.close()
+
+
+def test_lag_is_how_long_the_reader_has_been_behind() -> None:
+    sub = _Subscription("default")
+    assert sub.lag_s(100.0) == 0.0
+    sub.behind(4096)  # bytes were waiting when the reader came back for more
+    since = sub.behind_since
+    assert since is not None and sub.lag_s(since + 2.5) == 2.5
+    sub.behind(512)  # still behind: the lag counts from the first time
+    assert sub.behind_since == since and sub.backlog_bytes == 512
+    sub.behind(0)  # caught up
+    assert sub.lag_s(since + 10) == 0.0 and sub.backlog_bytes == 0
