@@ -150,8 +150,12 @@ def build(jobs: int, ours: list[str]) -> tuple[list[tuple[int, bytes, str | None
 class Replayer:
     """Nomad's API as far as egw needs it here: the stream, register, reads, empty logs."""
 
-    def __init__(self, lines: list[tuple[int, bytes, str | None, str]]) -> None:
+    def __init__(
+        self, lines: list[tuple[int, bytes, str | None, str]], *, jobs: tuple[str, ...] = ()
+    ) -> None:
         self.lines = lines
+        #: jobs that exist from the start (a restart's), running
+        self.jobs = set(jobs)
         self.go = asyncio.Event()
         self.written: dict[tuple[str, str], float] = {}
         self.registered: dict[str, int] = {}
@@ -198,7 +202,7 @@ class Replayer:
 
         async def read_job(request: web.Request) -> web.Response:
             job_id = request.match_info["id"]
-            if job_id not in self.registered:
+            if job_id not in self.registered and job_id not in self.jobs:
                 return web.Response(status=404, text="job not found")
             return web.json_response({**_job(job_id, 1), "Status": "running", "Stop": False})
 
@@ -210,7 +214,16 @@ class Replayer:
 
         app = web.Application()
         app.router.add_get("/v1/event/stream", stream)
+
+        async def list_jobs(request: web.Request) -> web.Response:
+            stubs = [{**_job(j, 1), "Status": "running", "Stop": False} for j in sorted(self.jobs)]
+            for stub in stubs:
+                del stub["TaskGroups"]  # a JobListStub has no groups
+            return web.json_response(stubs, headers={"X-Nomad-Index": "1"})
+
         app.router.add_post("/v1/jobs", register)
+        app.router.add_get("/v1/jobs", list_jobs)
+        app.router.add_get("/v1/allocations", empty)
         app.router.add_get("/v1/job/{id}/allocations", empty)
         app.router.add_get("/v1/job/{id}", read_job)
         app.router.add_get("/v1/client/fs/ls/{alloc}", empty)

@@ -1145,6 +1145,7 @@ def render(report: dict[str, Any]) -> str:
 #: parts that live in their own module ``bench/_<part>.py`` (``run`` and ``render``)
 MODULE_PARTS: dict[str, Any] = {
     "nomad-stream": lambda: __import__("_nomad_stream"),
+    "restart": lambda: __import__("_restart"),
 }
 
 

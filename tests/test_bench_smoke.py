@@ -33,4 +33,7 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     stream = report["nomad-stream"]
     assert "error" not in stream, stream
     assert stream["changes_seen"] == stream["changes_expected"] > 0
+    restart = report["restart"]
+    assert "error" not in restart, restart
+    assert restart["big"]["attached_s"] > 0
     assert "Goals" in run.stdout

@@ -140,7 +140,9 @@ class TaskService:
                 )
                 await self.logs_complete(task.id)
                 continue
-            current = await self.get(task.id)
+            # the row just read, or the cache's newer version (a commit since updates it):
+            # no query per task, which at ten thousand unfinished tasks delays the start
+            current = self.store.writer.cached(task.id) or task
             if (
                 current.status is TaskState.PENDING
                 and current.upstream_id is None
@@ -471,9 +473,12 @@ class TaskService:
         return self.store.writer.cached(found.id) or found if found else None
 
     async def active_tasks(self, provider: str) -> list[Task]:
-        return [
+        tasks = [
             self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)
         ]
+        for task in tasks:
+            self.store.writer.warm(task.id)  # the provider reads each again: from the cache
+        return tasks
 
     async def get_cursor(self, key: str) -> str | None:
         return await self.store.reader.cursor(key)

@@ -87,3 +87,44 @@ def test_lag_is_how_long_the_reader_has_been_behind() -> None:
     assert sub.behind_since == since and sub.backlog_bytes == 512
     sub.behind(0)  # caught up
     assert sub.lag_s(since + 10) == 0.0 and sub.backlog_bytes == 0
+
+
+async def test_restart_reads_the_namespace_once_not_each_job(
+    sim: tuple[NomadSimulator, str],
+) -> None:
+    nomad, base = sim
+    sink = MemorySink()
+    async with aiohttp.ClientSession() as session:
+        cfg = NomadConfig(enabled=True, address=base, log_grace_s=2.0)
+        first = NomadProvider(cfg, session=session, retry=RETRY)
+        await first.start(sink)
+        ids = []
+        for n in range(5):
+            job = f"long-{n}"
+            nomad.script(job, stdout=b"x\n", duration_s=30)
+            record = sink.add_task("nomad", first.validate({**SEED, "job_id": job}).to_json())
+            sub = await first.submit(record, idempotency_key=record.id)
+            await sink.set_upstream(
+                record.id, upstream_id=sub.upstream_id, upstream_url=None, data=sub.upstream
+            )
+            await sink.observe(record.id, sub.observation, source="service")
+            ids.append(record.id)
+        for task_id in ids:
+            await sink.wait_for(task_id, state=TaskState.RUNNING)
+        await first.close()
+        per_job = nomad.count("GET", r"^/v1/job/[^/]+/allocations$")
+        listings = nomad.count("GET", r"^/v1/allocations$")
+        second = NomadProvider(cfg, session=session, retry=RETRY)  # a restarted gateway
+        await second.start(sink)
+        try:
+            async with asyncio.timeout(5):
+                while second.health()["resuming"]:
+                    await asyncio.sleep(0.01)
+            assert second.health()["tracked_tasks"] == 5
+            # every task was read again, from one listing of the namespace
+            assert nomad.count("GET", r"^/v1/allocations$") == listings + 1
+            assert nomad.count("GET", r"^/v1/job/[^/]+/allocations$") == per_job
+            for task_id in ids:
+                assert sink.tasks[task_id].status is TaskState.RUNNING
+        finally:
+            await second.close()

@@ -63,6 +63,27 @@ class JobView:
             return True
         return False
 
+    def absorb(self, allocs: list[Any], current: Mapping[str, Any] | None) -> None:
+        """Take a read of the job's allocations and of the job itself (None: Nomad no longer
+        has it), as `JobClient.refresh` and a namespace's listing make them."""
+        listed: set[str] = set()
+        for alloc in allocs:
+            if isinstance(alloc, dict) and self.ours(alloc, "CreateIndex"):
+                listed.add(str(alloc.get("ID")))
+                self.merge(self.allocs, alloc)
+        self.gone = current is None
+        if self.gone:
+            # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no
+            # longer lists is no longer running, whatever was last heard of it
+            for alloc_id in set(self.allocs) - listed:
+                del self.allocs[alloc_id]
+        if (
+            current is not None
+            and self.ours(current, "JobModifyIndex", strict=False)
+            and current.get("Stop")
+        ):
+            self.stopped = True
+
     def own_allocs(self) -> list[dict[str, Any]]:
         """This run's allocations, oldest first."""
         mine = (a for a in self.allocs.values() if self.ours(a, "CreateIndex"))
