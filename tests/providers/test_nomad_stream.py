@@ -12,6 +12,7 @@ from egw.config import NomadConfig, RetryConfig
 from egw.core.model import TaskState
 from egw.metrics import Metrics
 from egw.providers.nomad import NomadProvider
+from egw.providers.nomad.slots import LogSlots
 from egw.providers.nomad.watcher import _Subscription
 from egw.testing.nomad import NomadSimulator
 from egw.testing.sink import MemorySink
@@ -128,3 +129,63 @@ async def test_restart_reads_the_namespace_once_not_each_job(
                 assert sink.tasks[task_id].status is TaskState.RUNNING
         finally:
             await second.close()
+
+
+async def test_logs_beyond_the_live_budget_are_caught_up_exactly(
+    sim: tuple[NomadSimulator, str],
+) -> None:
+    nomad, base = sim
+    sink = MemorySink()
+    async with aiohttp.ClientSession() as session:
+        # two live slots: one allocation's two streams; the other three are caught up
+        cfg = NomadConfig(
+            enabled=True, address=base, log_grace_s=2.0, log_max_followers=2, log_poll_s=0.05
+        )
+        provider = NomadProvider(cfg, session=session, retry=RETRY)
+        await provider.start(sink)
+        outputs, ids = {}, []
+        try:
+            for n in range(4):
+                job = f"chatty-{n}"
+                lines = "".join(f"{job} line {i} é\n" for i in range(40)).encode()
+                nomad.script(job, stdout=lines, duration_s=20)
+                spec = provider.validate({**SEED, "job_id": job}).to_json()
+                record = sink.add_task("nomad", spec)
+                sub = await provider.submit(record, idempotency_key=record.id)
+                await sink.set_upstream(
+                    record.id, upstream_id=sub.upstream_id, upstream_url=None, data=sub.upstream
+                )
+                await sink.observe(record.id, sub.observation, source="service")
+                outputs[record.id], ids = lines, [*ids, record.id]
+            most_open = 0
+            async with asyncio.timeout(20):
+                # every running task's output is read while it runs, not after it ends
+                while not all(sink.output(t) for t in ids):
+                    most_open = max(most_open, len(nomad._drops["logs"]))
+                    slots = provider.health()["log_slots"]
+                    assert slots["live"] <= 2
+                    await asyncio.sleep(0.01)
+            assert any(sink.tasks[t].status is TaskState.RUNNING for t in ids)
+            assert provider.health()["log_slots"]["catchup_reads"] > 0
+            for task_id in ids:
+                done = await sink.wait_for(task_id, logs=True)
+                assert done.status is TaskState.SUCCEEDED
+                assert sink.output(task_id, "stdout") == outputs[task_id]  # each byte once
+            assert most_open <= 2 + 16  # live follows, plus catch-up reads in flight
+        finally:
+            await provider.close()
+
+
+async def test_a_freed_slot_goes_to_the_first_stream_that_asked() -> None:
+    slots = LogSlots(1, poll_s=10.0, reads_per_s=1.0)
+    assert slots.take() and not slots.take()
+    first, second = slots.ask(), slots.ask()
+    assert not slots.take()  # others wait before: no slot is taken past them
+    slots.give_back()
+    assert first.done() and not second.done() and slots.live == 1
+    assert slots.forget(first)  # handed over: the stream now holds it
+    assert not slots.forget(second)  # gave up waiting
+    slots.give_back()
+    assert slots.live == 0 and slots.take()
+    slots.catching_up = 100  # 100 streams at 1 read/s: each waits 100 s, not poll_s
+    assert slots.pause_s() == 100.0

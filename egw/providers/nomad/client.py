@@ -154,10 +154,12 @@ class JobClient:
         *,
         what: str,
         params: Sequence[tuple[str, str]] | Mapping[str, str],
+        session: aiohttp.ClientSession | None = None,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """A long-lived GET (the event stream, a followed log), idle-timed by the config."""
+        """A long-lived GET (the event stream, a followed log), idle-timed by the config;
+        ``session``: another connection pool than the API calls' (the log streams')."""
         return streamed_get(
-            self._session,
+            session or self._session,
             self.base + path,
             provider=SOURCE,
             what=what,

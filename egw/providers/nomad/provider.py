@@ -15,6 +15,7 @@ from egw.core.model import Observation, Task, TaskState
 from egw.providers.base import ProviderSink, SinkSlot, Submission
 from egw.providers.nomad.client import SOURCE, JobClient
 from egw.providers.nomad.logs import LogFollower
+from egw.providers.nomad.slots import LogSlots
 from egw.providers.nomad.state import JobStates
 from egw.providers.nomad.tracked import Registry, Tracked
 from egw.providers.nomad.watcher import EventWatcher
@@ -36,7 +37,10 @@ class NomadProvider:
         self._sink = SinkSlot(SOURCE)
         self._registry = Registry()
         self._background = BackgroundTasks(SOURCE)
-        self._logs = LogFollower(self._client, self._sink, self._registry, self._background)
+        self._slots = LogSlots(cfg.log_max_followers, cfg.log_poll_s, cfg.log_reads_per_s)
+        self._logs = LogFollower(
+            self._client, self._sink, self._registry, self._background, self._slots
+        )
         self._states = JobStates(
             self._client, self._sink, self._registry, self._logs, self._background
         )
@@ -166,6 +170,7 @@ class NomadProvider:
             "tracked_tasks": len(self._registry),
             "resuming": self._resuming,
             "log_followers": self._logs.running(),
+            "log_slots": self._slots.health(),
         }
 
     # --- after a registration -------------------------------------------------------------------
