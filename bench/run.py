@@ -1146,6 +1146,7 @@ def render(report: dict[str, Any]) -> str:
 MODULE_PARTS: dict[str, Any] = {
     "nomad-stream": lambda: __import__("_nomad_stream"),
     "restart": lambda: __import__("_restart"),
+    "nomad-logs": lambda: __import__("_nomad_logs"),
 }
 
 

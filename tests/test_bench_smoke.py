@@ -36,4 +36,7 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     restart = report["restart"]
     assert "error" not in restart, restart
     assert restart["big"]["attached_s"] > 0
+    logs = report["nomad-logs"]
+    assert "error" not in logs, logs
+    assert logs["with_output"] == logs["tasks"]
     assert "Goals" in run.stdout
