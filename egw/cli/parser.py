@@ -54,6 +54,11 @@ EXAMPLES = {
     ],
     "events": ["egw events $ID", "egw events $ID -f --json"],
     "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "circuits": ["egw circuits", "egw circuits --events --json"],
+    "audit": [
+        "egw audit --since 1d --type cancel_requested",
+        "egw audit --actor deployer --all --json   # other actors' events need admin",
+    ],
     "token": [
         "egw token create alice --scopes tasks:read tasks:write   # prints it once",
         "egw token list",
@@ -192,10 +197,28 @@ def build() -> Parser:
     ev.add_argument("id")
     ev.add_argument("-f", "--follow", action="store_true", help="until the task has ended")
 
+    from egw.cli.audit import audit_command
+
+    au = client("audit", "who did what: past events, oldest first, filtered", audit_command)
+    au.add_argument("--actor", help="only this token's events (others' need the scope admin)")
+    au.add_argument("--type", action="append", default=[], help="event kind; repeatable")
+    au.add_argument("--provider")
+    au.add_argument("--task", dest="task_id", metavar="ID")
+    au.add_argument("--since", metavar="DURATION|TIME", help="5m, 2d ago, or an ISO 8601 time")
+    au.add_argument("--until", metavar="DURATION|TIME", help="as --since; events before it")
+    au.add_argument("--limit", type=int, default=50, help="rows per page (1-500)")
+    au.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after this seq")
+    au.add_argument("--all", action="store_true", help="every page, up to now")
+
     w = client("watch", "print every task's events as they happen (Ctrl-C stops)", streams.watch)
     w.add_argument("--provider")
     w.add_argument("--task", dest="task_id", metavar="ID")
     w.add_argument("--after", type=int, metavar="SEQ", help="replay from after this event first")
+
+    from egw.cli.circuits import circuits
+
+    cb = client("circuits", "show the circuit breakers toward each upstream", circuits)
+    cb.add_argument("--events", action="store_true", help="and every move they made")
 
     from egw.cli.completion import completion_command
 

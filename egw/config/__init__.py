@@ -23,9 +23,16 @@ import yaml
 
 from egw.config.checks import SCOPES
 from egw.config.loader import build
-from egw.config.providers import CloudRunConfig, GitHubActionsConfig, LocalConfig, NomadConfig
+from egw.config.providers import (
+    CloudRunConfig,
+    GitHubActionsConfig,
+    GitHubAppConfig,
+    LocalConfig,
+    NomadConfig,
+)
 from egw.config.sections import (
     AuthConfig,
+    CircuitConfig,
     LoggingConfig,
     MetricsConfig,
     RetryConfig,
@@ -84,9 +91,11 @@ def parse_config(data: Any, environ: Mapping[str, str]) -> Config:
 __all__ = [
     "SCOPES",
     "AuthConfig",
+    "CircuitConfig",
     "CloudRunConfig",
     "Config",
     "GitHubActionsConfig",
+    "GitHubAppConfig",
     "LocalConfig",
     "LoggingConfig",
     "MetricsConfig",

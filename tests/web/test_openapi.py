@@ -236,6 +236,8 @@ def check(method: str, template: str, status: int, headers: Any, body: bytes) ->
         if value is None:
             assert not header.get("required"), f"{method} {template} {status}: no {name} header"
             continue
+        if header.get("schema", {}).get("type") == "integer" and value.isdigit():
+            value = int(value)  # a header is text: an integer one is held to its schema as one
         assert_valid(f"{header_ptr}/schema", value, f"{method} {template} {status} header {name}")
     content = documented.get("content")
     if not content:
@@ -620,6 +622,18 @@ async def test_submit_upstream_unavailable_is_a_503(
     client = await other_app("nomad", {"providers": {"nomad": {"enabled": True, "address": dead}}})
     task = {"provider": "nomad", "task": {"job_id": "openapi", "image": "alpine:3.20"}}
     await call(client, "POST", "/v1/tasks", json=task, headers=WRITER, status=503)
+    # the failures have opened the breaker toward Nomad: /readyz and the gateway's events
+    # show it in their documented shapes
+    ready = await call(client, "GET", "/readyz", status=200)
+    assert ready["providers"]["nomad"]["circuit"]["state"] == "open"
+    for _ in range(200):
+        page = await call(client, "GET", "/v1/gateway/events", headers=READER, status=200)
+        if page["events"]:
+            break
+        await asyncio.sleep(0.01)
+    assert page["events"][0]["kind"] == "circuit_open"
+    path = "/v1/gateway/events?limit=0"
+    await call(client, "GET", "/v1/gateway/events", path, headers=READER, status=400)
 
 
 async def test_list(api: Client) -> None:
@@ -781,15 +795,26 @@ async def test_event_stream(api: Client) -> None:
         "GET",
         template,
         f"/v1/events?after=0&task_id={task['id']}&provider=local",
-        headers=READER,
+        headers={**READER, "Accept": "text/event-stream"},
         sse_frames=3,
         status=200,
     )
     assert [data["seq"] for _, data in events] == sorted(data["seq"] for _, data in events)
     live = await call(
-        api, "GET", template, headers={**READER, "Last-Event-ID": "1"}, sse_frames=2, status=200
+        api,
+        "GET",
+        template,
+        "/v1/events?follow=1",
+        headers={**READER, "Last-Event-ID": "1"},
+        sse_frames=2,
+        status=200,
     )
     assert live
+    # without text/event-stream: the audit query, as JSON
+    page = await call(api, "GET", template, "/v1/events?limit=1", headers=ADMIN, status=200)
+    assert [e["kind"] for e in page["events"]] == ["submitted"] and page["next_after"] == 1
+    await call(api, "GET", template, "/v1/events?actor=admin", headers=READER, status=403)
+    await call(api, "GET", template, "/v1/events?since=soon", headers=READER, status=400)
     await call(api, "GET", template, "/v1/events?after=-1", headers=READER, status=400)
     await call(api, "GET", template, headers={**READER, "Last-Event-ID": "x"}, status=400)
     await call(api, "GET", template, status=401)
@@ -809,7 +834,7 @@ async def test_reset_event_when_the_cursor_is_older_than_retention(
         "GET",
         "/v1/events",
         "/v1/events?after=1",
-        headers=READER,
+        headers={**READER, "Accept": "text/event-stream"},
         sse_frames=1,
         timeout=2,
         status=200,
@@ -929,6 +954,7 @@ async def test_every_get_answers_head_with_the_headers_and_no_body(api: Client) 
         ("/v1/tasks", READER),
         (f"/v1/tasks/{task['id']}", READER),
         (f"/v1/tasks/{task['id']}/logs", READER),
+        ("/v1/events", ADMIN),
     ):
         get = await api.get(url, headers=headers)
         await get.read()
@@ -993,7 +1019,7 @@ async def test_a_malformed_wait_is_a_400_without_index_too(api: Client) -> None:
     assert resp.status == 400, await resp.text()
 
 
-@pytest.mark.parametrize("url", ["/v1/events", "/v1/tasks/{id}/logs?follow=1"])
+@pytest.mark.parametrize("url", ["/v1/events?follow=1", "/v1/tasks/{id}/logs?follow=1"])
 async def test_head_of_an_event_stream_sends_no_body(api: Client, url: str) -> None:
     """HEAD answers like GET without a body (RFC 9110): frames written after the head would be
     read by a keep-alive client as the next response's status line."""
