@@ -41,10 +41,12 @@ class Reader:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        name: str | None = None,
         before: int | None = None,
         limit: int = 50,
     ) -> list[Task]:
-        """Newest first by submission order; ``before`` is a submit_seq cursor."""
+        """Newest first by submission order; ``before`` is a submit_seq cursor; ``name``
+        matches the names that contain it (case-sensitive)."""
         where: list[str] = []
         params: list[Any] = []
         if provider:
@@ -56,6 +58,9 @@ class Reader:
         for key, value in (labels or {}).items():
             where.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])
+        if name:
+            where.append("instr(name, ?) > 0")
+            params.append(name)
         if before is not None:
             where.append("submit_seq < ?")
             params.append(before)

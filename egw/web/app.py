@@ -28,7 +28,7 @@ from egw.service.channels import EventChannel, LogChannels
 from egw.service.database import Database, claim
 from egw.service.fanout import Hub
 from egw.service.ticker import Ticker
-from egw.web import docs, events, gateway, health, hooks, logs, metrics, tasks
+from egw.web import docs, events, gateway, health, hooks, logs, metrics, tasks, ui
 from egw.web.auth import Authenticator
 from egw.web.edge import Edge
 from egw.web.keys import (
@@ -60,6 +60,7 @@ def create_app(config: Config) -> web.Application:
     edge = Edge(auth.authenticate, observer.requests if observer else None)
     tables = [tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes]
     tables.append(gateway.routes)
+    tables.append(ui.routes)
     if observer is not None:
         app[metrics_key] = observer
         tables.append(metrics.routes)
