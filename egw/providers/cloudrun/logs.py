@@ -163,6 +163,7 @@ class LogReader:
         soonest = self._cfg.poll_max_s
         for watch in project.members.values():
             if not watch.seen.is_set():  # the task count decides the line prefix
+                soonest = min(soonest, self._cfg.poll_min_s)  # seen at the poller's first read
                 continue
             at = watch.next_read
             if watch.terminal.is_set():
