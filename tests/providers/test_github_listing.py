@@ -9,7 +9,7 @@ import asyncio
 
 from egw.core.model import TaskState
 from egw.testing.github import JobScript, RunScript, StepScript
-from tests.providers.test_github_actions import Env, MakeEnv, make_env
+from tests.providers.test_github_actions import TOKEN, Env, MakeEnv, make_env
 
 __all__ = ["make_env"]  # the fixture, used by name
 
@@ -80,3 +80,28 @@ async def test_an_unchanged_page_is_a_free_304(make_env: MakeEnv) -> None:
     assert not _single_gets(env)
     health = env.provider.health()
     assert health["rate_limit"]["remaining"] == env.sim.rate["remaining"]
+
+
+async def test_a_run_pushed_out_of_the_listing_is_read_alone(make_env: MakeEnv) -> None:
+    """A filtered list holds at most 1,000 runs: egw's run, older than 1,000 others of the
+    repository, is not listed any more, and is then read on its own."""
+    env = await make_env(poll_min_s=0.05, poll_max_s=0.2)
+    env.sim.drop(count=100_000)
+    env.sim.script(*_runs(1, 1500))  # 7.5 s (real)
+    task = await env.submit()
+    await _until(lambda: "running" in env.sink.states(task.id))
+    url = f"{env.sim.base_url}/repos/octo-org/octo-repo/actions/workflows/deploy.yml/dispatches"
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-GitHub-Api-Version": "2022-11-28"}
+    sem = asyncio.Semaphore(16)
+
+    async def other() -> None:
+        async with sem, env.session.post(url, json={"ref": "main"}, headers=headers) as r:
+            assert r.status == 204
+
+    await asyncio.gather(*(other() for _ in range(1000)))
+    await _until(lambda: len(env.sim.runs) == 1001)
+    done = await env.sink.wait_for(task.id, logs=True, timeout_s=60)
+    assert done.status is TaskState.SUCCEEDED
+    assert "built 0" in env.sink.output(task.id).decode()
+    alone = [p for p in _single_gets(env) if p.endswith(f"/actions/runs/{task.upstream_id}")]
+    assert alone  # read on its own once the listing lost it
