@@ -44,8 +44,11 @@ async def serve(ready: Path, runs: int) -> None:
     nomad.cluster.default_script = Script(
         stdout=b"ready\nworking\nstill working\n", duration_s=HOUR
     )
+    # 15,000 requests an hour: a GitHub App installation of an Enterprise Cloud organisation
+    # (docs: rate-limits-for-the-rest-api.md); the dispatches alone cost one request each, so
+    # 5,000 an hour could not even start the runs. At rest the bench holds egw to 5,000.
     github = GitHubSimulator(
-        webhook_secret=WEBHOOK_SECRET, token=GITHUB_TOKEN, time_scale=1.0, rate_limit=5000
+        webhook_secret=WEBHOOK_SECRET, token=GITHUB_TOKEN, time_scale=1.0, rate_limit=15_000
     )
     # one job with one hour-long step: its progress lines come at the start, then nothing
     step = StepScript("Work", HOUR, output="working")

@@ -138,3 +138,15 @@ def test_the_batch_filter_fits_logging_limit_and_reads_back() -> None:
     assert pred(entry(fits[-1], "2026-01-01T00:02:00Z"))  # final: no upper bound
     assert not pred(entry(fits[-1], "2025-12-31T23:59:59Z"))  # nothing before the cursor
     assert not pred(entry("someone-else", "2026-01-01T00:00:30Z"))
+
+
+def test_or_of_many_equalities_answers_as_each_comparison_would() -> None:
+    """The simulator merges ``a="x" OR a="y" …`` into one lookup: the answers stay those of the
+    comparisons one by one, for strings, numbers and absent fields."""
+    from egw.testing.cloudrun.filters import compile_filter
+
+    merged = compile_filter('jsonPayload.n="3" OR jsonPayload.n="4" OR jsonPayload.n="x"')
+    for value, want in [("3", True), (3, True), (4.0, True), ("x", True), ("5", False), (5, False)]:
+        assert merged({"jsonPayload": {"n": value}}) is want, value
+    assert merged({"jsonPayload": {}}) is False
+    assert compile_filter('a="1" OR NOT a="1"')({"a": "2"}) is True

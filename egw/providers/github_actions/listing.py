@@ -12,9 +12,11 @@ best-practices-for-using-the-rest-api.md, "Use conditional requests if appropria
 unchanged page therefore costs nothing, and only its changed pages cost a repository's round.
 
 The ``created`` filter starts at the oldest followed run (less the clock skew), so the list ends
-with it; paging stops early once every followed run was seen. A run a listing did not show (the
-filtered list holds at most 1,000 runs, or runs moved between pages while they were read) is
-left for the caller to read alone.
+with it; paging stops early once every followed run was seen. A filtered list holds at most 1,000
+runs (the operation's description), so with more runs followed in the repository the list is
+not filtered (newest first, its pages until every followed run was seen). A run a listing did
+not show (runs moved between pages while they were read, or past the pages read) is left for
+the caller to read alone.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from egw.providers.github_actions.api import GitHubAPI
 from egw.wire import github as gh
 
-#: at most this many pages per listing (the filtered list holds 1,000 runs: 10 pages of 100)
-MAX_PAGES = 10
+#: a filtered list holds at most 1,000 runs (rest-actions.openapi.json,
+#: actions/list-workflow-runs-for-repo); above this many followed runs the list is not filtered
+FILTERED_MAX = 900
+#: pages read beyond the followed runs' own (the repository's other runs share the pages)
+SPARE_PAGES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +67,14 @@ class RunListing:
         """The runs of ``owner/repo`` created since ``since`` (all, if None), until every run in
         ``want`` was seen or the pages end. Raises `ProviderError`/`ProviderUnavailable` as
         `GitHubAPI.request` does."""
+        if len(want) > FILTERED_MAX:
+            since = None
         url0 = gh.repo_path(owner, repo) + "/actions/runs?" + _query(since)
         url: str | None = url0
         seen: dict[int, gh.Run] = {}
         requests = not_modified = 0
         fresh: dict[str, Page] = {}
-        for _ in range(MAX_PAGES):
+        for _ in range(len(want) // 100 + SPARE_PAGES):
             if url is None:
                 break
             cached = self._pages.get(url)
