@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from egw.core.model import TaskState
 from egw.testing.github import JobScript, RunScript, StepScript
 from tests.providers.test_github_actions import TOKEN, Env, MakeEnv, make_env
@@ -105,3 +107,22 @@ async def test_a_run_pushed_out_of_the_listing_is_read_alone(make_env: MakeEnv) 
     assert "built 0" in env.sink.output(task.id).decode()
     alone = [p for p in _single_gets(env) if p.endswith(f"/actions/runs/{task.upstream_id}")]
     assert alone  # read on its own once the listing lost it
+
+
+async def test_more_runs_than_a_filtered_list_holds_are_listed_unfiltered(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past what a ``created``-filtered list holds (1,000 runs, here lowered to 5), the list is
+    read unfiltered, newest first, until every followed run was seen."""
+    from egw.providers.github_actions import listing
+
+    monkeypatch.setattr(listing, "FILTERED_MAX", 5)
+    env = await make_env(poll_min_s=0.05, poll_max_s=0.2)
+    env.sim.drop(count=100_000)
+    env.sim.script(*_runs(8, 400))
+    tasks = [await env.submit() for _ in range(8)]
+    for task in tasks:
+        assert (await env.sink.wait_for(task.id, logs=True, timeout_s=30)).status is TaskState.SUCCEEDED
+    listed = [p for p, _ in _list_gets(env)]
+    assert listed and not any("created=" in p for p in listed)
+    assert not [p for p in _single_gets(env) if "/jobs" not in p and "/logs" not in p]
