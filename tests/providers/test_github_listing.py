@@ -122,7 +122,8 @@ async def test_more_runs_than_a_filtered_list_holds_are_listed_unfiltered(
     env.sim.script(*_runs(8, 400))
     tasks = [await env.submit() for _ in range(8)]
     for task in tasks:
-        assert (await env.sink.wait_for(task.id, logs=True, timeout_s=30)).status is TaskState.SUCCEEDED
+        done = await env.sink.wait_for(task.id, logs=True, timeout_s=30)
+        assert done.status is TaskState.SUCCEEDED
     listed = [p for p, _ in _list_gets(env)]
     assert listed and not any("created=" in p for p in listed)
     assert not [p for p in _single_gets(env) if "/jobs" not in p and "/logs" not in p]
