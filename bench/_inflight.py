@@ -112,7 +112,8 @@ def _task(provider: str, i: int) -> dict[str, Any]:
         task = {"project": PROJECT, "region": REGION, "job": JOB, "args": [str(i)]}
     else:
         task = {"command": "sh", "args": ["-c", "echo ready; exec sleep 3600"]}
-    return {"provider": provider, "task": task}
+    # a deadline each, so the gateway holds a watchdog timer per task as it would in production
+    return {"provider": provider, "task": task, "timeout_s": 2 * 3600}
 
 
 # --- processes -------------------------------------------------------------------------------
