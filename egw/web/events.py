@@ -1,10 +1,12 @@
-"""Event-log routes: a task's events (JSON or SSE) and the SSE stream of all events."""
+"""Event-log routes: a task's events (JSON or SSE), and all events: the audit query (JSON,
+`egw.web.audit`) or the live stream (SSE)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from egw.web import schemas
+from egw.web.audit import audit_page
 from egw.web.edge import principal, stream_response
 from egw.web.keys import event_channel_key, reads_key
 from egw.web.sse import SSEResponse, SSEStream, encode, event_frame, serve_stream, sse_headers
@@ -29,9 +31,12 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/events")
 async def all_events(request: web.Request) -> web.StreamResponse:
-    """SSE of every event; without a cursor it starts now, with ``Last-Event-ID``
-    (or ``?after=``) it replays from the log first."""
+    """The audit query as JSON; with ``Accept: text/event-stream`` (or ``follow``) the SSE
+    of every event: without a cursor it starts now, with ``Last-Event-ID`` (or ``?after=``)
+    it replays from the log first."""
     principal(request).require("tasks:read")
+    if not schemas.wants_sse(request):
+        return await audit_page(request)
     provider = request.query.get("provider") or None
     task_id = request.query.get("task_id") or None
     after = schemas.last_event_id(request, query="after")
