@@ -91,6 +91,7 @@ class Metrics:
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
+        self._circuits: Mapping[str, Mapping[str, Any]] = {}
         r.register(_Snapshot(self))
 
     # --- listeners -------------------------------------------------------------------------------
@@ -131,11 +132,14 @@ class Metrics:
         health: Mapping[str, Mapping[str, Any]],
         sse_connections: int,
         storage: Mapping[str, Any] | None = None,
+        circuits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> bytes:
-        """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable)."""
+        """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
+        ``circuits``: each provider's breakers as ``/readyz`` shows them."""
         self._tasks_by_status = tasks_by_status
         self._health = health
         self._storage = storage or {}
+        self._circuits = circuits or {}
         self.sse_connections.set(sse_connections)
         return generate_latest(self.registry)
 
@@ -221,6 +225,32 @@ class _Snapshot(Collector):
                 figures.add_metric([provider, key], value)
         yield figures
         yield from _storage(self.m._storage)
+        yield from _circuits(self.m._circuits)
+
+
+_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _circuits(circuits: Mapping[str, Mapping[str, Any]]) -> Iterable[Any]:
+    """Each breaker's state (0 closed, 1 half-open, 2 open) and its moves so far, by the
+    state moved to (see ``egw/core/circuit.py``)."""
+    state = GaugeMetricFamily(
+        "egw_circuit_state",
+        "Circuit breaker toward an upstream target: 0 closed, 1 half-open, 2 open",
+        labels=["provider", "target"],
+    )
+    moves = CounterMetricFamily(
+        "egw_circuit_transitions",
+        "Circuit breaker transitions, by the state moved to",
+        labels=["provider", "target", "to"],
+    )
+    for provider, circuit in sorted(circuits.items()):
+        for target, figures in sorted(circuit.get("targets", {}).items()):
+            state.add_metric([provider, target], _LEVELS[figures["state"]])
+            for to, n in sorted(figures["transitions"].items()):
+                moves.add_metric([provider, target, to], n)
+    yield state
+    yield moves
 
 
 def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:

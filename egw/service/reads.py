@@ -42,13 +42,15 @@ class TaskReads:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        name: str | None = None,
         before: int | None = None,
         limit: int = 50,
     ) -> list[Task]:
-        """One page, newest first (``before``: a submit_seq cursor); each task as the cache
-        has it when it is there (fresher than the read connection's snapshot)."""
+        """One page, newest first (``before``: a submit_seq cursor; ``name``: a part of the
+        name); each task as the cache has it when it is there (fresher than the read
+        connection's snapshot)."""
         found = await self._reader.tasks(
-            provider=provider, status=status, labels=labels, before=before, limit=limit
+            provider=provider, status=status, labels=labels, name=name, before=before, limit=limit
         )
         cached = self._writer.cached
         return [cached(t.id) or t for t in found]

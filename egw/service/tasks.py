@@ -30,6 +30,7 @@ from egw.background import BackgroundTasks
 from egw.config import Config
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
+    CircuitOpen,
     EgwError,
     InvalidRequest,
     NotFound,
@@ -231,9 +232,21 @@ class TaskService:
             await self.progress(old.id, "rerun", link, source="gateway")
         return await self.get(task.id), created
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
+    async def _launch(
+        self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
+    ) -> None:
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
+        except CircuitOpen as exc:
+            # the breaker is open: the task stays pending, tried again once a probe may go,
+            # without spending an attempt (providers look before they start anything twice)
+            exc.details["task_id"] = task.id
+            if not deferred:
+                data = {**exc.details, "error": exc.message}
+                await self.progress(task.id, "submit_deferred", data, source="gateway")
+            again = self._relaunch(provider, task.id, attempt, exc.retry_after_s or 0.01, True)
+            _ = self._background.spawn(again, name="relaunch")
+            raise
         except ProviderUnavailable as exc:
             # ambiguous: the upstream may or may not have started the work. The task stays
             # pending and the submit is tried again later; providers look before they start
@@ -273,13 +286,15 @@ class TaskService:
             except EgwError as exc:
                 log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
 
-    async def _relaunch(self, provider: Provider, task_id: str, attempt: int, delay: float) -> None:
+    async def _relaunch(
+        self, provider: Provider, task_id: str, attempt: int, delay: float, deferred: bool = False
+    ) -> None:
         await asyncio.sleep(delay)
         task = await self.get(task_id)
         if task.status is not TaskState.PENDING or task.upstream.get("submitted"):
             return
         try:
-            await self._launch(provider, task, attempt)
+            await self._launch(provider, task, attempt, deferred)
         except EgwError:
             pass  # recorded on the task by _launch
 

@@ -35,7 +35,7 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import CloudRunConfig
-from egw.errors import ProviderError
+from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.cloudrun.api import CloudRunAPI
 from egw.providers.cloudrun.watch import Watch, Watches
@@ -208,6 +208,12 @@ class LogReader:
         error = None
         try:
             await self._read_pages(project, batch, text)
+        except CircuitOpen as exc:  # not tried: no failed read; sleep through the outage
+            wait = max(exc.retry_after_s or 0.0, self._cfg.poll_min_s)
+            for watch in batch:
+                watch.next_read = time.monotonic() + wait
+                watch.final_after = max(watch.final_after, watch.next_read)
+            return
         except ProviderError as exc:
             log.warning("cloud_run_log_read_failed", executions=len(batch), error=exc.message)
             error = exc.message
