@@ -52,6 +52,7 @@ PARTS: dict[str, Any] = {
         ("nomad-stream", "_nomad_stream"),
         ("restart", "_restart"),
         ("nomad-logs", "_nomad_logs"),
+        ("inflight", "_inflight"),
     )
 }
 

@@ -39,6 +39,11 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     logs = report["nomad-logs"]
     assert "error" not in logs, logs
     assert logs["with_output"] == logs["tasks"]
+    inflight = report["inflight"]
+    assert "error" not in inflight, inflight
+    for provider in ("nomad", "github_actions", "cloud_run", "local"):
+        row = inflight["providers"][provider]
+        assert row["running"] == row["tasks"] > 0, (provider, row)
     assert "Goals" in run.stdout
     for part in ("webhooks", "submits", "peer"):
         assert "error" not in report[part], report[part]
