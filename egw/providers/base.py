@@ -210,6 +210,12 @@ class Resubmittable(Provider, Protocol):
         ...
 
 
+def attempt_key(task: Task) -> str:
+    """The idempotency key of the task's current attempt: its id, then ``<id>.<attempt>``
+    (what egw passes to ``submit``; a provider that finds lost work by it uses this)."""
+    return task.id if task.attempt == 1 else f"{task.id}.{task.attempt}"
+
+
 class SinkSlot:
     """The sink a provider reports to, once ``start`` has attached it.
 

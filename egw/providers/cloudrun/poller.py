@@ -83,7 +83,7 @@ class Poller:
         except ProviderError as exc:
             if exc.upstream_status != 404:
                 raise
-            if report:  # deleted under us: nothing more will come
+            if report and not watch.retired:  # deleted under us: nothing more will come
                 gone = Observation(
                     state=TaskState.FAILED, reason=f"execution is gone: {exc.message}"
                 )
@@ -97,7 +97,7 @@ class Poller:
         watch.seen.set()
         obs = await self.observation(execution)
         if obs.state != watch.last:
-            if report:
+            if report and not watch.retired:  # a replaced attempt's execution: not the task's
                 await self._sink().observe(
                     watch.task_id, obs, source=NAME, delivery_id=f"{watch.ref.name}:{obs.state}"
                 )
