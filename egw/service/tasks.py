@@ -21,13 +21,14 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import Config
+from egw.core.access import ALL, Access, Scope
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
     EgwError,
@@ -40,6 +41,7 @@ from egw.errors import (
 from egw.providers.base import Provider
 from egw.service import storage
 from egw.service.fanout import Hub
+from egw.service.namespaces import Namespaces, read_scope, visible
 from egw.service.reads import TaskReads
 from egw.service.storage import StorageLimits
 from egw.store import Store, retention_cutoff
@@ -59,6 +61,7 @@ class SubmitRequest:
     name: str | None = None
     labels: Mapping[str, str] | None = None
     timeout_s: float | None = None
+    namespace: str | None = None
 
     def fingerprint(self) -> str:
         """A hash of the request, to tell a replayed Idempotency-Key from a reused one."""
@@ -69,6 +72,8 @@ class SubmitRequest:
             "labels": dict(self.labels or {}),
             "timeout_s": self.timeout_s,
         }
+        if self.namespace != "default":  # the keys stored before namespaces still match
+            body["namespace"] = self.namespace
         raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -102,6 +107,7 @@ class TaskService:
         #: until their provider says the output is complete
         self._doomed: set[str] = set()
         self._limits = StorageLimits()
+        self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
         store.writer.listeners.append(hub.on_commit)
 
@@ -180,14 +186,17 @@ class TaskService:
         *,
         actor: str | None,
         idempotency_key: str | None = None,
+        access: Access,
     ) -> tuple[Task, bool]:
         """Record the task, then start it upstream; returns (task, created).
 
-        With an ``idempotency_key`` seen before (same actor, same body) the task
-        recorded then is returned and nothing is started again.
-        """
+        With an ``idempotency_key`` seen before (same actor, same body) the task recorded
+        then is returned and nothing is started again. What ``access`` or the namespace's
+        limits refuse is `Forbidden` before anything is recorded or sent upstream."""
         provider = self.provider(req.provider)
-        spec = provider.validate(req.task).to_json()
+        ns = self.namespaces.admit(req.namespace, provider.name, access)
+        spec = self.namespaces.spec(ns, provider, req.task)
+        req = replace(req, namespace=ns)
         storage.check_room(self.store.writer.used_bytes, self._limits)
         now = utcnow()
         draft = Task(
@@ -200,6 +209,7 @@ class TaskService:
             timeout_s=req.timeout_s,
             created_at=now,
             updated_at=now,
+            namespace=ns,
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
         task, created = await self.store.writer.create_task(draft, idem)
@@ -212,19 +222,22 @@ class TaskService:
         return await self.get(task.id), True
 
     async def rerun(
-        self, task_id: str, *, actor: str | None, idempotency_key: str | None = None
+        self, task_id: str, *, actor: str | None, idempotency_key: str | None = None, access: Access
     ) -> tuple[Task, bool]:
-        """Submit a task again: a new task with the same provider, spec, name, labels and
-        timeout; a ``rerun`` progress event on each names the other (``from``, ``to``)."""
-        old = await self.get(task_id)
+        """A new task with the old one's namespace, provider, spec, name, labels and timeout
+        (`NotFound` if unreadable); a ``rerun`` event on each names the other (from, to)."""
+        old = await self.reads.task(task_id, scope=access.scope("read"))
         req = SubmitRequest(
+            namespace=old.namespace,
             provider=old.provider,
             task=old.spec,
             name=old.name,
             labels=old.labels,
             timeout_s=old.timeout_s,
         )
-        task, created = await self.submit(req, actor=actor, idempotency_key=idempotency_key)
+        task, created = await self.submit(
+            req, actor=actor, idempotency_key=idempotency_key, access=access
+        )
         if created:
             link = {"from": old.id, "to": task.id}
             await self.progress(task.id, "rerun", link, source="gateway")
@@ -291,21 +304,26 @@ class TaskService:
         await self.logs_complete(task.id)
 
     async def get(self, task_id: str) -> Task:
-        """The task as last committed (`TaskReads.task`); `NotFound` if there is none."""
-        return await self.reads.task(task_id)
+        """The task as last committed, whatever its namespace (the gateway's own reads)."""
+        return await self.reads.task(task_id, scope=ALL)
 
-    async def wait(self, task_id: str, *, index: int, wait_s: float) -> Task:
-        """Nomad-style blocking query: answer once the task's index exceeds ``index``."""
+    async def wait(self, task_id: str, *, index: int, wait_s: float, scope: Scope) -> Task:
+        """Nomad-style blocking query: once the task's index exceeds ``index`` (in ``scope``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            task = await self.get(task_id)
+            task = await self.reads.task(task_id, scope=scope)
             left = deadline - loop.time()
             if task.index > index or left <= 0:
                 return task
             await self.hub.wait_change(task_id, left)
 
-    async def cancel(self, task_id: str, *, actor: str | None, force: bool = False) -> Task:
+    async def cancel(
+        self, task_id: str, *, actor: str | None, force: bool = False, access: Access
+    ) -> Task:
+        """`NotFound` for a task the caller can neither read nor cancel; if only read: 403."""
+        seen = await self.reads.task(task_id, scope=read_scope(access, "cancel"))
+        visible(access, "cancel", seen.namespace, task_id)
         task, changed = await self.store.writer.command(
             task_id, "cancel", actor=actor, data={"force": force}
         )

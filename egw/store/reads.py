@@ -41,10 +41,13 @@ class Reader:
         labels: dict[str, str] | None = None,
         before: int | None = None,
         limit: int = 50,
+        namespaces: frozenset[str] | None = None,
     ) -> list[Task]:
-        """Newest first by submission order; ``before`` is a submit_seq cursor."""
+        """Newest first by submission order; ``before`` is a submit_seq cursor;
+        ``namespaces``: only tasks of these (None: of any)."""
         where: list[str] = []
         params: list[Any] = []
+        _in_namespaces(namespaces, where, params)
         if provider:
             where.append("provider = ?")
             params.append(provider)
@@ -91,9 +94,11 @@ class Reader:
         provider: str | None = None,
         limit: int = 500,
         status_only: bool = False,
+        namespaces: frozenset[str] | None = None,
     ) -> list[Event]:
         where = ["seq > ?"]
         params: list[Any] = [after]
+        _in_namespaces(namespaces, where, params)
         if task_id:
             where.append("task_id = ?")
             params.append(task_id)
@@ -171,3 +176,11 @@ class Reader:
         for provider, status, n in rows:
             out.setdefault(str(provider), {})[str(status)] = int(n)
         return out
+
+
+def _in_namespaces(namespaces: frozenset[str] | None, where: list[str], params: list[Any]) -> None:
+    """Add ``namespace IN (...)`` to a query (nothing for None; an empty set matches nothing)."""
+    if namespaces is None:
+        return
+    where.append(f"namespace IN ({','.join('?' * len(namespaces))})" if namespaces else "0")
+    params.extend(sorted(namespaces))

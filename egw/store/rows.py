@@ -12,11 +12,11 @@ from egw.core.model import Event, Task, TaskState, format_time, parse_time
 TASK_FIELDS = (
     "id", "submit_seq", "provider", "name", "labels", "spec", "status", "reason", "exit_code",
     "upstream_id", "upstream_url", "upstream", "actor", "timeout_s", "created_at", "updated_at",
-    "started_at", "finished_at", "idx", "logs_complete", "log_size",
+    "started_at", "finished_at", "idx", "logs_complete", "log_size", "namespace",
 )  # fmt: skip
 EVENT_FIELDS = (
     "seq", "task_id", "provider", "kind", "status", "prev_status", "applied", "reason",
-    "exit_code", "actor", "source", "delivery_id", "at", "data",
+    "exit_code", "actor", "source", "delivery_id", "at", "data", "namespace",
 )  # fmt: skip
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)
@@ -58,6 +58,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         index=row[18],
         logs_complete=bool(row[19]),
         log_size=row[20],
+        namespace=row[21],
     )
 
 
@@ -84,6 +85,7 @@ def task_to_row(t: Task) -> tuple[Any, ...]:
         t.index,
         int(t.logs_complete),
         t.log_size,
+        t.namespace,
     )
 
 
@@ -104,6 +106,7 @@ def event_from_row(row: Sequence[Any]) -> Event:
         source=row[10],
         at=at,
         data=json.loads(row[13]),
+        namespace=row[14],
     )
 
 
@@ -123,4 +126,5 @@ def event_to_row(e: Event, delivery_id: str | None) -> tuple[Any, ...]:
         delivery_id,
         format_time(e.at),
         dumps(dict(e.data)),
+        e.namespace,
     )

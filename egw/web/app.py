@@ -26,6 +26,7 @@ from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
 from egw.service.database import Database, claim
 from egw.service.fanout import Hub
+from egw.service.namespaces import Namespaces, limits_of
 from egw.service.ticker import Ticker
 from egw.web import docs, events, health, hooks, logs, metrics, tasks
 from egw.web.auth import Authenticator
@@ -104,6 +105,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     providers = build_providers(cfg, app[session_key])
     service = app[database_key].task_service(providers, hub)
     service.limit_storage(cfg)  # storage.max_bytes and each provider's max_log_bytes
+    service.namespaces = Namespaces(limits_of(cfg))  # what may run in each namespace
     app[ticker_key] = ticker
     app[event_channel_key] = channel
     app[log_channels_key] = LogChannels(ticker, hub, app[reads_key])

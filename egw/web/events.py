@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from egw.service.channels import EventFilter
 from egw.web import schemas
 from egw.web.edge import principal, stream_response
 from egw.web.keys import event_channel_key, reads_key
@@ -14,14 +15,14 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/tasks/{id}/events")
 async def task_events(request: web.Request) -> web.StreamResponse:
-    principal(request).require("tasks:read")
+    scope = principal(request).reads()
     reads = request.app[reads_key]
-    task = await reads.task(request.match_info["id"])
+    task = await reads.task(request.match_info["id"], scope=scope)
     after = schemas.last_event_id(request, query="after") or 0
     if schemas.wants_sse(request):
-        return await _stream(request, after=after, provider=None, task_id=task.id)
+        return await _stream(request, after=after, key=(None, task.id, scope))
     limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
-    events = await reads.events(after=after, task_id=task.id, limit=limit)
+    events = await reads.events(after=after, task_id=task.id, limit=limit, scope=scope)
     return web.json_response(
         {"events": [e.to_json() for e in events], "last_seq": events[-1].seq if events else after}
     )
@@ -29,20 +30,18 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/events")
 async def all_events(request: web.Request) -> web.StreamResponse:
-    """SSE of every event; without a cursor it starts now, with ``Last-Event-ID``
-    (or ``?after=``) it replays from the log first."""
-    principal(request).require("tasks:read")
+    """SSE of every event of the namespaces the token may read; without a cursor it starts
+    now, with ``Last-Event-ID`` (or ``?after=``) it replays from the log first."""
+    scope = principal(request).reads()
     provider = request.query.get("provider") or None
     task_id = request.query.get("task_id") or None
     after = schemas.last_event_id(request, query="after")
     if after is None:
         after = await request.app[reads_key].max_seq()
-    return await _stream(request, after=after, provider=provider, task_id=task_id)
+    return await _stream(request, after=after, key=(provider, task_id, scope))
 
 
-async def _stream(
-    request: web.Request, *, after: int, provider: str | None, task_id: str | None
-) -> web.StreamResponse:
+async def _stream(request: web.Request, *, after: int, key: EventFilter) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(headers=sse_headers())
     app = request.app
@@ -50,7 +49,8 @@ async def _stream(
     resp = stream_response(request, sse_headers(), SSEResponse)
     await resp.prepare(request)
     stream = SSEStream(request, resp)
-    channel.add(stream, (provider, task_id))
+    channel.add(stream, key)
+    provider, task_id, scope = key
 
     async def replay() -> None:
         await stream.write(b"retry: 1000\n\n")
@@ -73,7 +73,7 @@ async def _stream(
         position = after
         while True:
             events = await reads.events(
-                after=position, task_id=task_id, provider=provider, limit=1000
+                after=position, task_id=task_id, provider=provider, limit=1000, scope=scope
             )
             if not events:
                 break

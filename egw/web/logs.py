@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from egw.core.access import Scope
 from egw.errors import InvalidRequest
 from egw.web import schemas
 from egw.web.edge import principal, stream_response
@@ -23,8 +24,8 @@ REPLAY_BYTES = 256 << 10  # the output one step of a replay reads and frames
 
 @routes.get("/v1/tasks/{id}/logs")
 async def logs(request: web.Request) -> web.StreamResponse:
-    principal(request).require("tasks:read")
-    task = await request.app[reads_key].task(request.match_info["id"])
+    scope = principal(request).reads()
+    task = await request.app[reads_key].task(request.match_info["id"], scope=scope)
     group = request.query.get("stream") or None
     if group not in (None, "stdout", "stderr"):
         raise InvalidRequest("stream must be stdout or stderr", field="stream")
@@ -33,15 +34,15 @@ async def logs(request: web.Request) -> web.StreamResponse:
         start = cursor or 0
         if request.method == "HEAD":
             return web.Response(headers=sse_headers())
-        return await _tail_sse(request, task.id, start, group)
-    return await _plain(request, task.id, cursor or 0, group)
+        return await _tail_sse(request, task.id, start, group, scope)
+    return await _plain(request, task.id, cursor or 0, group, scope)
 
 
 async def _plain(
-    request: web.Request, task_id: str, start: int, group: str | None
+    request: web.Request, task_id: str, start: int, group: str | None, scope: Scope
 ) -> web.StreamResponse:
     reads = request.app[reads_key]
-    task = await reads.task(task_id)
+    task = await reads.task(task_id, scope=scope)
     resp: web.StreamResponse = stream_response(
         request,
         {
@@ -54,7 +55,7 @@ async def _plain(
     await resp.prepare(request)
     position, end = start, task.log_size
     while position < end:
-        chunks = await reads.log_chunks(task_id, position)
+        chunks = await reads.log_chunks(task_id, position, scope=scope)
         if not chunks:
             break
         parts = [c.data for c in chunks if c.offset < end and group in (None, c.stream)]
@@ -65,7 +66,7 @@ async def _plain(
 
 
 async def _tail_sse(
-    request: web.Request, task_id: str, start: int, group: str | None
+    request: web.Request, task_id: str, start: int, group: str | None, scope: Scope
 ) -> web.StreamResponse:
     reads = request.app[reads_key]
     resp = stream_response(request, sse_headers(), SSEResponse)
@@ -84,13 +85,15 @@ async def _tail_sse(
             frames = channel.window_frames(position, group)
             position = max(position, channel.window.end)
         while not from_memory:
-            chunks = await reads.log_chunks(task_id, position, limit_bytes=REPLAY_BYTES)
+            chunks = await reads.log_chunks(
+                task_id, position, limit_bytes=REPLAY_BYTES, scope=scope
+            )
             if not chunks:
                 break
             replayed = [log_frame(c) for c in chunks if group in (None, c.stream)]
             position = chunks[-1].end
             await stream.write(b"".join(replayed))
-        task = await reads.task(task_id)
+        task = await reads.task(task_id, scope=scope)
         # no await from here on until the stream is live: nothing can slip between
         # (and what arrived during an await above is in the stream's backlog)
         channel.go_live(stream, position, task, frames)

@@ -18,7 +18,7 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _SIGNED = re.compile(r"(-?)0*([0-9]{1,19})", re.ASCII)
 _UNSIGNED = re.compile(r"()0*([0-9]{1,19})", re.ASCII)
-_SUBMIT_FIELDS = {"provider", "task", "name", "labels", "timeout_s"}
+_SUBMIT_FIELDS = {"namespace", "provider", "task", "name", "labels", "timeout_s"}
 MAX_TIMEOUT_S = 7 * 24 * 3600
 #: the largest offset or sequence number a client may name (SQLite integers are 64-bit)
 MAX_CURSOR = 2**62
@@ -59,6 +59,9 @@ def submit_request(body: Any) -> SubmitRequest:
     provider = body.get("provider")
     if not isinstance(provider, str) or not provider:
         raise InvalidRequest("provider is required (a string)", field="provider")
+    namespace = body.get("namespace")
+    if namespace is not None:
+        namespace = fields.namespace(namespace)
     task = body.get("task")
     if not isinstance(task, dict):
         raise InvalidRequest("task is required (an object)", field="task")
@@ -85,7 +88,14 @@ def submit_request(body: Any) -> SubmitRequest:
             raise InvalidRequest(
                 f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S}]", field="timeout_s"
             )
-    return SubmitRequest(provider=provider, task=task, name=name, labels=labels, timeout_s=timeout)
+    return SubmitRequest(
+        namespace=namespace,
+        provider=provider,
+        task=task,
+        name=name,
+        labels=labels,
+        timeout_s=timeout,
+    )
 
 
 def int_query(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
