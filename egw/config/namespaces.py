@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from egw.errors import ConfigError
@@ -30,11 +30,12 @@ _REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,10
 
 @dataclass(frozen=True, slots=True)
 class NamespaceGrant:
-    """One namespace a token may use (``*``: every namespace), what it may do there and with
-    which providers (unset: every provider the namespace allows)."""
+    """One namespace a token may use (``*``: every namespace), what it may do there (unset:
+    whatever the token's scopes allow) and with which providers (unset: every provider the
+    namespace allows)."""
 
     name: str
-    actions: list[str] = field(default_factory=lambda: list(ACTIONS))
+    actions: list[str] | None = None
     providers: list[str] | None = None
 
 
@@ -216,10 +217,10 @@ def _check_grants(
             raise ConfigError(f"{at}.name", f"namespace {grant.name!r} is granted twice")
         if grant.name == "*" and len(grants) > 1:
             raise ConfigError(f"{at}.name", "'*' already grants every namespace: list it alone")
-        if not grant.actions:
+        if grant.actions is not None and not grant.actions:
             raise ConfigError(f"{at}.actions", "is empty: the grant would allow nothing")
-        _no_duplicates(grant.actions, f"{at}.actions")
-        for k, action in enumerate(grant.actions):
+        _no_duplicates(grant.actions or (), f"{at}.actions")
+        for k, action in enumerate(grant.actions or ()):
             if action not in ACTIONS:
                 raise ConfigError(f"{at}.actions[{k}]", f"unknown action (one of {list(ACTIONS)})")
             needed = ACTION_SCOPES[action]
@@ -242,5 +243,5 @@ def _check_grants(
                     f"contradicts the namespace: provider {provider!r} is not allowed there "
                     f"(allowed: {sorted(allowed)})",
                 )
-        if "write" not in grant.actions:
+        if grant.actions is not None and "write" not in grant.actions:
             raise ConfigError(f"{at}.providers", "contradicts actions: providers need write")

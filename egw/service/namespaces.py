@@ -8,6 +8,7 @@ from typing import Any
 
 from egw.config import Config, NamespaceGrant, TokenConfig
 from egw.core.access import (
+    ACTIONS,
     CASE_INSENSITIVE,
     DEFAULT,
     UNLIMITED,
@@ -25,9 +26,9 @@ _SCOPES = {"read": "tasks:read", "write": "tasks:write", "cancel": "tasks:write"
 
 
 def access_of(token: TokenConfig) -> Access:
-    """A token's grants; without ``namespaces``, the ``default`` namespace only. An action
-    the token's scopes do not allow is left out (config refuses such a grant; a token of
-    ``auth.token_file`` has no namespaces)."""
+    """A token's grants; without ``namespaces``, the ``default`` namespace only (a token of
+    ``auth.token_file`` has none). A grant without ``actions`` has those the token's scopes
+    allow (config refuses an action they do not)."""
     if token.namespaces is None:
         grants: list[NamespaceGrant] = [NamespaceGrant(name=DEFAULT)]
     else:
@@ -35,7 +36,8 @@ def access_of(token: TokenConfig) -> Access:
     scopes = set(token.scopes)
     out: dict[str, Grant] = {}
     for g in grants:
-        actions = frozenset(a for a in g.actions if "admin" in scopes or _SCOPES[a] in scopes)
+        given = ACTIONS if g.actions is None else frozenset(g.actions)
+        actions = frozenset(a for a in given if "admin" in scopes or _SCOPES[a] in scopes)
         providers = None if g.providers is None else frozenset(g.providers)
         out[g.name] = Grant(actions, providers)
     return Access(out)

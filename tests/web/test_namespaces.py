@@ -23,6 +23,7 @@ from support import (
     WRITER_TOKEN,
     make_config,
     sse_frames,
+    sse_frames_for,
     wait_status,
     wait_terminal,
 )
@@ -269,19 +270,12 @@ async def test_event_stream_carries_only_readable_namespaces(teams: Client) -> N
         extra = await run(teams, B, "true")
         await wait_status_as(teams, B, extra["id"], "succeeded")
         await asyncio.sleep(0.2)
-        got = await _frames_until_quiet(filtered)
+        got = await sse_frames_for(filtered, 0.5)
     assert _task_ids(got) == set()
     # the auditor reads both
     async with teams.get("/v1/events?after=0", headers={**AUDIT, **sse}) as every:
         got = await sse_frames(every, _ended(other["id"]))
     assert {theirs["id"], mine["id"]} <= _task_ids(got)
-
-
-async def _frames_until_quiet(resp: Any) -> list[dict[str, str]]:
-    try:
-        return await asyncio.wait_for(sse_frames(resp), timeout=0.5)
-    except TimeoutError:
-        return []
 
 
 async def wait_status_as(api: Client, who: dict[str, str], task_id: str, status: str) -> None:
