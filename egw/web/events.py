@@ -19,9 +19,9 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     reads = request.app[reads_key]
     task = await reads.task(request.match_info["id"], scope=scope)
     after = schemas.last_event_id(request, query="after") or 0
+    limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)  # checked either way
     if schemas.wants_sse(request):
         return await _stream(request, after=after, key=(None, task.id, scope))
-    limit = schemas.int_query(request, "limit", default=500, lo=1, hi=5000)
     events = await reads.events(after=after, task_id=task.id, limit=limit, scope=scope)
     return web.json_response(
         {"events": [e.to_json() for e in events], "last_seq": events[-1].seq if events else after}

@@ -14,7 +14,7 @@ from egw.core import fields
 from egw.errors import InvalidRequest, UnsupportedMediaType
 from egw.service.tasks import SubmitRequest
 
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _SIGNED = re.compile(r"(-?)0*([0-9]{1,19})", re.ASCII)
 _UNSIGNED = re.compile(r"()0*([0-9]{1,19})", re.ASCII)
@@ -73,7 +73,7 @@ def submit_request(body: Any) -> SubmitRequest:
         if not isinstance(labels, dict) or len(labels) > 64:
             raise InvalidRequest("labels must be an object of at most 64 strings", field="labels")
         for key, value in labels.items():
-            if not _LABEL_KEY.fullmatch(key):
+            if not LABEL_KEY.fullmatch(key):
                 raise InvalidRequest(f"bad label name {key!r}", field=f"labels.{key}")
             if not isinstance(value, str) or len(value) > 256:
                 raise InvalidRequest(

@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from egw.core import fields
+from egw.core.access import Scope
 from egw.core.model import Task, TaskState
 from egw.errors import InvalidRequest
 from egw.web import schemas
@@ -139,8 +140,11 @@ async def list_tasks(request: web.Request) -> web.Response:
             raise InvalidRequest("label filters are written name=value", field="label")
         labels[k] = v
     namespace = request.query.get("namespace")
-    if namespace:
+    if namespace is not None:
         scope = scope.narrow(fields.namespace(namespace))
+    if not all(schemas.LABEL_KEY.fullmatch(k) for k in labels):
+        # a name no task's label can have (SQLite would refuse it in a JSON path): no match
+        scope, labels = Scope(frozenset()), {}
     cursor = request.query.get("cursor")
     before = schemas.decode_cursor(cursor) if cursor else None
     tasks = await request.app[reads_key].tasks(

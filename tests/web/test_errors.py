@@ -871,3 +871,17 @@ async def test_list_filters(api: Client) -> None:
     assert await ids("label=team=c") == []
     assert await ids("label=team=a&status=failed") == [a2["id"]]
     assert await ids("label=team=b&provider=local&status=failed") == [b1["id"]]
+
+
+async def test_a_label_filter_no_label_can_match_is_an_empty_page(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    """A filter name that is no label name (a NUL, a quote: SQLite refuses it in a JSON
+    path) matches nothing; it is not a 500, and other filters are still checked."""
+    await submit_local(api, "true", labels={"team": "a"})
+    for name in ("E%00Z", "a%22b", "%25%1C"):
+        resp = await api.get(f"/v1/tasks?label={name}%3Dx", headers=WRITER)
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {"tasks": [], "next_cursor": None}
+    bad = await api.get("/v1/tasks?label=E%00Z%3Dx&cursor=%C3%B6", headers=WRITER)
+    assert bad.status == 400
