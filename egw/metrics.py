@@ -89,6 +89,7 @@ class Metrics:
             "egw_sse_connections", "Open server-sent event streams", registry=r
         )
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
+        self._tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
         r.register(_Snapshot(self))
@@ -131,9 +132,12 @@ class Metrics:
         health: Mapping[str, Mapping[str, Any]],
         sse_connections: int,
         storage: Mapping[str, Any] | None = None,
+        tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None,
     ) -> bytes:
-        """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable)."""
+        """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
+        ``tasks_by_namespace``: only when ``metrics.namespace_label`` is on."""
         self._tasks_by_status = tasks_by_status
+        self._tasks_by_namespace = tasks_by_namespace
         self._health = health
         self._storage = storage or {}
         self.sse_connections.set(sse_connections)
@@ -209,6 +213,16 @@ class _Snapshot(Collector):
             for status, n in sorted(counts.items()):
                 tasks.add_metric([provider, status], n)
         yield tasks
+        if self.m._tasks_by_namespace is not None:
+            spaces = GaugeMetricFamily(
+                "egw_namespace_tasks",
+                "Tasks by namespace and current status",
+                labels=["namespace", "status"],
+            )
+            for ns, counts in sorted(self.m._tasks_by_namespace.items()):
+                for status, n in sorted(counts.items()):
+                    spaces.add_metric([ns, status], n)
+            yield spaces
         # numbers that providers report in health(): GitHub's rate-limit budget, Nomad's
         # event-stream index lag and reconnects, Cloud Logging reads left...
         figures = GaugeMetricFamily(

@@ -176,3 +176,7 @@ class MetricsConfig:
     enabled: bool = True
     #: ask for a bearer token (any scope) on /metrics
     require_token: bool = False
+    #: also export ``egw_namespace_tasks{namespace,status}``; the label takes only the
+    #: declared namespaces and ``default`` (any other as ``other``), so it stays bounded.
+    #: Metrics show every namespace: with this on, set require_token too
+    namespace_label: bool = False

@@ -14,6 +14,8 @@ gateway's own reads (fan-out, timeouts) pass `egw.core.access.ALL`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from egw.core.access import Scope
 from egw.core.model import Event, Task
 from egw.core.records import LogChunk
@@ -110,6 +112,16 @@ class TaskReads:
     async def counts_by_status(self) -> dict[str, dict[str, int]]:
         """Task counts by provider, then status (for the metrics)."""
         return await self._reader.counts_by_status()
+
+    async def counts_by_namespace(self, known: Collection[str]) -> dict[str, dict[str, int]]:
+        """Task counts by namespace, then status, every namespace not in ``known`` counted
+        as ``other`` (a metric label stays bounded by the config)."""
+        out: dict[str, dict[str, int]] = {}
+        for ns, counts in (await self._reader.counts_by_status("namespace")).items():
+            into = out.setdefault(ns if ns in known else "other", {})
+            for status, n in counts.items():
+                into[status] = into.get(status, 0) + n
+        return out
 
 
 def _not_found(task_id: str) -> NotFound:

@@ -168,9 +168,11 @@ class Reader:
         rows = await self._all("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0])
 
-    async def counts_by_status(self) -> dict[str, dict[str, int]]:
+    async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
+        """Task counts by ``by`` (``provider`` or ``namespace``), then status."""
+        column = {"provider": "provider", "namespace": "namespace"}[by]
         rows = await self._all(
-            "SELECT provider, status, COUNT(*) FROM tasks GROUP BY provider, status"
+            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY {column}, status"
         )
         out: dict[str, dict[str, int]] = {}
         for provider, status, n in rows:

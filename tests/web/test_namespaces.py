@@ -38,7 +38,8 @@ B = {"Authorization": "Bearer team-b-token-0123456789"}
 AUDIT = {"Authorization": "Bearer audit-token-0123456789"}
 #: reads and submits in team-a, may not cancel there
 A_NO_CANCEL = {"Authorization": "Bearer a-nocancel-token-0123456"}
-OPS = {"Authorization": "Bearer ops-token-0123456789ab"}
+OPS_TOKEN = "ops-token-0123456789ab"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 READER_HEADERS = {"Authorization": f"Bearer {READER_TOKEN}"}
 #: every action, in team-b and default only
 OTHER_OPS = {"Authorization": "Bearer other-ops-token-012345678"}
@@ -386,3 +387,33 @@ async def test_old_configs_keep_working(api: Client) -> None:
         resp = await api.get(f"/v1/tasks/{task['id']}", headers=who)
         assert resp.status == 200
     await wait_status(api, task["id"], "succeeded")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+async def test_namespace_metric_only_if_configured_and_bounded(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    def config(declared: list[str], label: bool) -> Any:
+        return make_config(
+            tmp_path,
+            {
+                "namespaces": {ns: {} for ns in declared},
+                "metrics": {"namespace_label": label},
+                "auth": {"tokens": [{"name": "ops", "token": OPS_TOKEN, "namespaces": "*"}]},
+            },
+        )
+
+    first: Client = await aiohttp_client(create_app(config(["team-a", "team-c"], False)))
+    for ns in ("team-a", "team-c"):
+        done = await run(first, OPS, "true", namespace=ns)
+        await wait_status_as(first, OPS, done["id"], "succeeded")
+    assert "egw_namespace_tasks" not in await (await first.get("/metrics")).text()
+    await first.close()
+    # team-c is no longer declared: its tasks count as "other", the label stays bounded
+    again: Client = await aiohttp_client(create_app(config(["team-a"], True)))
+    text = await (await again.get("/metrics")).text()
+    assert 'egw_namespace_tasks{namespace="team-a",status="succeeded"} 1.0' in text
+    assert 'egw_namespace_tasks{namespace="other",status="succeeded"} 1.0' in text
+    assert "team-c" not in text
