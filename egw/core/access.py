@@ -91,6 +91,15 @@ class Access:
         named = [n for n, g in self.grants.items() if n != ANY and "write" in g.actions]
         return named[0] if len(named) == 1 and ANY not in self.grants else DEFAULT
 
+    def check(self, action: str, namespace: str, task_id: str) -> None:
+        """For a task found with ``scope("read", action)``: `Forbidden` unless the token may
+        take ``action`` in its namespace (it can see the task: a 403 tells it nothing new)."""
+        if not self.may(action, namespace):
+            raise Forbidden(
+                f"this token may not {action} tasks of namespace {namespace!r}",
+                details={"task_id": task_id, "namespace": namespace},
+            )
+
     def check_submit(self, namespace: str, provider: str) -> None:
         """`Forbidden` unless the token may submit to ``provider`` in ``namespace``. The same
         answer whether or not the namespace exists: the caller named it, nothing is probed."""

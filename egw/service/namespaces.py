@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from egw.config import Config, NamespaceGrant, TokenConfig
+from egw.config.namespaces import ACTION_SCOPES
 from egw.core.access import (
     ACTIONS,
     CASE_INSENSITIVE,
@@ -15,14 +16,10 @@ from egw.core.access import (
     Access,
     Grant,
     Limits,
-    Scope,
     check_limits,
 )
 from egw.errors import Forbidden
 from egw.providers.base import Provider
-
-#: the scopes each action needs (``admin`` holds them all)
-_SCOPES = {"read": "tasks:read", "write": "tasks:write", "cancel": "tasks:write"}
 
 
 def access_of(token: TokenConfig) -> Access:
@@ -37,7 +34,7 @@ def access_of(token: TokenConfig) -> Access:
     out: dict[str, Grant] = {}
     for g in grants:
         given = ACTIONS if g.actions is None else frozenset(g.actions)
-        actions = frozenset(a for a in given if "admin" in scopes or _SCOPES[a] in scopes)
+        actions = frozenset(a for a in given if "admin" in scopes or ACTION_SCOPES[a] in scopes)
         providers = None if g.providers is None else frozenset(g.providers)
         out[g.name] = Grant(actions, providers)
     return Access(out)
@@ -87,18 +84,3 @@ class Namespaces:
         spec = provider.validate(task).to_json()
         check_limits(self.limits[namespace], namespace, provider.name, spec)
         return spec
-
-
-def visible(access: Access, action: str, namespace: str, task_id: str) -> None:
-    """For a task the caller found with ``access.scope("read", action)``: `Forbidden` unless it
-    may take ``action`` there (it can see the task, so a 403 tells it nothing new)."""
-    if not access.may(action, namespace):
-        raise Forbidden(
-            f"this token may not {action} tasks of namespace {namespace!r}",
-            details={"task_id": task_id, "namespace": namespace},
-        )
-
-
-def read_scope(access: Access, action: str) -> Scope:
-    """Where a task that ``action`` names may be found: where it may be read or acted on."""
-    return access.scope("read", action)

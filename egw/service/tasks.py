@@ -41,7 +41,7 @@ from egw.errors import (
 from egw.providers.base import Provider
 from egw.service import storage
 from egw.service.fanout import Hub
-from egw.service.namespaces import Namespaces, read_scope, visible
+from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
 from egw.service.storage import StorageLimits
 from egw.store import Store, retention_cutoff
@@ -322,8 +322,8 @@ class TaskService:
         self, task_id: str, *, actor: str | None, force: bool = False, access: Access
     ) -> Task:
         """`NotFound` for a task the caller can neither read nor cancel; if only read: 403."""
-        seen = await self.reads.task(task_id, scope=read_scope(access, "cancel"))
-        visible(access, "cancel", seen.namespace, task_id)
+        seen = await self.reads.task(task_id, scope=access.scope("read", "cancel"))
+        access.check("cancel", seen.namespace, task_id)
         task, changed = await self.store.writer.command(
             task_id, "cancel", actor=actor, data={"force": force}
         )

@@ -39,6 +39,10 @@ def test_grants() -> None:
     assert access.scope("cancel") == Scope(frozenset({"a"}))
     assert access.scope("read", "cancel") == Scope(frozenset({"a", "b"}))
     assert access.may("write", "a") and not access.may("write", "b") and not access.may("read", "c")
+    access.check("cancel", "a", "t_x")
+    with pytest.raises(Forbidden) as info:
+        access.check("cancel", "b", "t_x")
+    assert info.value.details == {"task_id": "t_x", "namespace": "b"}
     star = Access({"*": Grant(READ)})
     assert star.scope("read") is ALL and star.scope("write") == Scope(frozenset())
 
