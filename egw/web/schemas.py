@@ -179,7 +179,11 @@ def _cursor(raw: str | None, field: str) -> int | None:
 
 def last_event_id(request: web.Request, *, query: str) -> int | None:
     """``Last-Event-ID`` (a resuming EventSource) or the query parameter; both are checked,
-    and the header wins."""
-    from_query = _cursor(request.query.get(query), query)
+    and the header wins. An empty header is no cursor (an EventSource that has seen no id);
+    an empty query parameter is no number, so a 400 as the schema says."""
+    raw = request.query.get(query)
+    if raw == "":
+        raise InvalidRequest(f"{query} must be a whole number up to {MAX_CURSOR}", field=query)
+    from_query = _cursor(raw, query)
     from_header = _cursor(request.headers.get("Last-Event-ID"), query)
     return from_header if from_header is not None else from_query

@@ -885,3 +885,17 @@ async def test_a_label_filter_no_label_can_match_is_an_empty_page(
         assert await resp.json() == {"tasks": [], "next_cursor": None}
     bad = await api.get("/v1/tasks?label=E%00Z%3Dx&cursor=%C3%B6", headers=WRITER)
     assert bad.status == 400
+
+
+async def test_an_empty_cursor_parameter_is_a_400_an_empty_last_event_id_none(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    task = await submit_local(api, "true")
+    await wait_terminal(api, task["id"])
+    for path in ("/v1/events?after=", f"/v1/tasks/{task['id']}/logs?offset="):
+        resp = await api.get(path, headers={**WRITER, "Accept": "text/event-stream"})
+        assert resp.status == 400, path
+    events = await api.get(
+        f"/v1/tasks/{task['id']}/events", headers={**WRITER, "Last-Event-ID": ""}
+    )
+    assert events.status == 200 and (await events.json())["events"]
