@@ -154,6 +154,10 @@ class Client:
         params = {"after": str(after), "limit": str(limit)}
         return await self.request("GET", f"/v1/tasks/{task_id}/events", params=params)
 
+    async def audit(self, params: Params) -> Any:
+        """A page of the audit query (JSON, oldest first); ``type`` repeats."""
+        return await self.request("GET", "/v1/events", params=params)
+
     async def submit(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self.request("POST", "/v1/tasks", json_body=body, headers=headers)

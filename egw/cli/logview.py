@@ -22,7 +22,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NO_TIME = "-".ljust(len("2026-01-01T00:00:00.000Z"))
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
+def parse_since(text: str, now: datetime | None = None, *, flag: str = "--since") -> datetime:
     """``90s``, ``5m``, ``1h30m``, ``2d`` ago, or an ISO 8601 time (local if it has no zone)."""
     now = now or datetime.now(UTC)
     if text and _DURATION.sub("", text) == "":
@@ -32,7 +32,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise CLIError(
-            f"--since {text}: give a duration (30s, 5m, 1h30m, 2d) or a time (2026-01-31T12:00:00Z)"
+            f"{flag} {text}: give a duration (30s, 5m, 1h30m, 2d) or a time (2026-01-31T12:00:00Z)"
         ) from None
     return when if when.tzinfo else when.astimezone()
 

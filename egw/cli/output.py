@@ -1,5 +1,5 @@
-"""How the client commands print: a task, a table of tasks, one line per event, and
-output bytes exactly as a task wrote them."""
+"""How the client commands print: a task, a table of tasks, one line per event, the audit
+table, and output bytes exactly as a task wrote them."""
 
 from __future__ import annotations
 
@@ -80,6 +80,21 @@ def task_table(tasks: list[dict[str, Any]]) -> None:
             f"{t['id']:36} {t.get('namespace', 'default'):12} {t['provider']:14} "
             f"{status_text(t['status'], 11)} {code:>4} {duration(t):>9} "
             f"{t['created_at']:24} {t['name'] or ''}"
+        )
+
+
+def audit_table(events: list[dict[str, Any]]) -> None:
+    """`egw audit`: one row per event, who caused it first."""
+    print(f"{'SEQ':>8} {'AT':24} {'ACTOR':12} {'KIND':18} {'TASK':34} STATUS")
+    for e in events:
+        prev, status = e.get("prev_status"), e["status"]
+        change = (
+            f"{prev} -> {status_text(status)}" if prev and prev != status else status_text(status)
+        )
+        reason = f"  reason={e['reason']!r}" if e.get("reason") else ""
+        print(
+            f"{e['seq']:>8} {e['at']:24} {e.get('actor') or '-':12} {e['kind']:18} "
+            f"{e['task_id']:34} {change}{reason}"
         )
 
 

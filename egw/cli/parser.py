@@ -54,6 +54,10 @@ EXAMPLES = {
     ],
     "events": ["egw events $ID", "egw events $ID -f --json"],
     "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "audit": [
+        "egw audit --since 1d --type cancel_requested",
+        "egw audit --actor deployer --all --json   # other actors' events need admin",
+    ],
     "token": [
         "egw token create alice --scopes tasks:read tasks:write   # prints it once",
         "egw token list",
@@ -197,6 +201,19 @@ def build() -> Parser:
     ev = client("events", "print a task's events, one line each", streams.events)
     ev.add_argument("id")
     ev.add_argument("-f", "--follow", action="store_true", help="until the task has ended")
+
+    from egw.cli.audit import audit_command
+
+    au = client("audit", "who did what: past events, oldest first, filtered", audit_command)
+    au.add_argument("--actor", help="only this token's events (others' need the scope admin)")
+    au.add_argument("--type", action="append", default=[], help="event kind; repeatable")
+    au.add_argument("--provider")
+    au.add_argument("--task", dest="task_id", metavar="ID")
+    au.add_argument("--since", metavar="DURATION|TIME", help="5m, 2d ago, or an ISO 8601 time")
+    au.add_argument("--until", metavar="DURATION|TIME", help="as --since; events before it")
+    au.add_argument("--limit", type=int, default=50, help="rows per page (1-500)")
+    au.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after this seq")
+    au.add_argument("--all", action="store_true", help="every page, up to now")
 
     w = client("watch", "print every task's events as they happen (Ctrl-C stops)", streams.watch)
     w.add_argument("--provider")

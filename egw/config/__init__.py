@@ -24,7 +24,13 @@ import yaml
 from egw.config.checks import SCOPES
 from egw.config.loader import build
 from egw.config.namespaces import NamespaceConfig, NamespaceGrant, check_namespaces
-from egw.config.providers import CloudRunConfig, GitHubActionsConfig, LocalConfig, NomadConfig
+from egw.config.providers import (
+    CloudRunConfig,
+    GitHubActionsConfig,
+    GitHubAppConfig,
+    LocalConfig,
+    NomadConfig,
+)
 from egw.config.sections import (
     AuthConfig,
     LoggingConfig,
@@ -93,6 +99,7 @@ __all__ = [
     "CloudRunConfig",
     "Config",
     "GitHubActionsConfig",
+    "GitHubAppConfig",
     "LocalConfig",
     "LoggingConfig",
     "MetricsConfig",

@@ -8,6 +8,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
 from egw.config.checks import log_bytes, positive, secret, url
 from egw.errors import ConfigError
 
@@ -132,11 +136,61 @@ class NomadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GitHubAppConfig:
+    """A GitHub App installation: egw signs a JWT with the app's private key and exchanges
+    it for installation tokens (`egw.providers.github_actions.appauth`)."""
+
+    #: the App ID (or its client ID) from the app's settings page: the JWT's ``iss``
+    app_id: str
+    #: the installation of the app on the account that owns the repositories
+    installation_id: int
+    #: the private key (PEM) downloaded from the app's settings page...
+    private_key_file: str | None = None
+    #: ...or the PEM itself, usually ``${VAR}``
+    private_key: str | None = secret()
+
+    def validate(self, path: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.]{0,99}", self.app_id):
+            raise ConfigError(f"{path}.app_id", "the App ID (digits) or its client ID")
+        if self.installation_id < 1:
+            raise ConfigError(f"{path}.installation_id", "must be at least 1")
+        if bool(self.private_key_file) == bool(self.private_key):
+            raise ConfigError(f"{path}.private_key_file", "give private_key_file or private_key")
+        self.load_private_key(path)
+
+    def load_private_key(self, path: str = "providers.github_actions.app") -> RSAPrivateKey:
+        """The app's RSA private key; a `ConfigError` naming the key's path if it cannot be
+        read or is no PEM RSA private key (the JWT is RS256: GitHub accepts nothing else)."""
+        if self.private_key_file:
+            where = f"{path}.private_key_file"
+            try:
+                pem = Path(self.private_key_file).read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    where, f"cannot read {self.private_key_file}: {exc.strerror}"
+                ) from None
+            name = self.private_key_file
+        else:
+            # a PEM kept on one line of an environment variable has its newlines as "\\n"
+            pem = (self.private_key or "").replace("\\n", "\n").encode()
+            where, name = f"{path}.private_key", "the value"
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            key = None
+        if not isinstance(key, RSAPrivateKey):
+            raise ConfigError(where, f"{name} is not a PEM RSA private key without a passphrase")
+        return key
+
+
+@dataclass(frozen=True, slots=True)
 class GitHubActionsConfig:
     enabled: bool = False
     api_url: str = "https://api.github.com"
-    #: a PAT or installation token, sent as Authorization: Bearer
+    #: a PAT or installation token, sent as Authorization: Bearer (or ``app`` instead)
     token: str | None = secret()
+    #: a GitHub App installation instead of ``token``: egw mints its own installation tokens
+    app: GitHubAppConfig | None = None
     #: the secret GitHub signs webhook deliveries with (X-Hub-Signature-256)
     webhook_secret: str | None = secret()
     owner: str | None = None
@@ -160,6 +214,10 @@ class GitHubActionsConfig:
 
     def validate(self, path: str) -> None:
         url(self.api_url, f"{path}.api_url")
+        if self.token and self.app is not None:
+            raise ConfigError(f"{path}.app", "give token or app, not both")
+        if self.enabled and not self.token and self.app is None:
+            raise ConfigError(f"{path}.token", "give token or app (a GitHub App installation)")
         if not 0 < self.log_wait_s <= 3600:
             raise ConfigError(f"{path}.log_wait_s", "must be greater than 0 and at most 3600")
         if self.api_version not in ("2022-11-28", "2026-03-10"):

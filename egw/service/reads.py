@@ -17,10 +17,14 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from egw.core.access import Scope
+from egw.core.audit import EventFilter, EventPage
 from egw.core.model import Event, Task
 from egw.core.records import LogChunk
 from egw.errors import NotFound
 from egw.store import Reader, Writer
+
+#: sequence numbers the audit query looks at per page, at most
+AUDIT_WINDOW = 100_000
 
 
 class TaskReads:
@@ -84,6 +88,44 @@ class TaskReads:
             provider=provider,
             limit=limit,
             namespaces=scope.namespaces,
+        )
+
+    async def audit(
+        self,
+        *,
+        after: int,
+        where: EventFilter,
+        limit: int,
+        window: int = AUDIT_WINDOW,
+        scope: Scope,
+    ) -> EventPage:
+        """One page of the audit query: matching events after ``after``, oldest first, of the
+        tasks in ``scope`` only.
+
+        At most ``window`` sequence numbers are looked at per page, so a filter that few
+        events match costs a bounded read (the page may then be short or empty, with
+        ``next_after`` to read on from). The page stops at the newest event that existed
+        before the query ran: seqs are committed in order by the one writer, so every
+        event up to it is visible, and ``last_seq`` never claims one that was not read."""
+        newest = await self._reader.max_seq()
+        upto = min(after + window, newest)
+        found = await self._reader.audit(
+            after=after, upto=upto, where=where, limit=limit + 1, namespaces=scope.namespaces
+        )
+        pruned = await self._reader.pruned_seq()
+        if len(found) > limit:
+            events = found[:limit]
+            return EventPage(
+                events=events,
+                next_after=events[-1].seq,
+                last_seq=events[-1].seq,
+                pruned_seq=pruned,
+            )
+        return EventPage(
+            events=found,
+            next_after=upto if upto < newest else None,
+            last_seq=max(after, upto),
+            pruned_seq=pruned,
         )
 
     async def log_chunks(

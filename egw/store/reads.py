@@ -6,7 +6,8 @@ from typing import Any
 
 import aiosqlite
 
-from egw.core.model import TERMINAL, Event, Task
+from egw.core.audit import EventFilter
+from egw.core.model import TERMINAL, Event, Task, format_time
 from egw.core.records import LogChunk
 from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
 
@@ -110,6 +111,46 @@ class Reader:
         params.append(limit)
         rows = await self._all(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            params,
+        )
+        return [event_from_row(r) for r in rows]
+
+    async def audit(
+        self,
+        *,
+        after: int,
+        upto: int,
+        where: EventFilter,
+        limit: int,
+        namespaces: frozenset[str] | None = None,
+    ) -> list[Event]:
+        """Events with ``after < seq <= upto`` that match ``where``, oldest first, at most
+        ``limit``, of ``namespaces`` only (None: any). The seq range bounds the rows looked
+        at; an actor or kind filter walks its index (``0002_audit.sql``) and a task's its own."""
+        sql = ["seq > ? AND seq <= ?"]
+        params: list[Any] = [after, upto]
+        _in_namespaces(namespaces, sql, params)
+        for column, value in (
+            ("actor", where.actor),
+            ("provider", where.provider),
+            ("task_id", where.task_id),
+        ):
+            if value is not None:
+                sql.append(f"{column} = ?")
+                params.append(value)
+        if where.kinds:
+            sql.append(f"kind IN ({','.join('?' * len(where.kinds))})")
+            params.extend(where.kinds)
+        # ``at`` is stored as fixed-width RFC 3339 in UTC: text order is time order
+        if where.since is not None:
+            sql.append("at >= ?")
+            params.append(format_time(where.since))
+        if where.until is not None:
+            sql.append("at < ?")
+            params.append(format_time(where.until))
+        params.append(limit)
+        rows = await self._all(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(sql)} ORDER BY seq LIMIT ?",
             params,
         )
         return [event_from_row(r) for r in rows]

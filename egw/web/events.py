@@ -1,4 +1,5 @@
-"""Event-log routes: a task's events (JSON or SSE) and the SSE stream of all events."""
+"""Event-log routes: a task's events (JSON or SSE), and all events: the audit query (JSON,
+`egw.web.audit`) or the live stream (SSE)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from aiohttp import web
 
 from egw.service.channels import EventFilter
 from egw.web import schemas
+from egw.web.audit import audit_page, instant_query, kinds_query
 from egw.web.edge import principal, stream_response
 from egw.web.keys import event_channel_key, reads_key
 from egw.web.sse import SSEResponse, SSEStream, encode, event_frame, serve_stream, sse_headers
@@ -30,9 +32,18 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/events")
 async def all_events(request: web.Request) -> web.StreamResponse:
-    """SSE of every event of the namespaces the token may read; without a cursor it starts
-    now, with ``Last-Event-ID`` (or ``?after=``) it replays from the log first."""
+    """The audit query as JSON; with ``Accept: text/event-stream`` (or ``follow``) the SSE
+    of every event of the namespaces the token may read: without a cursor it starts now,
+    with ``Last-Event-ID`` (or ``?after=``) it replays from the log first."""
     scope = principal(request).reads()
+    if not schemas.wants_sse(request):
+        return await audit_page(request)
+    # the audit query's parameters do not filter the stream, but they are checked alike: a
+    # malformed one is a 400 in both modes, as the one schema of the route says
+    kinds_query(request)
+    instant_query(request, "since")
+    instant_query(request, "until")
+    schemas.int_query(request, "limit", default=50, lo=1, hi=500)
     provider = request.query.get("provider") or None
     task_id = request.query.get("task_id") or None
     after = schemas.last_event_id(request, query="after")

@@ -899,3 +899,13 @@ async def test_an_empty_cursor_parameter_is_a_400_an_empty_last_event_id_none(
         f"/v1/tasks/{task['id']}/events", headers={**WRITER, "Last-Event-ID": ""}
     )
     assert events.status == 200 and (await events.json())["events"]
+
+
+async def test_the_event_stream_checks_the_audit_parameters_too(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    sse = {**WRITER, "Accept": "text/event-stream"}
+    many = "&".join(f"type=k{i}" for i in range(21))
+    for query in ("type=Bad!", many, "since=yesterday", "limit=0"):
+        resp = await api.get(f"/v1/events?{query}", headers=sse)
+        assert resp.status == 400, query

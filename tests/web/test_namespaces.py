@@ -73,7 +73,12 @@ def two_teams(tmp_path: Path) -> Any:
                         "token": A_NO_CANCEL["Authorization"][7:],
                         "namespaces": [{"name": "team-a", "actions": ["read", "write"]}],
                     },
-                    {"name": "ops", "token": OPS["Authorization"][7:], "namespaces": "*"},
+                    {
+                        "name": "ops",
+                        "token": OPS["Authorization"][7:],
+                        "scopes": ["admin"],
+                        "namespaces": "*",
+                    },
                     {
                         "name": "other-ops",
                         "token": OTHER_OPS["Authorization"][7:],
@@ -417,3 +422,24 @@ async def test_namespace_metric_only_if_configured_and_bounded(
     assert 'egw_namespace_tasks{namespace="team-a",status="succeeded"} 1.0' in text
     assert 'egw_namespace_tasks{namespace="other",status="succeeded"} 1.0' in text
     assert "team-c" not in text
+
+
+async def test_audit_query_answers_only_readable_namespaces(teams: Client) -> None:
+    theirs = await run(teams, A, "true")
+    mine = await run(teams, OTHER_OPS, "true", namespace="team-b")
+    await wait_status_as(teams, A, theirs["id"], "succeeded")
+    await wait_status_as(teams, OTHER_OPS, mine["id"], "succeeded")
+
+    async def audit(who: dict[str, str], query: str = "") -> set[str]:
+        resp = await teams.get(f"/v1/events?after=0&limit=500{query}", headers=who)
+        assert resp.status == 200, await resp.text()
+        return {e["task_id"] for e in (await resp.json())["events"]}
+
+    # an admin of team-b and default: everyone's events there, none of team-a's
+    assert await audit(OTHER_OPS) == {mine["id"]}
+    assert await audit(OTHER_OPS, f"&task_id={theirs['id']}") == set()
+    assert await audit(OTHER_OPS, "&actor=a") == set()
+    # a token of team-a: its own events, in team-a
+    assert await audit(A) == {theirs["id"]}
+    # an admin of every namespace: every actor, everywhere
+    assert await audit(OPS) == {theirs["id"], mine["id"]}

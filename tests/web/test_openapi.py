@@ -781,15 +781,26 @@ async def test_event_stream(api: Client) -> None:
         "GET",
         template,
         f"/v1/events?after=0&task_id={task['id']}&provider=local",
-        headers=READER,
+        headers={**READER, "Accept": "text/event-stream"},
         sse_frames=3,
         status=200,
     )
     assert [data["seq"] for _, data in events] == sorted(data["seq"] for _, data in events)
     live = await call(
-        api, "GET", template, headers={**READER, "Last-Event-ID": "1"}, sse_frames=2, status=200
+        api,
+        "GET",
+        template,
+        "/v1/events?follow=1",
+        headers={**READER, "Last-Event-ID": "1"},
+        sse_frames=2,
+        status=200,
     )
     assert live
+    # without text/event-stream: the audit query, as JSON
+    page = await call(api, "GET", template, "/v1/events?limit=1", headers=ADMIN, status=200)
+    assert [e["kind"] for e in page["events"]] == ["submitted"] and page["next_after"] == 1
+    await call(api, "GET", template, "/v1/events?actor=admin", headers=READER, status=403)
+    await call(api, "GET", template, "/v1/events?since=soon", headers=READER, status=400)
     await call(api, "GET", template, "/v1/events?after=-1", headers=READER, status=400)
     await call(api, "GET", template, headers={**READER, "Last-Event-ID": "x"}, status=400)
     await call(api, "GET", template, status=401)
@@ -809,7 +820,7 @@ async def test_reset_event_when_the_cursor_is_older_than_retention(
         "GET",
         "/v1/events",
         "/v1/events?after=1",
-        headers=READER,
+        headers={**READER, "Accept": "text/event-stream"},
         sse_frames=1,
         timeout=2,
         status=200,
@@ -929,6 +940,7 @@ async def test_every_get_answers_head_with_the_headers_and_no_body(api: Client) 
         ("/v1/tasks", READER),
         (f"/v1/tasks/{task['id']}", READER),
         (f"/v1/tasks/{task['id']}/logs", READER),
+        ("/v1/events", ADMIN),
     ):
         get = await api.get(url, headers=headers)
         await get.read()
@@ -993,7 +1005,7 @@ async def test_a_malformed_wait_is_a_400_without_index_too(api: Client) -> None:
     assert resp.status == 400, await resp.text()
 
 
-@pytest.mark.parametrize("url", ["/v1/events", "/v1/tasks/{id}/logs?follow=1"])
+@pytest.mark.parametrize("url", ["/v1/events?follow=1", "/v1/tasks/{id}/logs?follow=1"])
 async def test_head_of_an_event_stream_sends_no_body(api: Client, url: str) -> None:
     """HEAD answers like GET without a body (RFC 9110): frames written after the head would be
     read by a keep-alive client as the next response's status line."""

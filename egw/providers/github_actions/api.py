@@ -15,14 +15,15 @@ import structlog
 
 from egw.config import GitHubActionsConfig, RetryConfig
 from egw.errors import ProviderError, ProviderUnavailable
+from egw.providers.github_actions.appauth import PROVIDER, InstallationToken
 from egw.providers.http import HTTPResponse, http_request
 from egw.providers.retry import with_retries
 from egw.wire import github as gh
 
 log = structlog.get_logger("egw.providers.github_actions")
 T = TypeVar("T")
+__all__ = ["LOW_BUDGET", "PROVIDER", "GitHubAPI"]
 
-PROVIDER = "github_actions"
 #: below this share of the rate limit left, runs are polled at the longest interval
 LOW_BUDGET = 0.1
 
@@ -39,6 +40,8 @@ class GitHubAPI:
         self.rate: gh.RateLimit | None = None
         self.blocked_until = 0.0
         self._rate_strikes = 0
+        #: a GitHub App installation's tokens, when configured instead of ``cfg.token``
+        self.app = InstallationToken(cfg, session) if cfg.app is not None else None
 
     def budget_low(self) -> bool:
         rate = self.rate
@@ -77,7 +80,9 @@ class GitHubAPI:
     ) -> HTTPResponse:
         """One API call: auth and version headers, rate-limit bookkeeping; 5xx and
         transport failures raise `ProviderUnavailable` marked ``ambiguous``; rate
-        limits raise it with ``retry_after_s``. Other statuses are returned."""
+        limits raise it with ``retry_after_s``. Other statuses are returned. With a
+        GitHub App, a 401 (the installation token expired or was revoked) fetches a
+        new token once and sends the request once more."""
         now = time.time()
         if now < self.blocked_until:
             raise ProviderUnavailable(
@@ -91,24 +96,32 @@ class GitHubAPI:
             "X-GitHub-Api-Version": self.cfg.api_version,
             "User-Agent": "egw",
         }
-        if self.cfg.token:
-            send["Authorization"] = f"Bearer {self.cfg.token}"
+        token = await self.app.token() if self.app is not None else self.cfg.token
         send.update(headers or {})
-        try:
-            resp = await http_request(
-                self.session,
-                method,
-                url,
-                provider=PROVIDER,
-                headers=send,
-                json_body=json_body,
-                params=params,
-                timeout_s=self.cfg.request_timeout_s,
-                allow_redirects=allow_redirects,
-            )
-        except ProviderUnavailable as exc:
-            exc.details["ambiguous"] = True
-            raise
+
+        async def send_once(token: str | None) -> HTTPResponse:
+            if token:
+                send["Authorization"] = f"Bearer {token}"
+            try:
+                return await http_request(
+                    self.session,
+                    method,
+                    url,
+                    provider=PROVIDER,
+                    headers=send,
+                    json_body=json_body,
+                    params=params,
+                    timeout_s=self.cfg.request_timeout_s,
+                    allow_redirects=allow_redirects,
+                )
+            except ProviderUnavailable as exc:
+                exc.details["ambiguous"] = True
+                raise
+
+        resp = await send_once(token)
+        if resp.status == 401 and self.app is not None:
+            log.info("github_token_refused", path=path.split("?", 1)[0])
+            resp = await send_once(await self.app.refresh(stale=token))
         self.rate = gh.parse_rate_limit(resp.headers) or self.rate
         message = gh.error_message(resp.body, resp.status) if resp.status >= 400 else ""
         wait = gh.rate_limit_wait(

@@ -106,6 +106,8 @@ class GitHubActionsProvider:
             "correlating": len(self.follow.pending),
             "run_details": self.dispatcher.run_details is not False,
             "webhook_secret": bool(self.cfg.webhook_secret),
+            # a GitHub App's installation token: when the one in use expires
+            "app_token_expires_at": self.api.app.expires_at if self.api.app else None,
         }
 
     async def submit(self, task: Task, *, idempotency_key: str) -> Submission:

@@ -61,6 +61,12 @@ Faults
     failure); ``slow_next(seconds)``; ``set_rate_limit(remaining=0, reset_in_s=2)``
     (primary limit: 403 until the reset).
 
+GitHub App
+    ``github_app=SimApp(app_id="12345", installation_id=42, public_key=key.public_key(),
+    token_lifetime_s=2)``: ``POST /app/installations/{id}/access_tokens`` checks the app's
+    JWT and issues expiring installation tokens, accepted besides ``token``
+    (`egw.testing.github.apps`); ``sim.github_app.revoke_tokens()``; ``.issued``.
+
 Webhooks
     ``webhook_content_type="form"`` plays a hook left at GitHub's default content type:
     ``application/x-www-form-urlencoded``, ``payload=<the JSON>``.
@@ -73,6 +79,7 @@ Webhooks
     ``await sim.wait_run(run_id, "completed")`` waits for a run.
 """
 
+from egw.testing.github.apps import SimApp
 from egw.testing.github.hooks import SentDelivery
 from egw.testing.github.runs import JobScript, RunScript, SimClock, StepScript
 from egw.testing.github.server import GitHubSimulator
@@ -82,6 +89,7 @@ __all__ = [
     "JobScript",
     "RunScript",
     "SentDelivery",
+    "SimApp",
     "SimClock",
     "StepScript",
 ]

@@ -6,9 +6,11 @@ One aiohttp app serves the ten Actions operations of ``rest-actions.openapi.json
 under the API root, plus two unauthenticated download URLs (``/_sim/logs/...``,
 ``/_sim/archives/...``) that the ``.../logs`` operations redirect to with a 302,
 as GitHub redirects to short-lived blob URLs. A middleware does what every API
-response shares: fault injection, the bearer token, ``X-GitHub-Api-Version``,
-the primary rate limit and its ``x-ratelimit-*`` headers (a 304 costs nothing,
-tests/samples/github/NOTES.md, "Rate limits"). Runs live in memory and play their scripts on the
+response shares: fault injection, the bearer token (or an installation token of the
+GitHub App, whose ``POST /app/installations/{id}/access_tokens`` is in
+`egw.testing.github.apps`), ``X-GitHub-Api-Version``, the primary rate limit and
+its ``x-ratelimit-*`` headers (a 304 costs nothing, tests/samples/github/NOTES.md,
+"Rate limits"). Runs live in memory and play their scripts on the
 simulated clock (`egw.testing.github.runs`); their webhooks go out through the
 `Deliverer` (`egw.testing.github.hooks`).
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from egw.testing.github.apps import SimApp
 from egw.testing.github.handlers import VERSIONS, ApiHandlers
 from egw.testing.github.hooks import Deliverer, Rule, SentDelivery
 from egw.testing.github.rest import Fault, error
@@ -66,9 +69,12 @@ class GitHubSimulator(ApiHandlers):
         strict_workflows: bool = False,
         rate_limit: int = 5000,
         webhook_content_type: str = "json",
+        github_app: SimApp | None = None,
     ) -> None:
         self.clock = SimClock(time_scale)
         self.token = token
+        #: a GitHub App whose installation tokens are accepted besides ``token``
+        self.github_app = github_app
         self.enterprise = enterprise
         self.enterprise_status = enterprise_status
         self.run_creation_delay_s = run_creation_delay_s
@@ -428,10 +434,11 @@ class GitHubSimulator(ApiHandlers):
                     resp.headers["retry-after"] = f"{fault.retry_after:g}"
                 self._rate_headers(resp)
                 return resp
-        if self.token is not None:
-            auth = request.headers.get("Authorization", "")
-            if auth not in (f"Bearer {self.token}", f"token {self.token}"):
-                return error(401, "Bad credentials")
+        # the app's own endpoint is authenticated by its JWT, in its handler
+        if not request.path.startswith("/app/") and not self._authorized(
+            request.headers.get("Authorization", "")
+        ):
+            return error(401, "Bad credentials")
         version = request.headers.get("X-GitHub-Api-Version", VERSIONS[0])
         if version not in VERSIONS or (self.enterprise and version != VERSIONS[0]):
             return error(400, f"Unsupported 'X-GitHub-Api-Version' header: {version!r}")
@@ -445,6 +452,21 @@ class GitHubSimulator(ApiHandlers):
             assert request.transport is not None
             request.transport.close()
         return answer
+
+    def _authorized(self, auth: str) -> bool:
+        """``Authorization: Bearer|token <token>``: the configured token or a live
+        installation token of the app (GitHub accepts both schemes for either)."""
+        if self.token is None and self.github_app is None:
+            return True
+        scheme, _, token = auth.partition(" ")
+        if scheme not in ("Bearer", "token") or not token:
+            return False
+        return token == self.token or (self.github_app is not None and self.github_app.valid(token))
+
+    async def _access_tokens(self, request: web.Request) -> web.Response:
+        if self.github_app is None:
+            return error(404, "Not Found")
+        return await self.github_app.access_tokens(request)
 
     def _routes(self) -> None:
         repo = "/repos/{owner}/{repo}/actions"
@@ -460,3 +482,4 @@ class GitHubSimulator(ApiHandlers):
         r.add_get(repo + "/jobs/{job_id}", self._get_job)
         r.add_get(repo + "/jobs/{job_id}/logs", self._job_logs)
         r.add_get("/_sim/download/{token}", self._download)
+        r.add_post("/app/installations/{installation_id}/access_tokens", self._access_tokens)
