@@ -23,7 +23,7 @@ def base() -> dict[str, Any]:
         "providers": {
             "local": {"allowed_commands": ["sh", "true"]},
             "nomad": {"enabled": True},
-            "github_actions": {"enabled": True},
+            "github_actions": {"enabled": True, "token": "ghp_test"},
         },
         "namespaces": {
             "team-a": {
