@@ -126,9 +126,10 @@ class Client:
         params: Params | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        accept: tuple[int, ...] = (),
     ) -> tuple[bytes, Mapping[str, str]]:
-        """One call: the body's bytes and the headers; an error answer is an `APIError`,
-        no answer `Unreachable`."""
+        """One call: the body's bytes and the headers; an error answer (other than a status
+        in ``accept``) is an `APIError`, no answer `Unreachable`."""
         timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout)
         try:
             async with self.session.request(
@@ -141,11 +142,20 @@ class Client:
                 timeout=timeout,
             ) as resp:
                 body = await resp.read()
-                if resp.status >= 400:
+                if resp.status >= 400 and resp.status not in accept:
                     raise _error(resp.status, body)
                 return body, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unreachable(f"cannot reach {self.url}: {str(exc) or type(exc).__name__}") from exc
+
+    async def readiness(self) -> Any:
+        """``/readyz``'s report, whether the gateway is ready (200) or not (503)."""
+        body, _ = await self._call("GET", "/readyz", accept=(503,))
+        return json.loads(body)
+
+    async def gateway_events(self, *, after: int = 0, limit: int = 1000) -> Any:
+        params = {"after": str(after), "limit": str(limit)}
+        return await self.request("GET", "/v1/gateway/events", params=params)
 
     async def rerun(self, task_id: str) -> Any:
         return await self.request("POST", f"/v1/tasks/{task_id}/rerun")

@@ -10,6 +10,7 @@
     ├── UnsupportedMediaType (415, "unsupported_media_type")
     ├── ProviderError (502, "provider_error")        the upstream said no; carries its message
     │   └── ProviderUnavailable (503, "provider_unavailable")  transient: retried at the seam
+    │       └── CircuitOpen (503, "circuit_open")    the breaker toward that upstream is open
     ├── StoreError (503, "store_unavailable")        the database could not take a write
     │   └── StorageFull (503, "storage_full")        past storage.max_bytes: no new task
     └── ConfigError                                  `egw serve` exits 2 with its one line
@@ -129,6 +130,22 @@ class ProviderUnavailable(ProviderError):
             message, provider=provider, upstream_status=upstream_status, details=details
         )
         self.retry_after_s = retry_after_s
+
+
+class CircuitOpen(ProviderUnavailable):
+    """Refused without a call: the breaker toward ``target`` is open (see
+    ``egw/core/circuit.py``); ``retry_after_s`` is the time until it lets a probe through."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, provider: str, target: str, retry_after_s: float) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            retry_after_s=retry_after_s,
+            details={"target": target, "retry_after_s": round(retry_after_s, 3)},
+        )
+        self.target = target
 
 
 class StoreError(EgwError):

@@ -92,6 +92,7 @@ class Metrics:
         self._tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
+        self._circuits: Mapping[str, Mapping[str, Any]] = {}
         r.register(_Snapshot(self))
 
     # --- listeners -------------------------------------------------------------------------------
@@ -133,13 +134,16 @@ class Metrics:
         sse_connections: int,
         storage: Mapping[str, Any] | None = None,
         tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None,
+        circuits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> bytes:
         """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
-        ``tasks_by_namespace``: only when ``metrics.namespace_label`` is on."""
+        ``tasks_by_namespace``: only when ``metrics.namespace_label`` is on; ``circuits``:
+        each provider's breakers as ``/readyz`` shows them."""
         self._tasks_by_status = tasks_by_status
         self._tasks_by_namespace = tasks_by_namespace
         self._health = health
         self._storage = storage or {}
+        self._circuits = circuits or {}
         self.sse_connections.set(sse_connections)
         return generate_latest(self.registry)
 
@@ -235,6 +239,32 @@ class _Snapshot(Collector):
                 figures.add_metric([provider, key], value)
         yield figures
         yield from _storage(self.m._storage)
+        yield from _circuits(self.m._circuits)
+
+
+_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _circuits(circuits: Mapping[str, Mapping[str, Any]]) -> Iterable[Any]:
+    """Each breaker's state (0 closed, 1 half-open, 2 open) and its moves so far, by the
+    state moved to (see ``egw/core/circuit.py``)."""
+    state = GaugeMetricFamily(
+        "egw_circuit_state",
+        "Circuit breaker toward an upstream target: 0 closed, 1 half-open, 2 open",
+        labels=["provider", "target"],
+    )
+    moves = CounterMetricFamily(
+        "egw_circuit_transitions",
+        "Circuit breaker transitions, by the state moved to",
+        labels=["provider", "target", "to"],
+    )
+    for provider, circuit in sorted(circuits.items()):
+        for target, figures in sorted(circuit.get("targets", {}).items()):
+            state.add_metric([provider, target], _LEVELS[figures["state"]])
+            for to, n in sorted(figures["transitions"].items()):
+                moves.add_metric([provider, target, to], n)
+    yield state
+    yield moves
 
 
 def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:

@@ -567,3 +567,38 @@ def test_github_log_wait_is_bounded(value: float) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"providers": {"github_actions": {"log_wait_s": value}}}, {})
     assert info.value.path == "providers.github_actions.log_wait_s"
+
+
+@pytest.mark.parametrize("provider", ["nomad", "github_actions", "cloud_run"])
+def test_each_upstream_provider_has_its_breakers_config(provider: str) -> None:
+    cfg = parse_config(
+        {"providers": {provider: {"circuit": {"failures": 2, "open_s": 5, "max_open_s": 60}}}}, {}
+    )
+    circuit = getattr(cfg.providers, provider).circuit
+    assert (circuit.failures, circuit.open_s, circuit.max_open_s) == (2, 5.0, 60.0)
+    default = getattr(Config().providers, provider).circuit
+    assert (default.failures, default.open_s, default.max_open_s) == (5, 30.0, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("circuit", "path", "problem"),
+    [
+        ({"failure": 3}, "circuit.failure", "unknown key"),
+        ({"failures": 0}, "circuit.failures", "between 1 and 1000"),
+        ({"failures": "many"}, "circuit.failures", "must be int"),
+        ({"open_s": 0}, "circuit.open_s", "greater than 0"),
+        ({"open_s": 60, "max_open_s": 30}, "circuit.max_open_s", "at least open_s"),
+        ({"max_open_s": 100000}, "circuit.max_open_s", "at most 86400"),
+    ],
+)
+def test_breakers_config_is_strict(circuit: dict[str, Any], path: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"nomad": {"circuit": circuit}}}, {})
+    assert err.value.path == f"providers.nomad.{path}"
+    assert problem in err.value.problem
+
+
+def test_the_local_runner_has_no_breaker() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"local": {"circuit": {"failures": 3}}}}, {})
+    assert err.value.path == "providers.local.circuit"

@@ -54,6 +54,7 @@ EXAMPLES = {
     ],
     "events": ["egw events $ID", "egw events $ID -f --json"],
     "watch": ["egw watch", "egw watch --provider nomad --after 0"],
+    "circuits": ["egw circuits", "egw circuits --events --json"],
     "audit": [
         "egw audit --since 1d --type cancel_requested",
         "egw audit --actor deployer --all --json   # other actors' events need admin",
@@ -219,6 +220,11 @@ def build() -> Parser:
     w.add_argument("--provider")
     w.add_argument("--task", dest="task_id", metavar="ID")
     w.add_argument("--after", type=int, metavar="SEQ", help="replay from after this event first")
+
+    from egw.cli.circuits import circuits
+
+    cb = client("circuits", "show the circuit breakers toward each upstream", circuits)
+    cb.add_argument("--events", action="store_true", help="and every move they made")
 
     from egw.cli.completion import completion_command
 

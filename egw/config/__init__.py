@@ -33,6 +33,7 @@ from egw.config.providers import (
 )
 from egw.config.sections import (
     AuthConfig,
+    CircuitConfig,
     LoggingConfig,
     MetricsConfig,
     RetryConfig,
@@ -96,6 +97,7 @@ def parse_config(data: Any, environ: Mapping[str, str]) -> Config:
 __all__ = [
     "SCOPES",
     "AuthConfig",
+    "CircuitConfig",
     "CloudRunConfig",
     "Config",
     "GitHubActionsConfig",

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from egw.config.checks import log_bytes, positive, secret, url
+from egw.config.sections import CircuitConfig
 from egw.errors import ConfigError
 
 
@@ -110,6 +111,8 @@ class NomadConfig:
     log_grace_s: float = 30.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
+    #: the breakers toward this provider's upstream (one per target)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def validate(self, path: str) -> None:
         url(self.address, f"{path}.address")
@@ -211,6 +214,8 @@ class GitHubActionsConfig:
     log_wait_s: float = 300.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
+    #: the breakers toward this provider's upstream (one per target)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def validate(self, path: str) -> None:
         url(self.api_url, f"{path}.api_url")
@@ -257,6 +262,8 @@ class CloudRunConfig:
     request_timeout_s: float = 30.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
+    #: the breakers toward this provider's upstream (one per target)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def validate(self, path: str) -> None:
         url(self.run_api_url, f"{path}.run_api_url")

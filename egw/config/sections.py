@@ -132,6 +132,26 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitConfig:
+    """A provider's breakers, one per upstream target (see ``egw/core/circuit.py``)."""
+
+    #: consecutive failures (connection errors, timeouts, 5xx) that open a breaker
+    failures: int = 5
+    #: how long it stays open before one probe goes through
+    open_s: float = 30.0
+    #: each failed probe doubles the open time, up to this
+    max_open_s: float = 300.0
+
+    def validate(self, path: str) -> None:
+        between(self.failures, f"{path}.failures", 1, 1000)
+        positive(self.open_s, f"{path}.open_s")
+        if self.max_open_s < self.open_s:
+            raise ConfigError(f"{path}.max_open_s", "must be at least open_s")
+        if self.max_open_s > 86400:
+            raise ConfigError(f"{path}.max_open_s", "must be at most 86400 (a day)")
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     #: json, or console (coloured, for a terminal)

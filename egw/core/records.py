@@ -6,9 +6,12 @@ metrics consume them, without either side knowing the other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from egw.core.model import Event, Task
+from egw.core.model import Event, Task, format_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,28 @@ class LogChunk:
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEvent:
+    """An event of the gateway itself, of no task (a circuit breaker's move)."""
+
+    seq: int
+    kind: str
+    provider: str
+    target: str
+    at: datetime
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "provider": self.provider,
+            "target": self.target,
+            "at": format_time(self.at),
+            "data": dict(self.data),
+        }
 
 
 @dataclass(slots=True)

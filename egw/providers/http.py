@@ -7,11 +7,22 @@ Neither judges the status: each provider maps its upstream's error bodies
 `raise_for_status` or its own rules. Every buffered call is reported to the
 `UpstreamObserver`s (the metrics registry), labelled with the operation of the
 enclosing retry loop (see `egw.providers.retry`).
+
+Both take the provider's `Breakers` (``circuit``): while the breaker toward the call's
+target is open, the call raises `CircuitOpen` at once and never touches the network.
+The breaker judges whether the upstream *answers*, not what it answers: a connection
+error, a timeout or a 5xx is a failure; any other answer (a 4xx from a bad request, a
+404, a 409, a 429 rate limit) is a success. A rate limit is the upstream answering, with
+its own precise wait (``Retry-After``, GitHub's reset) that the retry policy and the
+GitHub client already honour; opening the breaker on it would replace that wait with
+``open_s`` and stop every other call too. The target is the URL's host unless the
+caller names one (Nomad names the region).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +33,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from egw.errors import ProviderError, ProviderUnavailable
+from egw.providers.circuit import Breakers, host_of
 
 # --- telemetry -----------------------------------------------------------------------------
 
@@ -84,8 +96,13 @@ async def http_request(
     timeout_s: float | None = None,
     allow_redirects: bool = True,
     ssl: Any = None,
+    circuit: Breakers | None = None,
+    target: str | None = None,
 ) -> HTTPResponse:
-    """One buffered request; connection errors and timeouts become `ProviderUnavailable`."""
+    """One buffered request; connection errors and timeouts become `ProviderUnavailable`;
+    refused at once with `CircuitOpen` while ``circuit`` is open toward ``target``."""
+    where = target or host_of(url)
+    ticket = circuit.admit(where) if circuit is not None else None
     timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
     kwargs: dict[str, Any] = {}
     if ssl is not None:
@@ -117,6 +134,8 @@ async def http_request(
             provider=provider,
         ) from exc
     finally:
+        if circuit is not None and ticket is not None:
+            _judge(circuit, where, ticket, status, sys.exc_info()[1])
         if observers:
             elapsed = time.perf_counter() - started
             for observer in observers:
@@ -135,6 +154,8 @@ async def streamed_get(
     connect_timeout_s: float | None = None,
     idle_timeout_s: float | None = None,
     ssl: Any = None,
+    circuit: Breakers | None = None,
+    target: str | None = None,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """A long-lived GET: no total timeout, ``idle_timeout_s`` between two reads.
 
@@ -146,17 +167,43 @@ async def streamed_get(
         total=None, sock_connect=connect_timeout_s, sock_read=idle_timeout_s
     )
     kwargs: dict[str, Any] = {"ssl": ssl} if ssl is not None else {}
+    where = target or host_of(url)
+    ticket = circuit.admit(where) if circuit is not None else None
     try:
-        async with session.get(
-            url, params=params, headers=dict(headers or {}), timeout=timeout, **kwargs
-        ) as resp:
-            yield resp
+        try:
+            async with session.get(
+                url, params=params, headers=dict(headers or {}), timeout=timeout, **kwargs
+            ) as resp:
+                # judged on its answer: a stream that later ends or goes idle is no failure
+                if circuit is not None and ticket is not None:
+                    _judge(circuit, where, ticket, resp.status, None)
+                    ticket = None
+                yield resp
+        finally:
+            if circuit is not None and ticket is not None:  # it failed before any answer
+                _judge(circuit, where, ticket, None, sys.exc_info()[1])
     except aiohttp.ClientError as exc:
         raise ProviderUnavailable(
             f"{provider}: {what}: {type(exc).__name__}: {exc}", provider=provider
         ) from exc
     except TimeoutError as exc:
         raise ProviderUnavailable(f"{provider}: {what}: idle too long", provider=provider) from exc
+
+
+def _judge(
+    circuit: Breakers, target: str, ticket: int, status: int | None, exc: BaseException | None
+) -> None:
+    """Tell the breaker how its call went (see the module docstring)."""
+    if status is not None:
+        if status >= 500:
+            circuit.failure(target, ticket, f"HTTP {status}")
+        else:
+            circuit.success(target, ticket)
+    elif isinstance(exc, ProviderUnavailable | TimeoutError | aiohttp.ClientError):
+        why = exc.message if isinstance(exc, ProviderUnavailable) else type(exc).__name__
+        circuit.failure(target, ticket, why)
+    else:  # cancelled, or a bug: no outcome (a probe's slot is freed)
+        circuit.abandon(target, ticket)
 
 
 def raise_for_status(

@@ -14,7 +14,12 @@ Both wait with full-jitter exponential backoff (tenacity's
 ``cfg.initial_backoff_s`` up to ``cfg.max_backoff_s``; an upstream
 ``Retry-After`` longer than the backoff wins. A loop that keeps its own failure
 count (to fall back to polling after N failures, say) asks `backoff_s` for the
-same wait.
+same wait, or `pause_s` with the error it got.
+
+A call refused by an open breaker (`CircuitOpen`, see `egw.providers.circuit`) ends a
+bounded loop at once: waiting out the open time inside a submit would hang its client
+for nothing, so the caller answers 503 with the wait instead. A loop that must go on
+waits until the breaker lets a probe through, however short its own backoff.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from egw.config import RetryConfig
-from egw.errors import ProviderUnavailable
+from egw.errors import CircuitOpen, ProviderUnavailable
 from egw.providers.http import current_operation, observers
 
 log = structlog.get_logger("egw.providers.retry")
@@ -95,6 +100,14 @@ class _RetryAfterTooLong(stop_base):
         return hint is not None and hint > self.limit_s
 
 
+class _CircuitIsOpen(stop_base):
+    """Give up at once on a call the breaker refused (see the module docstring)."""
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return isinstance(exc, CircuitOpen)
+
+
 def _jitter(cfg: RetryConfig) -> wait_random_exponential:
     return wait_random_exponential(multiplier=cfg.initial_backoff_s, max=cfg.max_backoff_s)
 
@@ -105,6 +118,15 @@ def backoff_s(cfg: RetryConfig, attempt: int) -> float:
     state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
     state.attempt_number = max(1, attempt)
     return float(_jitter(cfg)(state))
+
+
+def pause_s(cfg: RetryConfig, attempt: int, exc: BaseException | None) -> float:
+    """`backoff_s`, or longer when ``exc`` is the breaker's refusal: until it lets a probe
+    through (a poller then sleeps through an outage instead of asking again and again)."""
+    wait = backoff_s(cfg, attempt)
+    if isinstance(exc, CircuitOpen):
+        wait = max(wait, exc.retry_after_s or 0.0)
+    return wait
 
 
 def retrying(
@@ -149,7 +171,7 @@ def retrying(
     stop: stop_base = (
         stop_never
         if forever
-        else stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline_s)
+        else stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline_s) | _CircuitIsOpen()
     )
     if max_retry_after_s is not None:
         stop = stop_any(stop, _RetryAfterTooLong(max_retry_after_s))

@@ -10,6 +10,7 @@ from egw.config import StorageConfig
 from egw.core.records import Commit
 from egw.providers.base import Provider
 from egw.service.fanout import Hub
+from egw.service.gateway import GatewayLog
 from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
 from egw.store import DatabaseLock, Store
@@ -60,6 +61,10 @@ class Database:
     async def writable(self) -> bool:
         """For ``/readyz``: the connections answer and the writer's loop runs."""
         return await self._store.writable()
+
+    def gateway_log(self) -> GatewayLog:
+        """The gateway's own events (circuit breakers' moves) in this database."""
+        return GatewayLog(self._store)
 
     def task_service(self, providers: Mapping[str, Provider], hub: Hub) -> TaskService:
         """The use cases over this database, reporting commits to ``hub``."""

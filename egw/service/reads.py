@@ -52,17 +52,19 @@ class TaskReads:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        name: str | None = None,
         before: int | None = None,
         limit: int = 50,
         scope: Scope,
     ) -> list[Task]:
         """One page of the tasks in ``scope``, newest first (``before``: a submit_seq cursor,
-        whoever made it: the scope filters the page); each task as the cache has it when it
-        is there (fresher than the read connection's snapshot)."""
+        whoever made it: the scope filters the page; ``name``: a part of the name); each task
+        as the cache has it when it is there (fresher than the read connection's snapshot)."""
         found = await self._reader.tasks(
             provider=provider,
             status=status,
             labels=labels,
+            name=name,
             before=before,
             limit=limit,
             namespaces=scope.namespaces,

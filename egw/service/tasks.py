@@ -18,10 +18,8 @@ is kept the same way, so no task is left unfinished by a full disk.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -31,6 +29,7 @@ from egw.config import Config
 from egw.core.access import ALL, Access, Scope
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
+    CircuitOpen,
     EgwError,
     InvalidRequest,
     NotFound,
@@ -43,6 +42,7 @@ from egw.service import storage
 from egw.service.fanout import Hub
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
+from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.store import Store, retention_cutoff
 
@@ -52,30 +52,6 @@ log = structlog.get_logger("egw.service")
 #: waiting SUBMIT_RETRY_S, then twice that, and so on, before the task fails
 SUBMIT_ATTEMPTS = 4
 SUBMIT_RETRY_S = 15.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitRequest:
-    provider: str
-    task: Mapping[str, Any]
-    name: str | None = None
-    labels: Mapping[str, str] | None = None
-    timeout_s: float | None = None
-    namespace: str | None = None
-
-    def fingerprint(self) -> str:
-        """A hash of the request, to tell a replayed Idempotency-Key from a reused one."""
-        body = {
-            "provider": self.provider,
-            "task": self.task,
-            "name": self.name,
-            "labels": dict(self.labels or {}),
-            "timeout_s": self.timeout_s,
-        }
-        if self.namespace != "default":  # the keys stored before namespaces still match
-            body["namespace"] = self.namespace
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class TaskService:
@@ -244,9 +220,21 @@ class TaskService:
             await self.progress(old.id, "rerun", link, source="gateway")
         return await self.get(task.id), created
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int = 1) -> None:
+    async def _launch(
+        self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
+    ) -> None:
         try:
             sub = await provider.submit(task, idempotency_key=task.id)
+        except CircuitOpen as exc:
+            # the breaker is open: the task stays pending, tried again once a probe may go,
+            # without spending an attempt (providers look before they start anything twice)
+            exc.details["task_id"] = task.id
+            if not deferred:
+                data = {**exc.details, "error": exc.message}
+                await self.progress(task.id, "submit_deferred", data, source="gateway")
+            again = self._relaunch(provider, task.id, attempt, exc.retry_after_s or 0.01, True)
+            _ = self._background.spawn(again, name="relaunch")
+            raise
         except ProviderUnavailable as exc:
             # ambiguous: the upstream may or may not have started the work. The task stays
             # pending and the submit is tried again later; providers look before they start
@@ -286,13 +274,15 @@ class TaskService:
             except EgwError as exc:
                 log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
 
-    async def _relaunch(self, provider: Provider, task_id: str, attempt: int, delay: float) -> None:
+    async def _relaunch(
+        self, provider: Provider, task_id: str, attempt: int, delay: float, deferred: bool = False
+    ) -> None:
         await asyncio.sleep(delay)
         task = await self.get(task_id)
         if task.status is not TaskState.PENDING or task.upstream.get("submitted"):
             return
         try:
-            await self._launch(provider, task, attempt)
+            await self._launch(provider, task, attempt, deferred)
         except EgwError:
             pass  # recorded on the task by _launch
 

@@ -49,6 +49,7 @@ class Batch:
     log_rows: list[tuple[Any, ...]] = field(default_factory=list)
     idem_rows: list[tuple[Any, ...]] = field(default_factory=list)
     cursor_rows: list[tuple[str, str]] = field(default_factory=list)
+    gateway_rows: list[tuple[Any, ...]] = field(default_factory=list)
     #: (source, delivery id) already recorded, in the database or earlier in this batch
     deliveries: set[tuple[str, str]] = field(default_factory=set)
     #: (actor, key) -> (request hash, task id), in the database or earlier in this batch
@@ -65,7 +66,7 @@ class Batch:
     def writes_something(self) -> bool:
         return bool(
             self.event_rows or self.staged or self.log_rows or self.idem_rows
-            or self.cursor_rows or self.prune
+            or self.cursor_rows or self.gateway_rows or self.prune
         )  # fmt: skip
 
     def task(self, task_id: str) -> Task:

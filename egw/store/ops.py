@@ -10,6 +10,7 @@ the batch is applied (tasks the cache lacks, delivery ids, idempotency keys).
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -326,6 +327,20 @@ class SetCursor(Op[None]):
 
     def apply(self, b: Batch) -> None:
         b.cursor_rows.append((self.key, self.value))
+
+
+@dataclass(eq=False)
+class RecordGatewayEvent(Op[None]):
+    """Append an event of the gateway itself (no task: see ``0003_circuit.sql``)."""
+
+    kind: str
+    provider: str
+    target: str
+    data: Mapping[str, Any]
+
+    def apply(self, b: Batch) -> None:
+        row = (self.kind, self.provider, self.target, format_time(utcnow()), json.dumps(self.data))
+        b.gateway_rows.append(row)
 
 
 @dataclass(eq=False)

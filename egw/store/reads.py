@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiosqlite
 
 from egw.core.audit import EventFilter
-from egw.core.model import TERMINAL, Event, Task, format_time
-from egw.core.records import LogChunk
+from egw.core.model import TERMINAL, Event, Task, format_time, parse_time
+from egw.core.records import GatewayEvent, LogChunk
 from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
 
 
@@ -40,12 +41,14 @@ class Reader:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        name: str | None = None,
         before: int | None = None,
         limit: int = 50,
         namespaces: frozenset[str] | None = None,
     ) -> list[Task]:
-        """Newest first by submission order; ``before`` is a submit_seq cursor;
-        ``namespaces``: only tasks of these (None: of any)."""
+        """Newest first by submission order; ``before`` is a submit_seq cursor; ``name``
+        matches the names that contain it (case-sensitive); ``namespaces``: only tasks of
+        these (None: of any)."""
         where: list[str] = []
         params: list[Any] = []
         _in_namespaces(namespaces, where, params)
@@ -58,6 +61,9 @@ class Reader:
         for key, value in (labels or {}).items():
             where.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])
+        if name:
+            where.append("instr(name, ?) > 0")
+            params.append(name)
         if before is not None:
             where.append("submit_seq < ?")
             params.append(before)
@@ -196,6 +202,20 @@ class Reader:
             for at, stream, data in rows
             if data
         ]
+
+    async def gateway_events(self, *, after: int, limit: int) -> list[GatewayEvent]:
+        """The gateway's own events after ``after`` (a ``seq``), oldest first."""
+        rows = await self._all(
+            "SELECT seq, kind, provider, target, at, data FROM gateway_events"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        out = []
+        for seq, kind, provider, target, at, data in rows:
+            when = parse_time(str(at))
+            assert when is not None  # the column is NOT NULL
+            out.append(GatewayEvent(int(seq), kind, provider, target, when, json.loads(data)))
+        return out
 
     async def cursor(self, key: str) -> str | None:
         rows = await self._all("SELECT value FROM cursors WHERE key = ?", (key,))

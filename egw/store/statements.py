@@ -47,6 +47,9 @@ CUT_HEAD = (
     "UPDATE log_chunks SET data = substr(data, 1, ? - pos)"
     " WHERE task_id = ? AND pos < ? AND pos + length(data) > ?"
 )
+INSERT_GATEWAY_EVENTS = (
+    "INSERT INTO gateway_events (kind, provider, target, at, data) VALUES (?, ?, ?, ?, ?)"
+)
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -104,8 +107,11 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
         await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
     if b.cursor_rows:
         await conn.executemany(UPSERT_CURSORS, b.cursor_rows)
+    if b.gateway_rows:
+        await conn.executemany(INSERT_GATEWAY_EVENTS, b.gateway_rows)
     for before in b.prune:
         b.commit.pruned.extend(await _prune(conn, before))
+        await conn.execute("DELETE FROM gateway_events WHERE at <= ?", (format_time(before),))
     await conn.execute("COMMIT")
 
 

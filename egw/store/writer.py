@@ -72,6 +72,7 @@ from egw.store.ops import (
     Preload,
     Progress,
     Prune,
+    RecordGatewayEvent,
     SetCursor,
     Settle,
     SetUpstream,
@@ -243,6 +244,12 @@ class Writer:
     async def set_cursor(self, key: str, value: str) -> None:
         """Remember a provider's position in an upstream stream."""
         await self._enqueue(SetCursor(key, value))
+
+    async def gateway_event(
+        self, kind: str, *, provider: str, target: str, data: Mapping[str, Any]
+    ) -> None:
+        """Append an event of the gateway itself (a circuit breaker's move)."""
+        await self._enqueue(RecordGatewayEvent(kind, provider, target, data))
 
     async def prune(self, before: datetime) -> None:
         """Delete tasks that finished before ``before``, with their events, logs and keys."""

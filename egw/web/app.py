@@ -21,6 +21,7 @@ from aiohttp import web
 from egw import __version__
 from egw.config import Config
 from egw.metrics import Metrics
+from egw.providers.circuit import Circuits
 from egw.providers.http import add_observer, remove_observer
 from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
@@ -28,14 +29,16 @@ from egw.service.database import Database, claim
 from egw.service.fanout import Hub
 from egw.service.namespaces import Namespaces, limits_of
 from egw.service.ticker import Ticker
-from egw.web import docs, events, health, hooks, logs, metrics, tasks
+from egw.web import docs, events, gateway, health, hooks, logs, metrics, tasks, ui
 from egw.web.auth import Authenticator
 from egw.web.edge import Edge
 from egw.web.keys import (
     auth_key,
+    circuits_key,
     config_key,
     database_key,
     event_channel_key,
+    gateway_key,
     log_channels_key,
     metrics_key,
     reads_key,
@@ -57,6 +60,8 @@ def create_app(config: Config) -> web.Application:
     observer = Metrics() if config.metrics.enabled else None
     edge = Edge(auth.authenticate, observer.requests if observer else None)
     tables = [tasks.routes, logs.routes, events.routes, hooks.routes, health.routes, docs.routes]
+    tables.append(gateway.routes)
+    tables.append(ui.routes)
     if observer is not None:
         app[metrics_key] = observer
         tables.append(metrics.routes)
@@ -102,7 +107,13 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     channel = EventChannel(ticker)
     hub.subscribe_all(channel)
-    providers = build_providers(cfg, app[session_key])
+    # set before the app starts, breakers on another clock (tests drive time by hand)
+    circuits = app[circuits_key] if circuits_key in app else Circuits()
+    providers = build_providers(cfg, app[session_key], circuits)
+    glog = app[database_key].gateway_log()
+    circuits.listeners.append(lambda c: glog.circuit_moved(c.provider, c.target, c.transition))
+    app[circuits_key] = circuits
+    app[gateway_key] = glog
     service = app[database_key].task_service(providers, hub)
     service.limit_storage(cfg)  # storage.max_bytes and each provider's max_log_bytes
     service.namespaces = Namespaces(limits_of(cfg))  # what may run in each namespace
@@ -115,10 +126,12 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         await service.start()
     except BaseException:
         await service.close()
+        await glog.close()
         await ticker.close()
         raise
     yield
     await service.close()
+    await glog.close()
     await ticker.close()
 
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from egw import __version__
 from egw.web.edge import principal
-from egw.web.keys import database_key, service_key
+from egw.web.keys import circuits_key, database_key, service_key
 
 routes = web.RouteTableDef()
 
@@ -22,7 +22,11 @@ async def readyz(request: web.Request) -> web.Response:
 
     ``storage`` says why writes fail (``error``: SQLite's reason), the size of the
     database files, and its data (``used_bytes``) against ``storage.max_bytes`` (past
-    it, ``full``: new tasks are refused, but the gateway stays ready for its tasks)."""
+    it, ``full``: new tasks are refused, but the gateway stays ready for its tasks).
+    Each provider that calls an upstream shows its breakers (``circuit``). An open one
+    does not make the gateway unready: it still takes tasks (kept ``pending`` until the
+    breaker closes), serves reads and streams, and runs the other providers' work;
+    taking it out of a load balancer would only hide that from its clients."""
     service = request.app[service_key]
     store = dict(service.storage())
     db_ok = await request.app[database_key].writable() and bool(store["writable"])
@@ -33,6 +37,9 @@ async def readyz(request: web.Request) -> web.Response:
         # a provider's health must not break readiness reporting
         except Exception as exc:  # noqa: BLE001
             providers[name] = {"error": repr(exc)}
+    for name, circuit in request.app[circuits_key].health().items():
+        if name in providers:
+            providers[name]["circuit"] = circuit
     ready = db_ok and bool(providers)
     body = {
         "status": "ready" if ready else "not_ready",

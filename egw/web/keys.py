@@ -8,8 +8,10 @@ from aiohttp import web
 
 from egw.config import Config
 from egw.metrics import Metrics
+from egw.providers.circuit import Circuits
 from egw.service.channels import EventChannel, LogChannels
 from egw.service.database import Database
+from egw.service.gateway import GatewayLog
 from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
 from egw.service.ticker import Ticker
@@ -25,3 +27,5 @@ ticker_key = web.AppKey("ticker", Ticker)
 log_channels_key = web.AppKey("log_channels", LogChannels)
 event_channel_key = web.AppKey("event_channel", EventChannel)
 metrics_key = web.AppKey("metrics", Metrics)
+circuits_key = web.AppKey("circuits", Circuits)
+gateway_key = web.AppKey("gateway", GatewayLog)

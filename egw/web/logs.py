@@ -35,30 +35,45 @@ async def logs(request: web.Request) -> web.StreamResponse:
         if request.method == "HEAD":
             return web.Response(headers=sse_headers())
         return await _tail_sse(request, task.id, start, group, scope)
-    return await _plain(request, task.id, cursor or 0, group, scope)
+    limit = None
+    if "limit" in request.query:
+        limit = schemas.int_query(request, "limit", default=0, lo=1, hi=schemas.MAX_CURSOR)
+    return await _plain(request, task.id, cursor or 0, group, limit, scope)
 
 
 async def _plain(
-    request: web.Request, task_id: str, start: int, group: str | None, scope: Scope
+    request: web.Request,
+    task_id: str,
+    start: int,
+    group: str | None,
+    limit: int | None,
+    scope: Scope,
 ) -> web.StreamResponse:
+    """The output in [start, start + limit) (to its end without a limit), cut exactly at
+    those byte offsets: a reader of a large log (the console) asks for one window at a time."""
     reads = request.app[reads_key]
     task = await reads.task(task_id, scope=scope)
+    end = task.log_size if limit is None else min(task.log_size, start + limit)
     resp: web.StreamResponse = stream_response(
         request,
         {
             "Content-Type": "text/plain; charset=utf-8",
-            # the offset to ask for next time (?offset=), and whether more can come
-            "X-Egw-Offset": str(task.log_size),
+            # the offset to ask for next time (?offset=), the whole size, whether more can come
+            "X-Egw-Offset": str(end),
+            "X-Egw-Size": str(task.log_size),
             "X-Egw-Complete": "true" if task.status.terminal and task.logs_complete else "false",
         },
     )
     await resp.prepare(request)
-    position, end = start, task.log_size
+    position = start
     while position < end:
         chunks = await reads.log_chunks(task_id, position, scope=scope)
         if not chunks:
             break
-        parts = [c.data for c in chunks if c.offset < end and group in (None, c.stream)]
+        # the first chunk starts at ``position``; the last is cut at ``end``
+        parts = [
+            c.data[: end - c.offset] for c in chunks if c.offset < end and group in (None, c.stream)
+        ]
         position = chunks[-1].end
         await resp.write(b"".join(parts))
     await resp.write_eof()

@@ -5,7 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from egw.metrics import CONTENT_TYPE
-from egw.web.keys import auth_key, config_key, metrics_key, reads_key, service_key, ticker_key
+from egw.web.keys import (
+    auth_key,
+    circuits_key,
+    config_key,
+    metrics_key,
+    reads_key,
+    service_key,
+    ticker_key,
+)
 
 routes = web.RouteTableDef()
 
@@ -33,5 +41,6 @@ async def metrics(request: web.Request) -> web.Response:
         health=health,
         sse_connections=app[ticker_key].stream_count(),
         storage=service.storage(),
+        circuits=app[circuits_key].health(),
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from egw.core import fields
 from egw.errors import InvalidRequest, UnsupportedMediaType
-from egw.service.tasks import SubmitRequest
+from egw.service.requests import SubmitRequest
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")

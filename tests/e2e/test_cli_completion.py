@@ -28,7 +28,7 @@ def test_bash_script_is_valid_and_completes() -> None:
     check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     commands = "cancel completion dev events logs migrate rerun serve status submit tasks token"
-    commands += " watch audit"
+    commands += " watch audit circuits"
     assert sorted(complete(script, "egw", "")) == sorted(
         [*commands.split(" "), "--help", "--version"]
     )

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from egw.config import GitHubActionsConfig, RetryConfig
+from egw.config import CircuitConfig, GitHubActionsConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, EgwError, InvalidRequest
 from egw.providers.base import Provider, ProviderSink, WebhookProvider
@@ -695,7 +695,9 @@ async def test_provider_cancel_of_an_unmatched_task_needs_no_upstream(make_env: 
 
 
 async def test_logs_end_with_a_note_when_github_cannot_serve_them(make_env: MakeEnv) -> None:
-    env = await make_env(poll_min_s=0.02, poll_max_s=0.05)
+    # the failures open the breaker toward the API too: its probes come quickly here
+    circuit = CircuitConfig(open_s=0.05, max_open_s=0.1)
+    env = await make_env(poll_min_s=0.02, poll_max_s=0.05, circuit=circuit)
     env.sim.drop(event="workflow_job", count=100)  # logs must come from the jobs list
     env.sim.fail_next(500, match="/jobs", count=1000)
     task = await env.submit()

@@ -38,6 +38,9 @@ def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
     )
     # the OpenAPI document served at /v1/openapi.json, and the simulators `egw dev` runs
     assert "egw/web/openapi.json" in names
+    # the web console's files, every one of them
+    console = sorted(p.name for p in (ROOT / "egw" / "web" / "console").iterdir())
+    assert console and all(f"egw/web/console/{name}" in names for name in console)
     for sim in ("nomad", "github", "cloudrun"):
         assert f"egw/testing/{sim}/__init__.py" in names
 

@@ -443,3 +443,17 @@ async def test_audit_query_answers_only_readable_namespaces(teams: Client) -> No
     assert await audit(A) == {theirs["id"]}
     # an admin of every namespace: every actor, everywhere
     assert await audit(OPS) == {theirs["id"], mine["id"]}
+
+
+async def test_whoami_names_the_tokens_namespaces(teams: Client) -> None:
+    """What the console offers: each granted namespace with its actions."""
+    got = {}
+    for who in (A, A_NO_CANCEL, AUDIT):
+        got[who["Authorization"]] = (await (await teams.get("/v1/whoami", headers=who)).json())[
+            "namespaces"
+        ]
+    assert list(got.values()) == [
+        {"team-a": ["cancel", "read", "write"]},
+        {"team-a": ["read", "write"]},
+        {"*": ["read"]},
+    ]

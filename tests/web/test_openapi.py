@@ -236,6 +236,8 @@ def check(method: str, template: str, status: int, headers: Any, body: bytes) ->
         if value is None:
             assert not header.get("required"), f"{method} {template} {status}: no {name} header"
             continue
+        if header.get("schema", {}).get("type") == "integer" and value.isdigit():
+            value = int(value)  # a header is text: an integer one is held to its schema as one
         assert_valid(f"{header_ptr}/schema", value, f"{method} {template} {status} header {name}")
     content = documented.get("content")
     if not content:
@@ -251,7 +253,8 @@ def check(method: str, template: str, status: int, headers: Any, body: bytes) ->
         return value
     if main == "text/event-stream":
         return check_sse_events(schema_ptr, parse_sse(body))
-    assert main == "text/plain", key
+    # text: the logs' output, the console's files (HTML, scripts, the stylesheet, an SVG icon)
+    assert main.startswith("text/") or main == "image/svg+xml", key
     text = body.decode("utf-8")
     assert_valid(schema_ptr, text, f"{method} {template} {status} body")
     return text
@@ -620,6 +623,18 @@ async def test_submit_upstream_unavailable_is_a_503(
     client = await other_app("nomad", {"providers": {"nomad": {"enabled": True, "address": dead}}})
     task = {"provider": "nomad", "task": {"job_id": "openapi", "image": "alpine:3.20"}}
     await call(client, "POST", "/v1/tasks", json=task, headers=WRITER, status=503)
+    # the failures have opened the breaker toward Nomad: /readyz and the gateway's events
+    # show it in their documented shapes
+    ready = await call(client, "GET", "/readyz", status=200)
+    assert ready["providers"]["nomad"]["circuit"]["state"] == "open"
+    for _ in range(200):
+        page = await call(client, "GET", "/v1/gateway/events", headers=READER, status=200)
+        if page["events"]:
+            break
+        await asyncio.sleep(0.01)
+    assert page["events"][0]["kind"] == "circuit_open"
+    path = "/v1/gateway/events?limit=0"
+    await call(client, "GET", "/v1/gateway/events", path, headers=READER, status=400)
 
 
 async def test_list(api: Client) -> None:
@@ -744,6 +759,47 @@ async def test_logs_text_and_sse(api: Client) -> None:
     await call(api, "GET", template, "/v1/tasks/t_missing/logs", headers=READER, status=404)
     await call(api, "GET", template, url, status=401)
     await call(api, "GET", template, url, headers=PUSHER, status=403)
+
+
+async def test_log_windows_cut_exactly_at_byte_offsets(api: Client) -> None:
+    template = "/v1/tasks/{id}/logs"
+    script = "echo aaaa; sleep 0.1; echo bbbb >&2; sleep 0.1; echo cccc"  # in this order
+    task = await submit_local(api, "sh", "-c", script)
+    await wait_terminal(api, task["id"])
+    url = f"/v1/tasks/{task['id']}/logs"
+    resp = await api.get(f"{url}?offset=2&limit=6", headers=READER)
+    assert await resp.text() == "aa\nbbb"
+    assert (resp.headers["X-Egw-Offset"], resp.headers["X-Egw-Size"]) == ("8", "15")
+    check("GET", template, resp.status, resp.headers, b"")
+    # one stream: the same window of the whole output, only that stream's bytes in it
+    assert await call(api, "GET", template, f"{url}?offset=2&limit=6&stream=stdout",
+                      headers=READER, status=200) == "aa\n"  # fmt: skip
+    past = await api.get(f"{url}?offset=100&limit=6", headers=READER)
+    assert await past.text() == "" and past.headers["X-Egw-Offset"] == "15"
+    whole = await api.get(url, headers=READER)
+    assert whole.headers["X-Egw-Offset"] == whole.headers["X-Egw-Size"] == "15"
+    for bad in ("limit=0", "limit=x", "limit=-3"):
+        await call(api, "GET", template, f"{url}?{bad}", headers=READER, status=400)
+
+
+async def test_list_by_part_of_the_name(api: Client) -> None:
+    first = await submit_local(api, "true", name="nightly-build")
+    await submit_local(api, "true", name="deploy")
+    await submit_local(api, "true")
+    found = await call(api, "GET", "/v1/tasks", "/v1/tasks?name=build", headers=READER, status=200)
+    assert [t["id"] for t in found["tasks"]] == [first["id"]]
+    everyone = await call(api, "GET", "/v1/tasks", "/v1/tasks?name=", headers=READER, status=200)
+    assert len(everyone["tasks"]) == 3
+
+
+async def test_whoami_and_the_console(api: Client) -> None:
+    me = await call(api, "GET", "/v1/whoami", headers=READER, status=200)
+    assert me == {"name": "reader", "scopes": ["tasks:read"], "namespaces": {"default": ["read"]}}
+    await call(api, "GET", "/v1/whoami", status=401)
+    await call(api, "GET", "/", status=302, allow_redirects=False)
+    await call(api, "GET", "/ui/", status=200)
+    await call(api, "GET", "/ui/{file}", "/ui/app.js", status=200)
+    await call(api, "GET", "/ui/{file}", "/ui/nothing.js", status=404)
 
 
 async def test_task_events_json_and_sse(api: Client) -> None:

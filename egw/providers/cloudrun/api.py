@@ -15,6 +15,7 @@ import aiohttp
 
 from egw.config import CloudRunConfig, RetryConfig
 from egw.errors import Conflict, EgwError, ProviderError, ProviderUnavailable
+from egw.providers.circuit import Breakers
 from egw.providers.cloudrun.credentials import TokenSource
 from egw.providers.http import HTTPResponse, http_request, parse_retry_after
 from egw.providers.retry import with_retries
@@ -30,9 +31,16 @@ class CloudRunAPI:
     """Calls to Google for one provider (one session, one token source, one retry policy)."""
 
     def __init__(
-        self, cfg: CloudRunConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: CloudRunConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers,
     ) -> None:
         self._cfg = cfg
+        #: one breaker per Google API host (Cloud Run Admin, Cloud Logging)
+        self._circuit = circuit
         self._session = session
         self._retry = retry
         self.auth = TokenSource(cfg)
@@ -92,6 +100,7 @@ class CloudRunAPI:
                 params=params,
                 timeout_s=self._cfg.request_timeout_s,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                circuit=self._circuit,
             )
 
         resp = await once(False)

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from egw.config import CloudRunConfig
-from egw.errors import ProviderError
+from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.cloudrun.api import CloudRunAPI
 from egw.providers.cloudrun.watch import Watch, Watches, jitter, nap
@@ -110,6 +110,10 @@ class LogReader:
             error = None
             try:
                 await self._read_pages(watch, until, key)
+            except CircuitOpen as exc:  # not tried: no failed read; sleep through the outage
+                wait = max(exc.retry_after_s or 0.0, self._interval(watch.ref.project))
+                await asyncio.sleep(jitter(wait))
+                continue
             except ProviderError as exc:
                 log.warning("cloud_run_log_read_failed", task_id=watch.task_id, error=exc.message)
                 error = exc.message

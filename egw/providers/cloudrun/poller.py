@@ -15,7 +15,7 @@ import structlog
 
 from egw.config import CloudRunConfig
 from egw.core.model import Observation, TaskState
-from egw.errors import ProviderError
+from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.watch import Watch, jitter, nap
@@ -66,6 +66,8 @@ class Poller:
             except ProviderError as exc:  # retries exhausted, or a final error (403...)
                 log.warning("cloud_run_poll_failed", task_id=watch.task_id, error=exc.message)
                 interval = self._cfg.poll_max_s
+                if isinstance(exc, CircuitOpen):  # sleep until the breaker lets a probe by
+                    interval = max(interval, exc.retry_after_s or 0.0)
             except Exception:  # a bug must not end the watch silently
                 log.exception("cloud_run_poll_crashed", task_id=watch.task_id)
                 interval = self._cfg.poll_max_s

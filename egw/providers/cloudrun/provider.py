@@ -19,6 +19,7 @@ from egw.config import CloudRunConfig, RetryConfig
 from egw.core.model import Observation, Task
 from egw.errors import ProviderError
 from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.circuit import Breakers
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.executions import Executions
 from egw.providers.cloudrun.logs import LogReader
@@ -33,14 +34,20 @@ class CloudRunProvider:
     name: ClassVar[str] = NAME
 
     def __init__(
-        self, cfg: CloudRunConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: CloudRunConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers | None = None,
     ) -> None:
         self._cfg = cfg
         self._sink = SinkSlot(NAME)
         # the pollers and log readers live as long as their execution needs them: until it
         # has ended and its log is read (each is kept on its `Watch` too, for health)
         self._tasks = BackgroundTasks(NAME)
-        self._api = CloudRunAPI(cfg, session=session, retry=retry)
+        self.circuit = circuit or Breakers(NAME, cfg.circuit)
+        self._api = CloudRunAPI(cfg, session=session, retry=retry, circuit=self.circuit)
         self._watches = Watches(self._start_loops)
         self._poller = Poller(cfg, self._api, self._sink)
         self._logs = LogReader(cfg, self._api, self._sink, self._watches)

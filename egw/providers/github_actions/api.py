@@ -14,7 +14,8 @@ import aiohttp
 import structlog
 
 from egw.config import GitHubActionsConfig, RetryConfig
-from egw.errors import ProviderError, ProviderUnavailable
+from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
+from egw.providers.circuit import Breakers, host_of
 from egw.providers.github_actions.appauth import PROVIDER, InstallationToken
 from egw.providers.http import HTTPResponse, http_request
 from egw.providers.retry import with_retries
@@ -32,16 +33,27 @@ class GitHubAPI:
     """One GitHub endpoint (github.com or an Enterprise Server) with one token."""
 
     def __init__(
-        self, cfg: GitHubActionsConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: GitHubActionsConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers,
     ) -> None:
         self.cfg = cfg
+        #: one breaker per host: the API's, and the one its log downloads come from
+        self.circuit = circuit
         self.session = session
         self.retry = retry
         self.rate: gh.RateLimit | None = None
         self.blocked_until = 0.0
         self._rate_strikes = 0
         #: a GitHub App installation's tokens, when configured instead of ``cfg.token``
-        self.app = InstallationToken(cfg, session) if cfg.app is not None else None
+        self.app = InstallationToken(cfg, session, circuit) if cfg.app is not None else None
+
+    def circuit_wait_s(self) -> float:
+        """How long the breaker toward the API host refuses calls (0 while it lets them by)."""
+        return self.circuit.circuit(host_of(self.cfg.api_url)).retry_after_s()
 
     def budget_low(self) -> bool:
         rate = self.rate
@@ -113,7 +125,10 @@ class GitHubAPI:
                     params=params,
                     timeout_s=self.cfg.request_timeout_s,
                     allow_redirects=allow_redirects,
+                    circuit=self.circuit,
                 )
+            except CircuitOpen:
+                raise  # refused before anything was sent: not ambiguous
             except ProviderUnavailable as exc:
                 exc.details["ambiguous"] = True
                 raise
@@ -151,7 +166,12 @@ class GitHubAPI:
     async def get_blob(self, url: str) -> HTTPResponse:
         """A signed download URL (a job's log): no token, as it may be another host."""
         resp = await http_request(
-            self.session, "GET", url, provider=PROVIDER, timeout_s=self.cfg.request_timeout_s
+            self.session,
+            "GET",
+            url,
+            provider=PROVIDER,
+            timeout_s=self.cfg.request_timeout_s,
+            circuit=self.circuit,
         )
         if resp.status >= 500:
             raise ProviderUnavailable(

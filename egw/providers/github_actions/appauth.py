@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from egw.config import GitHubActionsConfig, GitHubAppConfig
 from egw.errors import ProviderError, ProviderUnavailable
+from egw.providers.circuit import Breakers
 from egw.providers.http import current_operation, http_request
 from egw.wire import github as gh
 
@@ -62,9 +63,16 @@ def app_jwt(app: GitHubAppConfig, key: RSAPrivateKey, now: float | None = None) 
 class InstallationToken:
     """The installation token of one app installation, cached and refreshed single-flight."""
 
-    def __init__(self, cfg: GitHubActionsConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        cfg: GitHubActionsConfig,
+        session: aiohttp.ClientSession,
+        circuit: Breakers | None = None,
+    ) -> None:
         assert cfg.app is not None
         self.cfg = cfg
+        #: the API host's breakers: the exchange is one more call to that host
+        self.circuit = circuit
         self.app = cfg.app
         self.key = cfg.app.load_private_key()
         self.session = session
@@ -112,6 +120,7 @@ class InstallationToken:
                 provider=PROVIDER,
                 headers=headers,
                 timeout_s=self.cfg.request_timeout_s,
+                circuit=self.circuit,
             )
         finally:
             current_operation.reset(label)

@@ -38,6 +38,7 @@ from egw.config import GitHubActionsConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, ProviderError
 from egw.providers.base import ProviderSink, SinkSlot, Submission, WebhookOutcome
+from egw.providers.circuit import Breakers
 from egw.providers.github_actions.api import PROVIDER, GitHubAPI
 from egw.providers.github_actions.dispatch import Dispatcher
 from egw.providers.github_actions.intake import WebhookIntake
@@ -53,13 +54,19 @@ class GitHubActionsProvider:
     webhook_source: ClassVar[str] = "github"
 
     def __init__(
-        self, cfg: GitHubActionsConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: GitHubActionsConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers | None = None,
     ) -> None:
         self.cfg = cfg
         self.session = session
         self.retry = retry
         self.sink = SinkSlot(self.name)
-        self.api = GitHubAPI(cfg, session=session, retry=retry)
+        self.circuit = circuit or Breakers(PROVIDER, cfg.circuit)
+        self.api = GitHubAPI(cfg, session=session, retry=retry, circuit=self.circuit)
         self.follow = Follow(cfg)
         self.background = BackgroundTasks(self.name)
         self.logs = JobLogs(self.api, self.follow, self.sink, self.background)

@@ -59,7 +59,8 @@ class Reconciler:
         follow = self.follow
         while True:
             now = time.monotonic()
-            wait = max(0.0, self.api.blocked_until - time.time())
+            # a rate limit, or the breaker toward the API host open: no poll until either ends
+            wait = max(0.0, self.api.blocked_until - time.time(), self.api.circuit_wait_s())
             if wait == 0.0:
                 for tracked in [t for t in follow.runs.values() if not t.logs_done]:
                     if tracked.next_poll <= now:

@@ -21,6 +21,7 @@ import structlog
 
 from egw.config import NomadConfig, RetryConfig
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
+from egw.providers.circuit import Breakers
 from egw.providers.http import HTTPResponse, http_request, raise_for_status, streamed_get
 from egw.providers.nomad.tls import tls_context
 from egw.providers.nomad.tracked import Tracked, idx
@@ -51,9 +52,15 @@ class JobClient:
     """One Nomad cluster's API, with the provider's token, TLS and retry policy."""
 
     def __init__(
-        self, cfg: NomadConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: NomadConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers,
     ) -> None:
         self.cfg = cfg
+        self.circuit = circuit
         self.retry = retry
         self.base = cfg.address.rstrip("/")
         self._session = session
@@ -62,6 +69,10 @@ class JobClient:
 
     def ui_url(self, job_id: str, namespace: str) -> str:
         return f"{self.base}/ui/jobs/{quote(job_id, safe='')}@{quote(namespace, safe='')}"
+
+    def target(self, region: str | None) -> str:
+        """The breaker a call counts against: its region's (``default``: the agent's own)."""
+        return region or self.cfg.region or "default"
 
     def params(
         self, ns: str | None, region: str | None, extra: Mapping[str, str] | None = None
@@ -94,6 +105,8 @@ class JobClient:
             params=self.params(ns, region, params),
             timeout_s=timeout_s or self.cfg.request_timeout_s,
             ssl=self._ssl,
+            circuit=self.circuit,
+            target=self.target(region),
         )
         check(resp)
         return resp
@@ -166,6 +179,8 @@ class JobClient:
             connect_timeout_s=self.cfg.connect_timeout_s,
             idle_timeout_s=self.cfg.stream_idle_timeout_s,
             ssl=self._ssl,
+            circuit=self.circuit,
+            target=self.target(None),
         )
 
     async def refresh(
@@ -176,7 +191,8 @@ class JobClient:
         ns, region, path = tracked.namespace, tracked.region, job_path(tracked.job_id)
         job = tracked.job
         params, timeout = None, None
-        if index and wait_s:
+        # a blocking query waits up to wait_s for its answer: never the probe of a breaker
+        if index and wait_s and self.circuit.closed(self.target(region)):
             params = {"index": str(index), "wait": f"{int(wait_s * 1000)}ms"}
             timeout = wait_s * 17 / 16 + self.cfg.request_timeout_s
         resp = await with_retries(

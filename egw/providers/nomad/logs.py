@@ -24,12 +24,12 @@ from egw.background import BackgroundTasks
 from egw.config import NomadConfig, RetryConfig
 from egw.core.chunks import Utf8Boundary
 from egw.core.model import STREAMS
-from egw.errors import ProviderError, ProviderUnavailable
+from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import SOURCE, JobClient, check
 from egw.providers.nomad.tracked import Registry, Tracked
-from egw.providers.retry import backoff_s
+from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
 
 log = structlog.get_logger("egw.providers.nomad")
@@ -181,6 +181,9 @@ class LogFollower:
                 )
             except _Relanded:
                 relands += 1  # a rotation between the listing and the read: list again
+                continue
+            except CircuitOpen as exc:  # not tried: no failure of the read; wait for the breaker
+                await asyncio.sleep(pause_s(self._retry, 1, exc))
                 continue
             except ProviderError as exc:
                 failures += 1

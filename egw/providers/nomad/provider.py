@@ -12,6 +12,7 @@ from egw.background import BackgroundTasks
 from egw.config import NomadConfig, RetryConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.circuit import Breakers
 from egw.providers.nomad.client import SOURCE, JobClient
 from egw.providers.nomad.logs import LogFollower
 from egw.providers.nomad.state import JobStates
@@ -28,10 +29,16 @@ class NomadProvider:
     name: ClassVar[str] = "nomad"
 
     def __init__(
-        self, cfg: NomadConfig, *, session: aiohttp.ClientSession, retry: RetryConfig
+        self,
+        cfg: NomadConfig,
+        *,
+        session: aiohttp.ClientSession,
+        retry: RetryConfig,
+        circuit: Breakers | None = None,
     ) -> None:
         self._cfg = cfg
-        self._client = JobClient(cfg, session=session, retry=retry)
+        self.circuit = circuit or Breakers(SOURCE, cfg.circuit)
+        self._client = JobClient(cfg, session=session, retry=retry, circuit=self.circuit)
         self._sink = SinkSlot(SOURCE)
         self._registry = Registry()
         self._background = BackgroundTasks(SOURCE)

@@ -30,13 +30,13 @@ from typing import Any
 import structlog
 
 from egw.background import BackgroundTasks
-from egw.errors import ProviderError
+from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import JobClient, check
 from egw.providers.nomad.state import JobStates
 from egw.providers.nomad.tracked import Registry, Tracked
-from egw.providers.retry import backoff_s
+from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
 
 log = structlog.get_logger("egw.providers.nomad")
@@ -179,6 +179,9 @@ class EventWatcher:
                 delay = backoff_s(retry, silent)
             except asyncio.CancelledError:
                 raise
+            except CircuitOpen as exc:  # not even tried: sleep until the breaker lets a probe by
+                log.info("nomad_event_stream_paused", namespace=sub.namespace, error=exc.message)
+                delay = pause_s(retry, 1, exc)
             # network, 5xx, a malformed line, a sink failure: the stream must outlive them all
             except Exception as exc:  # noqa: BLE001
                 failures += 1
@@ -305,7 +308,7 @@ class EventWatcher:
             except ProviderError as exc:
                 failures += 1
                 log.warning("nomad_poll_failed", task_id=tracked.task_id, error=str(exc))
-                await asyncio.sleep(backoff_s(retry, failures))
+                await asyncio.sleep(pause_s(retry, failures, exc))
                 continue
             await asyncio.shield(self._states.evaluate(tracked))
             if not index:  # no X-Nomad-Index: no blocking either, so do not spin

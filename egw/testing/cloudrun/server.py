@@ -209,14 +209,15 @@ class CloudRunSimulator:
         skip: int = 0,
         apply: bool = False,
         message: str | None = None,
-    ) -> None:
+    ) -> _Fault:
         """Answer the next ``times`` calls of ``operation`` (one of OPERATIONS, or ``*``) with an
         error, after letting ``skip`` calls through; with ``apply`` the call takes effect first
-        (an execution is started, then 500)."""
+        (an execution is started, then 500). Returns the fault: setting its ``times`` to 0
+        ends an outage early."""
         self._check_op(operation)
-        self._faults.append(
-            _Fault(operation, times, skip=skip, status=status, apply=apply, message=message)
-        )
+        fault = _Fault(operation, times, skip=skip, status=status, apply=apply, message=message)
+        self._faults.append(fault)
+        return fault
 
     def delay(self, operation: str, seconds: float, *, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``operation`` ``seconds`` (real) late, after they

@@ -189,6 +189,10 @@ class NomadSimulator:
         self._drops: dict[str, set[asyncio.Event]] = {"events": set(), "logs": set()}
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._listen: tuple[str, int, ssl.SSLContext | None] | None = None
+        #: see `go_down`
+        self.down = False
         #: the base URL once `start` has run
         self.url: str | None = None
         self.app = web.Application(middlewares=[self._middleware])
@@ -237,6 +241,7 @@ class NomadSimulator:
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
+        self._site, self._listen = site, (host, port, ssl_context)
         scheme = "https" if ssl_context else "http"
         self.url = f"{scheme}://{host}:{port}"
         return self.url
@@ -306,6 +311,24 @@ class NomadSimulator:
         self.faults.append(Fault(re.compile(path), method, None, "", times, gate=gate))
         return gate
 
+    async def go_down(self) -> None:
+        """The agent stops: a new connection is refused (nothing listens on the port), a
+        request on a connection already open is cut without an answer, open streams end.
+        Not Nomad's behaviour but the network's; `come_back` listens again on the same port."""
+        self.down = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        self._drop("events")
+        self._drop("logs")
+
+    async def come_back(self) -> None:
+        assert self._runner is not None and self._listen is not None
+        host, port, ssl_context = self._listen
+        self._site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        await self._site.start()
+        self.down = False
+
     def drop_event_streams(self) -> int:
         """End every open event stream at once (the connection is cut); returns how many."""
         return self._drop("events")
@@ -340,6 +363,10 @@ class NomadSimulator:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self.down:  # a connection opened before `go_down`: cut, no answer, not counted
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
         self.requests.append(
             Seen(request.method, request.path, tuple(request.query.items()), self._secret(request))
         )
