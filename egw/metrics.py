@@ -24,6 +24,7 @@ from egw.core.records import Commit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+_VERDICTS = frozenset({"cancel_failed", "stuck", "resubmitted"})
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -88,8 +89,15 @@ class Metrics:
         self.sse_connections = Gauge(
             "egw_sse_connections", "Open server-sent event streams", registry=r
         )
+        self.verdicts = Counter(
+            "egw_watchdog_verdicts_total",
+            "Watchdog verdicts: cancel_failed, stuck, resubmitted",
+            ["provider", "verdict"],
+            registry=r,
+        )
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
         self._tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None
+        self._tasks_stuck: Mapping[str, int] = {}
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
         self._circuits: Mapping[str, Mapping[str, Any]] = {}
@@ -107,6 +115,8 @@ class Metrics:
                 self.finished.labels(event.provider, str(event.status)).inc()
             elif event.kind == "log_truncated":
                 self.log_truncated.labels(event.provider).inc()
+            elif event.kind in _VERDICTS:
+                self.verdicts.labels(event.provider, event.kind).inc()
         for chunk in commit.logs:
             task = commit.tasks.get(chunk.task_id)
             self.log_bytes.labels(task.provider if task else "unknown").inc(len(chunk.data))
@@ -134,6 +144,7 @@ class Metrics:
         sse_connections: int,
         storage: Mapping[str, Any] | None = None,
         tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None,
+        tasks_stuck: Mapping[str, int] | None = None,
         circuits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> bytes:
         """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
@@ -141,6 +152,7 @@ class Metrics:
         each provider's breakers as ``/readyz`` shows them."""
         self._tasks_by_status = tasks_by_status
         self._tasks_by_namespace = tasks_by_namespace
+        self._tasks_stuck = tasks_stuck or {}
         self._health = health
         self._storage = storage or {}
         self._circuits = circuits or {}
@@ -227,6 +239,12 @@ class _Snapshot(Collector):
                 for status, n in sorted(counts.items()):
                     spaces.add_metric([ns, status], n)
             yield spaces
+        stuck = GaugeMetricFamily(
+            "egw_tasks_stuck", "Tasks the watchdog flagged stuck, by provider", labels=["provider"]
+        )
+        for provider in sorted({*self.m._tasks_by_status, *self.m._tasks_stuck}):
+            stuck.add_metric([provider], self.m._tasks_stuck.get(provider, 0))
+        yield stuck
         # numbers that providers report in health(): GitHub's rate-limit budget, Nomad's
         # event-stream index lag and reconnects, Cloud Logging reads left...
         figures = GaugeMetricFamily(

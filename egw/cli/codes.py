@@ -16,6 +16,7 @@ UNREACHABLE = 122  # the gateway could not be reached, lost the connection, or f
 TASK_FAILED = 123  # the task failed without an exit code of its own in 1-119
 TIMED_OUT = 124  # the task timed out (timeout(1)'s code)
 CANCELLED = 125  # the task was cancelled
+CANCEL_FAILED = 126  # egw cancel: upstream refused the cancel, or never confirmed it
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE), quietly
 

@@ -203,8 +203,24 @@ async def logs(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
+    """Exit 0 once the cancel is asked (with ``--wait``: once it is confirmed), 126 if
+    upstream refused it or (``--wait``) did not confirm it in time: the task is
+    ``cancel_failed``, its work may still run."""
     async with connect(args) as c:
-        output.print_task(await c.cancel(args.id, force=args.force), args.json)
+        try:
+            task = await c.cancel(args.id, force=args.force)
+        except APIError as exc:
+            task = await c.task(args.id) if exc.status == 409 else None
+            if task is None or task["status"] != "cancel_failed":
+                raise
+            print(f"egw: {exc.code}: {exc.message}", file=sys.stderr)
+        while args.wait and task["status"] == "cancelling":
+            task = await c.task(args.id, index=task["index"], wait_s=60)
+    output.print_task(task, args.json)
+    if task["status"] == "cancel_failed":
+        return codes.CANCEL_FAILED
+    if args.wait and task["status"] != "cancelled":
+        return codes.outcome(task)  # it ended otherwise before the cancel took
     return codes.OK
 
 
@@ -218,6 +234,8 @@ async def tasks(args: argparse.Namespace) -> int:
         params.append(("provider", args.provider))
     if args.namespace:
         params.append(("namespace", args.namespace))
+    if args.stuck:
+        params.append(("stuck", "true"))
     rows: list[dict[str, Any]] = []
     cursor = args.cursor
     async with connect(args) as c:

@@ -18,6 +18,8 @@ _STYLE = {  # status: (symbol, ANSI colour)
     "failed": ("✗", "31"),
     "timed_out": ("⏱", "31"),
     "cancelled": ("⊘", "33"),
+    "cancelling": ("…", "33"),
+    "cancel_failed": ("!", "31"),
     "running": ("▶", "34"),
     "queued": ("…", "36"),
     "pending": ("…", "36"),
@@ -61,6 +63,11 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
     for key in ("reason", "exit_code"):
         if task.get(key) is not None:
             print(f"  {key}: {task[key]}")
+    stuck = task.get("stuck")
+    if stuck:
+        print(f"  stuck: {stuck['reason']} (since {stuck['since']})")
+    if (task.get("attempt") or 1) > 1:
+        print(f"  attempt: {task['attempt']}")
     upstream = task.get("upstream") or {}
     if upstream.get("id"):
         print(
@@ -71,15 +78,15 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
 
 def task_table(tasks: list[dict[str, Any]]) -> None:
     print(
-        f"{'ID':36} {'NAMESPACE':12} {'PROVIDER':14} {'STATUS':11} {'EXIT':>4} {'DURATION':>9} "
+        f"{'ID':36} {'NAMESPACE':12} {'PROVIDER':14} {'STATUS':13} {'EXIT':>4} {'DURATION':>9} "
         f"{'CREATED':24} NAME"
     )
     for t in tasks:
         code = "" if t.get("exit_code") is None else str(t["exit_code"])
         print(
             f"{t['id']:36} {t.get('namespace', 'default'):12} {t['provider']:14} "
-            f"{status_text(t['status'], 11)} {code:>4} {duration(t):>9} "
-            f"{t['created_at']:24} {t['name'] or ''}"
+            f"{status_text(t['status'], 13)} {code:>4} {duration(t):>9} "
+            f"{t['created_at']:24} {t['name'] or ''}" + ("  [stuck]" if t.get("stuck") else "")
         )
 
 

@@ -26,7 +26,8 @@ examples:
 
 exit codes of the client commands: 0 success; 1-119 a failed task's own code; 120 usage;
 121 the gateway refused; 122 gateway unreachable or failing; 123 task failed (no code of its
-own in 1-119); 124 timed out; 125 cancelled; 130 interrupted; 141 output closed.
+own in 1-119); 124 timed out; 125 cancelled; 126 cancel failed (egw cancel);
+130 interrupted; 141 output closed.
 """
 
 
@@ -47,7 +48,7 @@ EXAMPLES = {
         "egw logs $ID -f --stream stderr",
         "egw logs $ID --tail 20 -f --timestamps",
     ],
-    "cancel": ["egw cancel $ID", "egw cancel $ID --force"],
+    "cancel": ["egw cancel $ID", "egw cancel $ID --force", "egw cancel $ID --wait"],
     "tasks": [
         "egw tasks --status running --status queued",
         "egw tasks --label team=ci --name nightly --all --json",
@@ -188,6 +189,11 @@ def build() -> Parser:
     cn = client("cancel", "cancel a task", commands.cancel)
     cn.add_argument("id")
     cn.add_argument("--force", action="store_true")
+    cn.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until upstream confirms (exit 0) or the cancel fails (exit 126)",
+    )
 
     ts = client("tasks", "list tasks, newest first", commands.tasks)
     ts.add_argument("--status", action="append", default=[], help="repeatable")
@@ -195,6 +201,7 @@ def build() -> Parser:
     ts.add_argument("--namespace", default=os.environ.get("EGW_NAMESPACE"), help="($EGW_NAMESPACE)")
     ts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     ts.add_argument("--name", help="only tasks of this name")
+    ts.add_argument("--stuck", action="store_true", help="only tasks the watchdog flagged stuck")
     ts.add_argument("--limit", type=int, default=20, help="rows per page (1-500)")
     ts.add_argument("--cursor", help="the page after this one (as printed after 'more:')")
     ts.add_argument("--all", action="store_true", help="every page")

@@ -14,11 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from egw.config.checks import log_bytes, positive, secret, url
 from egw.config.sections import CircuitConfig
+from egw.config.watchdog import LiveWatchdogConfig, WatchdogConfig
 from egw.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
-class LocalConfig:
+class LocalConfig(LiveWatchdogConfig):
+    #: SIGTERM, then SIGKILL after kill_grace_s: confirmed well within this
+    cancel_timeout_s: float | None = 30.0
     enabled: bool = True
     #: tasks running at once; the rest wait as ``queued``
     max_concurrent: int = 4
@@ -42,6 +45,7 @@ class LocalConfig:
             raise ConfigError(f"{path}.max_concurrent", "must be at least 1")
         positive(self.kill_grace_s, f"{path}.kill_grace_s")
         log_bytes(self.max_log_bytes, path)
+        self.check_watchdog(path, resubmit="a local task is never lost upstream")
         self.commands(path)
         self.cwd_roots(path)
         for i, name in enumerate(self.allowed_env or ()):
@@ -86,7 +90,7 @@ class LocalConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class NomadConfig:
+class NomadConfig(LiveWatchdogConfig):
     enabled: bool = False
     address: str = "http://127.0.0.1:4646"
     #: ACL token, sent as X-Nomad-Token
@@ -136,6 +140,9 @@ class NomadConfig:
         if self.blocking_wait_s > 600:
             raise ConfigError(f"{path}.blocking_wait_s", "Nomad caps wait at 600 s (10m)")
         log_bytes(self.max_log_bytes, path)
+        self.check_watchdog(
+            path, resubmit="the job id is the task's own, so a new attempt would be the same job"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +194,7 @@ class GitHubAppConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class GitHubActionsConfig:
+class GitHubActionsConfig(WatchdogConfig):
     enabled: bool = False
     api_url: str = "https://api.github.com"
     #: a PAT or installation token, sent as Authorization: Bearer (or ``app`` instead)
@@ -238,10 +245,11 @@ class GitHubActionsConfig:
                 f"{path}.correlation_input", "a GitHub input name ([A-Za-z_][A-Za-z0-9_-]*)"
             )
         log_bytes(self.max_log_bytes, path)
+        self.check_watchdog(path, resubmit=None)
 
 
 @dataclass(frozen=True, slots=True)
-class CloudRunConfig:
+class CloudRunConfig(WatchdogConfig):
     enabled: bool = False
     run_api_url: str = "https://run.googleapis.com"
     logging_api_url: str = "https://logging.googleapis.com"
@@ -279,3 +287,6 @@ class CloudRunConfig:
             raise ConfigError(f"{path}.logging_settle_s", "must be 0 or more")
         positive(self.request_timeout_s, f"{path}.request_timeout_s")
         log_bytes(self.max_log_bytes, path)
+        self.check_watchdog(
+            path, resubmit="egw follows one execution per task (its poller and log reader)"
+        )

@@ -116,6 +116,8 @@ class Access:
             )
 
 
+#: the gateway's own actions (the watchdog's cancels): every namespace, every action
+GATEWAY = Access({ANY: Grant()})
 #: the ``default`` namespace only: a token configured without ``namespaces``
 DEFAULT_ONLY = Access({DEFAULT: Grant()})
 

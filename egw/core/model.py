@@ -15,6 +15,8 @@ class TaskState(StrEnum):
     QUEUED = "queued"  #: accepted upstream (or waiting for a local slot), not started
     RUNNING = "running"  #: the work is running
     CANCELLING = "cancelling"  #: cancel asked for; waiting for the upstream to stop it
+    #: upstream refused the cancel, or did not confirm it in time: the work may still run
+    CANCEL_FAILED = "cancel_failed"
     SUCCEEDED = "succeeded"  #: ended well (exit code 0, conclusion success)
     FAILED = "failed"  #: ended badly; ``reason`` and ``exit_code`` say how
     CANCELLED = "cancelled"  #: stopped on request
@@ -71,6 +73,17 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Stuck:
+    """The watchdog's flag on a task that overstayed a state (`egw.core.watchdog`)."""
+
+    reason: str
+    since: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "since": format_time(self.since)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
     """The projection of a task's events: what ``GET /v1/tasks/{id}`` shows."""
 
@@ -100,6 +113,14 @@ class Task:
     log_size: int = 0
     #: submission order, for listing newest first without ties
     submit_seq: int = 0
+    #: when the task entered its status (None: recorded before egw kept it; see updated_at)
+    status_at: datetime | None = None
+    #: when the task last wrote output
+    output_at: datetime | None = None
+    #: set by the watchdog while the task overstays its status; cleared when it moves on
+    stuck: Stuck | None = None
+    #: which submission upstream this is: a resubmit of a stuck task starts attempt 2...
+    attempt: int = 1
     #: the namespace the task belongs to (`egw.core.access`)
     namespace: str = "default"
 
@@ -124,6 +145,8 @@ class Task:
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
             "index": self.index,
+            "stuck": self.stuck.to_json() if self.stuck is not None else None,
+            "attempt": self.attempt,
         }
 
 

@@ -16,6 +16,19 @@ Two kinds of input move a task:
   changes; a repeated one (cancelling a task already cancelling) is a no-op.
 
 A terminal state never changes again.
+
+Rule 2: ``cancel_failed`` is the gateway's verdict, never an upstream report.
+The gateway moves a ``cancelling`` task there (`cancel_failed`) when upstream
+refuses the cancel or does not confirm it within the provider's
+``cancel_timeout_s``. It is not terminal: the work may still run, so upstream's
+later reports move it on as from ``running`` (a late ``queued`` is stale), and a
+new cancel (``force`` too) is allowed from it.
+
+Rule 3: the watchdog's ``stuck`` flag never changes the status (the status is
+upstream's truth); any move of the status clears it. A resubmit (`resubmit`) is
+the one command that takes a task back to ``pending``: a new attempt of the same
+task, with nothing of the previous attempt's upstream kept on the task but its id
+(``upstream["retired"]``).
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
-from egw.core.model import TERMINAL, Observation, Task, TaskState
+from egw.core.model import TERMINAL, Observation, Stuck, Task, TaskState
 from egw.errors import InvalidTransition
 
 S = TaskState
@@ -38,6 +51,8 @@ TRANSITIONS: Final[Mapping[TaskState, frozenset[TaskState]]] = {
     S.RUNNING: frozenset({S.CANCELLING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     # once a cancel is asked for, only an end is news: a late "running" is stale
     S.CANCELLING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
+    # the cancel did not work: upstream's reports count again (rule 2)
+    S.CANCEL_FAILED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -74,6 +89,44 @@ def cancel(task: Task, *, seq: int, now: datetime, reason: str = "cancel request
     return _moved(task, target, reason, None, seq=seq, now=now)
 
 
+def cancel_failed(task: Task, *, seq: int, now: datetime, reason: str) -> Task | None:
+    """The task after its cancel was refused or not confirmed in time (rule 2); None
+    unless it is ``cancelling`` (it ended, or moved on, meanwhile)."""
+    if task.status is not S.CANCELLING:
+        return None
+    return _moved(task, S.CANCEL_FAILED, reason, None, seq=seq, now=now)
+
+
+def flag_stuck(task: Task, *, seq: int, now: datetime, stuck: Stuck) -> Task | None:
+    """The task flagged stuck (rule 3); None if it ended or is flagged already."""
+    if task.status in TERMINAL or task.stuck is not None:
+        return None
+    return task.evolve(stuck=stuck, index=seq)
+
+
+def resubmit(task: Task, *, seq: int, now: datetime, attempt: int) -> Task | None:
+    """The task as a new attempt (rule 3), back to ``pending`` with no upstream; None
+    unless it is flagged stuck, not ended, and still at ``attempt - 1`` (so that one
+    stuck attempt is resubmitted once, however often it is asked)."""
+    if task.status in TERMINAL or task.stuck is None or task.attempt != attempt - 1:
+        return None
+    moved = _moved(task, S.PENDING, f"resubmitted as attempt {attempt}", None, seq=seq, now=now)
+    # the replaced attempts' upstream ids stay known, so that a provider looking for what
+    # a lost submit started never takes one of them for the new attempt's
+    retired = [*task.upstream.get("retired", ())]
+    if task.upstream_id is not None:
+        retired.append(task.upstream_id)
+    return moved.evolve(
+        attempt=attempt,
+        upstream_id=None,
+        upstream_url=None,
+        upstream={"retired": retired} if retired else {},
+        started_at=None,
+        status_at=now,  # also from pending: the new attempt's deadlines start now
+        stuck=None,
+    )
+
+
 def time_out(task: Task, *, seq: int, now: datetime, timeout_s: float) -> Task | None:
     """The task after egw's own timeout fired; None if it already ended."""
     if task.status in TERMINAL:
@@ -95,6 +148,8 @@ def _moved(
         started = now
     return task.evolve(
         status=target,
+        status_at=now if target is not task.status else task.status_at,
+        stuck=None if target is not task.status else task.stuck,
         reason=reason if reason is not None else (task.reason if target is S.CANCELLING else None),
         exit_code=exit_code if exit_code is not None else task.exit_code,
         started_at=started,

@@ -195,6 +195,21 @@ class WebhookProvider(Provider, Protocol):
         ...
 
 
+@runtime_checkable
+class Resubmittable(Provider, Protocol):
+    """A provider that can replace a stuck attempt by a new one (``on_stuck: resubmit``).
+
+    egw records the new attempt first (the task ``pending`` again, with no upstream),
+    then calls ``retire`` with the task as it was, then ``submit`` with the attempt's
+    own idempotency key (``<task id>.<attempt>`` from the second attempt on)."""
+
+    async def retire(self, task: Task) -> None:
+        """Stop the replaced attempt's upstream work and stop following it, so that nothing
+        it reports later reaches the task; raises `EgwError` if upstream refuses the stop
+        (the new attempt goes ahead)."""
+        ...
+
+
 class SinkSlot:
     """The sink a provider reports to, once ``start`` has attached it.
 

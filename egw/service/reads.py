@@ -52,6 +52,7 @@ class TaskReads:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        stuck: bool | None = None,
         name: str | None = None,
         before: int | None = None,
         limit: int = 50,
@@ -61,14 +62,9 @@ class TaskReads:
         whoever made it: the scope filters the page; ``name``: a part of the name); each task
         as the cache has it when it is there (fresher than the read connection's snapshot)."""
         found = await self._reader.tasks(
-            provider=provider,
-            status=status,
-            labels=labels,
-            name=name,
-            before=before,
-            limit=limit,
-            namespaces=scope.namespaces,
-        )
+            provider=provider, status=status, labels=labels, stuck=stuck, name=name,
+            before=before, limit=limit, namespaces=scope.namespaces,
+        )  # fmt: skip
         cached = self._writer.cached
         return [cached(t.id) or t for t in found]
 
@@ -156,6 +152,10 @@ class TaskReads:
     async def counts_by_status(self) -> dict[str, dict[str, int]]:
         """Task counts by provider, then status (for the metrics)."""
         return await self._reader.counts_by_status()
+
+    async def stuck_counts(self) -> dict[str, int]:
+        """Tasks flagged stuck, by provider (for the metrics)."""
+        return await self._reader.stuck_counts()
 
     async def counts_by_namespace(self, known: Collection[str]) -> dict[str, dict[str, int]]:
         """Task counts by namespace, then status, every namespace not in ``known`` counted

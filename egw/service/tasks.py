@@ -29,22 +29,23 @@ from egw.config import Config
 from egw.core.access import ALL, Access, Scope
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
-    CircuitOpen,
     EgwError,
     InvalidRequest,
     NotFound,
-    ProviderError,
     ProviderUnavailable,
     StoreError,
 )
 from egw.providers.base import Provider
 from egw.service import storage
 from egw.service.fanout import Hub
+from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
+from egw.service.watchdog import Watchdog
 from egw.store import Store, retention_cutoff
+from egw.store.watchops import CancelFailed
 
 log = structlog.get_logger("egw.service")
 
@@ -86,6 +87,10 @@ class TaskService:
         self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
         store.writer.listeners.append(hub.on_commit)
+        self._launcher = Launcher(self, self._background)
+        #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
+        self.watchdog = Watchdog(self)
+        store.writer.listeners.append(self.watchdog.on_commit)
 
     def limit_storage(self, cfg: Config) -> None:
         """The output each task keeps (``storage.max_log_bytes``, or its provider's
@@ -128,13 +133,13 @@ class TaskService:
                 and current.upstream_id is None
                 and not current.upstream.get("submitted")
             ):
-                _ = self._background.spawn(
-                    self._launch(self.providers[task.provider], current), name="launch"
-                )
+                _ = self._launcher.spawn(self.providers[task.provider], current)
             self._arm_timeout(current)
+        await self.watchdog.start(await self.store.reader.unfinished())
         _ = self._background.spawn(self._prune_loop(), name="prune")
 
     async def close(self) -> None:
+        await self.watchdog.close()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -193,8 +198,7 @@ class TaskService:
             return task, False
         self._arm_timeout(task)
         # the upstream call outlives a client that hangs up: a started run must be recorded
-        launch = self._background.spawn(self._launch(provider, task), name="launch")
-        await asyncio.shield(launch)
+        await asyncio.shield(self._launcher.spawn(provider, task))
         return await self.get(task.id), True
 
     async def rerun(
@@ -220,78 +224,13 @@ class TaskService:
             await self.progress(old.id, "rerun", link, source="gateway")
         return await self.get(task.id), created
 
-    async def _launch(
-        self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
-    ) -> None:
-        try:
-            sub = await provider.submit(task, idempotency_key=task.id)
-        except CircuitOpen as exc:
-            # the breaker is open: the task stays pending, tried again once a probe may go,
-            # without spending an attempt (providers look before they start anything twice)
-            exc.details["task_id"] = task.id
-            if not deferred:
-                data = {**exc.details, "error": exc.message}
-                await self.progress(task.id, "submit_deferred", data, source="gateway")
-            again = self._relaunch(provider, task.id, attempt, exc.retry_after_s or 0.01, True)
-            _ = self._background.spawn(again, name="relaunch")
-            raise
-        except ProviderUnavailable as exc:
-            # ambiguous: the upstream may or may not have started the work. The task stays
-            # pending and the submit is tried again later; providers look before they start
-            # anything twice (see providers/base.py), so a retry adopts what a lost answer made
-            if attempt < self.submit_attempts:
-                delay = self.submit_retry_s * 2 ** (attempt - 1)
-                await self.progress(
-                    task.id,
-                    "submit_retry",
-                    {"error": exc.message, "attempt": attempt, "retry_in_s": delay},
-                    source="gateway",
-                )
-                _ = self._background.spawn(
-                    self._relaunch(provider, task.id, attempt + 1, delay), name="relaunch"
-                )
-            else:
-                await self._submit_failed(task, f"submit failed: {exc.message}")
-            raise
-        except EgwError as exc:
-            verb = "failed" if isinstance(exc, ProviderError) else "refused"
-            await self._submit_failed(task, f"submit {verb}: {exc.message}")
-            raise
-        data = {**sub.upstream, "submitted": True}
-        await self.set_upstream(
-            task.id, upstream_id=sub.upstream_id, upstream_url=sub.upstream_url, data=data
-        )
-        obs = sub.observation
-        if obs is None and sub.upstream_id is not None:
-            obs = Observation(state=TaskState.QUEUED)
-        if obs is not None:
-            await self.observe(task.id, obs, source=provider.name)
-        current = await self.get(task.id)
-        if current.status is TaskState.CANCELLED and current.upstream_id is not None:
-            # cancelled while its submit was in flight: stop what the submit started
-            try:
-                await provider.cancel(current, force=False)
-            except EgwError as exc:
-                log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
+    def launching(self, task_id: str) -> bool:
+        """Whether the task's submit is in flight."""
+        return task_id in self._launcher.inflight
 
-    async def _relaunch(
-        self, provider: Provider, task_id: str, attempt: int, delay: float, deferred: bool = False
-    ) -> None:
-        await asyncio.sleep(delay)
-        task = await self.get(task_id)
-        if task.status is not TaskState.PENDING or task.upstream.get("submitted"):
-            return
-        try:
-            await self._launch(provider, task, attempt, deferred)
-        except EgwError:
-            pass  # recorded on the task by _launch
-
-    async def _submit_failed(self, task: Task, reason: str) -> None:
-        log.warning("submit_failed", task_id=task.id, provider=task.provider, reason=reason)
-        await self.observe(
-            task.id, Observation(state=TaskState.FAILED, reason=reason), source="gateway"
-        )
-        await self.logs_complete(task.id)
+    async def launch(self, task: Task) -> None:
+        """Submit the task's current attempt upstream (in the background; see launch.py)."""
+        _ = self._launcher.spawn(self.provider(task.provider), task)
 
     async def get(self, task_id: str) -> Task:
         """The task as last committed, whatever its namespace (the gateway's own reads)."""
@@ -324,18 +263,24 @@ class TaskService:
                 try:
                     obs = await provider.cancel(task, force=force)
                 except EgwError as exc:
-                    await self.progress(
-                        task.id,
-                        "cancel_failed",
-                        {"error": exc.to_json()["error"]},
-                        source=task.provider,
-                    )
+                    await self._cancel_refused(task, exc, force)
                     raise
                 if obs is not None:
                     await self.observe(task.id, obs, source=task.provider)
         if task.status is TaskState.CANCELLED and changed:
             await self.logs_complete(task.id)
         return await self.get(task_id)
+
+    async def _cancel_refused(self, task: Task, exc: EgwError, force: bool) -> None:
+        """Upstream refused the cancel: ``cancel_failed`` with its reason. An ambiguous
+        failure (upstream unavailable: the cancel may have landed) is only recorded; the
+        confirmation deadline (``cancel_timeout_s``) decides."""
+        error = {"error": exc.to_json()["error"], "force": force}
+        if isinstance(exc, ProviderUnavailable):
+            await self.progress(task.id, "cancel_error", error, source=task.provider)
+            return
+        reason = f"upstream refused the cancel: {exc.message}"
+        await self.store.writer.verdict(CancelFailed(task.id, reason, task.provider, error))
 
     # --- timeouts and retention ----------------------------------------------------------------
 
@@ -363,7 +308,7 @@ class TaskService:
         except EgwError as exc:
             log.warning("timeout_cancel_failed", task_id=task_id, error=exc.message)
             await self.progress(
-                task_id, "cancel_failed", {"error": exc.to_json()["error"]}, source=task.provider
+                task_id, "cancel_error", {"error": exc.to_json()["error"]}, source=task.provider
             )
 
     async def prune(self) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from egw.core import states
-from egw.core.model import Observation, Task, format_time, utcnow
+from egw.core.model import Observation, Task, TaskState, format_time, utcnow
 from egw.core.records import LogChunk
 from egw.errors import Conflict
 from egw.store.batch import Batch
@@ -88,7 +88,7 @@ class CreateTask(Op[tuple[Task, bool]]):
             b.idem_rows.append((actor, key, request_hash, self.task.id, format_time(now)))
         b.submit_seq += 1
         seq = b.next_seq()
-        task = self.task.evolve(index=seq, submit_seq=b.submit_seq, updated_at=now)
+        task = self.task.evolve(index=seq, submit_seq=b.submit_seq, updated_at=now, status_at=now)
         b.event(
             task, task, kind="submitted", source="api", applied=True, actor=task.actor,
             data={"name": task.name, "labels": dict(task.labels)}, now=now, seq=seq,
@@ -246,7 +246,18 @@ class AppendLog(TaskOp[int]):
         start = task.log_size
         end = start + len(self.data)
         cap = b.log_caps.of(task.provider)
-        after = task.evolve(log_size=end)
+        # output is news: the watchdog's silence deadline counts from it, and it ends a
+        # running task's "stuck" flag (egw/core/watchdog.py)
+        now = utcnow()
+        stuck = None if task.status is TaskState.RUNNING else task.stuck
+        after = task.evolve(log_size=end, output_at=now, stuck=stuck)
+        if task.stuck is not None and stuck is None:  # an event, so that watchers see it
+            seq = b.next_seq()
+            after = after.evolve(index=seq)
+            b.event(
+                task, after, kind="stuck_cleared", source="gateway", applied=False,
+                data={"cleared_by": "output"}, now=now, seq=seq,
+            )  # fmt: skip
         if end <= cap:
             self._keep(b, start, self.data)
             b.staged[task.id] = after

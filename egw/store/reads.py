@@ -41,6 +41,7 @@ class Reader:
         provider: str | None = None,
         status: list[str] | None = None,
         labels: dict[str, str] | None = None,
+        stuck: bool | None = None,
         name: str | None = None,
         before: int | None = None,
         limit: int = 50,
@@ -59,8 +60,12 @@ class Reader:
             where.append(f"status IN ({','.join('?' * len(status))})")
             params.extend(status)
         for key, value in (labels or {}).items():
-            where.append("json_extract(labels, ?) = ?")
-            params.extend([f'$."{key}"', value])
+            # json_each, not a JSON path built from the key: a key may hold any character
+            # (a quote, a NUL) that a path would have to escape
+            where.append("EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?)")
+            params.extend([key, value])
+        if stuck is not None:
+            where.append("stuck IS NOT NULL" if stuck else "stuck IS NULL")
         if name:
             where.append("instr(name, ?) > 0")
             params.append(name)
@@ -228,6 +233,12 @@ class Reader:
     async def max_seq(self) -> int:
         rows = await self._all("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0])
+
+    async def stuck_counts(self) -> dict[str, int]:
+        rows = await self._all(
+            "SELECT provider, COUNT(*) FROM tasks WHERE stuck IS NOT NULL GROUP BY provider"
+        )
+        return {str(provider): int(n) for provider, n in rows}
 
     async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
         """Task counts by ``by`` (``provider`` or ``namespace``), then status."""

@@ -6,13 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from egw.core.model import Event, Task, TaskState, format_time, parse_time
+from egw.core.model import Event, Stuck, Task, TaskState, format_time, parse_time
 
 #: the columns of ``tasks`` and ``events``, in the order of the tuples below
 TASK_FIELDS = (
     "id", "submit_seq", "provider", "name", "labels", "spec", "status", "reason", "exit_code",
     "upstream_id", "upstream_url", "upstream", "actor", "timeout_s", "created_at", "updated_at",
-    "started_at", "finished_at", "idx", "logs_complete", "log_size", "namespace",
+    "started_at", "finished_at", "idx", "logs_complete", "log_size",
+    "status_at", "output_at", "stuck", "attempt", "namespace",
 )  # fmt: skip
 EVENT_FIELDS = (
     "seq", "task_id", "provider", "kind", "status", "prev_status", "applied", "reason",
@@ -58,8 +59,21 @@ def task_from_row(row: Sequence[Any]) -> Task:
         index=row[18],
         logs_complete=bool(row[19]),
         log_size=row[20],
-        namespace=row[21],
+        status_at=parse_time(row[21]),
+        output_at=parse_time(row[22]),
+        stuck=_stuck(row[23]),
+        attempt=row[24],
+        namespace=row[25],
     )
+
+
+def _stuck(text: str | None) -> Stuck | None:
+    if not text:
+        return None
+    raw = json.loads(text)
+    since = parse_time(raw["since"])
+    assert since is not None
+    return Stuck(reason=raw["reason"], since=since)
 
 
 def task_to_row(t: Task) -> tuple[Any, ...]:
@@ -85,6 +99,10 @@ def task_to_row(t: Task) -> tuple[Any, ...]:
         t.index,
         int(t.logs_complete),
         t.log_size,
+        format_time(t.status_at),
+        format_time(t.output_at),
+        dumps(t.stuck.to_json()) if t.stuck is not None else None,
+        t.attempt,
         t.namespace,
     )
 

@@ -78,6 +78,7 @@ from egw.store.ops import (
     SetUpstream,
 )
 from egw.store.rows import TASK_COLUMNS, task_from_row
+from egw.store.watchops import CancelFailed, FlagStuck, Resubmit
 
 log = structlog.get_logger("egw.store")
 
@@ -240,6 +241,10 @@ class Writer:
     ) -> Task:
         """Record the upstream's id, URL and data (merged) for a task; None keeps a value."""
         return await self._enqueue(SetUpstream(task_id, upstream_id, upstream_url, data))
+
+    async def verdict(self, op: CancelFailed | FlagStuck | Resubmit) -> tuple[Task, bool]:
+        """Record a verdict of the watchdog (`egw.store.watchops`); (task, whether it changed)."""
+        return await self._enqueue(op)
 
     async def set_cursor(self, key: str, value: str) -> None:
         """Remember a provider's position in an upstream stream."""

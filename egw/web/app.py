@@ -117,6 +117,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[database_key].task_service(providers, hub)
     service.limit_storage(cfg)  # storage.max_bytes and each provider's max_log_bytes
     service.namespaces = Namespaces(limits_of(cfg))  # what may run in each namespace
+    service.watchdog.configure(cfg)  # each provider's cancel_timeout_s and stuck deadlines
     app[ticker_key] = ticker
     app[event_channel_key] = channel
     app[log_channels_key] = LogChannels(ticker, hub, app[reads_key])

@@ -38,6 +38,7 @@ async def metrics(request: web.Request) -> web.Response:
     body = app[metrics_key].render(
         tasks_by_namespace=by_namespace,
         tasks_by_status=await app[reads_key].counts_by_status(),
+        tasks_stuck=await app[reads_key].stuck_counts(),
         health=health,
         sse_connections=app[ticker_key].stream_count(),
         storage=service.storage(),

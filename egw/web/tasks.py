@@ -151,6 +151,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         provider=request.query.get("provider") or None,
         status=statuses or None,
         labels=labels or None,
+        stuck=schemas.bool_query(request, "stuck") if "stuck" in request.query else None,
         name=request.query.get("name") or None,
         before=before,
         limit=limit + 1,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from egw.core import states
-from egw.core.model import TERMINAL, Observation, Task, TaskState
+from egw.core.model import TERMINAL, Observation, Stuck, Task, TaskState
 from egw.errors import InvalidTransition
 
 S = TaskState
@@ -104,3 +104,104 @@ def test_every_state_has_a_row_and_terminal_rows_are_empty() -> None:
     assert set(states.TRANSITIONS) == set(S)
     for end in TERMINAL:
         assert not states.TRANSITIONS[end]
+
+
+# --- cancel_failed (rule 2) ------------------------------------------------------------------
+
+#: every observation from cancel_failed: upstream's truth counts again, except a late queued
+FROM_CANCEL_FAILED = {
+    S.PENDING: None,
+    S.QUEUED: None,
+    S.RUNNING: S.RUNNING,
+    S.CANCELLING: None,
+    S.CANCEL_FAILED: None,
+    S.SUCCEEDED: S.SUCCEEDED,
+    S.FAILED: S.FAILED,
+    S.CANCELLED: S.CANCELLED,
+    S.TIMED_OUT: S.TIMED_OUT,
+}
+
+
+@pytest.mark.parametrize("seen", list(S))
+def test_observe_from_cancel_failed(seen: TaskState) -> None:
+    after = states.observe(task(S.CANCEL_FAILED), Observation(state=seen), seq=2, now=NOW)
+    expected = FROM_CANCEL_FAILED[seen]
+    assert (after.status if after is not None else None) is expected
+
+
+@pytest.mark.parametrize("start", list(S))
+def test_no_observation_moves_a_task_to_cancel_failed(start: TaskState) -> None:
+    seen = Observation(state=S.CANCEL_FAILED, reason="upstream cannot say this")
+    assert states.observe(task(start), seen, seq=2, now=NOW) is None
+
+
+@pytest.mark.parametrize("start", list(S))
+def test_cancel_failed_only_from_cancelling(start: TaskState) -> None:
+    after = states.cancel_failed(task(start), seq=2, now=NOW, reason="409: queued")
+    if start is S.CANCELLING:
+        assert after is not None and after.status is S.CANCEL_FAILED
+        assert after.reason == "409: queued" and after.finished_at is None
+        assert after.status_at == NOW and after.index == 2
+    else:
+        assert after is None
+
+
+def test_cancel_failed_is_not_terminal_and_a_new_cancel_is_allowed() -> None:
+    assert not S.CANCEL_FAILED.terminal
+    again = states.cancel(task(S.CANCEL_FAILED), seq=3, now=NOW)
+    assert again is not None and again.status is S.CANCELLING
+    timed = states.time_out(task(S.CANCEL_FAILED), seq=3, now=NOW, timeout_s=5)
+    assert timed is not None and timed.status is S.TIMED_OUT
+
+
+# --- stuck and resubmit (rule 3) ------------------------------------------------------------
+
+
+def stuck_task(status: TaskState, attempt: int = 1) -> Task:
+    return task(status).evolve(stuck=Stuck(reason="queued too long", since=NOW), attempt=attempt)
+
+
+@pytest.mark.parametrize("start", list(S))
+def test_flag_stuck_keeps_the_status(start: TaskState) -> None:
+    flag = Stuck(reason="queued upstream for more than 5s", since=NOW)
+    after = states.flag_stuck(task(start), seq=2, now=NOW, stuck=flag)
+    if start in TERMINAL:
+        assert after is None
+    else:
+        assert after is not None and after.status is start and after.stuck == flag
+    assert states.flag_stuck(stuck_task(S.QUEUED), seq=2, now=NOW, stuck=flag) is None
+
+
+@pytest.mark.parametrize(("start", "seen"), [(s, o) for s in S for o in S])
+def test_a_move_clears_the_flag_and_a_stale_report_keeps_it(
+    start: TaskState, seen: TaskState
+) -> None:
+    before = stuck_task(start)
+    after = states.observe(before, Observation(state=seen), seq=2, now=NOW)
+    if after is not None:
+        assert after.stuck is None and after.status_at == NOW
+    assert before.stuck is not None
+
+
+@pytest.mark.parametrize("start", list(S))
+def test_resubmit(start: TaskState) -> None:
+    before = stuck_task(start).evolve(upstream={"run": 1}, upstream_url="https://x")
+    after = states.resubmit(before, seq=2, now=NOW, attempt=2)
+    if start in TERMINAL:
+        assert after is None
+        return
+    assert after is not None and after.status is S.PENDING and after.attempt == 2
+    assert after.upstream_id is None and after.upstream_url is None
+    assert after.upstream == {"retired": ["u1"]}  # only the replaced attempt's id is kept
+    assert after.stuck is None and after.reason == "resubmitted as attempt 2"
+
+
+def test_each_resubmit_keeps_every_replaced_id() -> None:
+    second = stuck_task(S.QUEUED, attempt=2).evolve(upstream={"retired": ["u0"], "x": 1})
+    after = states.resubmit(second, seq=2, now=NOW, attempt=3)
+    assert after is not None and after.upstream == {"retired": ["u0", "u1"]}
+
+
+def test_resubmit_happens_once_per_attempt() -> None:
+    assert states.resubmit(stuck_task(S.QUEUED, attempt=2), seq=2, now=NOW, attempt=2) is None
+    assert states.resubmit(task(S.QUEUED), seq=2, now=NOW, attempt=2) is None  # not flagged

@@ -65,6 +65,10 @@ class Dispatcher:
         spec = gh.GitHubSpec.from_json(task.spec)
         corr = gh.correlation_id(idempotency_key)
         prior = parse_time(task.upstream.get("dispatch_started_at"))
+        # runs of attempts a resubmit replaced (egw/core/states.py) are never this attempt's
+        self.follow.done.update(
+            int(r) for r in task.upstream.get("retired", ()) if str(r).isdigit()
+        )
         if prior is not None:
             # a submit before a restart may have created the run: look before dispatching
             found = await self.find_run(spec, corr, prior - CLOCK_SKEW)
@@ -173,7 +177,8 @@ class Dispatcher:
             if i:
                 await asyncio.sleep(min(1.0, self.cfg.poll_min_s))
             runs = await self.list_runs(spec, since)
-            claimed = await self.claimed(runs, {r.id for r in runs if r.id in self.follow.runs})
+            ours = self.follow.runs.keys() | self.follow.done
+            claimed = await self.claimed(runs, {r.id for r in runs if r.id in ours})
             found = gh.pick_run(runs, correlation=use, ref=spec.ref, since=since, claimed=claimed)
             if found is not None:
                 return found

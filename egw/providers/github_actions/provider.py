@@ -149,6 +149,28 @@ class GitHubActionsProvider:
             )
         raise ProviderError(message, provider=self.name, upstream_status=resp.status)
 
+    async def retire(self, task: Task) -> None:
+        """Resubmit (`Resubmittable`): forget the attempt's run (its later deliveries find no
+        task: the task's upstream id is the new attempt's), then ask GitHub to cancel it."""
+        self.follow.pending.pop(task.id, None)  # still correlating: look no more
+        if task.upstream_id is None:
+            return
+        run_id = int(task.upstream_id)
+        tracked = self.follow.runs.get(run_id)
+        if tracked is not None:
+            self.follow.forget(tracked)
+        self.follow.done.add(run_id)
+        spec = gh.GitHubSpec.from_json(task.spec)
+        path = gh.run_path(spec, task.upstream_id) + "/cancel"
+        resp = await self.api.retried(lambda: self.api.request("POST", path), "cancel")
+        if resp.status != 202:
+            message = gh.error_message(resp.body, resp.status)
+            raise ProviderError(
+                f"GitHub refused to cancel run {run_id} of the replaced attempt: {message}",
+                provider=self.name,
+                upstream_status=resp.status,
+            )
+
     async def status(self, task: Task) -> Observation:
         if task.upstream_id is None:
             return Observation(

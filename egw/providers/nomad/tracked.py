@@ -133,7 +133,8 @@ class Tracked:
             expected=self.expected,
             stopped=job.stopped,
             gone=job.gone,
-            cancel_requested=self.cancel_requested or self.status is S.CANCELLING,
+            cancel_requested=self.cancel_requested
+            or self.status in (S.CANCELLING, S.CANCEL_FAILED),
         )
 
     def upstream(self) -> dict[str, Any]:

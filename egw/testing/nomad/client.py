@@ -74,7 +74,7 @@ class Client:
         )
         await self.cluster.commit("AllocationUpdated", [("Allocation", alloc)])
         if await self.wait_kill(alloc, script.start_delay_s):
-            await self.killed(alloc)
+            await self.killed(alloc, grace_s=script.kill_timeout_s)
             return
         if script.driver_failure:
 
@@ -141,11 +141,11 @@ class Client:
             await self.cluster.notify()
             pause = min(step, at - elapsed)
             if await self.wait_kill(alloc, pause):
-                await self.killed(alloc)
+                await self.killed(alloc, grace_s=script.kill_timeout_s)
                 return
             elapsed += pause
         if await self.wait_kill(alloc, at - elapsed):
-            await self.killed(alloc)
+            await self.killed(alloc, grace_s=script.kill_timeout_s)
             return
         if why == "timeout":
             await self.killed(alloc, description="allocation exceeded max_run_duration")
@@ -230,8 +230,16 @@ class Client:
             job["Status"] = "dead"
 
     async def killed(
-        self, alloc: dict[str, Any], *, description: str = "All tasks have completed"
+        self,
+        alloc: dict[str, Any],
+        *,
+        description: str = "All tasks have completed",
+        grace_s: float = 0.0,
     ) -> None:
+        """The allocation's tasks are killed (after ``grace_s`` simulated seconds if they
+        ignore the interrupt: `Script.kill_timeout_s`)."""
+        if grace_s:
+            await asyncio.sleep(grace_s * self.cluster.time_scale)
         if alloc.get("_reaped"):
             return  # garbage-collected: nothing is left to report on
 

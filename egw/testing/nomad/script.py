@@ -43,6 +43,11 @@ class Script:
     lost_after_s: float | None = None
     #: exit code of the job's 1st, 2nd... allocation (the last one repeats); overrides exit_code
     exit_codes: tuple[int, ...] | None = None
+    #: the task ignores the stop's interrupt: it keeps running this long (its job's
+    #: ``kill_timeout``) before the client force-kills it. Nomad sends the kill signal
+    #: (SIGINT by default), waits kill_timeout, then kills (Nomad docs, "Configure exit
+    #: signals"; the client's Killing event: "Sent interrupt. Waiting 5s before force killing")
+    kill_timeout_s: float = 0.0
 
 
 def new_uuid() -> str:

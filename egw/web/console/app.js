@@ -46,7 +46,7 @@ async function start() {
     const doc = await api.get("/v1/openapi.json");
     ctx.statuses = doc.components.schemas.TaskState.enum;
   } catch {
-    ctx.statuses = ["pending", "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "timed_out"];
+    ctx.statuses = ["pending", "queued", "running", "cancelling", "cancel_failed", "succeeded", "failed", "cancelled", "timed_out"];
   }
   await health; // the providers, for the filters and the submit page
   document.body.dataset.signedIn = "true";
