@@ -40,6 +40,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import _peer
+import _submits
+import _webhooks
+
+#: the parts in their own modules: ``run(workdir, cpus, *, quick)`` and ``render(part)``
+PARTS = {"webhooks": _webhooks, "submits": _submits, "peer": _peer}
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 TOKEN = "bench-token-0123456789abcdef"
@@ -1133,6 +1140,11 @@ def render(report: dict[str, Any]) -> str:
                 " while the gateway streamed: "
                 "its delays are pessimistic; compare them with the reference run's"
             )
+    for name, module in PARTS.items():
+        if name in report:
+            lines = module.render(report[name])
+            out += ["", *lines]
+            goals += [line for line in lines if line.endswith(("MET", "MISSED"))]
     out.append("")
     out.append("Goals")
     out.extend(goals or ["  (none measured)"])
@@ -1151,7 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the report as JSON to this path")
     ap.add_argument(
         "--only",
-        choices=("http", "writer", "sse"),
+        choices=("http", "writer", "sse", *PARTS),
         action="append",
         help="run only these parts (repeatable); default: all",
     )
@@ -1198,7 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
         if cpus["server"] is not None
         else "none (fewer than 2 CPUs usable)"
     )
-    parts = args.only or ["http", "writer", "sse"]
+    parts = args.only or ["http", "writer", "sse", *PARTS]
     if args.quick:
         http_kw = {"rounds": 2, "seconds": 1.0, "conns": 32, "warmup": 0.0}
         writer_kw = {"rounds": 1, "seconds": 0.5, "workers": 64, "ntasks": 4}
@@ -1253,6 +1265,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
                     failed = True
                     report["sse"].append({"clients": n, "error": repr(exc)})
+        for name in (p for p in PARTS if p in parts):
+            try:
+                report[name] = PARTS[name].run(workdir, cpus, quick=args.quick)
+            except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
+                failed = True
+                report[name] = {"error": repr(exc)}
     finally:
         _stop_all()
         if args.keep:

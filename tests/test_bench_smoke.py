@@ -29,5 +29,10 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert {"http", "writer", "sse"} <= set(report)
+    assert {"http", "writer", "sse", "webhooks", "submits", "peer"} <= set(report)
     assert "Goals" in run.stdout
+    for part in ("webhooks", "submits", "peer"):
+        assert "error" not in report[part], report[part]
+    # not a timing: every delivery the gateway acknowledged is in its event log, once
+    stored = report["webhooks"]["stored"]
+    assert stored["acked_own"] > 0 and stored["lost"] == stored["doubled"] == 0

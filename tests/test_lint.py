@@ -56,3 +56,25 @@ def test_module_size_budget() -> None:
     too_big = {path: n for path, n in sizes.items() if n > MAX_MODULE_LINES}
     assert not too_big, f"split these modules (over {MAX_MODULE_LINES} lines): {too_big}"
     assert statistics.median(sizes.values()) < MAX_MEDIAN_LINES
+
+
+def test_no_merge_conflict_markers() -> None:
+    """A merge left half-resolved fails here, whatever file type it hit."""
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    if not listed:  # not a git checkout (an unpacked sdist): nothing to compare against
+        return
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    found = []
+    for name in listed:
+        path = ROOT / name
+        if path.suffix in {".png", ".ico"} or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [
+            f"{name}:{n}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.startswith(markers) or line == "======="
+        ]
+    assert not found, found

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from egw.core.model import Event, Stuck, Task, TaskState, format_time, parse_time
 
 #: the columns of ``tasks`` and ``events``, in the order of the tuples below
@@ -29,8 +31,19 @@ def placeholders(fields: tuple[str, ...]) -> str:
     return ", ".join("?" * len(fields))
 
 
+#: what `dumps` writes as json did: str() of dates and dataclasses, non-str keys as text
+_ORJSON_OPTS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON of an event's data, the labels, a spec. orjson: a stored webhook
+    delivery (19.5 KB) encodes several times faster than with json (bench "webhooks")."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
+    except TypeError:  # an integer past 64 bits, which orjson refuses: json writes it
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def task_from_row(row: Sequence[Any]) -> Task:
