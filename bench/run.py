@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -40,12 +41,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import _peer
-import _submits
-import _webhooks
-
-#: the parts in their own modules: ``run(workdir, cpus, *, quick)`` and ``render(part)``
-PARTS = {"webhooks": _webhooks, "submits": _submits, "peer": _peer}
+#: the parts in their own modules, each with ``run(workdir, cpus, *, quick)`` and
+#: ``render(part)``; imported when used (some import this module for its helpers)
+PARTS: dict[str, Any] = {
+    name: (lambda module=module: importlib.import_module(module))
+    for name, module in (
+        ("webhooks", "_webhooks"),
+        ("submits", "_submits"),
+        ("peer", "_peer"),
+        ("nomad-stream", "_nomad_stream"),
+        ("restart", "_restart"),
+        ("nomad-logs", "_nomad_logs"),
+        ("inflight", "_inflight"),
+    )
+}
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -1142,15 +1151,20 @@ def render(report: dict[str, Any]) -> str:
             )
     for name, module in PARTS.items():
         if name in report:
-            lines = module.render(report[name])
+            lines = module().render(report[name])
             out += ["", *lines]
-            goals += [line for line in lines if line.endswith(("MET", "MISSED"))]
+            goals += [
+                line
+                for line in lines
+                if line.endswith(("MET", "MISSED")) or line.lstrip().startswith("goal:")
+            ]
     out.append("")
     out.append("Goals")
     out.extend(goals or ["  (none measured)"])
     return "\n".join(out)
 
 
+#: parts that live in their own module ``bench/_<part>.py`` (``run`` and ``render``)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1267,7 +1281,7 @@ def main(argv: list[str] | None = None) -> int:
                     report["sse"].append({"clients": n, "error": repr(exc)})
         for name in (p for p in PARTS if p in parts):
             try:
-                report[name] = PARTS[name].run(workdir, cpus, quick=args.quick)
+                report[name] = PARTS[name]().run(workdir, cpus, quick=args.quick)
             except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
                 failed = True
                 report[name] = {"error": repr(exc)}

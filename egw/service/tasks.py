@@ -129,7 +129,7 @@ class TaskService:
                 )
                 await self.logs_complete(task.id)
                 continue
-            current = await self.get(task.id)
+            current = self.store.writer.cached(task.id) or task  # fresh: no query per task
             if (
                 current.status is TaskState.PENDING
                 and current.upstream_id is None
@@ -428,9 +428,10 @@ class TaskService:
         return await self.store.find_upstream(provider, upstream_id)
 
     async def active_tasks(self, provider: str) -> list[Task]:
-        return [
-            self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)
-        ]
+        tasks = await self.store.reader.active(provider)
+        for task in tasks:  # the provider reads each again: from the cache, loaded in batches
+            self.store.writer.warm(task.id)
+        return [self.store.writer.cached(t.id) or t for t in tasks]
 
     async def get_cursor(self, key: str) -> str | None:
         return await self.store.reader.cursor(key)

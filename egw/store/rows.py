@@ -46,6 +46,15 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def loads(text: str) -> Any:
+    """A stored JSON column: orjson (a restart reads every unfinished task's spec several
+    times faster), the stdlib for what only it reads (``NaN``, which `dumps` may write)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def task_from_row(row: Sequence[Any]) -> Task:
     created = parse_time(row[14])
     updated = parse_time(row[15])
@@ -55,14 +64,14 @@ def task_from_row(row: Sequence[Any]) -> Task:
         submit_seq=row[1],
         provider=row[2],
         name=row[3],
-        labels=json.loads(row[4]),
-        spec=json.loads(row[5]),
+        labels=loads(row[4]),
+        spec=loads(row[5]),
         status=TaskState(row[6]),
         reason=row[7],
         exit_code=row[8],
         upstream_id=row[9],
         upstream_url=row[10],
-        upstream=json.loads(row[11]),
+        upstream=loads(row[11]),
         actor=row[12],
         timeout_s=row[13],
         created_at=created,
@@ -136,7 +145,7 @@ def event_from_row(row: Sequence[Any]) -> Event:
         actor=row[9],
         source=row[10],
         at=at,
-        data=json.loads(row[13]),
+        data=loads(row[13]),
         namespace=row[14],
     )
 
