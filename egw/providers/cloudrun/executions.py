@@ -2,13 +2,15 @@
 
 ``jobs:run`` has no request id, so egw makes it idempotent itself: before the POST it records
 ``run_attempted`` with the task, and every execution it starts carries the override env
-``EGW_TASK_ID=<task id>``. A submit of a task that already has an execution name returns it; a
-submit after an attempt whose answer was lost, or a retry after an *ambiguous* failure (timeout,
-connection error, 5xx; not 429, which Google answers before doing anything), first lists the
-job's executions and adopts the one carrying the task's id. Nothing documents the order of that
-list (googleapis google/cloud/run/v2/execution.proto, ListExecutionsRequest, names none), so the
-search reads every page and never stops early at an older execution: starting a second execution
-because of an assumed order is the one thing it must not do.
+``EGW_TASK_ID=<task id>`` (``<task id>.<attempt>`` for a resubmitted task's later attempts, so
+that one attempt's search never adopts another's execution). A submit of a task that already has
+an execution name returns it; a submit after an attempt whose answer was lost, or a retry after an
+*ambiguous* failure (timeout, connection error, 5xx; not 429, which Google answers before doing
+anything), first lists the job's executions and adopts the one carrying the attempt's key.
+Nothing documents the order of that list (googleapis google/cloud/run/v2/execution.proto,
+ListExecutionsRequest, names none), so the search reads every page and never stops early at an
+older execution: starting a second execution because of an assumed order is the one thing it
+must not do.
 
 A cancel's answer, whatever it is (an operation, a 400, a 409...), is not trusted to say whether
 the execution had already ended: only reading the execution says (no source documents Cloud Run's
