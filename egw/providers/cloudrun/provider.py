@@ -16,7 +16,7 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import CloudRunConfig, RetryConfig
-from egw.core.model import Observation, Task
+from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, ProviderError
 from egw.providers.base import ProviderSink, SinkSlot, Submission, attempt_key
 from egw.providers.circuit import Breakers
@@ -79,6 +79,10 @@ class CloudRunProvider:
     async def start(self, sink: ProviderSink) -> None:
         self._sink.attach(sink)
         for task in await sink.active_tasks(self.name):
+            retired = [n for n in task.upstream.get("retired") or () if isinstance(n, str)]
+            if retired:
+                stop = self._stop_retired(task.id, retired)
+                _ = self._tasks.spawn(stop, name=f"cloud_run-retired-{task.id}")
             if task.upstream_id is None:
                 continue  # never started upstream: egw re-submits it (submit looks first)
             try:
@@ -133,6 +137,29 @@ class CloudRunProvider:
                     upstream_status=409 if isinstance(exc, Conflict) else exc.upstream_status,
                     details=dict(exc.details),
                 ) from None
+
+    async def _stop_retired(self, task_id: str, names: list[str]) -> None:
+        """After a restart: cancel the replaced attempts' executions that have not ended (the
+        gateway may have stopped between recording a resubmit and cancelling what it replaced).
+        They are not followed: only Cloud Run hears of them."""
+        for name in names:
+            try:
+                url = self._api.execution_url(name)
+                execution = await self._api.call("GET", url, operation="executions.get")
+                state = wire.execution_observation(execution).state
+                if state.terminal or state is TaskState.CANCELLING:
+                    continue
+                await self._api.call(
+                    "POST", f"{url}:cancel", json_body={}, operation="executions.cancel"
+                )
+                log.info("cloud_run_retired_cancelled", task_id=task_id, execution=name)
+            except (ProviderError, Conflict) as exc:
+                log.warning(
+                    "cloud_run_retired_not_cancelled",
+                    task_id=task_id,
+                    execution=name,
+                    error=exc.message,
+                )
 
     async def status(self, task: Task) -> Observation:
         return await self._executions.status(task)
