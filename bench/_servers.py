@@ -330,6 +330,8 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signal.SIGUSR1, stats.reset)
         loop.add_signal_handler(signal.SIGUSR2, stats.dump)
         probe = asyncio.create_task(stats.lag_probe())
+    elif os.environ.get("EGW_BENCH_TRACEMALLOC"):
+        loop.add_signal_handler(signal.SIGUSR1, _Traced(os.environ["EGW_BENCH_TRACEMALLOC"]).step)
     tmp = args.ready + ".tmp"
     Path(tmp).write_text(f"{port} {os.getpid()}")
     os.replace(tmp, args.ready)
@@ -339,6 +341,35 @@ async def _serve(args: argparse.Namespace) -> None:
         if probe is not None:
             probe.cancel()
         await runner.cleanup()
+
+
+class _Traced:
+    """Where the memory goes (tasks in flight bench): the first SIGUSR1 takes a tracemalloc
+    snapshot, the next ones write the growth since it by source line (top 40) as JSON."""
+
+    def __init__(self, path: str) -> None:
+        import tracemalloc
+
+        tracemalloc.start(1)
+        self.path = path
+        self.base: Any = None
+
+    def step(self) -> None:
+        import tracemalloc
+
+        snap = tracemalloc.take_snapshot()
+        if self.base is None:
+            self.base = snap
+            return
+        diff = snap.compare_to(self.base, "lineno")
+        rows = [
+            {"where": str(d.traceback[0]), "bytes": d.size_diff, "count": d.count_diff}
+            for d in sorted(diff, key=lambda d: -d.size_diff)[:40]
+        ]
+        total = sum(d.size_diff for d in diff)
+        tmp = self.path + ".tmp"
+        Path(tmp).write_text(json.dumps({"total_bytes": total, "top": rows}))
+        os.replace(tmp, self.path)
 
 
 def main() -> None:

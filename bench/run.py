@@ -1136,7 +1136,20 @@ def render(report: dict[str, Any]) -> str:
     out.append("")
     out.append("Goals")
     out.extend(goals or ["  (none measured)"])
+    if "inflight" in report:
+        out += ["", *__import__("_inflight").render(report["inflight"])]
     return "\n".join(out)
+
+
+def _part(module: str, workdir: Path, cpus: dict[str, int | None], quick: bool) -> Any:
+    """A part of its own module (``bench/_<part>.py``: ``run`` and ``render``); a failure is
+    reported, and the other parts still run."""
+    import importlib
+
+    try:
+        return importlib.import_module(module).run(workdir, cpus, quick=quick)
+    except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
+        return {"error": repr(exc)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1151,7 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the report as JSON to this path")
     ap.add_argument(
         "--only",
-        choices=("http", "writer", "sse"),
+        choices=("http", "writer", "sse", "inflight"),
         action="append",
         help="run only these parts (repeatable); default: all",
     )
@@ -1198,7 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
         if cpus["server"] is not None
         else "none (fewer than 2 CPUs usable)"
     )
-    parts = args.only or ["http", "writer", "sse"]
+    parts = args.only or ["http", "writer", "sse", "inflight"]
     if args.quick:
         http_kw = {"rounds": 2, "seconds": 1.0, "conns": 32, "warmup": 0.0}
         writer_kw = {"rounds": 1, "seconds": 0.5, "workers": 64, "ntasks": 4}
@@ -1253,6 +1266,9 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
                     failed = True
                     report["sse"].append({"clients": n, "error": repr(exc)})
+        if "inflight" in parts:
+            report["inflight"] = _part("_inflight", workdir, cpus, args.quick)
+            failed = failed or "error" in report["inflight"]
     finally:
         _stop_all()
         if args.keep:

@@ -29,5 +29,10 @@ def test_quick_benchmark_produces_every_figure(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert {"http", "writer", "sse"} <= set(report)
+    assert {"http", "writer", "sse", "inflight"} <= set(report)
+    inflight = report["inflight"]
+    assert "error" not in inflight, inflight
+    for provider in ("nomad", "github_actions", "cloud_run", "local"):
+        row = inflight["providers"][provider]
+        assert row["running"] == row["tasks"] > 0, (provider, row)
     assert "Goals" in run.stdout

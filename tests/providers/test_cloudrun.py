@@ -584,9 +584,17 @@ async def test_a_lost_answer_is_adopted_whatever_order_executions_are_listed_in(
 async def test_the_search_for_a_lost_run_reads_every_page(env: Env) -> None:
     env.sim.add_job("my-project", "asia-east1", "my-job")
     env.sim.list_order = "oldest_first"
-    others = await env.provider()
-    for i in range(120):  # more than one page of 100, ours on the second
-        await env.submit(others, env.task(others, args=[f"o{i}"]))
+    # 120 executions of other tasks (more than one page of 100, ours on the second), started by
+    # a gateway that then stops: nothing polls them while the lost answer is looked for
+    others_sink = MemorySink()
+    others = CloudRunProvider(env.cfg, session=env.session, retry=FAST_RETRY)
+    await others.start(others_sink)
+    for i in range(120):
+        task = others_sink.add_task(
+            "cloud_run", others.validate({**SEED, "args": [f"o{i}"]}).to_json()
+        )
+        await others.submit(task, idempotency_key=task.id)
+    await others.close()
     env.sim.delay("run", 0.5)
     p = await env.provider(request_timeout_s=0.2)
     task = env.task(p)

@@ -11,9 +11,10 @@ Theory of operation, one module per part
 * **Status** (`poller`). Cloud Run pushes nothing: one poller per non-terminal execution, its
   interval adaptive with jitter; only a change of state is reported, with a delivery id that makes
   a report after a restart a no-op.
-* **Logs** (`logs`). One reader per execution reads ``entries:list`` oldest first from its
-  persisted cursor, inside the project's `ReadBudget`, and a last read once the settle time after
-  the end has passed.
+* **Logs** (`logs`). One reader per project reads ``entries:list`` oldest first for many
+  executions at once (their labels OR-ed in one filter), routes each entry to its execution's
+  persisted cursor, inside the project's `ReadBudget`, and gives each execution a last read once
+  the settle time after its end has passed.
 * **Auth** (`credentials`). A static token, or google-auth credentials refreshed in a thread.
 * `api` is the one HTTP helper they share; `watch` holds what the poller and the reader of one
   execution share; `provider` ties it all together and owns the background loops.

@@ -1,12 +1,25 @@
-"""`LogReader`: one Cloud Logging reader per execution, inside the project's `ReadBudget`.
+"""`LogReader`: the Cloud Logging logs of a project's executions, read together, within its budget.
 
-Each reader reads ``entries:list`` oldest first, page by page, from the `LogCursor` (persisted with
-``sink.set_cursor``) up to ``now - logging_settle_s`` (Logging ingests late). Every read spends one
-request of the project's `ReadBudget` (``logging_reads_per_minute``, shared by all executions of
-the project), and readers space their reads to stay inside it. Once the execution has ended and
-the settle time has passed, a last read without upper bound takes the rest, then
-``sink.logs_complete``; a last read that keeps failing gives up after `_FINAL_READ_TRIES`, saying
-so in the task's stderr.
+Theory of operation
+-------------------
+Cloud Logging allows a project few reads (``logging_reads_per_minute``, 30 by default: the
+`ReadBudget`), so one reader per execution cannot keep hundreds of executions live (300 would be
+read once every ten minutes each). Instead each project has one loop, and each of its reads covers
+as many executions as one filter can name: their execution labels OR-ed
+(`egw.wire.cloudrun.batch_filter`, at most `MAX_FILTER_CHARS`, about 350 executions), oldest first,
+page by page. Every entry is routed by its labels (`execution_key`) to its execution, whose own
+`LogCursor` (the newest timestamp and the insert ids seen at it, persisted with
+``sink.set_cursor``) drops what it has read: no line is lost or doubled across pages, reads,
+executions that share a timestamp, or a restart. A read starts at the oldest lower bound of its
+executions (a cursor, or the execution's ``createTime``), so a fresh execution loses nothing.
+
+Reads are spread evenly over the minute (one every ``60 / logging_reads_per_minute`` s at most).
+Which executions a read takes: those due (read ``poll_min_s`` ago or longer), the longest waiting
+first, so every running execution is read in turn and none starves; with 300 executions and the
+default budget each is read every few seconds, not every ten minutes. Live reads stop at
+``now - logging_settle_s`` (Logging ingests late); once an execution has ended and the settle time
+has passed, it is read once more without an upper bound, then ``sink.logs_complete``. A last read
+that keeps failing gives up after `_FINAL_READ_TRIES`, saying so in the task's stderr.
 """
 
 from __future__ import annotations
@@ -14,22 +27,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from egw.background import BackgroundTasks
 from egw.config import CloudRunConfig
 from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.cloudrun.api import CloudRunAPI
-from egw.providers.cloudrun.watch import Watch, Watches, jitter, nap
+from egw.providers.cloudrun.watch import Watch, Watches
 from egw.wire import cloudrun as wire
 
 log = structlog.get_logger("egw.providers.cloudrun")
 
 #: a final log read that keeps failing gives up after this many tries (noted in the log)
 _FINAL_READ_TRIES = 5
+#: a fresh execution is read from this long before its createTime (clock skew between services)
+_CREATED_SLACK_S = 60.0
 
 
 class ReadBudget:
@@ -60,95 +77,176 @@ class ReadBudget:
                 await asyncio.sleep(self._reads[0] + self.window_s - now)
 
 
+class _Project:
+    """The executions of one project whose logs are followed, and its loop."""
+
+    def __init__(self, reads_per_minute: int) -> None:
+        self.budget = ReadBudget(reads_per_minute)
+        self.members: dict[str, Watch] = {}
+        self.wake = asyncio.Event()
+        self.loop: asyncio.Task[None] | None = None
+        #: the earliest start of the next read (monotonic)
+        self.next_read = 0.0
+
+
 class LogReader:
-    """Reads the logs of the watched executions into the sink."""
+    """Reads the logs of the watched executions into the sink, a project's executions together."""
 
     #: entries per entries:list page (Logging's largest is 1000)
     page_size = 1000
+    #: the longest filter a read sends (Logging's limit; tests make it smaller)
+    max_filter_chars = wire.MAX_FILTER_CHARS
 
     def __init__(
-        self, cfg: CloudRunConfig, api: CloudRunAPI, sink: SinkSlot, watches: Watches
+        self,
+        cfg: CloudRunConfig,
+        api: CloudRunAPI,
+        sink: SinkSlot,
+        watches: Watches,
+        tasks: BackgroundTasks,
     ) -> None:
         self._cfg = cfg
         self._api = api
         self._sink = sink
         self._watches = watches
-        self._budgets: dict[str, ReadBudget] = {}
+        self._tasks = tasks
+        self._projects: dict[str, _Project] = {}
 
     def reads_last_minute(self) -> dict[str, int]:
         """Reads spent in the last minute, by project."""
-        return {project: budget.used() for project, budget in self._budgets.items()}
+        return {name: project.budget.used() for name, project in self._projects.items()}
 
-    def _budget(self, project: str) -> ReadBudget:
-        budget = self._budgets.get(project)
-        if budget is None:
-            budget = self._budgets[project] = ReadBudget(self._cfg.logging_reads_per_minute)
-        return budget
-
-    def _interval(self, project: str) -> float:
-        """Spread the project's budget over its readers: each reads every ``n * 60 / budget`` s."""
-        readers = self._watches.readers(project)
-        share = 60.0 * max(1, readers) / self._cfg.logging_reads_per_minute
-        return max(self._cfg.poll_min_s, share)
-
-    async def run(self, watch: Watch) -> None:
-        """Read the execution's log until all of it is in the sink, then drop the watch."""
-        sink = self._sink()
-        key = f"cloud_run:logs:{watch.task_id}"
-        watch.cursor = wire.LogCursor.from_json(await sink.get_cursor(key))
-        await watch.seen.wait()  # the task count decides the line prefix
-        settle = self._cfg.logging_settle_s
-        failures = 0
-        while True:
-            since_end = time.monotonic() - (watch.terminal_at or 0.0)
-            settled = watch.terminal.is_set() and since_end >= settle
-            until = (
-                None
-                if settled or settle == 0
-                else wire.timestamp_from(datetime.now(UTC) - timedelta(seconds=settle))
+    def follow(self, watch: Watch) -> None:
+        """Read the execution's log until all of it is in the sink, then drop its watch."""
+        project = self._projects.get(watch.ref.project)
+        if project is None:
+            project = self._projects[watch.ref.project] = _Project(
+                self._cfg.logging_reads_per_minute
             )
-            error = None
-            try:
-                await self._read_pages(watch, until, key)
-            except CircuitOpen as exc:  # not tried: no failed read; sleep through the outage
-                wait = max(exc.retry_after_s or 0.0, self._interval(watch.ref.project))
-                await asyncio.sleep(jitter(wait))
-                continue
-            except ProviderError as exc:
-                log.warning("cloud_run_log_read_failed", task_id=watch.task_id, error=exc.message)
-                error = exc.message
-            except Exception as exc:  # a bug must not end the reader silently
-                log.exception("cloud_run_log_read_crashed", task_id=watch.task_id)
-                error = repr(exc)
-            if error is not None:
-                failures += settled
-                if failures >= _FINAL_READ_TRIES:
-                    note = f"[egw] could not read the rest of the log: {error}\n"
-                    await sink.append_log(watch.task_id, "stderr", note.encode())
-                    settled = True
-                else:
-                    await asyncio.sleep(jitter(self._interval(watch.ref.project)))
-                    continue
-            if settled:
-                await sink.logs_complete(watch.task_id)
-                self._watches.drop(watch.task_id)
-                return
-            if watch.terminal.is_set():  # the last read comes once late entries are in
-                await asyncio.sleep(max(0.0, settle - since_end))
-            else:
-                await nap(jitter(self._interval(watch.ref.project)), watch.terminal, clear=False)
+        project.members[watch.task_id] = watch
+        watch.following = True
+        project.wake.set()
+        if project.loop is None or project.loop.done():
+            project.loop = self._tasks.spawn(
+                self._run(project), name=f"cloud_run-logs-{watch.ref.project}"
+            )
 
-    async def _read_pages(self, watch: Watch, until: str | None, key: str) -> None:
-        """Read every page from the cursor (the request stays the same across pages)."""
-        since, token = watch.cursor.timestamp, None
-        budget = self._budget(watch.ref.project)
+    async def _run(self, project: _Project) -> None:
+        """Read batches of due executions until none is followed any more."""
+        while project.members:
+            batch, final, wait = self._next_batch(project)
+            if not batch:
+                project.wake.clear()
+                try:
+                    async with asyncio.timeout(wait):
+                        await project.wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            # reads are spread evenly over the minute rather than spent in a burst
+            await asyncio.sleep(max(0.0, project.next_read - time.monotonic()))
+            project.next_read = time.monotonic() + 60.0 / self._cfg.logging_reads_per_minute
+            try:
+                await self._read_batch(project, batch, final)
+            except Exception:  # a bug must not end the loop silently
+                log.exception("cloud_run_log_read_crashed", executions=len(batch))
+                for watch in batch:
+                    watch.next_read = time.monotonic() + self._cfg.poll_max_s
+
+    def _next_batch(self, project: _Project) -> tuple[list[Watch], set[str], float]:
+        """The due executions that fit one filter (the longest waiting first), which of them get
+        their last read, and how long to wait when none is due."""
+        now = time.monotonic()
+        settle = self._cfg.logging_settle_s
+        due: list[Watch] = []
+        final: set[str] = set()
+        soonest = self._cfg.poll_max_s
+        for watch in project.members.values():
+            if not watch.seen.is_set():  # the task count decides the line prefix
+                soonest = min(soonest, self._cfg.poll_min_s)  # seen at the poller's first read
+                continue
+            at = watch.next_read
+            if watch.terminal.is_set():
+                settled_at = (watch.terminal_at or 0.0) + settle
+                if now >= settled_at:
+                    final.add(watch.task_id)
+                at = min(at, max(settled_at, watch.final_after))
+            if at <= now:
+                due.append(watch)
+            else:
+                soonest = min(soonest, at - now)
+        due.sort(key=lambda w: w.next_read)
+        batch: list[Watch] = []
+        names: list[str] = []
+        for watch in due:
+            names.append(watch.ref.execution)
+            if batch and wire.batch_filter_length(names) > self.max_filter_chars:
+                break
+            batch.append(watch)
+        return batch, final & {w.task_id for w in batch}, soonest
+
+    async def _read_batch(self, project: _Project, batch: list[Watch], final: set[str]) -> None:
+        """One read of ``batch`` (every page); then the ended ones are complete."""
+        sink = self._sink()
+        for watch in batch:
+            if not watch.cursor_loaded:
+                key = f"cloud_run:logs:{watch.task_id}"
+                watch.cursor = wire.LogCursor.from_json(await sink.get_cursor(key))
+                watch.cursor_loaded = True
+        settle = self._cfg.logging_settle_s
+        until = (
+            None
+            if settle == 0
+            else wire.timestamp_from(datetime.now(UTC) - timedelta(seconds=settle))
+        )
+        live = [w.ref.execution for w in batch if w.task_id not in final]
+        ended = [w.ref.execution for w in batch if w.task_id in final]
+        bounds = [_lower_bound(w) for w in batch]
+        since = None if None in bounds else min(b for b in bounds if b is not None)
+        text = wire.batch_filter(live, ended, since=since, until=until)
+        started = time.monotonic()
+        error = None
+        try:
+            await self._read_pages(project, batch, text)
+        except CircuitOpen as exc:  # not tried: no failed read; sleep through the outage
+            wait = max(exc.retry_after_s or 0.0, self._cfg.poll_min_s)
+            for watch in batch:
+                watch.next_read = time.monotonic() + wait
+                watch.final_after = max(watch.final_after, watch.next_read)
+            return
+        except ProviderError as exc:
+            log.warning("cloud_run_log_read_failed", executions=len(batch), error=exc.message)
+            error = exc.message
+        for watch in batch:
+            watch.next_read = started + self._cfg.poll_min_s
+        for watch in batch:
+            if watch.task_id not in final:
+                continue
+            if error is not None:
+                watch.final_failures += 1
+                watch.final_after = time.monotonic() + self._cfg.poll_min_s
+                if watch.final_failures < _FINAL_READ_TRIES:
+                    continue
+                note = f"[egw] could not read the rest of the log: {error}\n"
+                await sink.append_log(watch.task_id, "stderr", note.encode())
+            await sink.logs_complete(watch.task_id)
+            project.members.pop(watch.task_id, None)
+            watch.following = False
+            self._watches.drop(watch.task_id)
+
+    async def _read_pages(self, project: _Project, batch: list[Watch], text: str) -> None:
+        """Every page of one read (the request stays the same across pages), each entry routed
+        to its execution; cursors advance page by page, so a failed read resumes there."""
+        route = {(w.ref.region, w.ref.job, w.ref.execution): w for w in batch}
+        members = {w.task_id: w for w in batch}
+        token: str | None = None
         while True:
-            body = wire.list_entries_request(
-                watch.ref, since=since, until=until, page_token=token, page_size=self.page_size
+            body = wire.batch_entries_request(
+                batch[0].ref.project, text, page_token=token, page_size=self.page_size
             )
 
             async def read(body: dict[str, Any] = body) -> Any:
-                await budget.acquire()
+                await project.budget.acquire()
                 return await self._api.send(
                     "POST",
                     f"{self._api.logging_url}/v2/entries:list",
@@ -157,10 +255,20 @@ class LogReader:
                 )
 
             page = await self._api.retried(read, "logging.entries.list")
-            lines, watch.cursor = watch.cursor.accept(page.get("entries") or [])
-            await self._append(watch, lines)
-            if lines:
-                await self._sink().set_cursor(key, watch.cursor.to_json())
+            by_watch: dict[str, list[Mapping[str, Any]]] = {}
+            for entry in page.get("entries") or []:
+                where = wire.execution_key(entry)
+                watch = route.get(where) if where is not None else None
+                if watch is not None:  # another job's execution of the same short id: not ours
+                    by_watch.setdefault(watch.task_id, []).append(entry)
+            for task_id, entries in by_watch.items():
+                watch = members[task_id]
+                lines, watch.cursor = watch.cursor.accept(entries)
+                await self._append(watch, lines)
+                if lines:
+                    await self._sink().set_cursor(
+                        f"cloud_run:logs:{watch.task_id}", watch.cursor.to_json()
+                    )
             token = page.get("nextPageToken")
             if not token:
                 return
@@ -180,3 +288,16 @@ class LogReader:
                     break
                 stream = line.stream
             run.append(wire.format_line(line, multi_task=multi))
+
+
+def _lower_bound(watch: Watch) -> str | None:
+    """Where the execution's log is read from: its cursor, else a little before it was created;
+    None (from the start) if neither is known."""
+    if watch.cursor.timestamp is not None:
+        return watch.cursor.timestamp
+    if watch.created is not None:
+        try:
+            return wire.shift_timestamp(watch.created, -_CREATED_SLACK_S)
+        except ValueError:
+            return None
+    return None

@@ -92,6 +92,8 @@ class Poller:
                 )
             return True
         watch.task_count = max(1, int(execution.get("taskCount") or 1))
+        created = execution.get("createTime")
+        watch.created = created if isinstance(created, str) else watch.created
         watch.seen.set()
         obs = await self.observation(execution)
         if obs.state != watch.last:

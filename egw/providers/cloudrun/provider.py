@@ -43,14 +43,14 @@ class CloudRunProvider:
     ) -> None:
         self._cfg = cfg
         self._sink = SinkSlot(NAME)
-        # the pollers and log readers live as long as their execution needs them: until it
-        # has ended and its log is read (each is kept on its `Watch` too, for health)
+        # the pollers live as long as their execution runs (each is kept on its `Watch` too),
+        # a project's log reader as long as one of its executions has a log left to read
         self._tasks = BackgroundTasks(NAME)
         self.circuit = circuit or Breakers(NAME, cfg.circuit)
         self._api = CloudRunAPI(cfg, session=session, retry=retry, circuit=self.circuit)
         self._watches = Watches(self._start_loops)
         self._poller = Poller(cfg, self._api, self._sink)
-        self._logs = LogReader(cfg, self._api, self._sink, self._watches)
+        self._logs = LogReader(cfg, self._api, self._sink, self._watches, self._tasks)
         self._executions = Executions(self._api, self._sink, self._watches, self._poller)
 
     @property
@@ -61,6 +61,15 @@ class CloudRunProvider:
     @log_page_size.setter
     def log_page_size(self, size: int) -> None:
         self._logs.page_size = size
+
+    @property
+    def max_log_filter_chars(self) -> int:
+        """The longest Logging filter a read sends (Logging's limit, unless a test asks less)."""
+        return self._logs.max_filter_chars
+
+    @max_log_filter_chars.setter
+    def max_log_filter_chars(self, chars: int) -> None:
+        self._logs.max_filter_chars = chars
 
     def validate(self, task: Mapping[str, Any]) -> wire.CloudRunSpec:
         return wire.validate_task(
@@ -82,9 +91,7 @@ class CloudRunProvider:
     def _start_loops(self, watch: Watch, report: bool, delay: bool) -> None:
         poll = self._poller.run(watch, report=report, delay=delay)
         watch.poller = self._tasks.spawn(poll, name=f"cloud_run-poll-{watch.task_id}")
-        watch.reader = self._tasks.spawn(
-            self._logs.run(watch), name=f"cloud_run-logs-{watch.task_id}"
-        )
+        self._logs.follow(watch)
 
     async def close(self) -> None:
         self._watches.clear()

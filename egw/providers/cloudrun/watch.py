@@ -1,9 +1,10 @@
 """`Watch`: what egw knows of one execution it watches, and `Watches`, the executions by task id.
 
-Cloud Run pushes nothing, so every execution egw follows gets two loops, started once: a poller
-(`egw.providers.cloudrun.poller`) and a log reader (`egw.providers.cloudrun.logs`). They meet in
-the execution's `Watch`: the poller says when the execution was first seen and when it ended,
-the log reader keeps its cursor there. The reader ends last and drops the watch.
+Cloud Run pushes nothing, so every execution egw follows gets a poller
+(`egw.providers.cloudrun.poller`), and its log is followed by its project's log reader
+(`egw.providers.cloudrun.logs`). They meet in the execution's `Watch`: the poller says when the
+execution was first seen and when it ended, the log reader keeps its cursor there. The reader
+ends last and drops the watch.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from egw.core.model import TaskState
 from egw.wire import cloudrun as wire
 
 
-@dataclass
+@dataclass(slots=True)
 class Watch:
-    """The one poller and the one log reader of an execution."""
+    """What the poller and the log reader know of an execution."""
 
     task_id: str
     ref: wire.ExecutionRef
@@ -31,21 +32,24 @@ class Watch:
     terminal_at: float | None = None
     #: how far the log has been read (advanced page by page, so a failed read resumes there)
     cursor: wire.LogCursor = field(default_factory=wire.LogCursor)
+    cursor_loaded: bool = False
+    #: the execution's ``createTime`` (a fresh log is read from a little before it)
+    created: str | None = None
+    #: the log reader's schedule (monotonic): the next read, and the next try of a failed last one
+    following: bool = False
+    next_read: float = 0.0
+    final_after: float = 0.0
+    final_failures: int = 0
     #: the last state reported (the submit's own observation counts), and whether it just changed
     last: TaskState | None = None
     changed: bool = False
     poller: asyncio.Task[None] | None = None
-    reader: asyncio.Task[None] | None = None
 
     def ended(self) -> None:
         """The execution has ended (or is gone): only its logs are left to read."""
         self.terminal_at = time.monotonic()
         self.seen.set()
         self.terminal.set()
-
-    @property
-    def reading(self) -> bool:
-        return self.reader is not None and not self.reader.done()
 
 
 #: starts a new watch's loops: (watch, report its states, first poll after an interval)
@@ -87,8 +91,8 @@ class Watches:
         return sum(1 for w in self if not w.terminal.is_set())
 
     def readers(self, project: str | None = None) -> int:
-        """Log readers still reading (of ``project``, if given)."""
-        return sum(1 for w in self if w.reading and project in (None, w.ref.project))
+        """Executions whose log is still being read (of ``project``, if given)."""
+        return sum(1 for w in self if w.following and project in (None, w.ref.project))
 
 
 def jitter(seconds: float) -> float:

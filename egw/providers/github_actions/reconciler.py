@@ -1,13 +1,16 @@
 """The reconciler: one loop polling followed runs and pending dispatches; resume on restart.
 
-It polls each followed run, looks for the runs of pending dispatches, and picks
+It polls the followed runs, looks for the runs of pending dispatches, and picks
 up every unfinished task after a restart.
 
-Each non-terminal run is polled with ``If-None-Match`` (a 304 costs no rate
-limit) at an interval that doubles while nothing changes (``poll_min_s`` ..
-``poll_max_s``) and stretches to the maximum while webhooks arrive or the rate
-limit runs low. A rate-limited answer pauses every call until its reset, as
-GitHub's rate-limit docs describe (tests/samples/github/NOTES.md).
+The non-terminal runs of a repository are polled together: when one of them is
+due, the repository's runs are listed in ETag-cached pages (`RunListing`: one
+request covers 100 runs, an unchanged page is a free 304) and each listed run is
+routed to its followed run by id; a run the listing did not show is read alone
+with ``If-None-Match``. Each run's interval doubles while nothing changes
+(``poll_min_s`` .. ``poll_max_s``) and stretches to the maximum while webhooks
+arrive or the rate limit runs low. A rate-limited answer pauses every call until
+its reset, as GitHub's rate-limit docs describe (tests/samples/github/NOTES.md).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from egw.errors import EgwError
 from egw.providers.base import SinkSlot
 from egw.providers.github_actions.api import GitHubAPI
 from egw.providers.github_actions.dispatch import Dispatcher
+from egw.providers.github_actions.listing import RunListing
 from egw.providers.github_actions.logs import JobLogs
 from egw.providers.github_actions.reports import Reports
-from egw.providers.github_actions.state import Follow, Pending, Tracked
+from egw.providers.github_actions.state import CLOCK_SKEW, Follow, Pending, Tracked
 from egw.wire import github as gh
 
 log = structlog.get_logger("egw.providers.github_actions")
@@ -53,6 +57,7 @@ class Reconciler:
         self.reports = reports
         self.logs = logs
         self.dispatcher = dispatcher
+        self.listing = RunListing(api)
 
     async def run(self) -> None:
         """Poll what is due, then sleep until the next is due or something new is followed."""
@@ -62,9 +67,16 @@ class Reconciler:
             # a rate limit, or the breaker toward the API host open: no poll until either ends
             wait = max(0.0, self.api.blocked_until - time.time(), self.api.circuit_wait_s())
             if wait == 0.0:
+                repos: set[tuple[str, str]] = set()
                 for tracked in [t for t in follow.runs.values() if not t.logs_done]:
-                    if tracked.next_poll <= now:
+                    if tracked.next_poll > now:
+                        continue
+                    if tracked.completed:  # its jobs and logs are left to read
                         await self._guard(self._poll(tracked), tracked.task_id)
+                    else:
+                        repos.add(_repo(tracked))
+                for owner, repo in sorted(repos):
+                    await self._guard(self._poll_repo(owner, repo), f"{owner}/{repo}")
                 for pending in list(follow.pending.values()):
                     if pending.next_poll <= now:
                         await self._guard(self._poll_pending(pending), pending.task_id)
@@ -80,13 +92,50 @@ class Reconciler:
             except TimeoutError:
                 pass
 
-    async def _guard(self, work: Awaitable[None], task_id: str) -> None:
+    async def _guard(self, work: Awaitable[None], subject: str) -> None:
+        """Run one poll (``subject``: its task id or repository, for the log)."""
         try:
             await work
         except EgwError as exc:
-            log.warning("github_reconcile_failed", task_id=task_id, error=str(exc))
+            log.warning("github_reconcile_failed", subject=subject, error=str(exc))
         except Exception:  # the loop must outlive any one bad answer
-            log.exception("github_reconcile_failed", task_id=task_id)
+            log.exception("github_reconcile_failed", subject=subject)
+
+    async def _poll_repo(self, owner: str, repo: str) -> None:
+        """List the repository's runs once for all its unfinished followed runs."""
+        follow = self.follow
+        members = [
+            t
+            for t in follow.runs.values()
+            if not t.logs_done and not t.completed and _repo(t) == (owner, repo)
+        ]
+        for tracked in members:  # the next try if this one fails
+            follow.schedule(tracked, min(self.cfg.poll_max_s, tracked.interval * 2))
+        created = [t.last.created_at for t in members if t.last and t.last.created_at]
+        since = min(created) - CLOCK_SKEW if created and len(created) == len(members) else None
+        first = members[0].spec
+        listing = await self.listing.list_repo(
+            first.owner, first.repo, since, {t.run_id for t in members}
+        )
+        for tracked in members:
+            run = listing.runs.get(tracked.run_id)
+            if run is None:  # not in the list (past its 1,000 runs, or moved): read it alone
+                await self._guard(self._poll(tracked), tracked.task_id)
+                continue
+            changed = False
+            if gh.is_newer(run, tracked.last):
+                async with follow.lock(tracked.task_id):
+                    key = gh.order_key(run)
+                    changed = await self.reports.apply_run(
+                        tracked, run, f"poll:{run.id}:{key[0]}:{run.status}:{run.conclusion}"
+                    )
+            grow = min(self.cfg.poll_max_s, tracked.interval * 2)
+            tracked.interval = self.cfg.poll_min_s if changed else grow
+            if self.api.budget_low():  # save what is left of the rate limit for what matters
+                tracked.interval = self.cfg.poll_max_s
+            follow.schedule(tracked, tracked.interval)
+            if tracked.completed and not tracked.logs_done:
+                await self._guard(self.logs.finish(tracked), tracked.task_id)
 
     async def _poll(self, tracked: Tracked) -> None:
         """One conditional GET of a run (304: free, and the interval grows)."""
@@ -187,3 +236,8 @@ class Reconciler:
                 self.follow.pending[task.id].cancelled = True
         if task.status.terminal:
             await sink.logs_complete(task.id)  # no run known: no output
+
+
+def _repo(tracked: Tracked) -> tuple[str, str]:
+    """The repository of a followed run (GitHub's names are case-insensitive)."""
+    return tracked.spec.owner.lower(), tracked.spec.repo.lower()

@@ -113,11 +113,10 @@ class _Parser:
         return False
 
     def expr(self) -> Predicate:
-        left = self.conj()
+        terms = [self.conj()]
         while self.keyword("OR"):
-            right = self.conj()
-            left = _either(left, right)
-        return left
+            terms.append(self.conj())
+        return _any(terms)
 
     def conj(self) -> Predicate:
         left = self.unary()
@@ -164,7 +163,10 @@ class _Parser:
             raise FilterError(f"expected a comparison operator after {'.'.join(path)!r}")
         self.pos += len(op)
         value = self.value()
-        return _compare(path, op, value)
+        pred = _compare(path, op, value)
+        if op == "=" and not _special(path):
+            return _Equals(path, value, pred)
+        return pred
 
     def field(self) -> list[str]:
         self.skip_ws()
@@ -204,8 +206,47 @@ class _Parser:
             raise FilterError(f"bad string escape at {m.start()}") from exc
 
 
-def _either(a: Predicate, b: Predicate) -> Predicate:
-    return lambda e: a(e) or b(e)
+class _Equals:
+    """``field = "value"``: a predicate `_any` can merge with others on the same field."""
+
+    def __init__(self, path: list[str], value: str, general: Predicate) -> None:
+        self.path = path
+        self.value = value
+        self.general = general
+
+    def __call__(self, entry: Mapping[str, Any]) -> bool:
+        return self.general(entry)
+
+
+def _any(terms: list[Predicate]) -> Predicate:
+    """A disjunction. Equalities of one field (a filter that ORs hundreds of execution labels)
+    become one set lookup when the entry holds a string there: the same answer as the comparisons
+    one by one (a string equals exactly), without walking hundreds of them for every entry."""
+    if len(terms) == 1:
+        return terms[0]
+    groups: dict[tuple[str, ...], list[_Equals]] = {}
+    rest: list[Predicate] = []
+    for term in terms:
+        if isinstance(term, _Equals):
+            groups.setdefault(tuple(term.path), []).append(term)
+        else:
+            rest.append(term)
+    for group in groups.values():
+        rest.append(group[0] if len(group) == 1 else _member(group))
+    return rest[0] if len(rest) == 1 else lambda e: any(p(e) for p in rest)
+
+
+def _member(group: list[_Equals]) -> Predicate:
+    path = group[0].path
+    values = frozenset(t.value for t in group)
+
+    def pred(entry: Mapping[str, Any]) -> bool:
+        have = _lookup(entry, path)
+        if isinstance(have, str):
+            return have in values
+        return any(t.general(entry) for t in group)  # a number or a structure: compare each
+
+    return pred
 
 
 def _both(a: Predicate, b: Predicate) -> Predicate:
@@ -219,6 +260,11 @@ def _lookup(entry: Mapping[str, Any], path: list[str]) -> Any:
             return None
         value = value[key]
     return value
+
+
+def _special(path: list[str]) -> bool:
+    """Fields whose ``=`` is not a plain string equality (instants, ranks)."""
+    return path == ["severity"] or (len(path) == 1 and path[0] in _TIME_FIELDS)
 
 
 def _compare(path: list[str], op: str, wanted: str) -> Predicate:

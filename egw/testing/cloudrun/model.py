@@ -72,6 +72,9 @@ class JobScript:
     #: lines carry their own coarse ``timestamp`` (https://cloud.google.com/logging/docs/
     #: structured-logging): many entries then share a timestamp (None: nanoseconds)
     timestamp_resolution_s: float | None = None
+    #: lines are spread over this many first seconds of each task (None: its whole duration),
+    #: e.g. a long job that says what it does at its start, then works silently
+    output_span_s: float | None = None
     per_task: Callable[[TaskContext], TaskOutput] | None = None
 
     def output(self, ctx: TaskContext) -> TaskOutput:
@@ -184,6 +187,8 @@ class SimExecution:
             self.tasks.append(SimTask(index, self.start_ns, end, out.exit_code))
             for stream, lines in (("stdout", out.stdout), ("stderr", out.stderr)):
                 span = end - self.start_ns
+                if script.output_span_s is not None:
+                    span = min(span, self._ns(script.output_span_s))
                 for k, payload in enumerate(lines):
                     ts = self.start_ns + span * (k + 1) // (len(lines) + 1)
                     self._entry(ts, stream, index, payload, rng)

@@ -610,14 +610,22 @@ class CloudRunSimulator:
             result["nextPageToken"] = encode_token(key(page[-1]), digest)
         return result
 
-    def _spend_read(self, project: str) -> None:
-        if self.logging_quota_per_minute is None:
-            return
+    def reads_last_minute(self, project: str) -> int:
+        """``entries:list`` reads of ``project`` in the last (real) minute, as the quota counts."""
         reads = self._reads.setdefault(project, deque())
         now = time.monotonic()
         while reads and reads[0] <= now - 60:
             reads.popleft()
-        if len(reads) >= self.logging_quota_per_minute:
+        return len(reads)
+
+    def _spend_read(self, project: str) -> None:
+        used = self.reads_last_minute(project)
+        reads = self._reads[project]
+        now = time.monotonic()
+        if self.logging_quota_per_minute is None:
+            reads.append(now)
+            return
+        if used >= self.logging_quota_per_minute:
             raise GoogleError(
                 429,
                 f"Quota exceeded for quota metric 'Read requests' and limit"

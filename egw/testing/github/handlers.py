@@ -24,6 +24,9 @@ from egw.testing.github.shapes import SimWorkflow, iso
 VERSIONS = ("2022-11-28", "2026-03-10")
 
 
+_CAPPED_BY = ("actor", "branch", "check_suite_id", "created", "event", "head_sha", "status")
+
+
 class ApiHandlers:
     """State the handlers use is set up by `GitHubSimulator.__init__`."""
 
@@ -167,6 +170,11 @@ class ApiHandlers:
             if created is not None and not (created[0] <= run.created_at < created[1]):
                 continue
             runs.append(run.to_json())
+        if any(q.get(f) is not None for f in _CAPPED_BY):
+            # "up to 1,000 results for each search when using the following parameters:
+            # `actor`, `branch`, `check_suite_id`, `created`, `event`, `head_sha`, `status`."
+            # (actions/list-workflow-runs-for-repo, rest-actions.openapi.json)
+            runs = runs[:1000]
         return page(request, runs, "workflow_runs")
 
     async def _get_run(self, request: web.Request) -> web.Response:
