@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -39,6 +40,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+#: the parts in their own modules, each with ``run(workdir, cpus, *, quick)`` and
+#: ``render(part)``; imported when used (some import this module for its helpers)
+PARTS: dict[str, Any] = {
+    name: (lambda module=module: importlib.import_module(module))
+    for name, module in (
+        ("webhooks", "_webhooks"),
+        ("submits", "_submits"),
+        ("peer", "_peer"),
+        ("nomad-stream", "_nomad_stream"),
+        ("restart", "_restart"),
+        ("nomad-logs", "_nomad_logs"),
+        ("inflight", "_inflight"),
+    )
+}
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -1133,25 +1149,22 @@ def render(report: dict[str, Any]) -> str:
                 " while the gateway streamed: "
                 "its delays are pessimistic; compare them with the reference run's"
             )
+    for name, module in PARTS.items():
+        if name in report:
+            lines = module().render(report[name])
+            out += ["", *lines]
+            goals += [
+                line
+                for line in lines
+                if line.endswith(("MET", "MISSED")) or line.lstrip().startswith("goal:")
+            ]
     out.append("")
     out.append("Goals")
     out.extend(goals or ["  (none measured)"])
-    if "inflight" in report:
-        out += ["", *__import__("_inflight").render(report["inflight"])]
     return "\n".join(out)
 
 
-def _part(module: str, workdir: Path, cpus: dict[str, int | None], quick: bool) -> Any:
-    """A part of its own module (``bench/_<part>.py``: ``run`` and ``render``); a failure is
-    reported, and the other parts still run."""
-    import importlib
-
-    try:
-        return importlib.import_module(module).run(workdir, cpus, quick=quick)
-    except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
-        return {"error": repr(exc)}
-
-
+#: parts that live in their own module ``bench/_<part>.py`` (``run`` and ``render``)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1164,7 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the report as JSON to this path")
     ap.add_argument(
         "--only",
-        choices=("http", "writer", "sse", "inflight"),
+        choices=("http", "writer", "sse", *PARTS),
         action="append",
         help="run only these parts (repeatable); default: all",
     )
@@ -1211,7 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
         if cpus["server"] is not None
         else "none (fewer than 2 CPUs usable)"
     )
-    parts = args.only or ["http", "writer", "sse", "inflight"]
+    parts = args.only or ["http", "writer", "sse", *PARTS]
     if args.quick:
         http_kw = {"rounds": 2, "seconds": 1.0, "conns": 32, "warmup": 0.0}
         writer_kw = {"rounds": 1, "seconds": 0.5, "workers": 64, "ntasks": 4}
@@ -1266,9 +1279,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
                     failed = True
                     report["sse"].append({"clients": n, "error": repr(exc)})
-        if "inflight" in parts:
-            report["inflight"] = _part("_inflight", workdir, cpus, args.quick)
-            failed = failed or "error" in report["inflight"]
+        for name in (p for p in PARTS if p in parts):
+            try:
+                report[name] = PARTS[name]().run(workdir, cpus, quick=args.quick)
+            except Exception as exc:  # noqa: BLE001 - reported; the other parts still run
+                failed = True
+                report[name] = {"error": repr(exc)}
     finally:
         _stop_all()
         if args.keep:

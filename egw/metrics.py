@@ -242,6 +242,7 @@ class _Snapshot(Collector):
             for key, value in _numbers(health):
                 figures.add_metric([provider, key], value)
         yield figures
+        yield from _nomad_stream(self.m._health.get("nomad") or {})
         yield from _storage(self.m._storage)
         yield from _circuits(self.m._circuits)
 
@@ -269,6 +270,27 @@ def _circuits(circuits: Mapping[str, Mapping[str, Any]]) -> Iterable[Any]:
                 moves.add_metric([provider, target, to], n)
     yield state
     yield moves
+
+
+def _nomad_stream(health: Mapping[str, Any]) -> Iterable[GaugeMetricFamily]:
+    """Nomad's event stream per namespace, under names of their own (also in the figures)."""
+    lag = GaugeMetricFamily(
+        "egw_nomad_stream_lag_seconds",
+        "How long the event-stream reader has been behind (0: it finds nothing waiting)",
+        labels=["namespace"],
+    )
+    index = GaugeMetricFamily(
+        "egw_nomad_stream_index",
+        "The last raft index read from the event stream (compare with Nomad's)",
+        labels=["namespace"],
+    )
+    for ns, sub in sorted((health.get("namespaces") or {}).items()):
+        if isinstance(sub, Mapping) and sub.get("stream_lag_s") is not None:
+            lag.add_metric([ns], sub["stream_lag_s"])
+        if isinstance(sub, Mapping) and sub.get("last_index") is not None:
+            index.add_metric([ns], sub["last_index"])
+    yield lag
+    yield index
 
 
 def _storage(status: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:

@@ -12,7 +12,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from egw.config.checks import log_bytes, positive, secret, url
+from egw.config.checks import between, log_bytes, positive, secret, url
 from egw.config.sections import CircuitConfig
 from egw.config.watchdog import LiveWatchdogConfig, WatchdogConfig
 from egw.errors import ConfigError
@@ -115,11 +115,19 @@ class NomadConfig(LiveWatchdogConfig):
     log_grace_s: float = 30.0
     #: output a task of this provider keeps (unset: storage.max_log_bytes)
     max_log_bytes: int | None = None
+    #: log streams (two per allocation) followed live at once, over a pool of their own;
+    #: the others are caught up by non-follow reads (providers/nomad/slots.py)
+    log_max_followers: int = 200
+    #: a stream without a live slot is read again this often...
+    log_poll_s: float = 10.0
+    #: ...or less often, so that all such reads together stay under this rate
+    log_reads_per_s: float = 20.0
     #: the breakers toward this provider's upstream (one per target)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def validate(self, path: str) -> None:
         url(self.address, f"{path}.address")
+        between(self.log_max_followers, f"{path}.log_max_followers", 1, 100_000)
         for name in ("ca_file", "client_cert_file", "client_key_file"):
             value = getattr(self, name)
             if value and not Path(value).is_file():
@@ -135,6 +143,8 @@ class NomadConfig(LiveWatchdogConfig):
             "blocking_wait_s",
             "stream_retry_s",
             "log_grace_s",
+            "log_poll_s",
+            "log_reads_per_s",
         ):
             positive(getattr(self, name), f"{path}.{name}")
         if self.blocking_wait_s > 600:

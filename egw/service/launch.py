@@ -20,6 +20,7 @@ from egw.background import BackgroundTasks
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import CircuitOpen, EgwError, ProviderError, ProviderUnavailable
 from egw.providers.base import Provider, Resubmittable, Submission
+from egw.service.accept import record_answer
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
@@ -39,21 +40,24 @@ class Launcher:
         #: tasks whose submit is in flight (the watchdog does not resubmit them meanwhile)
         self.inflight: set[str] = set()
 
-    def spawn(self, provider: Provider, task: Task) -> asyncio.Task[None]:
+    def spawn(self, provider: Provider, task: Task) -> asyncio.Task[Task | None]:
         return self._background.spawn(self.launch(provider, task), name="launch")
 
     async def launch(
         self, provider: Provider, task: Task, attempt: int = 1, deferred: bool = False
-    ) -> None:
+    ) -> Task | None:
         """Submit ``task`` (its current attempt) upstream; ``attempt`` counts the tries of
-        this submit after ambiguous failures; ``deferred``: an open breaker held it already."""
+        this submit after ambiguous failures; ``deferred``: an open breaker held it already.
+        The task after the answer is recorded; None when the attempt was replaced meanwhile."""
         self.inflight.add(task.id)
         try:
-            await self._launch(provider, task, attempt, deferred)
+            return await self._launch(provider, task, attempt, deferred)
         finally:
             self.inflight.discard(task.id)
 
-    async def _launch(self, provider: Provider, task: Task, attempt: int, deferred: bool) -> None:
+    async def _launch(
+        self, provider: Provider, task: Task, attempt: int, deferred: bool
+    ) -> Task | None:
         service = self._service
         try:
             sub = await provider.submit(task, idempotency_key=idempotency_key(task))
@@ -86,17 +90,18 @@ class Launcher:
             verb = "failed" if isinstance(exc, ProviderError) else "refused"
             await self._submit_failed(task, f"submit {verb}: {exc.message}")
             raise
-        if not await self._record(provider, task, sub):
-            return
-        current = await service.get(task.id)
+        current = await self._record(provider, task, sub)
+        if current is None:
+            return None
         if current.status is TaskState.CANCELLED and current.upstream_id is not None:
             # cancelled while its submit was in flight: stop what the submit started
             try:
                 await provider.cancel(current, force=False)
             except EgwError as exc:
                 log.warning("cancel_after_submit_failed", task_id=task.id, error=exc.message)
+        return current
 
-    async def _record(self, provider: Provider, task: Task, sub: Submission) -> bool:
+    async def _record(self, provider: Provider, task: Task, sub: Submission) -> Task | None:
         service = self._service
         current = await service.get(task.id)
         if current.attempt != task.attempt:
@@ -104,17 +109,11 @@ class Launcher:
             if isinstance(provider, Resubmittable):
                 stale = task.evolve(upstream_id=sub.upstream_id, upstream_url=sub.upstream_url)
                 await provider.retire(stale)
-            return False
-        data = {**sub.upstream, "submitted": True}
-        await service.set_upstream(
-            task.id, upstream_id=sub.upstream_id, upstream_url=sub.upstream_url, data=data
-        )
-        obs = sub.observation
-        if obs is None and sub.upstream_id is not None:
-            obs = Observation(state=TaskState.QUEUED)
-        if obs is not None:
-            await service.observe(task.id, obs, source=provider.name)
-        return True
+            return None
+        # the upstream's id and what it saw, in one writer operation (bench part "submits")
+        current = await record_answer(service.store, task.id, sub, provider.name)
+        service.disarm(current)
+        return current
 
     async def _relaunch(
         self, provider: Provider, task: Task, attempt: int, delay: float, deferred: bool = False

@@ -36,7 +36,7 @@ from egw.errors import (
     ProviderUnavailable,
     StoreError,
 )
-from egw.providers.base import Provider
+from egw.providers.base import Provider, WebhookProvider
 from egw.service import storage
 from egw.service.fanout import Hub
 from egw.service.launch import Launcher
@@ -133,6 +133,8 @@ class TaskService:
         """Start providers (each resumes its own unfinished tasks), then re-launch
         submits that a previous gateway left unacknowledged, and re-arm timeouts."""
         for provider in self.providers.values():
+            if isinstance(provider, WebhookProvider):
+                await self.store.watch_upstreams(provider.name)
             await provider.start(self)
         for task in await self.store.reader.unfinished():
             if task.provider not in self.providers:
@@ -146,7 +148,7 @@ class TaskService:
                 )
                 await self.logs_complete(task.id)
                 continue
-            current = await self.get(task.id)
+            current = self.store.writer.cached(task.id) or task  # fresh: no query per task
             if (
                 current.status is TaskState.PENDING
                 and current.upstream_id is None
@@ -213,8 +215,8 @@ class TaskService:
             return task, False
         self._arm_timeout(task)
         # the upstream call outlives a client that hangs up: a started run must be recorded
-        await asyncio.shield(self._launcher.spawn(provider, task))
-        return await self.get(task.id), True
+        launched = await asyncio.shield(self._launcher.spawn(provider, task))
+        return launched or await self.get(task.id), True
 
     async def rerun(
         self, task_id: str, *, actor: str | None, idempotency_key: str | None = None
@@ -301,6 +303,12 @@ class TaskService:
             delay, lambda: self._background.spawn(self._expire(task.id), name="expire")
         )
 
+    def disarm(self, task: Task) -> None:
+        """Drop the timeout timer of a task that has ended."""
+        handle = self._timers.pop(task.id, None) if task.status in TERMINAL else None
+        if handle is not None:
+            handle.cancel()
+
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
         task, changed = await self.store.writer.command(task_id, "timeout", actor=None)
@@ -345,10 +353,7 @@ class TaskService:
                 # the outcome must not be lost with the write: recorded once the store works
                 _ = self.store.writer.settle(task_id, obs, source=source)
             raise
-        if task.status in TERMINAL:
-            handle = self._timers.pop(task_id, None)
-            if handle is not None:
-                handle.cancel()
+        self.disarm(task)
         return task
 
     async def progress(
@@ -427,13 +432,13 @@ class TaskService:
             return None
 
     async def find_task(self, provider: str, upstream_id: str) -> Task | None:
-        found = await self.store.reader.task_by_upstream(provider, upstream_id)
-        return self.store.writer.cached(found.id) or found if found else None
+        return await self.store.find_upstream(provider, upstream_id)
 
     async def active_tasks(self, provider: str) -> list[Task]:
-        return [
-            self.store.writer.cached(t.id) or t for t in await self.store.reader.active(provider)
-        ]
+        tasks = await self.store.reader.active(provider)
+        for task in tasks:  # the provider reads each again: from the cache, loaded in batches
+            self.store.writer.warm(task.id)
+        return [self.store.writer.cached(t.id) or t for t in tasks]
 
     async def get_cursor(self, key: str) -> str | None:
         return await self.store.reader.cursor(key)

@@ -12,12 +12,14 @@ import sqlite3
 
 import aiosqlite
 
+from egw.core.model import Task
 from egw.errors import ConfigError, StoreError
 from egw.store.db import connect, probe_write
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
-from egw.store.ops import retention_cutoff
+from egw.store.ops import Accept, retention_cutoff
 from egw.store.reads import Reader
+from egw.store.upstreams import UpstreamIndex
 from egw.store.writer import Writer
 
 
@@ -30,6 +32,8 @@ class Store:
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None
         self._lock = DatabaseLock(path)
+        #: upstream id -> task id of the providers that asked (`egw.store.upstreams`)
+        self.upstreams = UpstreamIndex()
         self.writer: Writer
         self.reader: Reader
 
@@ -59,6 +63,7 @@ class Store:
         await probe_write(self._wconn)
         self._rconn = await connect(self.path, readonly=True)
         self.writer = Writer(self._wconn, cache_size=self._cache_size)
+        self.writer.listeners.append(self.upstreams.on_commit)
         self.reader = Reader(self._rconn)
         await self.writer.start()
 
@@ -76,6 +81,27 @@ class Store:
             finally:
                 self._rconn = self._wconn = None
                 self._lock.release()
+
+    async def watch_upstreams(self, provider: str) -> None:
+        """Answer `egw.store.upstreams.UpstreamIndex` lookups for ``provider`` from now on."""
+        assert self._rconn is not None, "the store is not open"
+        await self.upstreams.watch(self._rconn, provider)
+
+    async def find_upstream(self, provider: str, upstream_id: str) -> Task | None:
+        """The task holding an upstream id (the latest submitted). For a watched provider
+        (`watch_upstreams`: the webhook providers, most of whose deliveries are not egw's)
+        the index answers without a database read (bench part "webhooks")."""
+        index = self.upstreams
+        if index.watches(provider):
+            task_id = index.get(provider, upstream_id)
+            if task_id is None:
+                return None
+            task = self.writer.cached(task_id) or await self.reader.task(task_id)
+            # as the query below: a task holds only its current upstream id (a resubmitted
+            # task's replaced run is no longer its own)
+            return task if task is not None and task.upstream_id == upstream_id else None
+        found = await self.reader.task_by_upstream(provider, upstream_id)
+        return self.writer.cached(found.id) or found if found else None
 
     async def writable(self) -> bool:
         """For /readyz: the read connection answers a query and the writer's loop is running.
@@ -99,4 +125,4 @@ async def _close_quietly(conn: aiosqlite.Connection) -> None:
         pass  # its thread has stopped all the same; there is nothing left to write
 
 
-__all__ = ["DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]
+__all__ = ["Accept", "DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]

@@ -212,6 +212,25 @@ class SetUpstream(TaskOp[Task]):
 
 
 @dataclass(eq=False)
+class Accept(TaskOp[Task]):
+    """The provider's answer to a submit: its upstream id, URL and data, and what it saw
+    (``obs``, None: nothing), as one operation, so a submit costs two writer round trips
+    (the task, then its acceptance) rather than three."""
+
+    upstream_id: str | None
+    upstream_url: str | None
+    data: Mapping[str, Any] | None
+    obs: Observation | None
+    source: str
+
+    def apply(self, b: Batch) -> Task:
+        after = SetUpstream(self.task_id, self.upstream_id, self.upstream_url, self.data).apply(b)
+        if self.obs is not None:
+            after = Observe(self.task_id, self.obs, self.source).apply(b)
+        return after
+
+
+@dataclass(eq=False)
 class AppendLog(TaskOp[int]):
     """Append output to a task's log; the log's new size (every byte counts, kept or not).
 

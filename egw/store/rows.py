@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from egw.core.model import Event, Stuck, Task, TaskState, format_time, parse_time
 
 #: the columns of ``tasks`` and ``events``, in the order of the tuples below
@@ -29,8 +31,28 @@ def placeholders(fields: tuple[str, ...]) -> str:
     return ", ".join("?" * len(fields))
 
 
+#: what `dumps` writes as json did: str() of dates and dataclasses, non-str keys as text
+_ORJSON_OPTS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON of an event's data, the labels, a spec. orjson: a stored webhook
+    delivery (19.5 KB) encodes several times faster than with json (bench "webhooks")."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
+    except TypeError:  # an integer past 64 bits, which orjson refuses: json writes it
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def loads(text: str) -> Any:
+    """A stored JSON column: orjson (a restart reads every unfinished task's spec several
+    times faster), the stdlib for what only it reads (``NaN``, which `dumps` may write)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def task_from_row(row: Sequence[Any]) -> Task:
@@ -42,14 +64,14 @@ def task_from_row(row: Sequence[Any]) -> Task:
         submit_seq=row[1],
         provider=row[2],
         name=row[3],
-        labels=json.loads(row[4]),
-        spec=json.loads(row[5]),
+        labels=loads(row[4]),
+        spec=loads(row[5]),
         status=TaskState(row[6]),
         reason=row[7],
         exit_code=row[8],
         upstream_id=row[9],
         upstream_url=row[10],
-        upstream=json.loads(row[11]),
+        upstream=loads(row[11]),
         actor=row[12],
         timeout_s=row[13],
         created_at=created,
@@ -121,7 +143,7 @@ def event_from_row(row: Sequence[Any]) -> Event:
         actor=row[9],
         source=row[10],
         at=at,
-        data=json.loads(row[13]),
+        data=loads(row[13]),
     )
 
 

@@ -61,6 +61,7 @@ from egw.errors import EgwError, StoreError
 from egw.store import statements
 from egw.store.batch import Batch, LogCaps
 from egw.store.ops import (
+    Accept,
     AppendLog,
     Command,
     CreateTask,
@@ -69,7 +70,6 @@ from egw.store.ops import (
     LogsComplete,
     Observe,
     Op,
-    Preload,
     Progress,
     Prune,
     RecordGatewayEvent,
@@ -77,7 +77,7 @@ from egw.store.ops import (
     Settle,
     SetUpstream,
 )
-from egw.store.rows import TASK_COLUMNS, task_from_row
+from egw.store.preload import preload
 from egw.store.watchops import CancelFailed, FlagStuck, Resubmit
 
 log = structlog.get_logger("egw.store")
@@ -246,6 +246,10 @@ class Writer:
         """Record a verdict of the watchdog (`egw.store.watchops`); (task, whether it changed)."""
         return await self._enqueue(op)
 
+    async def accept(self, op: Accept) -> Task:
+        """Record a provider's answer to a submit (`egw.store.ops.Accept`): one operation."""
+        return await self._enqueue(op)
+
     async def set_cursor(self, key: str, value: str) -> None:
         """Remember a provider's position in an upstream stream."""
         await self._enqueue(SetCursor(key, value))
@@ -407,7 +411,7 @@ class Writer:
     async def _apply(self, ops: list[Op[Any]]) -> bool:
         """Apply and commit a batch; whether it wrote anything."""
         b = Batch(self._cache, self._seq, self._submit_seq, log_caps=self.log_caps)
-        await self._preload(ops, b)
+        await preload(self._conn, self._cache, self._remember, ops, b)
         results: list[tuple[Op[Any], Any]] = []
         for op in ops:
             try:
@@ -445,35 +449,6 @@ class Writer:
                 except Exception as exc:  # noqa: BLE001 - a listener must not break the writer
                     log.error("commit_listener_failed", error=repr(exc))
         return wrote
-
-    async def _preload(self, ops: list[Op[Any]], b: Batch) -> None:
-        """Bring in what the batch reads: tasks the cache lacks, recorded idempotency keys
-        and deliveries."""
-        need = Preload()
-        for op in ops:
-            op.preload(need)
-        want = {task_id for task_id in need.tasks if task_id not in self._cache}
-        if need.idem_keys:
-            rows = await statements.select_in(
-                self._conn,
-                "SELECT actor, key, request_hash, task_id FROM idempotency_keys WHERE key IN",
-                need.idem_keys,
-            )
-            for actor, key, request_hash, task_id in rows:
-                b.idem[(actor, key)] = (request_hash, task_id)
-                if task_id not in self._cache:
-                    want.add(task_id)
-        if want:
-            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN"
-            for row in await statements.select_in(self._conn, sql, want):
-                self._remember(task_from_row(row))
-        if need.deliveries:
-            rows = await statements.select_in(
-                self._conn,
-                "SELECT source, delivery_id FROM events WHERE delivery_id IN",
-                need.deliveries,
-            )
-            b.deliveries.update((str(r[0]), str(r[1])) for r in rows)
 
     def _remember(self, task: Task) -> None:
         self._cache[task.id] = task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from aiohttp import web
 
@@ -16,20 +16,25 @@ routes = web.RouteTableDef()
 @routes.post("/v1/webhooks/{source}")
 async def webhook(request: web.Request) -> web.Response:
     source = request.match_info["source"]
-    for provider in request.app[service_key].providers.values():
-        if isinstance(provider, WebhookProvider) and provider.webhook_source == source:
-            # the signature covers the exact bytes: read them raw, parse nothing first
-            body = await request.read()
-            try:
-                outcome = await provider.handle_webhook(request.headers, body)
-            except EgwError as exc:  # refused: the edge renders the error
-                _count(request, source, _refusal(exc.status))
-                raise
-            _count(request, source, outcome.delivery.value)
-            return render(outcome)
-    raise NotFound(
-        f"no enabled provider takes webhooks from {source!r}", details={"source": source}
-    )
+    for candidate in request.app[service_key].providers.values():
+        # by the protocol's attribute, not isinstance(): a check against a runtime Protocol
+        # inspects the class on every call, a fifth of a delivery's cost (bench "webhooks")
+        if getattr(candidate, "webhook_source", None) == source:
+            provider = cast(WebhookProvider, candidate)
+            break
+    else:
+        raise NotFound(
+            f"no enabled provider takes webhooks from {source!r}", details={"source": source}
+        )
+    # the signature covers the exact bytes: read them raw, parse nothing first
+    body = await request.read()
+    try:
+        outcome = await provider.handle_webhook(request.headers, body)
+    except EgwError as exc:  # refused: the edge renders the error
+        _count(request, source, _refusal(exc.status))
+        raise
+    _count(request, source, outcome.delivery.value)
+    return render(outcome)
 
 
 def render(outcome: WebhookOutcome) -> web.Response:

@@ -69,19 +69,22 @@ class Dispatcher:
         self.follow.done.update(
             int(r) for r in task.upstream.get("retired", ()) if str(r).isdigit()
         )
-        if prior is not None:
-            # a submit before a restart may have created the run: look before dispatching
-            found = await self.find_run(spec, corr, prior - CLOCK_SKEW)
-            if found is not None:
-                return await self.adopt(task.id, spec, found)
-            if task.upstream.get("dispatched"):
-                return self.correlate(task.id, spec, corr, prior)
-        started = utcnow()
-        await sink.set_upstream(
-            task.id, data={"correlation_id": corr, "dispatch_started_at": format_time(started)}
-        )
+        # until the run is known (adopt tracks it), a delivery for a run egw does not know
+        # may be this one's: it is held, then replayed (`WebhookIntake.take`)
         self.follow.dispatching += 1
         try:
+            if prior is not None:
+                # a submit before a restart may have created the run: look before dispatching
+                found = await self.find_run(spec, corr, prior - CLOCK_SKEW)
+                if found is not None:
+                    return await self.adopt(task.id, spec, found)
+                if task.upstream.get("dispatched"):
+                    return self.correlate(task.id, spec, corr, prior)
+            started = utcnow()
+            await sink.set_upstream(
+                task.id,
+                data={"correlation_id": corr, "dispatch_started_at": format_time(started)},
+            )
             return await self._dispatch(task.id, spec, corr, started)
         finally:
             self.follow.dispatching -= 1

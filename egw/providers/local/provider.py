@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,7 +29,9 @@ class LocalProvider:
         self.cfg = cfg
         self._sink = SinkSlot(self.name)
         self._running: dict[str, Run] = {}
-        self._queue: deque[Run] = deque()
+        #: the runs waiting for a slot, by task id, oldest first (a dict: a submit checks
+        #: whether its task waits already without scanning thousands: bench "submits")
+        self._queue: dict[str, Run] = {}
         # one watcher per started process: it pumps the output, then records the outcome
         self._watchers = BackgroundTasks(self.name)
         self._closing = False
@@ -96,7 +97,7 @@ class LocalProvider:
         else:
             try:
                 # checked again: the allowlist may have changed since it was accepted
-                self._queue.append(Run(task, self.validate(task.spec)))
+                self._queue[task.id] = Run(task, self.validate(task.spec))
                 return
             except EgwError as exc:
                 obs = Observation(state=TaskState.FAILED, reason=f"refused: {exc.message}")
@@ -106,8 +107,8 @@ class LocalProvider:
     async def close(self) -> None:
         """Stop every process this gateway started, recording why."""
         self._closing = True
-        for run in list(self._queue):
-            self._queue.remove(run)
+        for run in list(self._queue.values()):
+            del self._queue[run.task.id]
             await self._finish_unstarted(run, "gateway stopped before the task started")
         for run in list(self._running.values()):
             run.stopping = "gateway stopped while the task ran"
@@ -120,11 +121,11 @@ class LocalProvider:
     # --- the provider API --------------------------------------------------------------------
 
     async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
-        if task.id in self._running or any(r.task.id == task.id for r in self._queue):
+        if task.id in self._running or task.id in self._queue:
             return Submission(upstream_id=None, observation=None)
         run = Run(task, LocalSpec.from_json(task.spec))
         if len(self._running) >= self.cfg.max_concurrent:
-            self._queue.append(run)
+            self._queue[task.id] = run
             return Submission(
                 upstream_id=None,
                 observation=Observation(
@@ -142,12 +143,10 @@ class LocalProvider:
         )
 
     async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
-        for waiting in self._queue:
-            if waiting.task.id == task.id:
-                self._queue.remove(waiting)
-                if self._sink.started:
-                    await self._sink().logs_complete(task.id)
-                return Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
+        if self._queue.pop(task.id, None) is not None:
+            if self._sink.started:
+                await self._sink().logs_complete(task.id)
+            return Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
         run = self._running.get(task.id)
         if run is None:
             # not ours (any more): nothing runs, so it is stopped
@@ -163,7 +162,7 @@ class LocalProvider:
     async def status(self, task: Task) -> Observation:
         if task.id in self._running:
             return Observation(state=TaskState.RUNNING)
-        if any(r.task.id == task.id for r in self._queue):
+        if task.id in self._queue:
             return Observation(state=TaskState.QUEUED)
         return Observation(state=task.status, reason=task.reason, exit_code=task.exit_code)
 
@@ -212,7 +211,7 @@ class LocalProvider:
     async def _next(self) -> None:
         """Start queued runs while there are free slots."""
         while self._queue and len(self._running) < self.cfg.max_concurrent and not self._closing:
-            run = self._queue.popleft()
+            run = self._queue.pop(next(iter(self._queue)))
             failure = await self._start_process(run)
             sink = self._sink()
             if failure is not None:

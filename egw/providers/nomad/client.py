@@ -167,10 +167,12 @@ class JobClient:
         *,
         what: str,
         params: Sequence[tuple[str, str]] | Mapping[str, str],
+        session: aiohttp.ClientSession | None = None,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """A long-lived GET (the event stream, a followed log), idle-timed by the config."""
+        """A long-lived GET (the event stream, a followed log), idle-timed by the config;
+        ``session``: another connection pool than the API calls' (the log streams')."""
         return streamed_get(
-            self._session,
+            session or self._session,
             self.base + path,
             provider=SOURCE,
             what=what,
@@ -203,34 +205,50 @@ class JobClient:
             provider=SOURCE,
             operation="list_allocations",
         )
-        listed: set[str] = set()
-        for alloc in resp.json() or []:
-            if isinstance(alloc, dict) and job.ours(alloc, "CreateIndex"):
-                listed.add(str(alloc.get("ID")))
-                job.merge(job.allocs, alloc)
         current = await self.read("read_job", path, ns=ns, region=region)
-        job.gone = current is None
-        if job.gone:
-            # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no
-            # longer lists is no longer running, whatever was last heard of it
-            for alloc_id in set(job.allocs) - listed:
-                del job.allocs[alloc_id]
-        if (
-            current is not None
-            and job.ours(current, "JobModifyIndex", strict=False)
-            and current.get("Stop")
-        ):
-            job.stopped = True
-        if job.eval_id and not job.own_allocs():
-            ev = await self.read(
-                "read_evaluation", f"/v1/evaluation/{quote(job.eval_id)}", ns=ns, region=region
-            )
-            if ev is not None:
-                job.merge(job.evals, ev)
+        job.absorb(resp.json() or [], current)
+        await self.read_eval(tracked)
         try:
             return int(resp.headers.get("x-nomad-index") or 0)
         except ValueError:
             return 0
+
+    async def read_eval(self, tracked: Tracked) -> None:
+        """While nothing of this run is placed, its evaluation says why (placement failures)."""
+        job = tracked.job
+        if job.eval_id and not job.own_allocs():
+            ev = await self.read(
+                "read_evaluation",
+                f"/v1/evaluation/{quote(job.eval_id)}",
+                ns=tracked.namespace,
+                region=tracked.region,
+            )
+            if ev is not None:
+                job.merge(job.evals, ev)
+
+    async def list_namespace(
+        self, ns: str, region: str | None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """Every job (``GET /v1/jobs``, JobListStubs) and allocation (``GET /v1/allocations``,
+        AllocListStubs: the same rows ``/v1/job/:id/allocations`` answers) of a namespace, by
+        job id: two reads instead of two per task when many tasks are read again at once."""
+        jobs: dict[str, dict[str, Any]] = {}
+        allocs: dict[str, list[dict[str, Any]]] = {}
+        for path, operation in (("/v1/jobs", "list_jobs"), ("/v1/allocations", "list_allocs")):
+            resp = await with_retries(
+                self.retry,
+                lambda path=path: self.request("GET", path, ns=ns, region=region),  # type: ignore[misc]
+                provider=SOURCE,
+                operation=operation,
+            )
+            for row in resp.json() or []:
+                if not isinstance(row, dict):
+                    continue
+                if path == "/v1/jobs":
+                    jobs[str(row.get("ID"))] = row
+                else:
+                    allocs.setdefault(str(row.get("JobID")), []).append(row)
+        return jobs, allocs
 
     async def register(
         self, tracked: Tracked, spec: wire.NomadSpec, *, key: str, timeout_s: float | None

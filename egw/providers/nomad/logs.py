@@ -28,6 +28,7 @@ from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import SOURCE, JobClient, check
+from egw.providers.nomad.slots import LogSlots
 from egw.providers.nomad.tracked import Registry, Tracked
 from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
@@ -45,9 +46,15 @@ class LogFollower:
     """Starts, chains and completes the log followers of every tracked task."""
 
     def __init__(
-        self, client: JobClient, sink: SinkSlot, registry: Registry, background: BackgroundTasks
+        self,
+        client: JobClient,
+        sink: SinkSlot,
+        registry: Registry,
+        background: BackgroundTasks,
+        slots: LogSlots,
     ) -> None:
         self._client = client
+        self._slots = slots
         self._sink = sink
         self._registry = registry
         self._background = background
@@ -80,6 +87,7 @@ class LogFollower:
             follower.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
         await asyncio.gather(*self._deliveries, return_exceptions=True)
+        await self._slots.close()
 
     def start_grace(self, tracked: Tracked) -> None:
         """The task is terminal: followers stop following ``log_grace_s`` from now at latest."""
@@ -173,36 +181,71 @@ class LogFollower:
         if stored is None:
             cur.pos = wire.LogPosition(0, 0)
         failures = relands = 0
-        while True:
-            final = done.is_set()
-            try:
-                await self._read(
-                    tracked, cur, follow=not final, done=done, recheck=relands < _RELANDS
-                )
-            except _Relanded:
-                relands += 1  # a rotation between the listing and the read: list again
-                continue
-            except CircuitOpen as exc:  # not tried: no failure of the read; wait for the breaker
-                await asyncio.sleep(pause_s(self._retry, 1, exc))
-                continue
-            except ProviderError as exc:
-                failures += 1
-                if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
-                    log.warning(
-                        "nomad_logs_given_up",
-                        task_id=tracked.task_id,
-                        alloc_id=alloc_id,
-                        stream=stream,
-                        error=str(exc),
-                    )
+        slots, live = self._slots, False
+        try:
+            while True:
+                final = done.is_set()
+                live = live or (not final and slots.take())
+                try:
+                    if live or final:
+                        await self._read(
+                            tracked, cur, follow=live and not final, final=final, done=done,
+                            recheck=relands < _RELANDS,
+                        )  # fmt: skip
+                    else:  # no live slot: read what is on disk now
+                        slots.catchup_reads += 1
+                        async with slots.catchup_gate:
+                            await self._read(
+                                tracked, cur, follow=False, final=False, done=done,
+                                recheck=relands < _RELANDS,
+                            )  # fmt: skip
+                except _Relanded:
+                    relands += 1  # a rotation between the listing and the read: list again
+                    continue
+                except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
+                    await asyncio.sleep(pause_s(self._retry, 1, exc))
+                    continue
+                except ProviderError as exc:
+                    failures += 1
+                    if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
+                        log.warning(
+                            "nomad_logs_given_up",
+                            task_id=tracked.task_id,
+                            alloc_id=alloc_id,
+                            stream=stream,
+                            error=str(exc),
+                        )
+                        return
+                    await asyncio.sleep(backoff_s(self._retry, failures))
+                    continue
+                relands = 0
+                if final:
                     return
-                await asyncio.sleep(backoff_s(self._retry, failures))
-                continue
-            relands = 0
-            if final:
-                return
-            if not done.is_set():  # the server ended a follow: reconnect after a pause
-                await asyncio.sleep(backoff_s(self._retry, 1))
+                if not live:
+                    live = await self._wait_turn(done)
+                elif not done.is_set():  # the server ended a follow: reconnect after a pause
+                    await asyncio.sleep(backoff_s(self._retry, 1))
+        finally:
+            if live:
+                slots.give_back()
+
+    async def _wait_turn(self, done: asyncio.Event) -> bool:
+        """Until a live slot is handed over (True), the allocation ends or it is time for
+        the next catch-up read (False)."""
+        slots = self._slots
+        slots.catching_up += 1
+        waiter, ended = slots.ask(), asyncio.ensure_future(done.wait())
+        either: set[asyncio.Future[Any]] = {waiter, ended}
+        try:
+            await asyncio.wait(either, timeout=slots.pause_s())
+        except BaseException:
+            if slots.forget(waiter):
+                slots.give_back()  # handed over while being cancelled: not ours to keep
+            raise
+        finally:
+            ended.cancel()
+            slots.catching_up -= 1
+        return slots.forget(waiter)
 
     async def _deliver(
         self, task_id: str, stream: str, text: bytes, cursor: str, value: str
@@ -264,11 +307,13 @@ class LogFollower:
         cur: _Cursor,
         *,
         follow: bool,
+        final: bool,
         done: asyncio.Event,
         recheck: bool,
     ) -> None:
         """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when ``done`` is
-        set; a drain (``follow=false``) at the end of the logs.
+        set; a catch-up or a drain (``follow=false``) at the end of the logs on disk; only
+        the drain (``final``) stores an unfinished character at the very end.
 
         hashicorp/nomad client/fs_endpoint.go ``logsImpl``/``findClosest``: ``offset`` counts
         from the lowest log file still on disk, so the cursor (file, offset in it) is mapped
@@ -295,6 +340,7 @@ class LogFollower:
                 f"/v1/client/fs/logs/{quote(cur.alloc_id, safe='')}",
                 what=f"logs of {cur.alloc_id}",
                 params=params,
+                session=self._slots.session(),
             ) as resp:
                 if resp.status != 200:
                     check(HTTPResponse(resp.status, {}, await resp.read()))
@@ -331,9 +377,14 @@ class LogFollower:
                             text = chunker.feed(data)
                             value = cur.stored(chunker.pending)
                             await self._deliver(cur.task_id, cur.stream, text, cur.key, value)
-                if not follow and cur.pos is not None:
+                if final and cur.pos is not None:
                     tail = chunker.flush()  # an unfinished character at the very end
                     await self._deliver(cur.task_id, cur.stream, tail, cur.key, cur.pos.encode())
+                elif chunker.pending and cur.pos is not None:
+                    # held back (its cursor says so): the next read starts with those bytes
+                    back = wire.parse_cursor(cur.stored(chunker.pending))
+                    if isinstance(back, wire.LogPosition):
+                        cur.pos, cur.prev_end = back, None
         except ValueError as exc:  # a malformed frame: read again from the last offset
             raise ProviderUnavailable(
                 f"nomad: logs of {cur.alloc_id}: {exc}", provider=SOURCE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ from egw.providers.base import ProviderSink, SinkSlot, Submission
 from egw.providers.circuit import Breakers
 from egw.providers.nomad.client import SOURCE, JobClient
 from egw.providers.nomad.logs import LogFollower
+from egw.providers.nomad.slots import LogSlots
 from egw.providers.nomad.state import JobStates
 from egw.providers.nomad.tracked import Registry, Tracked
 from egw.providers.nomad.watcher import EventWatcher
@@ -42,13 +44,18 @@ class NomadProvider:
         self._sink = SinkSlot(SOURCE)
         self._registry = Registry()
         self._background = BackgroundTasks(SOURCE)
-        self._logs = LogFollower(self._client, self._sink, self._registry, self._background)
+        self._slots = LogSlots(cfg.log_max_followers, cfg.log_poll_s, cfg.log_reads_per_s)
+        self._logs = LogFollower(
+            self._client, self._sink, self._registry, self._background, self._slots
+        )
         self._states = JobStates(
             self._client, self._sink, self._registry, self._logs, self._background
         )
         self._watcher = EventWatcher(
             self._client, self._sink, self._registry, self._states, self._background
         )
+        #: tasks followed before a restart not yet read again from Nomad
+        self._resuming = 0
 
     # --- the Provider protocol -----------------------------------------------------------------
 
@@ -70,8 +77,25 @@ class NomadProvider:
         tracked = list(self._registry.tasks.values())
         for ns in {self._cfg.namespace} | {t.namespace for t in tracked}:
             self._watcher.ensure(ns)
-        for one in tracked:
-            _ = self._background.spawn(self._states.reconcile(one), name="nomad_reconcile")
+        self._resuming = len(tracked)
+        for ns in {t.namespace for t in tracked}:
+            _ = self._background.spawn(self._resume(ns), name="nomad_reconcile")
+
+    async def _resume(self, ns: str) -> None:
+        """Read the tasks of ``ns`` followed before the restart again, from one listing of
+        the namespace (``resuming`` counts the tasks not yet read)."""
+        count = len(self._registry.in_namespace(ns))
+        started = time.monotonic()
+        try:
+            await self._states.reconcile_namespace(ns)
+        finally:
+            self._resuming -= count
+            log.info(
+                "nomad_resumed",
+                namespace=ns,
+                tasks=count,
+                seconds=round(time.monotonic() - started, 3),
+            )
 
     async def close(self) -> None:
         self._registry.closed = True
@@ -151,7 +175,9 @@ class NomadProvider:
         return {
             "namespaces": self._watcher.health(),
             "tracked_tasks": len(self._registry),
+            "resuming": self._resuming,
             "log_followers": self._logs.running(),
+            "log_slots": self._slots.health(),
         }
 
     # --- after a registration -------------------------------------------------------------------

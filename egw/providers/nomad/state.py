@@ -80,14 +80,43 @@ class JobStates:
         await self.evaluate(tracked)
 
     async def reconcile_namespace(self, ns: str) -> None:
-        """Reconcile every task of ``ns``, a few at a time."""
+        """Reconcile every task of ``ns``: from one listing of the namespace's jobs and
+        allocations per region (a restart, a gap in the stream), each task on its own only if
+        the listing fails or its evaluation must be read; a few at a time."""
         gate = asyncio.Semaphore(_RECONCILE_CONCURRENCY)
 
         async def one(tracked: Tracked) -> None:
             async with gate:
                 await self.reconcile(tracked)
 
-        await asyncio.gather(*(one(t) for t in self._registry.in_namespace(ns)))
+        async def evaluation(tracked: Tracked) -> None:
+            async with gate:
+                try:
+                    await self._client.read_eval(tracked)
+                except ProviderError as exc:
+                    log.warning("nomad_reconcile_failed", task_id=tracked.task_id, error=str(exc))
+                    return
+            await self.evaluate(tracked)
+
+        tracked = self._registry.in_namespace(ns)
+        alone: list[Tracked] = []
+        for region in {t.region for t in tracked}:
+            here = [t for t in tracked if t.region == region]
+            try:
+                jobs, allocs = await self._client.list_namespace(ns, region)
+            except ProviderError as exc:
+                log.warning("nomad_list_failed", namespace=ns, region=region, error=str(exc))
+                alone += here
+                continue
+            for t in here:
+                t.job.absorb(allocs.get(t.job_id, []), jobs.get(t.job_id))
+                if t.job.eval_id and not t.job.own_allocs():
+                    alone.append(t)  # read its evaluation below, then evaluate
+                else:
+                    await self.evaluate(t)
+            await asyncio.gather(*(evaluation(t) for t in alone if t in here))
+            alone = [t for t in alone if t not in here]
+        await asyncio.gather(*(one(t) for t in alone))
 
     async def _emit(self, tracked: Tracked, obs: Observation) -> None:
         sink = self._sink()

@@ -63,6 +63,27 @@ class JobView:
             return True
         return False
 
+    def absorb(self, allocs: list[Any], current: Mapping[str, Any] | None) -> None:
+        """Take a read of the job's allocations and of the job itself (None: Nomad no longer
+        has it), as `JobClient.refresh` and a namespace's listing make them."""
+        listed: set[str] = set()
+        for alloc in allocs:
+            if isinstance(alloc, dict) and self.ours(alloc, "CreateIndex"):
+                listed.add(str(alloc.get("ID")))
+                self.merge(self.allocs, alloc)
+        self.gone = current is None
+        if self.gone:
+            # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no
+            # longer lists is no longer running, whatever was last heard of it
+            for alloc_id in set(self.allocs) - listed:
+                del self.allocs[alloc_id]
+        if (
+            current is not None
+            and self.ours(current, "JobModifyIndex", strict=False)
+            and current.get("Stop")
+        ):
+            self.stopped = True
+
     def own_allocs(self) -> list[dict[str, Any]]:
         """This run's allocations, oldest first."""
         mine = (a for a in self.allocs.values() if self.ours(a, "CreateIndex"))
@@ -109,6 +130,9 @@ class Tracked:
     logs: LogState = field(default_factory=LogState)
     poller: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the evaluation the event stream asked for, and whether events came since it began
+    evaluating: asyncio.Task[None] | None = None
+    stale: bool = False
 
     @classmethod
     def from_task(cls, task: Task, default_namespace: str) -> Tracked:
@@ -154,6 +178,8 @@ class Registry:
     def __init__(self) -> None:
         self.tasks: dict[str, Tracked] = {}
         self._by_job: dict[tuple[str, str], list[Tracked]] = {}
+        #: the job ids followed (in any namespace), as the event stream's pre-filter takes them
+        self.job_ids: dict[bytes, int] = {}
         #: the provider is closing: start nothing new
         self.closed = False
 
@@ -166,6 +192,8 @@ class Registry:
     def add(self, tracked: Tracked) -> None:
         self.tasks[tracked.task_id] = tracked
         self._by_job.setdefault((tracked.namespace, tracked.job_id), []).append(tracked)
+        key = tracked.job_id.encode()
+        self.job_ids[key] = self.job_ids.get(key, 0) + 1
 
     def remove(self, tracked: Tracked) -> None:
         if self.tasks.get(tracked.task_id) is tracked:
@@ -173,6 +201,11 @@ class Registry:
         same = self._by_job.get((tracked.namespace, tracked.job_id), [])
         if tracked in same:
             same.remove(tracked)
+            key = tracked.job_id.encode()
+            if self.job_ids.get(key, 0) > 1:
+                self.job_ids[key] -= 1
+            else:
+                self.job_ids.pop(key, None)
         if not same:
             self._by_job.pop((tracked.namespace, tracked.job_id), None)
         if tracked.poller is not None:

@@ -1,8 +1,16 @@
 """Nomad's event stream, one subscription per namespace, with blocking queries as fallback.
 
 Each subscription asks for topics Job, Allocation and Evaluation and is filtered here to
-the jobs egw tracks. Each line's ``Index`` is persisted (``sink.set_cursor``) after it is
-applied; a reconnect asks for ``last + 1``. Nomad answers such a request with the last
+the jobs egw tracks: a line none of whose events can name a tracked job is skipped before it
+is decoded (`wire.peek_stream_line`, exact). A tracked task's events are applied at once and
+its evaluation (which writes to the store) runs beside the stream, one at a time per task, so
+the reader never waits on the store for a line. The last ``Index`` read is persisted
+(``sink.set_cursor``) whenever the reader has caught up, and at least every `CURSOR_EVERY_S`
+while it is busy; it may run ahead of an evaluation still being written, which is safe
+because a restarted gateway reads every task it follows again before it resumes the stream.
+``stream_lag_s`` (``egw_nomad_stream_lag_seconds``) is how long the reader has been behind:
+0 while it finds nothing waiting each time it comes back for more. A reconnect asks for
+``last + 1``. Nomad answers such a request with the last
 event again when nothing is newer (its ``StartAtClosest``), so lines at or below the
 cursor are dropped; a first line beyond ``last + 1`` may mean events left Nomad's buffer:
 every task of the namespace is then reconciled by reading its allocations. Events of a job
@@ -48,6 +56,8 @@ _REFUSED = (400, 401, 403, 404, 405, 501)
 
 #: subscriptions in a row closed before any line, after which the stream counts as refused
 SILENT_LIMIT = 3
+#: while the stream is busy, its index is persisted at most this often (and when it is idle)
+CURSOR_EVERY_S = 1.0
 
 
 class _Silent(Exception):
@@ -78,16 +88,42 @@ class _Subscription:
     silent_closes: int = 0
     #: why the stream is taken as refused (None while it works)
     refused: str | None = None
+    #: batches decoded (they may concern egw) and skipped undecoded (they cannot)
+    decoded: int = 0
+    skipped: int = 0
+    #: since when the reader has found bytes waiting each time it came back for more
+    behind_since: float | None = None
+    backlog_bytes: int = 0
+    #: the index last persisted, and when the cursor was last considered
+    saved_index: int | None = None
+    saved_at: float = 0.0
+
+    def behind(self, waiting: int) -> None:
+        """Note what the reader found waiting when it came back for more (0: caught up)."""
+        self.backlog_bytes = waiting
+        if not waiting:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = time.monotonic()
+
+    def lag_s(self, now: float) -> float:
+        """How long the reader has been behind: 0 while every time it came back for more it
+        found nothing waiting, else the time since it last did."""
+        return 0.0 if self.behind_since is None else now - self.behind_since
 
     def health(self, now: float) -> dict[str, Any]:
         return {
+            "stream_lag_s": round(self.lag_s(now), 3) if self.connected else None,
+            "backlog_bytes": self.backlog_bytes,
+            "batches_decoded": self.decoded,
+            "batches_skipped": self.skipped,
             "mode": self.mode,
             "refused": self.refused,
             "stream_refused": self.refused is not None,
             "silent_closes": self.silent_closes,
             "connected": self.connected,
             "last_index": self.last_index,
-            "lag_s": round(now - self.last_message, 3) if self.last_message else None,
+            "idle_s": round(now - self.last_message, 3) if self.last_message else None,
             "reconnects": self.reconnects,
             "gaps": self.gaps,
             "repeated_dropped": self.repeated,
@@ -201,7 +237,7 @@ class EventWatcher:
 
     async def _stream(self, sub: _Subscription) -> None:
         """One subscription, until it ends (event-stream.md)."""
-        sink, ns = self._sink(), sub.namespace
+        ns = sub.namespace
         requested = sub.last_index + 1 if sub.last_index is not None else 0
         params: list[tuple[str, str]] = [("namespace", ns)] + [("topic", t) for t in TOPICS]
         if requested:
@@ -218,10 +254,22 @@ class EventWatcher:
                         raise _Refused(resp.status, text)
                     check(HTTPResponse(resp.status, {}, text.encode()))
                 splitter, first, gap, heard = wire.NdjsonSplitter(), True, False, False
-                async for chunk in resp.content.iter_any():
+                reader, jobs = resp.content, self._registry.job_ids
+                while True:
+                    # what already waits in the buffer means the reader is behind the stream
+                    chunk = reader.read_nowait()
+                    if chunk:
+                        sub.behind(len(chunk))
+                        await asyncio.sleep(0)  # let evaluations and SSE flushes run between
+                    else:
+                        sub.behind(0)
+                        if sub.last_index is not None and sub.saved_index != sub.last_index:
+                            await self._save(sub)  # caught up: a good moment to write
+                        chunk = await reader.readany()
+                        if not chunk:
+                            break
                     for raw in splitter.feed(chunk):
-                        line = wire.parse_stream_line(raw)
-                        sub.last_message = time.monotonic()
+                        line = wire.peek_stream_line(raw, jobs)
                         if not heard:  # a 200 alone proves nothing (see the module docstring)
                             heard = True
                             self._live(sub, requested)
@@ -232,9 +280,12 @@ class EventWatcher:
                         if sub.last_index is not None and line.index <= sub.last_index:
                             sub.repeated += 1  # the last event again, on resume
                             continue
-                        await self._dispatch(ns, line)
+                        if line.events:
+                            sub.decoded += 1
+                            self._dispatch(ns, line)
+                        else:
+                            sub.skipped += 1
                         sub.last_index = line.index
-                        await sink.set_cursor(_cursor(ns), str(line.index))
                         if gap:
                             gap = False
                             sub.gaps += 1
@@ -244,7 +295,11 @@ class EventWatcher:
                                 asked=requested,
                                 got=line.index,
                             )
+                            await self._save(sub)
                             await self._states.reconcile_namespace(ns)
+                    sub.last_message = time.monotonic()
+                    if sub.last_message - sub.saved_at >= CURSOR_EVERY_S:
+                        await self._save(sub)
                 if not heard:
                     raise _Silent
         finally:
@@ -261,8 +316,16 @@ class EventWatcher:
             _ = self._background.spawn(self._states.reconcile_namespace(ns), name="nomad_reconcile")
         log.info("nomad_event_stream_connected", namespace=ns, index=requested)
 
-    async def _dispatch(self, ns: str, line: wire.StreamLine) -> None:
-        touched: dict[str, Tracked] = {}
+    async def _save(self, sub: _Subscription) -> None:
+        """Persist the subscription's index (what a reconnect or a restart resumes from)."""
+        sub.saved_at = time.monotonic()
+        if sub.last_index is not None and sub.saved_index != sub.last_index:
+            sub.saved_index = sub.last_index
+            await self._sink().set_cursor(_cursor(sub.namespace), str(sub.last_index))
+
+    def _dispatch(self, ns: str, line: wire.StreamLine) -> None:
+        """Apply a batch's events to the tasks they concern; their evaluation (which may
+        write to the store) runs beside the stream, which reads on meanwhile."""
         for ev in line.events:
             job_id = ev.job_id
             if job_id is None:
@@ -271,8 +334,19 @@ class EventWatcher:
                 if tracked.registering:
                     tracked.buffered.append(ev)
                 elif tracked.job.apply(ev):
-                    touched[tracked.task_id] = tracked
-        for tracked in touched.values():
+                    self._evaluate_soon(tracked)
+
+    def _evaluate_soon(self, tracked: Tracked) -> None:
+        """One evaluation at a time per task; events that come meanwhile make it run again."""
+        tracked.stale = True
+        if tracked.evaluating is None or tracked.evaluating.done():
+            tracked.evaluating = self._background.spawn(
+                self._evaluate(tracked), name="nomad_evaluate"
+            )
+
+    async def _evaluate(self, tracked: Tracked) -> None:
+        while tracked.stale:
+            tracked.stale = False
             await self._states.evaluate(tracked)
 
     # --- fallback: blocking queries ---------------------------------------------------------

@@ -72,6 +72,10 @@ class Seen:
     token: str | None
 
 
+#: the log streams of a task
+KINDS = ("stderr", "stdout")
+
+
 def _error(status: int, text: str) -> web.Response:
     return web.Response(status=status, body=text.encode(), headers={"Content-Type": "text/plain"})
 
@@ -913,10 +917,12 @@ class NomadSimulator:
             raise SimError(404, f'Unknown allocation "{request.match_info["alloc_id"]}"')
         self._require(request, alloc["Namespace"], "read-fs")
         path = (request.query.get("path") or "/").strip("/")
+        # the allocation's own logs, looked up by key (not a scan of every allocation's)
+        keys = sorted((alloc["ID"], task, kind) for task in alloc["TaskStates"] for kind in KINDS)
         logs = [
             (log.name(i), len(b))
-            for (alloc_id, _, _), log in sorted(self.cluster.logs.items())
-            if alloc_id == alloc["ID"]
+            for log in (self.cluster.logs.get(key) for key in keys)
+            if log is not None
             for i, b in sorted(log.files.items())
         ]
         mtime = self.cluster.now_rfc3339()

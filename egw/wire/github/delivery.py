@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from egw.errors import InvalidRequest
 from egw.wire.github.runs import Job, Run, parse_job, parse_run
@@ -95,7 +96,10 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
     )
     hook_id = header(headers, "X-GitHub-Hook-ID")
     try:
-        payload = json.loads(_json_bytes(headers, body))
+        # orjson, parsed once: a 19.5 KB delivery decodes several times faster than with
+        # json (bench part "webhooks"); it reads integers past 64 bits as floats, which
+        # no id GitHub sends is (ids past MAX_ID are refused below either way)
+        payload = orjson.loads(_json_bytes(headers, body))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):

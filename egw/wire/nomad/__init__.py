@@ -19,14 +19,20 @@ samples the tests use. Nothing here does I/O; `egw.providers.nomad` feeds it byt
   registration (``CreateIndex > JobModifyIndex`` of the register answer) count, so an older
   run of the same job ID never leaks in.
 * `events`: the event stream is NDJSON with ``{}`` heartbeats (`NdjsonSplitter`,
-  `parse_stream_line`).
+  `parse_stream_line`; `peek_stream_line` skips, undecoded, a line about no job of egw's).
 * `logs`: the log stream is undelimited JSON frames with base64 ``Data`` (`FrameDecoder`);
   the provider stores the bytes as they are, cut at character boundaries
   (`egw.core.chunks.Utf8Boundary`). A read resumes at a `LogPosition` (file index, offset
   in it), mapped onto Nomad's offsets that count from the lowest file still on disk.
 """
 
-from egw.wire.nomad.events import NdjsonSplitter, StreamEvent, StreamLine, parse_stream_line
+from egw.wire.nomad.events import (
+    NdjsonSplitter,
+    StreamEvent,
+    StreamLine,
+    parse_stream_line,
+    peek_stream_line,
+)
 from egw.wire.nomad.logs import (
     FrameDecoder,
     LogFrame,
@@ -84,6 +90,7 @@ __all__ = [
     "parse_cursor",
     "parse_frame",
     "parse_stream_line",
+    "peek_stream_line",
     "register_body",
     "start_offset",
     "task_started",

@@ -1,0 +1,61 @@
+"""A submit is recorded (one commit), then accepted (one commit): what each crash point
+leaves behind is finished by the next gateway, and a replayed Idempotency-Key is answered
+from the record whatever the acceptance did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support import WRITER, make_config, submit_local, wait_terminal
+
+from egw.core.model import Task, new_task_id, utcnow
+from egw.store import Store
+from egw.web.app import create_app
+
+
+async def test_a_task_recorded_but_not_accepted_is_launched_by_the_next_gateway(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    # the gateway died after the record's commit, before the provider's answer was recorded
+    store = Store(str(tmp_path / "egw.db"))
+    await store.open()
+    now = utcnow()
+    draft = Task(
+        id=new_task_id(),
+        provider="local",
+        spec={"command": "echo", "args": ["recovered"]},
+        created_at=now,
+        updated_at=now,
+    )
+    task, created = await store.writer.create_task(draft, ("writer", "key-1", "hash"))
+    assert created and task.upstream_id is None
+    await store.close()
+
+    api = await aiohttp_client(create_app(make_config(tmp_path)))
+    done = await wait_terminal(api, task.id)
+    assert done["status"] == "succeeded"
+    resp = await api.get(f"/v1/tasks/{task.id}/events", headers=WRITER)
+    kinds = [e["kind"] for e in (await resp.json())["events"]]
+    assert kinds.count("submitted") == 1 and "upstream" in kinds
+
+
+async def test_a_replayed_key_gets_the_accepted_task_and_starts_nothing(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    cfg = make_config(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    api = await aiohttp_client(create_app(cfg))
+    held = await submit_local(api, "sleep", "30")
+    headers = {**WRITER, "Idempotency-Key": "once"}
+    body = {"provider": "local", "task": {"command": "true", "args": []}}
+    first = await api.post("/v1/tasks", json=body, headers=headers)
+    assert first.status == 202
+    queued = await first.json()
+    assert queued["status"] == "queued"  # the answer says what the provider did
+    again = await api.post("/v1/tasks", json=body, headers=headers)
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == queued["id"]
+    resp = await api.get("/v1/tasks?limit=10", headers=WRITER)
+    assert len((await resp.json())["tasks"]) == 2  # the held one and this one, nothing more
+    await api.post(f"/v1/tasks/{held['id']}/cancel", headers=WRITER)
