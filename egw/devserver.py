@@ -70,6 +70,7 @@ def dev_config(
     port: int,
     db: str,
     token: str,
+    team_tokens: tuple[str, str],
     nomad_url: str,
     github_url: str,
     github_token: str,
@@ -86,8 +87,29 @@ def dev_config(
                         "name": "dev",
                         "token": token,
                         "scopes": ["tasks:read", "tasks:write", "admin"],
-                    }
+                        "namespaces": "*",
+                    },
+                    # one token per team, each seeing and running only its own namespace
+                    {"name": "team-a", "token": team_tokens[0], "namespaces": ["team-a"]},
+                    {"name": "team-b", "token": team_tokens[1], "namespaces": ["team-b"]},
                 ]
+            },
+            # team-a dispatches the repository's workflows and runs Nomad jobs in its own
+            # Nomad namespace, but not on the local runner; team-b runs the Cloud Run job and
+            # Nomad jobs in its namespace
+            "namespaces": {
+                "team-a": {
+                    "providers": {
+                        "github_actions": {"repositories": [f"{GITHUB_OWNER}/{GITHUB_REPO}"]},
+                        "nomad": {"namespaces": ["team-a"]},
+                    }
+                },
+                "team-b": {
+                    "providers": {
+                        "cloud_run": {"projects": [GCP_PROJECT], "jobs": [GCP_JOB]},
+                        "nomad": {"namespaces": ["team-b"]},
+                    }
+                },
             },
             "retry": {
                 "attempts": 4,
@@ -131,6 +153,7 @@ async def _dev(args: argparse.Namespace) -> None:
     port = _gateway_port(args.host, args.port)
     gateway_url = f"http://{args.host}:{port}"
     token = secrets.token_urlsafe(24)
+    team_tokens = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
     webhook_secret = secrets.token_hex(16)
     github_token = "ghp_dev_" + secrets.token_hex(12)
     cloudrun_token = "ya29.dev-" + secrets.token_hex(12)
@@ -161,6 +184,7 @@ async def _dev(args: argparse.Namespace) -> None:
             port=port,
             db=db,
             token=token,
+            team_tokens=team_tokens,
             nomad_url=nomad_url,
             github_url=github_url,
             github_token=github_token,
@@ -176,6 +200,8 @@ async def _dev(args: argparse.Namespace) -> None:
         info = {
             "gateway": gateway_url,
             "token": token,
+            "team_a_token": team_tokens[0],
+            "team_b_token": team_tokens[1],
             "database": db,
             "nomad": nomad_url,
             "github": github_url,
@@ -225,6 +251,11 @@ Try it (in another terminal):
   egw submit --follow --provider cloud_run --task '{{"project": "{GCP_PROJECT}", \
 "region": "{GCP_REGION}", "job": "{GCP_JOB}", "args": ["hello"]}}'
   egw tasks
+
+Two teams share it (namespaces team-a and team-b; the token above sees both):
+  EGW_TOKEN={info["team_a_token"]} egw submit --follow --provider github_actions \
+--task '{{"workflow_id": "deploy.yml", "ref": "main"}}'
+  EGW_TOKEN={info["team_b_token"]} egw tasks     # team-b sees none of team-a's tasks
 Ctrl-C stops everything."""
 
 

@@ -96,6 +96,7 @@ class Metrics:
             registry=r,
         )
         self._tasks_by_status: Mapping[str, Mapping[str, int]] = {}
+        self._tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None
         self._tasks_stuck: Mapping[str, int] = {}
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
@@ -142,12 +143,15 @@ class Metrics:
         health: Mapping[str, Mapping[str, Any]],
         sse_connections: int,
         storage: Mapping[str, Any] | None = None,
+        tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None,
         tasks_stuck: Mapping[str, int] | None = None,
         circuits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> bytes:
         """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
-        ``circuits``: each provider's breakers as ``/readyz`` shows them."""
+        ``tasks_by_namespace``: only when ``metrics.namespace_label`` is on; ``circuits``:
+        each provider's breakers as ``/readyz`` shows them."""
         self._tasks_by_status = tasks_by_status
+        self._tasks_by_namespace = tasks_by_namespace
         self._tasks_stuck = tasks_stuck or {}
         self._health = health
         self._storage = storage or {}
@@ -225,6 +229,16 @@ class _Snapshot(Collector):
             for status, n in sorted(counts.items()):
                 tasks.add_metric([provider, status], n)
         yield tasks
+        if self.m._tasks_by_namespace is not None:
+            spaces = GaugeMetricFamily(
+                "egw_namespace_tasks",
+                "Tasks by namespace and current status",
+                labels=["namespace", "status"],
+            )
+            for ns, counts in sorted(self.m._tasks_by_namespace.items()):
+                for status, n in sorted(counts.items()):
+                    spaces.add_metric([ns, status], n)
+            yield spaces
         stuck = GaugeMetricFamily(
             "egw_tasks_stuck", "Tasks the watchdog flagged stuck, by provider", labels=["provider"]
         )

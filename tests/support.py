@@ -8,6 +8,7 @@ of `create_app` on such a config).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import signal
 import socket
@@ -192,3 +193,18 @@ class GatewayProcess:
 
     def tail(self, size: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-size:]
+
+
+async def sse_frames_for(resp: Any, seconds: float) -> list[dict[str, str]]:
+    """The frames an event stream sends within ``seconds`` (to show what it does *not* send)."""
+    out: list[dict[str, str]] = []
+
+    def keep(frame: dict[str, str]) -> bool:
+        out.append(frame)
+        return False
+
+    try:
+        await asyncio.wait_for(sse_frames(resp, keep), timeout=seconds)
+    except TimeoutError:
+        pass
+    return out

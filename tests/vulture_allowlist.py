@@ -4,6 +4,7 @@ by code vulture does not read."""
 
 # each bare attribute access below tells vulture the name is used (hence B018)
 # ruff: noqa: B018
+from egw.config.namespaces import CloudRunLimits, GitHubLimits
 from egw.logconfig import _Logger
 from egw.metrics import Metrics
 from egw.web.edge import _AnyTarget
@@ -24,3 +25,8 @@ _AnyTarget.raw_match
 # part of the parsed line's and frame's contract (a keep-alive), asserted in tests/wire
 StreamLine.heartbeat
 LogFrame.heartbeat
+# the config loader fills these by field name; NamespaceProviders.allowed() reads them through
+# the dataclass's fields
+GitHubLimits.workflows
+CloudRunLimits.projects
+CloudRunLimits.regions

@@ -78,6 +78,8 @@ def labels(items: list[str]) -> dict[str, str]:
 def submit_body(args: argparse.Namespace) -> dict[str, Any]:
     """The submit's body from the arguments; what is wrong with them is a `CLIError`."""
     body: dict[str, Any] = {"provider": args.provider}
+    if args.namespace:
+        body["namespace"] = args.namespace
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if sum(bool(x) for x in (args.file, args.task, argv)) > 1:
         raise CLIError("give one of --file, --task or -- COMMAND ARGS...")
@@ -230,6 +232,8 @@ async def tasks(args: argparse.Namespace) -> int:
     params += [("label", f"{k}={v}") for k, v in labels(args.label).items()]
     if args.provider:
         params.append(("provider", args.provider))
+    if args.namespace:
+        params.append(("namespace", args.namespace))
     if args.stuck:
         params.append(("stuck", "true"))
     rows: list[dict[str, Any]] = []

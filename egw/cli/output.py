@@ -56,7 +56,10 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(task)
         return
-    print(f"{task['id']}  {task['provider']}  {status_text(task['status'])}")
+    print(
+        f"{task['id']}  {task.get('namespace', 'default')}  {task['provider']}  "
+        f"{status_text(task['status'])}"
+    )
     for key in ("reason", "exit_code"):
         if task.get(key) is not None:
             print(f"  {key}: {task[key]}")
@@ -75,14 +78,15 @@ def print_task(task: dict[str, Any], as_json: bool) -> None:
 
 def task_table(tasks: list[dict[str, Any]]) -> None:
     print(
-        f"{'ID':36} {'PROVIDER':14} {'STATUS':13} {'EXIT':>4} {'DURATION':>9} {'CREATED':24} NAME"
+        f"{'ID':36} {'NAMESPACE':12} {'PROVIDER':14} {'STATUS':13} {'EXIT':>4} {'DURATION':>9} "
+        f"{'CREATED':24} NAME"
     )
     for t in tasks:
         code = "" if t.get("exit_code") is None else str(t["exit_code"])
         print(
-            f"{t['id']:36} {t['provider']:14} {status_text(t['status'], 13)} {code:>4} "
-            f"{duration(t):>9} {t['created_at']:24} {t['name'] or ''}"
-            + ("  [stuck]" if t.get("stuck") else "")
+            f"{t['id']:36} {t.get('namespace', 'default'):12} {t['provider']:14} "
+            f"{status_text(t['status'], 13)} {code:>4} {duration(t):>9} "
+            f"{t['created_at']:24} {t['name'] or ''}" + ("  [stuck]" if t.get("stuck") else "")
         )
 
 

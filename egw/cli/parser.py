@@ -143,6 +143,11 @@ def build() -> Parser:
 
     s = client("submit", "submit a task", commands.submit)
     s.add_argument("--provider", default="local", help="local, nomad, github_actions, cloud_run")
+    s.add_argument(
+        "--namespace",
+        default=os.environ.get("EGW_NAMESPACE"),
+        help="the task's namespace ($EGW_NAMESPACE; unset: the token's only one, else default)",
+    )
     s.add_argument("--file", help="a JSON file: the whole body, or just its task object")
     s.add_argument("--task", help="the task object as JSON")
     s.add_argument("--name")
@@ -193,6 +198,7 @@ def build() -> Parser:
     ts = client("tasks", "list tasks, newest first", commands.tasks)
     ts.add_argument("--status", action="append", default=[], help="repeatable")
     ts.add_argument("--provider")
+    ts.add_argument("--namespace", default=os.environ.get("EGW_NAMESPACE"), help="($EGW_NAMESPACE)")
     ts.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     ts.add_argument("--name", help="only tasks of this name")
     ts.add_argument("--stuck", action="store_true", help="only tasks the watchdog flagged stuck")

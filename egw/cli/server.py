@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from egw.cli.tokens import with_token_file
-from egw.config import Config, TokenConfig, load_config
+from egw.config import Config, NamespaceGrant, TokenConfig, load_config
 from egw.errors import ConfigError, EgwError
 
 
@@ -46,8 +46,12 @@ def _generated_token(cfg: Config) -> Config:
             "loopback (set EGW_TOKEN, configure auth.tokens or run egw token create)",
         )
     token = secrets.token_urlsafe(32)
+    # the operator's own token for this run: every namespace, as every scope
     generated = TokenConfig(
-        name="generated", token=token, scopes=["tasks:read", "tasks:write", "admin"]
+        name="generated",
+        token=token,
+        scopes=["tasks:read", "tasks:write", "admin"],
+        namespaces=[NamespaceGrant(name="*")],
     )
     print(
         f"egw: no token configured; this run's token is: {token}\n"

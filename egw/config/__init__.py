@@ -23,6 +23,7 @@ import yaml
 
 from egw.config.checks import SCOPES
 from egw.config.loader import build
+from egw.config.namespaces import NamespaceConfig, NamespaceGrant, check_namespaces
 from egw.config.providers import (
     CloudRunConfig,
     GitHubActionsConfig,
@@ -62,6 +63,11 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     providers: ProvidersConfig = field(default_factory=ProvidersConfig)
+    #: what may run in each namespace (``default`` exists without being declared)
+    namespaces: dict[str, NamespaceConfig] = field(default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        check_namespaces(self)
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -99,6 +105,8 @@ __all__ = [
     "LocalConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "NamespaceConfig",
+    "NamespaceGrant",
     "NomadConfig",
     "ProvidersConfig",
     "RetryConfig",

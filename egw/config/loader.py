@@ -32,8 +32,12 @@ def build(cls: type[T], data: Mapping[str, Any], path: str, environ: Mapping[str
             if f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError(key_path, "is required")
             continue
+        value = data[name]
+        shorthand = f.metadata.get("shorthand")
+        if shorthand is not None:  # a short spelling of the field's full form
+            value = shorthand(value)
         kwargs[name] = _convert(
-            hints[name], data[name], key_path, environ, bool(f.metadata.get("secret"))
+            hints[name], value, key_path, environ, bool(f.metadata.get("secret"))
         )
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
@@ -56,6 +60,14 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str], is_secr
             raise ConfigError(path, f"must be a list, not {_kind(value, is_secret)}")
         (item,) = get_args(tp)
         return [_convert(item, v, f"{path}[{i}]", environ, is_secret) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping, not {_kind(value, is_secret)}")
+        _, item = get_args(tp)
+        return {
+            str(k): _convert(item, v, _join(path, str(k)), environ, is_secret)
+            for k, v in value.items()
+        }
     if is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(path, f"must be a mapping, not {_kind(value, is_secret)}")

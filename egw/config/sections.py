@@ -15,6 +15,7 @@ from egw.config.checks import (
     positive,
     secret,
 )
+from egw.config.namespaces import NamespaceGrant, grants_shorthand
 from egw.errors import ConfigError
 
 
@@ -73,6 +74,11 @@ class TokenConfig:
     #: lowercase hex sha256 of the token, so the file holds no secret
     sha256: str | None = secret()
     scopes: list[str] = field(default_factory=lambda: ["tasks:read", "tasks:write"])
+    #: the namespaces the token may use: ``"*"``, a list of names, or of grants (name,
+    #: actions, providers). Unset: the ``default`` namespace only (see egw.core.access)
+    namespaces: list[NamespaceGrant] | None = field(
+        default=None, metadata={"shorthand": grants_shorthand}
+    )
 
     def validate(self, path: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.@:-]{1,64}", self.name):
@@ -190,3 +196,7 @@ class MetricsConfig:
     enabled: bool = True
     #: ask for a bearer token (any scope) on /metrics
     require_token: bool = False
+    #: also export ``egw_namespace_tasks{namespace,status}``; the label takes only the
+    #: declared namespaces and ``default`` (any other as ``other``), so it stays bounded.
+    #: Metrics show every namespace: with this on, set require_token too
+    namespace_label: bool = False

@@ -155,3 +155,16 @@ def string_map(value: Any, where: str, *, max_items: int = MAX_ITEMS) -> dict[st
         at = f"{where}.{key}"
         out[text(key, f"{where} key", allow_empty=False)] = text(val, at)
     return out
+
+
+#: a namespace name: an RFC 1123 DNS label (lowercase letters, digits, inner hyphens, at
+#: most 63), as Kubernetes and Nomad name theirs. egw.config.checks.NAMESPACE is the same
+#: pattern (config may not import core); tests/core/test_access.py holds them equal
+NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def namespace(value: Any, where: str = "namespace") -> str:
+    """A namespace name (`NAMESPACE`)."""
+    return name(
+        value, where, NAMESPACE, "a DNS label: 1-63 lowercase letters, digits or inner hyphens"
+    )

@@ -121,6 +121,8 @@ class Task:
     stuck: Stuck | None = None
     #: which submission upstream this is: a resubmit of a stuck task starts attempt 2...
     attempt: int = 1
+    #: the namespace the task belongs to (`egw.core.access`)
+    namespace: str = "default"
 
     def evolve(self, **changes: Any) -> Self:
         return replace(self, **changes)
@@ -128,6 +130,7 @@ class Task:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "namespace": self.namespace,
             "provider": self.provider,
             "name": self.name,
             "labels": dict(self.labels),
@@ -165,11 +168,14 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     #: whether this event changed the task's status (a stale upstream report does not)
     applied: bool = True
+    #: its task's namespace (kept on the event so a filtered replay needs no join)
+    namespace: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "task_id": self.task_id,
+            "namespace": self.namespace,
             "provider": self.provider,
             "kind": self.kind,
             "status": str(self.status),

@@ -20,8 +20,10 @@ A terminal state never changes again.
 Rule 2: ``cancel_failed`` is the gateway's verdict, never an upstream report.
 The gateway moves a ``cancelling`` task there (`cancel_failed`) when upstream
 refuses the cancel or does not confirm it within the provider's
-``cancel_timeout_s``. It is not terminal: the work may still run, so upstream's
-later reports move it on as from ``running`` (a late ``queued`` is stale), and a
+``cancel_timeout_s``. It is not terminal: the work may still run, and that is
+what the verdict says, so only an end reported by upstream moves it on (as from
+``cancelling``); a ``running`` report is no news (pollers report the state a run
+is in again and again: taking it would erase the verdict at the next poll), and a
 new cancel (``force`` too) is allowed from it.
 
 Rule 3: the watchdog's ``stuck`` flag never changes the status (the status is
@@ -51,8 +53,8 @@ TRANSITIONS: Final[Mapping[TaskState, frozenset[TaskState]]] = {
     S.RUNNING: frozenset({S.CANCELLING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     # once a cancel is asked for, only an end is news: a late "running" is stale
     S.CANCELLING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
-    # the cancel did not work: upstream's reports count again (rule 2)
-    S.CANCEL_FAILED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
+    # the cancel did not work and the work may still run: only its end is news (rule 2)
+    S.CANCEL_FAILED: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),

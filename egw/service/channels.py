@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from egw.core.access import Scope
 from egw.core.model import Event, Task
 from egw.core.records import LogChunk
 from egw.service.fanout import Hub
@@ -19,6 +20,8 @@ from egw.service.logwindow import LogWindow
 from egw.service.reads import TaskReads, tail
 from egw.service.ticker import LIVE, Stream, Ticker
 
+#: an event client's filter: provider, task id (None: any), and the namespaces it may read
+EventFilter = tuple[str | None, str | None, Scope]
 #: what a status or an event in a replaying client's backlog counts for, in bytes (about its
 #: frame's size), against the client's budget
 HELD_ITEM = 1024
@@ -189,16 +192,16 @@ class LogChannels:
 class EventChannel:
     """Live clients of ``GET /v1/events`` and ``GET /v1/tasks/{id}/events``; a hub subscriber.
 
-    Streams are grouped by their filter (provider, task id), so each distinct
-    filter frames each event once per tick.
+    Streams are grouped by their filter (`EventFilter`: provider, task id, the namespaces
+    the client may read), so each distinct filter frames each event once per tick.
     """
 
     def __init__(self, ticker: Ticker) -> None:
         self.ticker = ticker
         self.framing = ticker.framing
         self.dirty = False
-        self.groups: dict[tuple[str | None, str | None], set[Stream]] = {}
-        self.catching_up: dict[Stream, tuple[str | None, str | None]] = {}
+        self.groups: dict[EventFilter, set[Stream]] = {}
+        self.catching_up: dict[Stream, EventFilter] = {}
         self.pending: list[Event] = []
         ticker.channels.add(self)
 
@@ -209,8 +212,8 @@ class EventChannel:
     def all_streams(self) -> list[Stream]:
         return [*self.streams(), *self.catching_up]
 
-    def add(self, stream: Stream, key: tuple[str | None, str | None]) -> None:
-        """A client with filter ``key`` (provider, task id) joins and replays."""
+    def add(self, stream: Stream, key: EventFilter) -> None:
+        """A client with filter ``key`` joins and replays."""
         self.catching_up[stream] = key
 
     def go_live(self, stream: Stream, after: int) -> None:
@@ -255,9 +258,12 @@ class EventChannel:
                     streams.discard(stream)
 
 
-def matches(key: tuple[str | None, str | None], event: Event) -> bool:
-    """Whether an event passes a client's filter (provider, task id; None: any)."""
-    provider, task_id = key
-    return (provider is None or event.provider == provider) and (
-        task_id is None or event.task_id == task_id
+def matches(key: EventFilter, event: Event) -> bool:
+    """Whether an event passes a client's filter (provider, task id; None: any; and always
+    the namespaces it may read)."""
+    provider, task_id, scope = key
+    return (
+        scope.allows(event.namespace)
+        and (provider is None or event.provider == provider)
+        and (task_id is None or event.task_id == task_id)
     )

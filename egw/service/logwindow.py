@@ -16,6 +16,7 @@ from collections import deque
 
 import structlog
 
+from egw.core.access import ALL
 from egw.core.records import LogChunk
 from egw.service.reads import TaskReads, tail
 
@@ -61,11 +62,11 @@ class LogWindow:
         await asyncio.wait((self.loading,))
 
     async def _load(self, task_id: str, reads: TaskReads) -> None:
-        task = await reads.task(task_id)
+        task = await reads.task(task_id, scope=ALL)
         start = max(0, task.log_size - WINDOW_BYTES)
         chunks: list[LogChunk] = []
         position = start
-        while got := await reads.log_chunks(task_id, position):
+        while got := await reads.log_chunks(task_id, position, scope=ALL):
             chunks += got
             position = got[-1].end
         self.anchor(start, chunks)

@@ -18,16 +18,15 @@ is kept the same way, so no task is left unfinished by a full disk.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import Config
+from egw.core.access import ALL, Access, Scope
 from egw.core.model import TERMINAL, Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import (
     EgwError,
@@ -40,7 +39,9 @@ from egw.providers.base import Provider, WebhookProvider
 from egw.service import storage
 from egw.service.fanout import Hub
 from egw.service.launch import Launcher
+from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
+from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
 from egw.store import Store, retention_cutoff
@@ -52,27 +53,6 @@ log = structlog.get_logger("egw.service")
 #: waiting SUBMIT_RETRY_S, then twice that, and so on, before the task fails
 SUBMIT_ATTEMPTS = 4
 SUBMIT_RETRY_S = 15.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitRequest:
-    provider: str
-    task: Mapping[str, Any]
-    name: str | None = None
-    labels: Mapping[str, str] | None = None
-    timeout_s: float | None = None
-
-    def fingerprint(self) -> str:
-        """A hash of the request, to tell a replayed Idempotency-Key from a reused one."""
-        body = {
-            "provider": self.provider,
-            "task": self.task,
-            "name": self.name,
-            "labels": dict(self.labels or {}),
-            "timeout_s": self.timeout_s,
-        }
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class TaskService:
@@ -104,6 +84,7 @@ class TaskService:
         #: until their provider says the output is complete
         self._doomed: set[str] = set()
         self._limits = StorageLimits()
+        self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
         store.writer.listeners.append(hub.on_commit)
         self._launcher = Launcher(self, self._background)
@@ -188,14 +169,17 @@ class TaskService:
         *,
         actor: str | None,
         idempotency_key: str | None = None,
+        access: Access,
     ) -> tuple[Task, bool]:
         """Record the task, then start it upstream; returns (task, created).
 
-        With an ``idempotency_key`` seen before (same actor, same body) the task
-        recorded then is returned and nothing is started again.
-        """
+        With an ``idempotency_key`` seen before (same actor, same body) the task recorded
+        then is returned and nothing is started again. What ``access`` or the namespace's
+        limits refuse is `Forbidden` before anything is recorded or sent upstream."""
         provider = self.provider(req.provider)
-        spec = provider.validate(req.task).to_json()
+        ns = self.namespaces.admit(req.namespace, provider.name, access)
+        spec = self.namespaces.spec(ns, provider, req.task)
+        req = replace(req, namespace=ns)
         storage.check_room(self.store.writer.used_bytes, self._limits)
         now = utcnow()
         draft = Task(
@@ -208,6 +192,7 @@ class TaskService:
             timeout_s=req.timeout_s,
             created_at=now,
             updated_at=now,
+            namespace=ns,
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
         task, created = await self.store.writer.create_task(draft, idem)
@@ -219,19 +204,22 @@ class TaskService:
         return launched or await self.get(task.id), True
 
     async def rerun(
-        self, task_id: str, *, actor: str | None, idempotency_key: str | None = None
+        self, task_id: str, *, actor: str | None, idempotency_key: str | None = None, access: Access
     ) -> tuple[Task, bool]:
-        """Submit a task again: a new task with the same provider, spec, name, labels and
-        timeout; a ``rerun`` progress event on each names the other (``from``, ``to``)."""
-        old = await self.get(task_id)
+        """A new task with the old one's namespace, provider, spec, name, labels and timeout
+        (`NotFound` if unreadable); a ``rerun`` event on each names the other (from, to)."""
+        old = await self.reads.task(task_id, scope=access.scope("read"))
         req = SubmitRequest(
+            namespace=old.namespace,
             provider=old.provider,
             task=old.spec,
             name=old.name,
             labels=old.labels,
             timeout_s=old.timeout_s,
         )
-        task, created = await self.submit(req, actor=actor, idempotency_key=idempotency_key)
+        task, created = await self.submit(
+            req, actor=actor, idempotency_key=idempotency_key, access=access
+        )
         if created:
             link = {"from": old.id, "to": task.id}
             await self.progress(task.id, "rerun", link, source="gateway")
@@ -247,21 +235,26 @@ class TaskService:
         _ = self._launcher.spawn(self.provider(task.provider), task)
 
     async def get(self, task_id: str) -> Task:
-        """The task as last committed (`TaskReads.task`); `NotFound` if there is none."""
-        return await self.reads.task(task_id)
+        """The task as last committed, whatever its namespace (the gateway's own reads)."""
+        return await self.reads.task(task_id, scope=ALL)
 
-    async def wait(self, task_id: str, *, index: int, wait_s: float) -> Task:
-        """Nomad-style blocking query: answer once the task's index exceeds ``index``."""
+    async def wait(self, task_id: str, *, index: int, wait_s: float, scope: Scope) -> Task:
+        """Nomad-style blocking query: once the task's index exceeds ``index`` (in ``scope``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            task = await self.get(task_id)
+            task = await self.reads.task(task_id, scope=scope)
             left = deadline - loop.time()
             if task.index > index or left <= 0:
                 return task
             await self.hub.wait_change(task_id, left)
 
-    async def cancel(self, task_id: str, *, actor: str | None, force: bool = False) -> Task:
+    async def cancel(
+        self, task_id: str, *, actor: str | None, force: bool = False, access: Access
+    ) -> Task:
+        """`NotFound` for a task the caller can neither read nor cancel; if only read: 403."""
+        seen = await self.reads.task(task_id, scope=access.scope("read", "cancel"))
+        access.check("cancel", seen.namespace, task_id)
         task, changed = await self.store.writer.command(
             task_id, "cancel", actor=actor, data={"force": force}
         )

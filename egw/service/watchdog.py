@@ -41,6 +41,7 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import Config
+from egw.core.access import GATEWAY
 from egw.core.model import Stuck, Task, utcnow
 from egw.core.records import Commit
 from egw.core.watchdog import (
@@ -191,7 +192,7 @@ class Watchdog:
             return False
         log.info("task_stuck", task_id=task.id, reason=due.reason, on_stuck=str(action))
         if action is OnStuck.CANCEL:
-            await self._service.cancel(task.id, actor=ACTOR)
+            await self._service.cancel(task.id, actor=ACTOR, access=GATEWAY)
         elif action is OnStuck.RESUBMIT:
             await self._resubmit(flagged)
         return True

@@ -121,6 +121,7 @@ class Batch:
             source=source,
             at=now,
             data=data or {},
+            namespace=after.namespace,
         )
         self.event_rows.append(event_to_row(event, delivery_id))
         self.commit.events.append(event)

@@ -45,11 +45,14 @@ class Reader:
         name: str | None = None,
         before: int | None = None,
         limit: int = 50,
+        namespaces: frozenset[str] | None = None,
     ) -> list[Task]:
         """Newest first by submission order; ``before`` is a submit_seq cursor; ``name``
-        matches the names that contain it (case-sensitive)."""
+        matches the names that contain it (case-sensitive); ``namespaces``: only tasks of
+        these (None: of any)."""
         where: list[str] = []
         params: list[Any] = []
+        _in_namespaces(namespaces, where, params)
         if provider:
             where.append("provider = ?")
             params.append(provider)
@@ -103,9 +106,11 @@ class Reader:
         provider: str | None = None,
         limit: int = 500,
         status_only: bool = False,
+        namespaces: frozenset[str] | None = None,
     ) -> list[Event]:
         where = ["seq > ?"]
         params: list[Any] = [after]
+        _in_namespaces(namespaces, where, params)
         if task_id:
             where.append("task_id = ?")
             params.append(task_id)
@@ -121,12 +126,21 @@ class Reader:
         )
         return [event_from_row(r) for r in rows]
 
-    async def audit(self, *, after: int, upto: int, where: EventFilter, limit: int) -> list[Event]:
+    async def audit(
+        self,
+        *,
+        after: int,
+        upto: int,
+        where: EventFilter,
+        limit: int,
+        namespaces: frozenset[str] | None = None,
+    ) -> list[Event]:
         """Events with ``after < seq <= upto`` that match ``where``, oldest first, at most
-        ``limit``. The seq range bounds the rows looked at; an actor or kind filter walks
-        its index (``0002_audit.sql``) and a task's its own."""
+        ``limit``, of ``namespaces`` only (None: any). The seq range bounds the rows looked
+        at; an actor or kind filter walks its index (``0002_audit.sql``) and a task's its own."""
         sql = ["seq > ? AND seq <= ?"]
         params: list[Any] = [after, upto]
+        _in_namespaces(namespaces, sql, params)
         for column, value in (
             ("actor", where.actor),
             ("provider", where.provider),
@@ -226,11 +240,21 @@ class Reader:
         )
         return {str(provider): int(n) for provider, n in rows}
 
-    async def counts_by_status(self) -> dict[str, dict[str, int]]:
+    async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
+        """Task counts by ``by`` (``provider`` or ``namespace``), then status."""
+        column = {"provider": "provider", "namespace": "namespace"}[by]
         rows = await self._all(
-            "SELECT provider, status, COUNT(*) FROM tasks GROUP BY provider, status"
+            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY {column}, status"
         )
         out: dict[str, dict[str, int]] = {}
         for provider, status, n in rows:
             out.setdefault(str(provider), {})[str(status)] = int(n)
         return out
+
+
+def _in_namespaces(namespaces: frozenset[str] | None, where: list[str], params: list[Any]) -> None:
+    """Add ``namespace IN (...)`` to a query (nothing for None; an empty set matches nothing)."""
+    if namespaces is None:
+        return
+    where.append(f"namespace IN ({','.join('?' * len(namespaces))})" if namespaces else "0")
+    params.extend(sorted(namespaces))

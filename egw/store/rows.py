@@ -15,11 +15,11 @@ TASK_FIELDS = (
     "id", "submit_seq", "provider", "name", "labels", "spec", "status", "reason", "exit_code",
     "upstream_id", "upstream_url", "upstream", "actor", "timeout_s", "created_at", "updated_at",
     "started_at", "finished_at", "idx", "logs_complete", "log_size",
-    "status_at", "output_at", "stuck", "attempt",
+    "status_at", "output_at", "stuck", "attempt", "namespace",
 )  # fmt: skip
 EVENT_FIELDS = (
     "seq", "task_id", "provider", "kind", "status", "prev_status", "applied", "reason",
-    "exit_code", "actor", "source", "delivery_id", "at", "data",
+    "exit_code", "actor", "source", "delivery_id", "at", "data", "namespace",
 )  # fmt: skip
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)
@@ -85,6 +85,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         output_at=parse_time(row[22]),
         stuck=_stuck(row[23]),
         attempt=row[24],
+        namespace=row[25],
     )
 
 
@@ -124,6 +125,7 @@ def task_to_row(t: Task) -> tuple[Any, ...]:
         format_time(t.output_at),
         dumps(t.stuck.to_json()) if t.stuck is not None else None,
         t.attempt,
+        t.namespace,
     )
 
 
@@ -144,6 +146,7 @@ def event_from_row(row: Sequence[Any]) -> Event:
         source=row[10],
         at=at,
         data=loads(row[13]),
+        namespace=row[14],
     )
 
 
@@ -163,4 +166,5 @@ def event_to_row(e: Event, delivery_id: str | None) -> tuple[Any, ...]:
         delivery_id,
         format_time(e.at),
         dumps(dict(e.data)),
+        e.namespace,
     )

@@ -27,6 +27,7 @@ from egw.providers.registry import build_providers
 from egw.service.channels import EventChannel, LogChannels
 from egw.service.database import Database, claim
 from egw.service.fanout import Hub
+from egw.service.namespaces import Namespaces, limits_of
 from egw.service.ticker import Ticker
 from egw.web import docs, events, gateway, health, hooks, logs, metrics, tasks, ui
 from egw.web.auth import Authenticator
@@ -115,6 +116,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[gateway_key] = glog
     service = app[database_key].task_service(providers, hub)
     service.limit_storage(cfg)  # storage.max_bytes and each provider's max_log_bytes
+    service.namespaces = Namespaces(limits_of(cfg))  # what may run in each namespace
     service.watchdog.configure(cfg)  # each provider's cancel_timeout_s and stuck deadlines
     app[ticker_key] = ticker
     app[event_channel_key] = channel

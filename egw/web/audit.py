@@ -3,7 +3,8 @@
 Who may see what: the scope ``tasks:read`` answers with the events the token's own actor
 caused (its submits, reruns, cancels); other actors' events, and the events no actor
 caused (upstream reports, timeouts), need ``admin``. A token without it that names
-another ``actor`` gets a 403 rather than a silently empty page.
+another ``actor`` gets a 403 rather than a silently empty page. Whatever the scope, only
+events of the namespaces the token may read are answered (`egw.core.access`).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ async def audit_page(request: web.Request) -> web.Response:
     )
     limit = schemas.int_query(request, "limit", default=50, lo=1, hi=500)
     after = schemas.last_event_id(request, query="after") or 0
-    page = await request.app[reads_key].audit(after=after, where=where, limit=limit)
+    page = await request.app[reads_key].audit(
+        after=after, where=where, limit=limit, scope=who.reads()
+    )
     return web.json_response(
         {
             "events": [e.to_json() for e in page.events],

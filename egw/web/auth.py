@@ -1,4 +1,5 @@
-"""Bearer tokens: constant-time lookup by hash, scopes, and the actor name for the audit trail."""
+"""Bearer tokens: constant-time lookup by hash, scopes, namespaces (`egw.core.access`), and the
+actor name for the audit trail."""
 
 from __future__ import annotations
 
@@ -8,19 +9,28 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from egw.config import TokenConfig
+from egw.core.access import DEFAULT_ONLY, Access, Scope
 from egw.errors import Forbidden, Unauthorized
+from egw.service.namespaces import access_of
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     name: str
     scopes: frozenset[str]
+    #: the namespaces the token may use, and how
+    access: Access = DEFAULT_ONLY
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
             raise Forbidden(
                 f"token {self.name!r} lacks the scope {scope!r}", details={"scope": scope}
             )
+
+    def reads(self) -> Scope:
+        """The namespaces this token may read (after the ``tasks:read`` scope is checked)."""
+        self.require("tasks:read")
+        return self.access.scope("read")
 
 
 class Authenticator:
@@ -30,7 +40,8 @@ class Authenticator:
             if not t.configured:
                 continue
             digest = t.sha256 if t.sha256 else hashlib.sha256((t.token or "").encode()).hexdigest()
-            self._entries.append((bytes.fromhex(digest), Principal(t.name, frozenset(t.scopes))))
+            who = Principal(t.name, frozenset(t.scopes), access_of(t))
+            self._entries.append((bytes.fromhex(digest), who))
 
     @property
     def configured(self) -> bool:

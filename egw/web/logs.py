@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from egw.core.access import Scope
 from egw.errors import InvalidRequest
 from egw.web import schemas
 from egw.web.edge import principal, stream_response
@@ -23,8 +24,8 @@ REPLAY_BYTES = 256 << 10  # the output one step of a replay reads and frames
 
 @routes.get("/v1/tasks/{id}/logs")
 async def logs(request: web.Request) -> web.StreamResponse:
-    principal(request).require("tasks:read")
-    task = await request.app[reads_key].task(request.match_info["id"])
+    scope = principal(request).reads()
+    task = await request.app[reads_key].task(request.match_info["id"], scope=scope)
     group = request.query.get("stream") or None
     if group not in (None, "stdout", "stderr"):
         raise InvalidRequest("stream must be stdout or stderr", field="stream")
@@ -33,20 +34,25 @@ async def logs(request: web.Request) -> web.StreamResponse:
         start = cursor or 0
         if request.method == "HEAD":
             return web.Response(headers=sse_headers())
-        return await _tail_sse(request, task.id, start, group)
+        return await _tail_sse(request, task.id, start, group, scope)
     limit = None
     if "limit" in request.query:
         limit = schemas.int_query(request, "limit", default=0, lo=1, hi=schemas.MAX_CURSOR)
-    return await _plain(request, task.id, cursor or 0, group, limit)
+    return await _plain(request, task.id, cursor or 0, group, limit, scope)
 
 
 async def _plain(
-    request: web.Request, task_id: str, start: int, group: str | None, limit: int | None
+    request: web.Request,
+    task_id: str,
+    start: int,
+    group: str | None,
+    limit: int | None,
+    scope: Scope,
 ) -> web.StreamResponse:
     """The output in [start, start + limit) (to its end without a limit), cut exactly at
     those byte offsets: a reader of a large log (the console) asks for one window at a time."""
     reads = request.app[reads_key]
-    task = await reads.task(task_id)
+    task = await reads.task(task_id, scope=scope)
     end = task.log_size if limit is None else min(task.log_size, start + limit)
     resp: web.StreamResponse = stream_response(
         request,
@@ -61,7 +67,7 @@ async def _plain(
     await resp.prepare(request)
     position = start
     while position < end:
-        chunks = await reads.log_chunks(task_id, position)
+        chunks = await reads.log_chunks(task_id, position, scope=scope)
         if not chunks:
             break
         # the first chunk starts at ``position``; the last is cut at ``end``
@@ -75,7 +81,7 @@ async def _plain(
 
 
 async def _tail_sse(
-    request: web.Request, task_id: str, start: int, group: str | None
+    request: web.Request, task_id: str, start: int, group: str | None, scope: Scope
 ) -> web.StreamResponse:
     reads = request.app[reads_key]
     resp = stream_response(request, sse_headers(), SSEResponse)
@@ -94,13 +100,15 @@ async def _tail_sse(
             frames = channel.window_frames(position, group)
             position = max(position, channel.window.end)
         while not from_memory:
-            chunks = await reads.log_chunks(task_id, position, limit_bytes=REPLAY_BYTES)
+            chunks = await reads.log_chunks(
+                task_id, position, limit_bytes=REPLAY_BYTES, scope=scope
+            )
             if not chunks:
                 break
             replayed = [log_frame(c) for c in chunks if group in (None, c.stream)]
             position = chunks[-1].end
             await stream.write(b"".join(replayed))
-        task = await reads.task(task_id)
+        task = await reads.task(task_id, scope=scope)
         # no await from here on until the stream is live: nothing can slip between
         # (and what arrived during an await above is in the stream's backlog)
         channel.go_live(stream, position, task, frames)

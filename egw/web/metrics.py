@@ -30,7 +30,13 @@ async def metrics(request: web.Request) -> web.Response:
             health[name] = dict(provider.health())
         except Exception:  # noqa: BLE001 - a provider's health must not break the scrape
             health[name] = {}
+    cfg = app[config_key]
+    by_namespace = None
+    if cfg.metrics.namespace_label:
+        declared = {"default", *cfg.namespaces}
+        by_namespace = await app[reads_key].counts_by_namespace(declared)
     body = app[metrics_key].render(
+        tasks_by_namespace=by_namespace,
         tasks_by_status=await app[reads_key].counts_by_status(),
         tasks_stuck=await app[reads_key].stuck_counts(),
         health=health,

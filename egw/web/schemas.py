@@ -12,13 +12,13 @@ from aiohttp import web
 
 from egw.core import fields
 from egw.errors import InvalidRequest, UnsupportedMediaType
-from egw.service.tasks import SubmitRequest
+from egw.service.requests import SubmitRequest
 
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _SIGNED = re.compile(r"(-?)0*([0-9]{1,19})", re.ASCII)
 _UNSIGNED = re.compile(r"()0*([0-9]{1,19})", re.ASCII)
-_SUBMIT_FIELDS = {"provider", "task", "name", "labels", "timeout_s"}
+_SUBMIT_FIELDS = {"namespace", "provider", "task", "name", "labels", "timeout_s"}
 MAX_TIMEOUT_S = 7 * 24 * 3600
 #: the largest offset or sequence number a client may name (SQLite integers are 64-bit)
 MAX_CURSOR = 2**62
@@ -59,6 +59,9 @@ def submit_request(body: Any) -> SubmitRequest:
     provider = body.get("provider")
     if not isinstance(provider, str) or not provider:
         raise InvalidRequest("provider is required (a string)", field="provider")
+    namespace = body.get("namespace")
+    if namespace is not None:
+        namespace = fields.namespace(namespace)
     task = body.get("task")
     if not isinstance(task, dict):
         raise InvalidRequest("task is required (an object)", field="task")
@@ -70,7 +73,7 @@ def submit_request(body: Any) -> SubmitRequest:
         if not isinstance(labels, dict) or len(labels) > 64:
             raise InvalidRequest("labels must be an object of at most 64 strings", field="labels")
         for key, value in labels.items():
-            if not _LABEL_KEY.fullmatch(key):
+            if not LABEL_KEY.fullmatch(key):
                 raise InvalidRequest(f"bad label name {key!r}", field=f"labels.{key}")
             if not isinstance(value, str) or len(value) > 256:
                 raise InvalidRequest(
@@ -85,7 +88,14 @@ def submit_request(body: Any) -> SubmitRequest:
             raise InvalidRequest(
                 f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S}]", field="timeout_s"
             )
-    return SubmitRequest(provider=provider, task=task, name=name, labels=labels, timeout_s=timeout)
+    return SubmitRequest(
+        namespace=namespace,
+        provider=provider,
+        task=task,
+        name=name,
+        labels=labels,
+        timeout_s=timeout,
+    )
 
 
 def int_query(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
@@ -169,7 +179,11 @@ def _cursor(raw: str | None, field: str) -> int | None:
 
 def last_event_id(request: web.Request, *, query: str) -> int | None:
     """``Last-Event-ID`` (a resuming EventSource) or the query parameter; both are checked,
-    and the header wins."""
-    from_query = _cursor(request.query.get(query), query)
+    and the header wins. An empty header is no cursor (an EventSource that has seen no id);
+    an empty query parameter is no number, so a 400 as the schema says."""
+    raw = request.query.get(query)
+    if raw == "":
+        raise InvalidRequest(f"{query} must be a whole number up to {MAX_CURSOR}", field=query)
+    from_query = _cursor(raw, query)
     from_header = _cursor(request.headers.get("Last-Event-ID"), query)
     return from_header if from_header is not None else from_query

@@ -6,6 +6,8 @@ import json
 
 from aiohttp import web
 
+from egw.core import fields
+from egw.core.access import Scope
 from egw.core.model import Task, TaskState
 from egw.errors import InvalidRequest
 from egw.web import schemas
@@ -57,9 +59,9 @@ def _task_response(request: web.Request, task: Task, *, status: int = 200) -> we
 @routes.get("/v1/tasks/{id}/status")
 @routes.get("/v1/tasks/{id}")
 async def get_task(request: web.Request) -> web.Response:
-    principal(request).require("tasks:read")
+    scope = principal(request).reads()
     task_id = request.match_info["id"]
-    task = await request.app[reads_key].task(task_id)
+    task = await request.app[reads_key].task(task_id, scope=scope)
     if request.query_string:  # plain polls skip query parsing altogether
         max_wait = request.app[config_key].server.max_wait_s
         wait_s = schemas.duration_query(
@@ -67,7 +69,9 @@ async def get_task(request: web.Request) -> web.Response:
         )
         if "index" in request.query:
             index = schemas.int_query(request, "index", default=0, lo=0, hi=schemas.MAX_CURSOR)
-            task = await request.app[service_key].wait(task_id, index=index, wait_s=wait_s)
+            task = await request.app[service_key].wait(
+                task_id, index=index, wait_s=wait_s, scope=scope
+            )
     body, etag = request.app[body_cache_key].get(task)
     headers = {"ETag": etag, "X-Egw-Index": etag[1:-1], "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("If-None-Match")
@@ -94,7 +98,9 @@ async def submit(request: web.Request) -> web.Response:
     who.require("tasks:write")
     key = _idempotency_key(request)
     req = schemas.submit_request(await schemas.read_json(request))
-    task, created = await request.app[service_key].submit(req, actor=who.name, idempotency_key=key)
+    task, created = await request.app[service_key].submit(
+        req, actor=who.name, idempotency_key=key, access=who.access
+    )
     return _accepted(request, task, created)
 
 
@@ -105,7 +111,7 @@ async def rerun(request: web.Request) -> web.Response:
     who.require("tasks:write")
     key = _idempotency_key(request)
     task, created = await request.app[service_key].rerun(
-        request.match_info["id"], actor=who.name, idempotency_key=key
+        request.match_info["id"], actor=who.name, idempotency_key=key, access=who.access
     )
     return _accepted(request, task, created)
 
@@ -121,7 +127,7 @@ def _accepted(request: web.Request, task: Task, created: bool) -> web.Response:
 
 @routes.get("/v1/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
-    principal(request).require("tasks:read")
+    scope = principal(request).reads()
     limit = schemas.int_query(request, "limit", default=50, lo=1, hi=500)
     statuses = request.query.getall("status", [])
     for s in statuses:
@@ -133,6 +139,12 @@ async def list_tasks(request: web.Request) -> web.Response:
         if not sep or not k:
             raise InvalidRequest("label filters are written name=value", field="label")
         labels[k] = v
+    namespace = request.query.get("namespace")
+    if namespace is not None:
+        scope = scope.narrow(fields.namespace(namespace))
+    if not all(schemas.LABEL_KEY.fullmatch(k) for k in labels):
+        # a name no task's label can have (SQLite would refuse it in a JSON path): no match
+        scope, labels = Scope(frozenset()), {}
     cursor = request.query.get("cursor")
     before = schemas.decode_cursor(cursor) if cursor else None
     tasks = await request.app[reads_key].tasks(
@@ -143,6 +155,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         name=request.query.get("name") or None,
         before=before,
         limit=limit + 1,
+        scope=scope,
     )
     more = len(tasks) > limit
     tasks = tasks[:limit]
@@ -167,6 +180,6 @@ async def cancel(request: web.Request) -> web.Response:
     who.require("tasks:write")
     force = schemas.bool_query(request, "force")
     task = await request.app[service_key].cancel(
-        request.match_info["id"], actor=who.name, force=force
+        request.match_info["id"], actor=who.name, force=force, access=who.access
     )
     return _task_response(request, task, status=202)

@@ -82,6 +82,8 @@ async def asset(request: web.Request) -> web.Response:
 
 @routes.get("/v1/whoami")
 async def whoami(request: web.Request) -> web.Response:
-    """The token's name and scopes (any valid token): what the console may offer its user."""
+    """The token's name, scopes and namespaces (any valid token): what the console may offer
+    its user."""
     who = principal(request)
-    return web.json_response({"name": who.name, "scopes": sorted(who.scopes)})
+    spaces = {ns: sorted(g.actions) for ns, g in who.access.grants.items()}
+    return web.json_response({"name": who.name, "scopes": sorted(who.scopes), "namespaces": spaces})

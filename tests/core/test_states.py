@@ -108,11 +108,12 @@ def test_every_state_has_a_row_and_terminal_rows_are_empty() -> None:
 
 # --- cancel_failed (rule 2) ------------------------------------------------------------------
 
-#: every observation from cancel_failed: upstream's truth counts again, except a late queued
+#: every observation from cancel_failed: only an end is news (a poller's "running" again
+#: must not erase the verdict)
 FROM_CANCEL_FAILED = {
     S.PENDING: None,
     S.QUEUED: None,
-    S.RUNNING: S.RUNNING,
+    S.RUNNING: None,
     S.CANCELLING: None,
     S.CANCEL_FAILED: None,
     S.SUCCEEDED: S.SUCCEEDED,

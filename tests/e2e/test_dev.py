@@ -92,8 +92,10 @@ def dev(tmp_path: Path) -> Iterator[dict[str, Any]]:
     assert proc.returncode == 0, (tmp_path / "dev.log").read_text()
 
 
-def cli(info: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EGW_URL": info["gateway"], "EGW_TOKEN": info["token"]}
+def cli(
+    info: dict[str, Any], *args: str, token: str = "token", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EGW_URL": info["gateway"], "EGW_TOKEN": info[token], **extra}
     return subprocess.run(
         [sys.executable, "-m", "egw", *args], capture_output=True, text=True, env=env, timeout=60
     )
@@ -142,3 +144,42 @@ def test_info_carries_each_simulators_credentials(dev: dict[str, Any]) -> None:
             got, body = exc.code, json.load(exc)
         assert got == status, body
     assert body["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_two_teams_share_the_dev_gateway(dev: dict[str, Any]) -> None:
+    """The two team tokens `egw dev` prints: each runs in and sees its own namespace only."""
+    github = TASKS["github_actions"]
+    done = cli(
+        dev, "submit", "--json", "--provider", "github_actions", *github, token="team_a_token"
+    )
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout)
+    assert task["namespace"] == "team-a"
+    # team-a may not use the local runner, nor team-b's namespace: refused (exit code 121)
+    local = cli(dev, "submit", "--", "true", token="team_a_token")
+    assert local.returncode == 121 and "'local' is not allowed" in local.stderr, local.stderr
+    other = cli(dev, "submit", "--", "true", token="team_a_token", EGW_NAMESPACE="team-b")
+    assert other.returncode == 121 and "'team-b'" in other.stderr, other.stderr
+    # team-b sees nothing of it: not in its list, and no such task by id
+    listed = cli(dev, "tasks", "--json", token="team_b_token")
+    assert json.loads(listed.stdout)["tasks"] == []
+    status = cli(dev, "status", task["id"], token="team_b_token")
+    assert status.returncode == 121 and "no task" in status.stderr, status.stderr
+    # the team-b token runs the Cloud Run job in its namespace; the table shows the namespace
+    ran = cli(
+        dev,
+        "submit",
+        "--follow",
+        "--provider",
+        "cloud_run",
+        *TASKS["cloud_run"],
+        token="team_b_token",
+    )
+    assert ran.returncode == 0, ran.stderr
+    table = cli(dev, "tasks", token="team_b_token").stdout.splitlines()
+    assert "NAMESPACE" in table[0] and len(table) == 2 and " team-b " in table[1]
+    # the dev token sees both, and filters by namespace
+    both = json.loads(cli(dev, "tasks", "--json").stdout)["tasks"]
+    assert {t["namespace"] for t in both} == {"team-a", "team-b"}
+    only_a = json.loads(cli(dev, "tasks", "--json", "--namespace", "team-a").stdout)["tasks"]
+    assert [t["id"] for t in only_a] == [task["id"]]

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from egw.errors import InvalidRequest
-from egw.service.tasks import SubmitRequest
+from egw.service.requests import SubmitRequest
 from egw.web import schemas
 from egw.wire.github.delivery import Delivery, parse_delivery, sign, verify_signature
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import WRITER, submit_local
 
+from egw.core.access import ALL
 from egw.core.model import Task, TaskState, utcnow
 from egw.core.records import LogChunk
 from egw.errors import NotFound
@@ -24,22 +25,22 @@ Client = TestClient[web.Request, web.Application]
 async def test_reads_answer_tasks_and_log_chunks_from_an_offset(api: Client) -> None:
     reads = api.app[reads_key]
     with pytest.raises(NotFound):
-        await reads.task("t_nope")
+        await reads.task("t_nope", scope=ALL)
     task = await submit_local(api, "sleep", "30")
     service = api.app[service_key]
     await service.append_log(task["id"], "stdout", b"hello ")
     await service.append_log(task["id"], "stderr", b"world\n")
-    assert (await reads.task(task["id"])).log_size == 12
+    assert (await reads.task(task["id"], scope=ALL)).log_size == 12
     # the first chunk is cut at the offset; past the end there is nothing
-    chunks = await reads.log_chunks(task["id"], 3)
+    chunks = await reads.log_chunks(task["id"], 3, scope=ALL)
     assert [(c.offset, c.stream, c.data) for c in chunks] == [
         (3, "stdout", b"lo "),
         (6, "stderr", b"world\n"),
     ]
-    assert await reads.log_chunks(task["id"], 12) == []
+    assert await reads.log_chunks(task["id"], 12, scope=ALL) == []
     # a page of tasks holds each as the writer's cache has it (the newest projection)
-    (listed,) = await reads.tasks(limit=10)
-    assert listed == await reads.task(task["id"])
+    (listed,) = await reads.tasks(limit=10, scope=ALL)
+    assert listed == await reads.task(task["id"], scope=ALL)
     assert (await reads.counts_by_status()) == {"local": {str(listed.status): 1}}
     assert await reads.max_seq() >= 1 and await reads.pruned_seq() == 0
     assert (await api.post(f"/v1/tasks/{task['id']}/cancel", headers=WRITER)).status == 202

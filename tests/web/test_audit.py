@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from support import ADMIN, READER, WRITER, config_dict, submit_local, wait_status, wait_terminal
 
 from egw.config import Config, parse_config
+from egw.core.access import ALL
 from egw.core.audit import EventFilter
 from egw.core.model import parse_time
 from egw.web.keys import reads_key, service_key
@@ -239,7 +240,7 @@ async def test_a_short_scan_window_pages_on_without_losing_anything(
     where = EventFilter(kinds=("cancel_requested",))
     found, after, pages = [], 0, 0
     while True:
-        answer = await reads.audit(after=after, where=where, limit=5, window=2)
+        answer = await reads.audit(after=after, where=where, limit=5, window=2, scope=ALL)
         pages += 1
         found += [e.seq for e in answer.events]
         assert answer.last_seq <= after + 2

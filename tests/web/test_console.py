@@ -60,7 +60,11 @@ async def test_nothing_outside_the_console_folder_is_served(api: Client) -> None
 async def test_whoami_names_the_tokens_scopes(api: Client) -> None:
     assert (await api.get("/v1/whoami")).status == 401
     resp = await api.get("/v1/whoami", headers=READER)
-    assert await resp.json() == {"name": "reader", "scopes": ["tasks:read"]}
+    assert await resp.json() == {
+        "name": "reader",
+        "scopes": ["tasks:read"],
+        "namespaces": {"default": ["read"]},  # no namespaces configured: default only
+    }
 
 
 def test_no_inline_script_or_style_and_no_other_origin() -> None:

@@ -871,3 +871,41 @@ async def test_list_filters(api: Client) -> None:
     assert await ids("label=team=c") == []
     assert await ids("label=team=a&status=failed") == [a2["id"]]
     assert await ids("label=team=b&provider=local&status=failed") == [b1["id"]]
+
+
+async def test_a_label_filter_no_label_can_match_is_an_empty_page(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    """A filter name that is no label name (a NUL, a quote: SQLite refuses it in a JSON
+    path) matches nothing; it is not a 500, and other filters are still checked."""
+    await submit_local(api, "true", labels={"team": "a"})
+    for name in ("E%00Z", "a%22b", "%25%1C"):
+        resp = await api.get(f"/v1/tasks?label={name}%3Dx", headers=WRITER)
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {"tasks": [], "next_cursor": None}
+    bad = await api.get("/v1/tasks?label=E%00Z%3Dx&cursor=%C3%B6", headers=WRITER)
+    assert bad.status == 400
+
+
+async def test_an_empty_cursor_parameter_is_a_400_an_empty_last_event_id_none(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    task = await submit_local(api, "true")
+    await wait_terminal(api, task["id"])
+    for path in ("/v1/events?after=", f"/v1/tasks/{task['id']}/logs?offset="):
+        resp = await api.get(path, headers={**WRITER, "Accept": "text/event-stream"})
+        assert resp.status == 400, path
+    events = await api.get(
+        f"/v1/tasks/{task['id']}/events", headers={**WRITER, "Last-Event-ID": ""}
+    )
+    assert events.status == 200 and (await events.json())["events"]
+
+
+async def test_the_event_stream_checks_the_audit_parameters_too(
+    api: TestClient[web.Request, web.Application],
+) -> None:
+    sse = {**WRITER, "Accept": "text/event-stream"}
+    many = "&".join(f"type=k{i}" for i in range(21))
+    for query in ("type=Bad!", many, "since=yesterday", "limit=0"):
+        resp = await api.get(f"/v1/events?{query}", headers=sse)
+        assert resp.status == 400, query

@@ -794,7 +794,7 @@ async def test_list_by_part_of_the_name(api: Client) -> None:
 
 async def test_whoami_and_the_console(api: Client) -> None:
     me = await call(api, "GET", "/v1/whoami", headers=READER, status=200)
-    assert me == {"name": "reader", "scopes": ["tasks:read"]}
+    assert me == {"name": "reader", "scopes": ["tasks:read"], "namespaces": {"default": ["read"]}}
     await call(api, "GET", "/v1/whoami", status=401)
     await call(api, "GET", "/", status=302, allow_redirects=False)
     await call(api, "GET", "/ui/", status=200)
