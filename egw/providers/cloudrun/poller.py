@@ -3,8 +3,10 @@
 Cloud Run pushes nothing. A job's unfinished executions that egw watches are read together:
 ``GET v2/{job}/executions`` (ListExecutions: ``pageSize``, ``pageToken``, ``showDeleted``, and
 nothing else; its answer holds full Execution resources, conditions, counts and times, the same as
-``executions.get``: googleapis google/cloud/run/v2/execution.proto, ListExecutionsRequest and
-ListExecutionsResponse; tests/samples/cloudrun/run-v2-jobs.md). The list has no filter, and no
+``executions.get``: the discovery document, run.projects.locations.jobs.executions.list and
+GoogleCloudRunV2ListExecutionsResponse, in tests/samples/cloudrun/run-v2.discovery-subset.json
+and run-v2-jobs.md; the simulator's ``list_order`` cites the proto's ListExecutionsRequest,
+which names no order either). The list has no filter, and no
 source documents its order, so a round reads pages until it has seen every execution it wants,
 the list ends, or it has spent the pages those executions fill plus `_SPARE_PAGES`; whatever the
 list did not show (deleted, beyond the pages read, or shifted between two pages) is read alone
