@@ -304,7 +304,7 @@ async def _egw(
     ours = [f"egw-bench-{n:04d}" for n in range(max(1, jobs // 100))]
     lines, count = build(jobs, ours)
     replayer = Replayer(lines)
-    runner = web.AppRunner(replayer.app(), access_log=None)
+    runner = web.AppRunner(replayer.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

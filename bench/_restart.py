@@ -213,7 +213,7 @@ async def _nomad(jobs: tuple[str, ...]) -> tuple[Any, str]:
     from aiohttp import web
 
     replayer = Replayer([], jobs=jobs)
-    runner = web.AppRunner(replayer.app(), access_log=None)
+    runner = web.AppRunner(replayer.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

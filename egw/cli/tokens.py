@@ -1,9 +1,9 @@
 """`egw token create|list|revoke`: lasting API tokens kept in `auth.token_file`.
 
-The file (JSON) holds each token's name, sha256 and scopes, never the token itself: `create`
-prints the token once. It is written whole to a temporary file (mode 0600) then renamed
-over the old one, so a reader sees the old file or the new one. `egw serve` reads it at
-start, in addition to `auth.tokens`.
+The file (JSON) holds each token's name, sha256, scopes and namespaces, never the token
+itself: `create` prints the token once. It is written whole to a temporary file (mode 0600)
+then renamed over the old one, so a reader sees the old file or the new one. `egw serve`
+reads it at start, in addition to `auth.tokens`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from typing import Any
 
 from egw.cli import codes
 from egw.cli.codes import CLIError
-from egw.config import SCOPES, Config, TokenConfig, load_config
+from egw.config import SCOPES, Config, NamespaceGrant, TokenConfig, load_config
+from egw.config.namespaces import NAMESPACE
 from egw.errors import ConfigError
 
 DEFAULT_SCOPES = ["tasks:read", "tasks:write"]
 #: `egw token` runs no task: exit codes as `egw serve`'s (1 could not write, 2 usage)
 _FAILED, _USAGE = 1, 2
-_KEYS = {"name", "sha256", "scopes"}
+_KEYS = {"name", "sha256", "scopes", "namespaces"}
 
 
 def read_token_file(path: str) -> list[TokenConfig]:
@@ -56,18 +57,50 @@ def read_token_file(path: str) -> list[TokenConfig]:
             raise ConfigError(f"{where}.token", "the file keeps sha256, never the token itself")
         unknown = sorted(set(item) - _KEYS)
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}", "unknown key (name, sha256, scopes)")
+            raise ConfigError(
+                f"{where}.{unknown[0]}", "unknown key (name, sha256, scopes, namespaces)"
+            )
         name, sha, scopes = item.get("name"), item.get("sha256"), item.get("scopes")
         if not isinstance(name, str) or not isinstance(sha, str):
             raise ConfigError(where, "needs a name and a sha256")
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ConfigError(f"{where}.scopes", "must be a list of scopes")
-        entry = TokenConfig(name=name, sha256=sha, scopes=list(scopes))
+        grants = _grants(item.get("namespaces"), f"{where}.namespaces")
+        entry = TokenConfig(name=name, sha256=sha, scopes=list(scopes), namespaces=grants)
         entry.validate(where)
         if any(e.name == name for e in entries):
             raise ConfigError(f"{where}.name", f"duplicate token name {name!r}")
         entries.append(entry)
     return entries
+
+
+def _grants(value: Any, where: str) -> list[NamespaceGrant] | None:
+    """A file entry's namespaces: absent (the ``default`` namespace only, as a config token
+    without them), ``"*"``, or a list of names; in each, what the token's scopes allow."""
+    if value is None:
+        return None
+    names = [value] if value == "*" else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(where, 'must be "*" or a non-empty list of namespace names')
+    if "*" in names and len(names) > 1:
+        raise ConfigError(where, "'*' already grants every namespace: list it alone")
+    for j, name in enumerate(names):
+        if name != "*" and not NAMESPACE.fullmatch(name):
+            raise ConfigError(f"{where}[{j}]", f"{name!r} is not a namespace name (a DNS label)")
+        if name in names[:j]:
+            raise ConfigError(f"{where}[{j}]", f"namespace {name!r} is listed twice")
+    return [NamespaceGrant(name=n) for n in names]
+
+
+def _check_declared(cfg: Config, entry: TokenConfig, where: str) -> None:
+    """Each namespace an entry names is declared in the config (or is ``default``)."""
+    declared = {"default", "*", *cfg.namespaces}
+    for j, grant in enumerate(entry.namespaces or ()):
+        if grant.name not in declared:
+            raise ConfigError(
+                f"{where}.namespaces[{j}]",
+                f"unknown namespace {grant.name!r} (declared: {sorted(declared - {'*'})})",
+            )
 
 
 def with_token_file(cfg: Config) -> Config:
@@ -80,6 +113,7 @@ def with_token_file(cfg: Config) -> Config:
     extra = read_token_file(path)
     names = {t.name for t in cfg.auth.tokens if t.configured}
     for i, entry in enumerate(extra):
+        _check_declared(cfg, entry, f"auth.token_file ({path}): tokens[{i}]")
         if entry.name in names:
             raise ConfigError(
                 f"auth.token_file ({path}): tokens[{i}].name",
@@ -89,9 +123,7 @@ def with_token_file(cfg: Config) -> Config:
 
 
 def _write(path: str, entries: list[TokenConfig]) -> None:
-    data: dict[str, Any] = {
-        "tokens": [{"name": e.name, "sha256": e.sha256, "scopes": e.scopes} for e in entries]
-    }
+    data: dict[str, Any] = {"tokens": [_entry(e) for e in entries]}
     text = json.dumps(data, indent=2) + "\n"
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +137,13 @@ def _write(path: str, entries: list[TokenConfig]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _entry(e: TokenConfig) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": e.name, "sha256": e.sha256, "scopes": e.scopes}
+    if e.namespaces is not None:
+        entry["namespaces"] = [g.name for g in e.namespaces]
+    return entry
 
 
 def _token_file(args: argparse.Namespace) -> str:
@@ -137,7 +176,8 @@ def token_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CLIError(f"{exc.filename or path}: {exc.strerror or exc}", _FAILED) from None
     for e in entries:
-        print(f"{e.name}\t{','.join(e.scopes)}\tsha256:{(e.sha256 or '')[:12]}")
+        spaces = ",".join(g.name for g in e.namespaces) if e.namespaces else "default"
+        print(f"{e.name}\t{','.join(e.scopes)}\t{spaces}\tsha256:{(e.sha256 or '')[:12]}")
     return codes.OK
 
 
@@ -150,18 +190,32 @@ def _create(path: str, entries: list[TokenConfig], args: argparse.Namespace) -> 
             )
     if any(e.name == args.name for e in entries):
         raise CLIError(f"{path} already has a token named {args.name!r} (revoke it first)", _USAGE)
+    try:
+        grants = _grants(args.namespaces, "--namespaces")
+    except ConfigError as exc:
+        raise CLIError(f"{exc.path}: {exc.problem}", _USAGE) from None
     token = secrets.token_urlsafe(32)
     entry = TokenConfig(
-        name=args.name, sha256=hashlib.sha256(token.encode()).hexdigest(), scopes=list(scopes)
+        name=args.name,
+        sha256=hashlib.sha256(token.encode()).hexdigest(),
+        scopes=list(scopes),
+        namespaces=grants,
     )
     try:
         entry.validate("NAME")
     except ConfigError as exc:
         raise CLIError(f"NAME {args.name!r}: {exc.problem}", _USAGE) from None
+    if not args.file:  # the config is at hand: its namespaces are known now
+        try:
+            _check_declared(load_config(args.config), entry, "--namespaces")
+        except ConfigError as exc:
+            raise CLIError(f"{exc.path}: {exc.problem}", _USAGE) from None
     _write(path, [*entries, entry])
     print(token)
+    spaces = ", ".join(args.namespaces) if args.namespaces else "default"
     print(
-        f"egw: token {args.name!r} ({', '.join(scopes)}) saved as its sha256 in {path}; "
+        f"egw: token {args.name!r} ({', '.join(scopes)}; namespaces: {spaces}) saved as its "
+        f"sha256 in {path}; "
         "this is the only time it is shown. egw serve accepts it from its next start.",
         file=sys.stderr,
     )
@@ -185,7 +239,14 @@ def add_token_parser(sub: Any) -> None:
         metavar="SCOPE",
         help=f"of {', '.join(sorted(SCOPES))} (default: {' '.join(DEFAULT_SCOPES)})",
     )
-    acts.add_parser("list", help="names, scopes and a prefix of each hash")
+    cr.add_argument(
+        "--namespaces",
+        nargs="+",
+        metavar="NAMESPACE",
+        help="the namespaces it may use, with what its scopes allow in each, or '*' for all"
+        " (default: the 'default' namespace only)",
+    )
+    acts.add_parser("list", help="names, scopes, namespaces and a prefix of each hash")
     rv = acts.add_parser("revoke", help="remove a token")
     rv.add_argument("name", metavar="NAME")
     tk.set_defaults(run=token_command)

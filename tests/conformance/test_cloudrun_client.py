@@ -129,6 +129,30 @@ async def test_list_executions_page_by_page(sim: CloudRunSimulator) -> None:
     assert sim.count("list_executions") == 3
 
 
+async def test_listed_executions_are_whole_resources_like_a_get(sim: CloudRunSimulator) -> None:
+    """egw reads states from the list (ListExecutionsResponse holds full Execution resources:
+    googleapis google/cloud/run/v2/execution.proto): the client parses each listed execution
+    into the same Execution a get answers, conditions, counts and times included."""
+    jobs, executions = clients(sim)
+    done = await off_loop(lambda: jobs.run_job(request=run_request(JOB[:-6] + "talks")))
+    running = await off_loop(lambda: jobs.run_job(request=run_request(task_id="t_2")))
+    finished = await off_loop(lambda: wait_done(executions, done.metadata.name))
+    frozen = time.time()
+    sim.clock = lambda: frozen  # nothing moves between the list and the gets
+
+    def listing(job: str) -> list[Any]:
+        request = run_v2.ListExecutionsRequest(parent=job, page_size=1)
+        return list(executions.list_executions(request=request))
+
+    (listed_done,) = await off_loop(lambda: listing(JOB[:-6] + "talks"))
+    assert listed_done == await off_loop(lambda: executions.get_execution(name=finished.name))
+    assert completed(listed_done).state == run_v2.Condition.State.CONDITION_SUCCEEDED
+    assert listed_done.succeeded_count == 1 and listed_done.completion_time
+    (listed_running,) = await off_loop(lambda: listing(JOB))
+    got = await off_loop(lambda: executions.get_execution(name=running.metadata.name))
+    assert listed_running == got and not listed_running.completion_time
+
+
 async def test_cancel_a_running_execution(sim: CloudRunSimulator) -> None:
     jobs, executions = clients(sim)
     op = await off_loop(lambda: jobs.run_job(request=run_request()))

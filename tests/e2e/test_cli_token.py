@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import run_egw
@@ -42,7 +43,9 @@ def test_a_created_token_lasts_across_restarts_until_revoked(tmp_path: Path) -> 
     assert not [p for p in token_file.parent.iterdir() if p != token_file]  # no temp left
 
     listed = run_egw("token", "--config", cfg, "list")
-    assert listed.returncode == 0 and listed.stdout.startswith("alice\ttasks:read\tsha256:")
+    assert listed.returncode == 0 and listed.stdout.startswith(
+        "alice\ttasks:read\tdefault\tsha256:"
+    )
     assert token not in listed.stdout
 
     for _ in range(2):  # the same token after a restart
@@ -127,3 +130,85 @@ def test_the_run_token_points_to_egw_token_create(tmp_path: Path) -> None:
             p.wait(15)
     assert "this run's token" in lines[0]
     assert "egw token create" in lines[1]
+
+
+def _get(url: str, token: str, path: str) -> tuple[int, Any]:
+    req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"{url}/v1/tasks",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_created_token_keeps_to_its_namespaces(tmp_path: Path) -> None:
+    """`egw token create --namespaces`: a lasting team token sees and runs only its team's
+    work, as a config token with the same namespaces does."""
+    token_file = tmp_path / "tokens.json"
+    teams = {"team-a": {}, "team-b": {}}
+    gw = GatewayProcess(tmp_path, {"auth": {"token_file": str(token_file)}, "namespaces": teams})
+    cfg = str(gw.config)
+    made = run_egw("token", "--config", cfg, "create", "a", "--namespaces", "team-a")
+    assert made.returncode == 0, made.stderr
+    a = made.stdout.strip()
+    made = run_egw("token", "--config", cfg, "create", "b", "--namespaces", "team-b")
+    b = made.stdout.strip()
+    assert json.loads(token_file.read_text())["tokens"][0]["namespaces"] == ["team-a"]
+    assert "\tteam-a\t" in run_egw("token", "--config", cfg, "list").stdout
+    refused = run_egw("token", "--config", cfg, "create", "c", "--namespaces", "team-z")
+    assert refused.returncode == 2 and "unknown namespace 'team-z'" in refused.stderr
+    gw.start()
+    try:
+        body = {"provider": "local", "task": {"command": "true"}}
+        status, task = _post(gw.url, b, body)
+        assert status == 202 and task["namespace"] == "team-b", task
+        assert _get(gw.url, a, f"/v1/tasks/{task['id']}")[0] == 404
+        assert _get(gw.url, a, "/v1/tasks")[1]["tasks"] == []
+        assert _get(gw.url, b, f"/v1/tasks/{task['id']}")[0] == 200
+        status, err = _post(gw.url, a, {**body, "namespace": "team-b"})
+        assert status in (403, 404), err
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize(
+    ("spaces", "named"),
+    [
+        ('["team-z"]', "tokens[0].namespaces[0]"),  # not declared in the config
+        ('["Team A"]', "tokens[0].namespaces[0]"),
+        ('["*", "team-a"]', "tokens[0].namespaces"),
+        ("[]", "tokens[0].namespaces"),
+    ],
+)
+def test_serve_refuses_a_token_file_with_bad_namespaces(
+    tmp_path: Path, spaces: str, named: str
+) -> None:
+    token_file = tmp_path / "tokens.json"
+    sha = "0" * 64
+    token_file.write_text(
+        f'{{"tokens": [{{"name": "a", "sha256": "{sha}", "scopes": [], "namespaces": {spaces}}}]}}'
+    )
+    gw = GatewayProcess(
+        tmp_path, {"auth": {"token_file": str(token_file)}, "namespaces": {"team-a": {}}}
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "egw", "serve", "--config", str(gw.config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert r.returncode == 2, r.stderr
+    assert named in r.stderr and "Traceback" not in r.stderr

@@ -595,12 +595,13 @@ async def test_the_search_for_a_lost_run_reads_every_page(env: Env) -> None:
         )
         await others.submit(task, idempotency_key=task.id)
     await others.close()
+    listed = env.sim.count("list_executions")  # the other gateway's polls of its executions
     env.sim.delay("run", 0.5)
     p = await env.provider(request_timeout_s=0.2)
     task = env.task(p)
     sub = await p.submit(task, idempotency_key=task.id)
     assert sub.upstream_id is not None and len(env.executions()) == 121
-    assert env.sim.count("list_executions") == 2
+    assert env.sim.count("list_executions") == listed + 2
 
 
 @pytest.mark.parametrize("answer", [None, 400, 409, 404])

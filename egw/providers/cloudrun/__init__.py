@@ -8,9 +8,10 @@ Theory of operation, one module per part
 * **Submit** (`executions`). ``jobs:run`` has no request id, so egw makes it idempotent itself:
   ``run_attempted`` is recorded before the POST, and every execution carries ``EGW_TASK_ID``; after
   a lost answer egw lists the job's executions and adopts the one carrying the task's id.
-* **Status** (`poller`). Cloud Run pushes nothing: one poller per non-terminal execution, its
-  interval adaptive with jitter; only a change of state is reported, with a delivery id that makes
-  a report after a restart a no-op.
+* **Status** (`poller`). Cloud Run pushes nothing: one poller per job reads its non-terminal
+  executions together (``executions.list`` in pages, ``executions.get`` only for what the list
+  did not show), its interval adaptive with jitter; only a change of state is reported, with a
+  delivery id that makes a report after a restart a no-op.
 * **Logs** (`logs`). One reader per project reads ``entries:list`` oldest first for many
   executions at once (their labels OR-ed in one filter), routes each entry to its execution's
   persisted cursor, inside the project's `ReadBudget`, and gives each execution a last read once

@@ -147,7 +147,9 @@ class Executions:
         if refused is not None:  # refused, and still going
             raise refused
         ref = wire.parse_execution_name(upstream_id)
-        self._watches.ensure(task.id, ref, ended=False, key=attempt_key(task)).wake.set()
+        self._poller.poll_soon(
+            self._watches.ensure(task.id, ref, ended=False, key=attempt_key(task))
+        )
         return None
 
     async def status(self, task: Task) -> Observation:

@@ -43,13 +43,13 @@ class CloudRunProvider:
     ) -> None:
         self._cfg = cfg
         self._sink = SinkSlot(NAME)
-        # the pollers live as long as their execution runs (each is kept on its `Watch` too),
-        # a project's log reader as long as one of its executions has a log left to read
+        # a job's poller lives as long as one of its executions runs, a project's log reader
+        # as long as one of its executions has a log left to read
         self._tasks = BackgroundTasks(NAME)
         self.circuit = circuit or Breakers(NAME, cfg.circuit)
         self._api = CloudRunAPI(cfg, session=session, retry=retry, circuit=self.circuit)
         self._watches = Watches(self._start_loops)
-        self._poller = Poller(cfg, self._api, self._sink)
+        self._poller = Poller(cfg, self._api, self._sink, self._tasks)
         self._logs = LogReader(cfg, self._api, self._sink, self._watches, self._tasks)
         self._executions = Executions(self._api, self._sink, self._watches, self._poller)
 
@@ -61,6 +61,15 @@ class CloudRunProvider:
     @log_page_size.setter
     def log_page_size(self, size: int) -> None:
         self._logs.page_size = size
+
+    @property
+    def status_page_size(self) -> int:
+        """Executions per ``executions.list`` page of the poller (100, unless a test asks less)."""
+        return self._poller.page_size
+
+    @status_page_size.setter
+    def status_page_size(self, size: int) -> None:
+        self._poller.page_size = size
 
     @property
     def max_log_filter_chars(self) -> int:
@@ -93,12 +102,13 @@ class CloudRunProvider:
             self._watches.ensure(task.id, ref, ended=task.status.terminal, key=attempt_key(task))
 
     def _start_loops(self, watch: Watch, report: bool, delay: bool) -> None:
-        poll = self._poller.run(watch, report=report, delay=delay)
-        watch.poller = self._tasks.spawn(poll, name=f"cloud_run-poll-{watch.task_id}")
+        watch.report = report
+        self._poller.watch(watch, delay=delay)
         self._logs.follow(watch)
 
     async def close(self) -> None:
         self._watches.clear()
+        self._poller.close()
         await self._tasks.close()
         await asyncio.to_thread(self._api.auth.close)
 

@@ -1,6 +1,6 @@
 """`Watch`: what egw knows of one execution it watches, and `Watches`, the executions by task id.
 
-Cloud Run pushes nothing, so every execution egw follows gets a poller
+Cloud Run pushes nothing, so every execution egw follows is polled with its job's others
 (`egw.providers.cloudrun.poller`), and its log is followed by its project's log reader
 (`egw.providers.cloudrun.logs`). They meet in the execution's `Watch`: the poller says when the
 execution was first seen and when it ended, the log reader keeps its cursor there. The reader
@@ -28,7 +28,6 @@ class Watch:
     task_count: int = 1
     seen: asyncio.Event = field(default_factory=asyncio.Event)
     terminal: asyncio.Event = field(default_factory=asyncio.Event)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
     terminal_at: float | None = None
     #: how far the log has been read (advanced page by page, so a failed read resumes there)
     cursor: wire.LogCursor = field(default_factory=wire.LogCursor)
@@ -40,10 +39,10 @@ class Watch:
     next_read: float = 0.0
     final_after: float = 0.0
     final_failures: int = 0
-    #: the last state reported (the submit's own observation counts), and whether it just changed
+    #: the last state reported (the submit's own observation counts), and whether the poller
+    #: reports changes (not for an execution that had ended before a restart)
     last: TaskState | None = None
-    changed: bool = False
-    poller: asyncio.Task[None] | None = None
+    report: bool = True
     #: the attempt's key (``<task id>.<attempt>`` from the second attempt on; "" for the first)
     key: str = ""
     #: the attempt was replaced (``on_stuck: resubmit``): nothing of it reaches the task any more
@@ -102,16 +101,14 @@ class Watches:
             del self._by_task[watch.task_id]
 
     def retire(self, task_id: str, execution: str) -> Watch | None:
-        """Stop following ``execution`` for the task (a replaced attempt's): its poller is
-        stopped and, marked retired, neither its poller nor the log reader report any more."""
+        """Stop following ``execution`` for the task (a replaced attempt's): marked retired, it
+        is polled no more, and neither the poller nor the log reader report anything of it."""
         watch = self._by_task.get(task_id)
         if watch is None or watch.ref.name != execution:
             return None
         del self._by_task[task_id]
-        watch.retired = True
+        watch.retired, watch.report = True, False
         watch.ended()
-        if watch.poller is not None:
-            watch.poller.cancel()
         return watch
 
     def clear(self) -> None:

@@ -496,8 +496,9 @@ class CloudRunSimulator:
         if self.list_order == "shuffled":  # the same order for every page of one listing
             random.Random(parent).shuffle(found)
         now = self.now_ns()
-        page, token = paged(request, [e.to_json(now) for e in found], parent)
-        return {"executions": page, "nextPageToken": token} if token else {"executions": page}
+        page, token = paged(request, found, parent)  # only the page's executions are rendered
+        listed = [e.to_json(now) for e in page]
+        return {"executions": listed, "nextPageToken": token} if token else {"executions": listed}
 
     async def _cancel(self, request: web.Request, name: str) -> dict[str, Any]:
         await self._json(request, {"": {"etag", "validateOnly"}})
