@@ -297,6 +297,4 @@ class CloudRunConfig(WatchdogConfig):
             raise ConfigError(f"{path}.logging_settle_s", "must be 0 or more")
         positive(self.request_timeout_s, f"{path}.request_timeout_s")
         log_bytes(self.max_log_bytes, path)
-        self.check_watchdog(
-            path, resubmit="egw follows one execution per task (its poller and log reader)"
-        )
+        self.check_watchdog(path, resubmit=None)

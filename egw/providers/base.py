@@ -12,7 +12,8 @@ provider owns the conversation with one upstream:
   reads a task's ``spec`` back through its own ``from_json``.
 * ``submit(task, idempotency_key=...)`` starts the work upstream and returns a
   `Submission` (the upstream id and url, when known at once). egw passes the
-  task id as the idempotency key; a provider must make a second submit of the
+  attempt's key (`attempt_key`: the task id, ``<id>.<attempt>`` after a resubmit)
+  as the idempotency key; a provider must make a second submit of the
   same task safe (look for what the first may have started before starting
   anything), because egw re-submits ``pending`` tasks after a restart.
 * Status and logs are *pushed* into the `ProviderSink` by whatever the
@@ -208,6 +209,12 @@ class Resubmittable(Provider, Protocol):
         it reports later reaches the task; raises `EgwError` if upstream refuses the stop
         (the new attempt goes ahead)."""
         ...
+
+
+def attempt_key(task: Task) -> str:
+    """The idempotency key of the task's current attempt: its id, then ``<id>.<attempt>``
+    (what egw passes to ``submit``; a provider that finds lost work by it uses this)."""
+    return task.id if task.attempt == 1 else f"{task.id}.{task.attempt}"
 
 
 class SinkSlot:

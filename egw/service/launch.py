@@ -19,18 +19,13 @@ import structlog
 from egw.background import BackgroundTasks
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import CircuitOpen, EgwError, ProviderError, ProviderUnavailable
-from egw.providers.base import Provider, Resubmittable, Submission
+from egw.providers.base import Provider, Resubmittable, Submission, attempt_key
 from egw.service.accept import record_answer
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
 
 log = structlog.get_logger("egw.service")
-
-
-def idempotency_key(task: Task) -> str:
-    """The key of the task's current attempt: its id, then ``<id>.<attempt>``."""
-    return task.id if task.attempt == 1 else f"{task.id}.{task.attempt}"
 
 
 class Launcher:
@@ -60,7 +55,7 @@ class Launcher:
     ) -> Task | None:
         service = self._service
         try:
-            sub = await provider.submit(task, idempotency_key=idempotency_key(task))
+            sub = await provider.submit(task, idempotency_key=attempt_key(task))
         except CircuitOpen as exc:
             # the breaker is open: the task stays pending, tried again once a probe may go,
             # without spending an attempt (providers look before they start anything twice)

@@ -2,13 +2,15 @@
 
 ``jobs:run`` has no request id, so egw makes it idempotent itself: before the POST it records
 ``run_attempted`` with the task, and every execution it starts carries the override env
-``EGW_TASK_ID=<task id>``. A submit of a task that already has an execution name returns it; a
-submit after an attempt whose answer was lost, or a retry after an *ambiguous* failure (timeout,
-connection error, 5xx; not 429, which Google answers before doing anything), first lists the
-job's executions and adopts the one carrying the task's id. Nothing documents the order of that
-list (googleapis google/cloud/run/v2/execution.proto, ListExecutionsRequest, names none), so the
-search reads every page and never stops early at an older execution: starting a second execution
-because of an assumed order is the one thing it must not do.
+``EGW_TASK_ID=<task id>`` (``<task id>.<attempt>`` for a resubmitted task's later attempts, so
+that one attempt's search never adopts another's execution). A submit of a task that already has
+an execution name returns it; a submit after an attempt whose answer was lost, or a retry after an
+*ambiguous* failure (timeout, connection error, 5xx; not 429, which Google answers before doing
+anything), first lists the job's executions and adopts the one carrying the attempt's key.
+Nothing documents the order of that list (googleapis google/cloud/run/v2/execution.proto,
+ListExecutionsRequest, names none), so the search reads every page and never stops early at an
+older execution: starting a second execution because of an assumed order is the one thing it
+must not do.
 
 A cancel's answer, whatever it is (an operation, a 400, a 409...), is not trusted to say whether
 the execution had already ended: only reading the execution says (no source documents Cloud Run's
@@ -26,7 +28,7 @@ import structlog
 
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
-from egw.providers.base import SinkSlot, Submission
+from egw.providers.base import SinkSlot, Submission, attempt_key
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.poller import Poller
 from egw.providers.cloudrun.watch import Watches
@@ -67,11 +69,11 @@ class Executions:
                 execution = await self._api.call(
                     "GET", self._api.execution_url(current.upstream_id), operation="executions.get"
                 )
-                return await self._adopt(task.id, execution, None)
+                return await self._adopt(task.id, execution, None, idempotency_key)
             looked_for = bool(current.upstream.get("run_attempted"))
             await self._record(task.id, data={"run_attempted": True, "job": spec.job_ref.name})
             execution, op_name = await self._run(task, spec, idempotency_key, looked_for)
-            return await self._adopt(task.id, execution, op_name)
+            return await self._adopt(task.id, execution, op_name, idempotency_key)
 
     async def _run(
         self, task: Task, spec: wire.CloudRunSpec, idempotency_key: str, ambiguous: bool
@@ -145,7 +147,9 @@ class Executions:
         if refused is not None:  # refused, and still going
             raise refused
         ref = wire.parse_execution_name(upstream_id)
-        self._poller.poll_soon(self._watches.ensure(task.id, ref, ended=False))
+        self._poller.poll_soon(
+            self._watches.ensure(task.id, ref, ended=False, key=attempt_key(task))
+        )
         return None
 
     async def status(self, task: Task) -> Observation:
@@ -158,9 +162,10 @@ class Executions:
         return await self._poller.observation(execution)
 
     async def _adopt(
-        self, task_id: str, execution: Mapping[str, Any], op_name: str | None
+        self, task_id: str, execution: Mapping[str, Any], op_name: str | None, key: str
     ) -> Submission:
-        """Record an execution as the task's, start watching it, and say what it is."""
+        """Record an execution as the task's attempt ``key``, start watching it, and say what
+        it is."""
         ref = wire.parse_execution_name(execution.get("name"))
         url = execution.get("logUri") if isinstance(execution.get("logUri"), str) else None
         data = {"execution": ref.execution, "job": ref.job_name}
@@ -175,23 +180,25 @@ class Executions:
                 task_id, obs, source=NAME, delivery_id=f"{ref.name}:{obs.state}"
             )
         fresh = task_id not in self._watches
-        watch = self._watches.ensure(task_id, ref, ended=False, delay=True)
+        watch = self._watches.ensure(task_id, ref, ended=False, delay=True, key=key)
         if fresh:
             watch.last = obs.state
         watch.task_count = max(1, int(execution.get("taskCount") or 1))
         return Submission(upstream_id=ref.name, upstream_url=url, upstream=data, observation=obs)
 
     async def _execution_name(self, task: Task) -> str | None:
-        """The task's execution: recorded, or found if a run was attempted without an answer."""
+        """The task's execution: recorded, or found (by the attempt's key) if a run was
+        attempted without an answer."""
         if task.upstream_id is not None:
             return task.upstream_id
         if not task.upstream.get("run_attempted"):
             return None
         job = wire.CloudRunSpec.from_json(task.spec).job_ref
-        found = await self._api.retried(lambda: self._find(job, task.id), "executions.list")
+        key = attempt_key(task)
+        found = await self._api.retried(lambda: self._find(job, key), "executions.list")
         if found is None:
             return None
-        await self._adopt(task.id, found, None)
+        await self._adopt(task.id, found, None, key)
         return str(found["name"])
 
     async def _record(self, task_id: str, **kwargs: Any) -> None:

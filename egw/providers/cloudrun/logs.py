@@ -161,6 +161,8 @@ class LogReader:
         due: list[Watch] = []
         final: set[str] = set()
         soonest = self._cfg.poll_max_s
+        for watch in [w for w in project.members.values() if w.retired]:
+            _leave(project, watch)  # a replaced attempt's: not read any more
         for watch in project.members.values():
             if not watch.seen.is_set():  # the task count decides the line prefix
                 soonest = min(soonest, self._cfg.poll_min_s)  # seen at the poller's first read
@@ -190,8 +192,7 @@ class LogReader:
         sink = self._sink()
         for watch in batch:
             if not watch.cursor_loaded:
-                key = f"cloud_run:logs:{watch.task_id}"
-                watch.cursor = wire.LogCursor.from_json(await sink.get_cursor(key))
+                watch.cursor = wire.LogCursor.from_json(await sink.get_cursor(watch.cursor_key))
                 watch.cursor_loaded = True
         settle = self._cfg.logging_settle_s
         until = (
@@ -220,7 +221,7 @@ class LogReader:
         for watch in batch:
             watch.next_read = started + self._cfg.poll_min_s
         for watch in batch:
-            if watch.task_id not in final:
+            if watch.task_id not in final or watch.retired:
                 continue
             if error is not None:
                 watch.final_failures += 1
@@ -230,9 +231,8 @@ class LogReader:
                 note = f"[egw] could not read the rest of the log: {error}\n"
                 await sink.append_log(watch.task_id, "stderr", note.encode())
             await sink.logs_complete(watch.task_id)
-            project.members.pop(watch.task_id, None)
-            watch.following = False
-            self._watches.drop(watch.task_id)
+            _leave(project, watch)
+            self._watches.drop(watch)
 
     async def _read_pages(self, project: _Project, batch: list[Watch], text: str) -> None:
         """Every page of one read (the request stays the same across pages), each entry routed
@@ -266,15 +266,16 @@ class LogReader:
                 lines, watch.cursor = watch.cursor.accept(entries)
                 await self._append(watch, lines)
                 if lines:
-                    await self._sink().set_cursor(
-                        f"cloud_run:logs:{watch.task_id}", watch.cursor.to_json()
-                    )
+                    await self._sink().set_cursor(watch.cursor_key, watch.cursor.to_json())
             token = page.get("nextPageToken")
             if not token:
                 return
 
     async def _append(self, watch: Watch, lines: list[wire.LogLine]) -> None:
-        """Write lines, one append per run of lines on the same stream."""
+        """Write lines, one append per run of lines on the same stream (none for a replaced
+        attempt's execution, retired while its read was in flight)."""
+        if watch.retired:
+            return
         sink = self._sink()
         multi = watch.task_count > 1
         run: list[str] = []
@@ -288,6 +289,13 @@ class LogReader:
                     break
                 stream = line.stream
             run.append(wire.format_line(line, multi_task=multi))
+
+
+def _leave(project: _Project, watch: Watch) -> None:
+    """``watch`` is read no more (a newer attempt's watch of the same task stays)."""
+    if project.members.get(watch.task_id) is watch:
+        del project.members[watch.task_id]
+    watch.following = False
 
 
 def _lower_bound(watch: Watch) -> str | None:

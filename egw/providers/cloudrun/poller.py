@@ -158,6 +158,8 @@ class Poller:
         """Read every unfinished execution of the job once: listed, then the rest alone."""
         changed = False
         seen: set[str] = set()
+        for name in [n for n, w in job.watches.items() if w.retired]:
+            del job.watches[name]  # a replaced attempt's execution (on_stuck: resubmit)
         wanted = set(job.watches)  # one that joins during the round was just read by its submit
         if len(wanted) >= _LIST_FROM:
             changed = await self._list(job, wanted, seen)

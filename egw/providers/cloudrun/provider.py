@@ -16,9 +16,9 @@ import structlog
 
 from egw.background import BackgroundTasks
 from egw.config import CloudRunConfig, RetryConfig
-from egw.core.model import Observation, Task
-from egw.errors import ProviderError
-from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.core.model import Observation, Task, TaskState
+from egw.errors import Conflict, ProviderError
+from egw.providers.base import ProviderSink, SinkSlot, Submission, attempt_key
 from egw.providers.circuit import Breakers
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.executions import Executions
@@ -88,6 +88,10 @@ class CloudRunProvider:
     async def start(self, sink: ProviderSink) -> None:
         self._sink.attach(sink)
         for task in await sink.active_tasks(self.name):
+            retired = [n for n in task.upstream.get("retired") or () if isinstance(n, str)]
+            if retired:
+                stop = self._stop_retired(task.id, retired)
+                _ = self._tasks.spawn(stop, name=f"cloud_run-retired-{task.id}")
             if task.upstream_id is None:
                 continue  # never started upstream: egw re-submits it (submit looks first)
             try:
@@ -95,7 +99,7 @@ class CloudRunProvider:
             except ProviderError as exc:
                 log.error("cloud_run_resume_skipped", task_id=task.id, error=str(exc))
                 continue
-            self._watches.ensure(task.id, ref, ended=task.status.terminal)
+            self._watches.ensure(task.id, ref, ended=task.status.terminal, key=attempt_key(task))
 
     def _start_loops(self, watch: Watch, report: bool, delay: bool) -> None:
         watch.report = report
@@ -114,6 +118,58 @@ class CloudRunProvider:
     async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
         """``executions.cancel`` (Cloud Run has no harder stop, so ``force`` changes nothing)."""
         return await self._executions.cancel(task)
+
+    async def retire(self, task: Task) -> None:
+        """Replace a stuck attempt (``on_stuck: resubmit``): stop following its execution at
+        once (its poller ends, its state and log lines no longer reach the task, whatever the
+        cancel's fate), then ``executions.cancel`` it. Raises if Cloud Run refuses and the
+        execution has not ended. The new attempt's execution carries its own key
+        (``EGW_TASK_ID=<task id>.<attempt>``), so a lost ``jobs:run`` answer finds only its own."""
+        name = task.upstream_id
+        if name is None:
+            return  # no execution named: a lost run of this attempt is searched by its own key
+        self._watches.retire(task.id, name)
+        url = self._api.execution_url(name)
+        try:
+            await self._api.call(
+                "POST", f"{url}:cancel", json_body={}, operation="executions.cancel"
+            )
+        except (ProviderError, Conflict) as exc:
+            try:  # an execution that ended meanwhile needs no cancel
+                execution = await self._api.call("GET", url, operation="executions.get")
+            except ProviderError:
+                execution = None
+            if execution is None or not wire.execution_observation(execution).state.terminal:
+                raise ProviderError(
+                    f"Cloud Run did not cancel execution {name} of the replaced attempt:"
+                    f" {exc.message}",
+                    provider=NAME,
+                    upstream_status=409 if isinstance(exc, Conflict) else exc.upstream_status,
+                    details=dict(exc.details),
+                ) from None
+
+    async def _stop_retired(self, task_id: str, names: list[str]) -> None:
+        """After a restart: cancel the replaced attempts' executions that have not ended (the
+        gateway may have stopped between recording a resubmit and cancelling what it replaced).
+        They are not followed: only Cloud Run hears of them."""
+        for name in names:
+            try:
+                url = self._api.execution_url(name)
+                execution = await self._api.call("GET", url, operation="executions.get")
+                state = wire.execution_observation(execution).state
+                if state.terminal or state is TaskState.CANCELLING:
+                    continue
+                await self._api.call(
+                    "POST", f"{url}:cancel", json_body={}, operation="executions.cancel"
+                )
+                log.info("cloud_run_retired_cancelled", task_id=task_id, execution=name)
+            except (ProviderError, Conflict) as exc:
+                log.warning(
+                    "cloud_run_retired_not_cancelled",
+                    task_id=task_id,
+                    execution=name,
+                    error=exc.message,
+                )
 
     async def status(self, task: Task) -> Observation:
         return await self._executions.status(task)

@@ -43,6 +43,15 @@ class Watch:
     #: reports changes (not for an execution that had ended before a restart)
     last: TaskState | None = None
     report: bool = True
+    #: the attempt's key (``<task id>.<attempt>`` from the second attempt on; "" for the first)
+    key: str = ""
+    #: the attempt was replaced (``on_stuck: resubmit``): nothing of it reaches the task any more
+    retired: bool = False
+
+    @property
+    def cursor_key(self) -> str:
+        """Where the log reader persists this execution's cursor (one per attempt)."""
+        return f"cloud_run:logs:{self.key or self.task_id}"
 
     def ended(self) -> None:
         """The execution has ended (or is gone): only its logs are left to read."""
@@ -69,18 +78,38 @@ class Watches:
         return iter(list(self._by_task.values()))
 
     def ensure(
-        self, task_id: str, ref: wire.ExecutionRef, *, ended: bool, delay: bool = False
+        self,
+        task_id: str,
+        ref: wire.ExecutionRef,
+        *,
+        ended: bool,
+        delay: bool = False,
+        key: str = "",
     ) -> Watch:
         """The execution's watch, started once (``ended``: only its logs are left to read;
-        ``delay``: the execution was just read, so the first poll waits an interval)."""
+        ``delay``: the execution was just read, so the first poll waits an interval; ``key``:
+        the attempt's key, when it is not the first attempt)."""
         watch = self._by_task.get(task_id)
         if watch is None:
-            watch = self._by_task[task_id] = Watch(task_id, ref)
+            watch = self._by_task[task_id] = Watch(task_id, ref, key="" if key == task_id else key)
             self._start(watch, not ended, delay)
         return watch
 
-    def drop(self, task_id: str) -> None:
-        self._by_task.pop(task_id, None)
+    def drop(self, watch: Watch) -> None:
+        """Forget ``watch`` (not a newer attempt's watch of the same task)."""
+        if self._by_task.get(watch.task_id) is watch:
+            del self._by_task[watch.task_id]
+
+    def retire(self, task_id: str, execution: str) -> Watch | None:
+        """Stop following ``execution`` for the task (a replaced attempt's): marked retired, it
+        is polled no more, and neither the poller nor the log reader report anything of it."""
+        watch = self._by_task.get(task_id)
+        if watch is None or watch.ref.name != execution:
+            return None
+        del self._by_task[task_id]
+        watch.retired, watch.report = True, False
+        watch.ended()
+        return watch
 
     def clear(self) -> None:
         self._by_task.clear()

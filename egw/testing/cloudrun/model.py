@@ -104,6 +104,10 @@ class SimJob:
     task_count: int = 1
     timeout_s: int = 600
     script: JobScript = field(default_factory=JobScript)
+    #: the scripts of the job's next executions, one each, before ``script`` applies again:
+    #: e.g. an execution that stays queued (a huge ``start_delay_s``, as the executions that sit
+    #: PENDING in PrefectHQ/prefect#16021), then one that runs
+    then: list[JobScript] = field(default_factory=list)
 
     @property
     def resource(self) -> str:
@@ -167,7 +171,7 @@ class SimExecution:
         self.created_ns = now_ns
         self.scale = scale
         self.cancelled_ns: int | None = None
-        script = job.script
+        script = self.script = job.then.pop(0) if job.then else job.script
         container = (overrides.get("containerOverrides") or [{}])[0]
         self.args = tuple(container.get("args") or ([] if container.get("clearArgs") else job.args))
         self.env = {
@@ -203,7 +207,7 @@ class SimExecution:
         return int(sim_seconds * self.scale * 1_000_000_000)
 
     def _entry(self, ts: int, log: str, index: int, payload: Any, rng: random.Random) -> None:
-        script = self.job.script
+        script = self.script
         if script.timestamp_resolution_s:
             step = int(script.timestamp_resolution_s * 1_000_000_000)
             ts -= ts % step
