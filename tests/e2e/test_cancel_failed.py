@@ -11,50 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from support import WRITER, make_config, sse_frames, submit, wait_for, wait_status
+from github_gateway import BODY, Client, github_gateway, simulator
+from support import WRITER, sse_frames, submit, wait_for, wait_status
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
-from egw.web.app import create_app
 
 SSE = {**WRITER, "Accept": "text/event-stream"}
-SECRET = "e2e-webhook-secret"
-TOKEN = "ghp_e2e"
-BODY = {"provider": "github_actions", "task": {"workflow_id": "deploy.yml", "ref": "main"}}
 QUEUED_409 = "Cannot cancel a workflow run that is queued."
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[GitHubSimulator]:
-    s = GitHubSimulator(
-        webhook_secret=SECRET, token=TOKEN, time_scale=0.005, run_creation_delay_s=0.5
-    )
+    s = simulator()
     await s.start()
     yield s
     await s.close()
-
-
-async def gateway(
-    tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any], **extra: Any
-) -> Client:
-    section = {
-        "enabled": True,
-        "api_url": sim.base_url,
-        "token": TOKEN,
-        "webhook_secret": SECRET,
-        "owner": "octo-org",
-        "repo": "octo-repo",
-        "poll_min_s": 30,
-        "poll_max_s": 60,
-        **extra,
-    }
-    api: Client = await aiohttp_client(
-        create_app(make_config(tmp_path, {"providers": {"github_actions": section}}))
-    )
-    sim.webhook_url = str(api.make_url("/v1/webhooks/github"))
-    return api
 
 
 async def events(api: Client, task_id: str) -> list[dict[str, Any]]:
@@ -77,7 +48,7 @@ def always_run() -> RunScript:
 async def test_refused_cancel_is_cancel_failed_with_githubs_reason_then_the_run_goes_on(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await gateway(tmp_path, sim, aiohttp_client)
+    api = await github_gateway(tmp_path, sim, aiohttp_client)
     # queued for 2 s of real time, refusing every cancel, then it runs and succeeds
     quick = JobScript("build", steps=[StepScript("Build", 1, output="built")])
     sim.script(RunScript(jobs=[quick], queue_s=400, cancel_conflict=QUEUED_409))
@@ -119,7 +90,7 @@ async def test_refused_cancel_is_cancel_failed_with_githubs_reason_then_the_run_
 async def test_unconfirmed_cancel_fails_at_the_deadline_and_force_cancel_ends_it(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await gateway(tmp_path, sim, aiohttp_client, cancel_timeout_s=0.5)
+    api = await github_gateway(tmp_path, sim, aiohttp_client, cancel_timeout_s=0.5)
     sim.script(always_run())
     task = await submit(api, BODY)
     await wait_status(api, task["id"], "running")
@@ -145,7 +116,7 @@ async def test_unconfirmed_cancel_fails_at_the_deadline_and_force_cancel_ends_it
 async def test_a_confirmed_cancel_never_becomes_cancel_failed(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await gateway(tmp_path, sim, aiohttp_client, cancel_timeout_s=0.5)
+    api = await github_gateway(tmp_path, sim, aiohttp_client, cancel_timeout_s=0.5)
     sim.script(RunScript(jobs=[JobScript("deploy", steps=[StepScript("Deploy", 10_000)])]))
     task = await submit(api, BODY)
     await wait_status(api, task["id"], "running")

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from github_gateway import BODY, Client, github_gateway, simulator
 from support import WRITER, make_config, sse_frames, submit, submit_local, wait_for, wait_status
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
@@ -20,43 +19,16 @@ from egw.web.app import create_app
 from egw.web.keys import service_key
 
 SSE = {**WRITER, "Accept": "text/event-stream"}
-SECRET = "e2e-webhook-secret"
-TOKEN = "ghp_e2e"
-BODY = {"provider": "github_actions", "task": {"workflow_id": "deploy.yml", "ref": "main"}}
-Client = TestClient[web.Request, web.Application]
 #: a run that stays queued for 50 s of real time (time_scale 0.005)
 STUCK = RunScript(jobs=[JobScript("deploy", steps=[StepScript("Deploy", 1)])], queue_s=10_000)
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[GitHubSimulator]:
-    s = GitHubSimulator(
-        webhook_secret=SECRET, token=TOKEN, time_scale=0.005, run_creation_delay_s=0.5
-    )
+    s = simulator()
     await s.start()
     yield s
     await s.close()
-
-
-async def github(
-    tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any], **extra: Any
-) -> Client:
-    section = {
-        "enabled": True,
-        "api_url": sim.base_url,
-        "token": TOKEN,
-        "webhook_secret": SECRET,
-        "owner": "octo-org",
-        "repo": "octo-repo",
-        "poll_min_s": 30,
-        "poll_max_s": 60,
-        **extra,
-    }
-    api: Client = await aiohttp_client(
-        create_app(make_config(tmp_path, {"providers": {"github_actions": section}}))
-    )
-    sim.webhook_url = str(api.make_url("/v1/webhooks/github"))
-    return api
 
 
 async def kinds(api: Client, task_id: str) -> list[dict[str, Any]]:
@@ -77,7 +49,7 @@ def dispatches(sim: GitHubSimulator) -> int:
 async def test_queued_too_long_is_flagged_on_the_task_the_streams_the_list_and_metrics(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(tmp_path, sim, aiohttp_client, queued_timeout_s=0.3)
+    api = await github_gateway(tmp_path, sim, aiohttp_client, queued_timeout_s=0.3)
     sim.script(STUCK)
     async with api.get("/v1/events", headers=SSE) as stream:
         task = await submit(api, BODY)
@@ -115,7 +87,9 @@ async def test_queued_too_long_is_flagged_on_the_task_the_streams_the_list_and_m
 async def test_on_stuck_cancel(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="cancel")
+    api = await github_gateway(
+        tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="cancel"
+    )
     sim.script(STUCK)
     task = await submit(api, BODY)
     done = await wait_status(api, task["id"], "cancelled")
@@ -128,7 +102,7 @@ async def test_on_stuck_cancel(
 async def test_on_stuck_resubmit_replaces_the_stuck_run_once(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(
+    api = await github_gateway(
         tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="resubmit", max_attempts=2
     )
     sim.script(STUCK)  # the first run sits queued; the second is the default quick run
@@ -150,7 +124,7 @@ async def test_on_stuck_resubmit_replaces_the_stuck_run_once(
 async def test_resubmit_stops_at_max_attempts(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(
+    api = await github_gateway(
         tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="resubmit", max_attempts=2
     )
     sim.script(STUCK, STUCK, STUCK)
@@ -171,7 +145,7 @@ async def test_resubmit_stops_at_max_attempts(
 async def test_pending_too_long_is_flagged(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(tmp_path, sim, aiohttp_client, pending_timeout_s=0.3)
+    api = await github_gateway(tmp_path, sim, aiohttp_client, pending_timeout_s=0.3)
     api.app[service_key].submit_retry_s = 60
     sim.fail_next(503, match="dispatches", count=10)
     resp = await api.post("/v1/tasks", json=BODY, headers=WRITER)
@@ -218,7 +192,9 @@ async def test_resubmit_when_github_refuses_to_cancel_the_stuck_run(
 ) -> None:
     """actions/runner#3872: the queued run answers 409 to cancel. The new attempt goes
     ahead; the old run, which starts later and fails, never touches the task."""
-    api = await github(tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="resubmit")
+    api = await github_gateway(
+        tmp_path, sim, aiohttp_client, queued_timeout_s=0.3, on_stuck="resubmit"
+    )
     failing = JobScript("deploy", steps=[StepScript("Deploy", 1, conclusion="failure")])
     sim.script(
         RunScript(jobs=[failing], queue_s=300, cancel_conflict="Cannot cancel a queued run."),
@@ -243,7 +219,9 @@ async def test_resubmit_when_github_refuses_to_cancel_the_stuck_run(
 async def test_a_pending_task_is_not_resubmitted_its_submit_retries_go_on(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
-    api = await github(tmp_path, sim, aiohttp_client, pending_timeout_s=0.3, on_stuck="resubmit")
+    api = await github_gateway(
+        tmp_path, sim, aiohttp_client, pending_timeout_s=0.3, on_stuck="resubmit"
+    )
     api.app[service_key].submit_retry_s = 1.0
     sim.fail_next(503, match="dispatches", count=3)  # the first submit's tries, all refused
     resp = await api.post("/v1/tasks", json=BODY, headers=WRITER)
