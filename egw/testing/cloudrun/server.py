@@ -147,7 +147,9 @@ class CloudRunSimulator:
         self.requests: list[tuple[str, str]] = []
         #: the next N entries:list answers that would hold entries hold none (but a nextPageToken)
         self.empty_log_pages = 0
-        #: Cloud Logging read quota per project per (real) minute; None: unlimited
+        #: Cloud Logging's quota of entries.list requests per project per (real) minute
+        #: (https://cloud.google.com/logging/quotas, "Read requests per minute"); set by the tests
+        #: and egw's ``logging_reads_per_minute`` to the same figure. None: unlimited
         self.logging_quota_per_minute: int | None = None
         #: the order of ``executions.list``: "newest_first", "oldest_first" or "shuffled". Nothing
         #: documents an order (run-v2-jobs.md; ListExecutionsRequest in googleapis
