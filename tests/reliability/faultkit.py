@@ -797,3 +797,22 @@ def _first_difference(a: str, b: str) -> str:
         if x != y:
             return f"char {i}: {a[i : i + 40]!r} vs {b[i : i + 40]!r}"
     return f"char {min(len(a), len(b))} (one is a prefix of the other)"
+
+
+async def task_of(http: aiohttp.ClientSession, gw: Gateway, task_id: str) -> dict[str, Any]:
+    """A task as the gateway answers it now."""
+    async with http.get(f"{gw.url}/v1/tasks/{task_id}") as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def until(
+    http: aiohttp.ClientSession, gw: Gateway, task_id: str, status: str, limit_s: float = 20
+) -> dict[str, Any]:
+    """The task once it has ``status`` (polled every 50 ms), or an AssertionError."""
+    for _ in range(int(limit_s / 0.05)):
+        task = await task_of(http, gw, task_id)
+        if task["status"] == status:
+            return task
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{task_id} not {status}: {task}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from reliability.faultkit import Gateway
+from reliability.faultkit import Gateway, until
 from support import WRITER
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
@@ -55,23 +55,6 @@ def gateway(tmp_path: Path, sim: GitHubSimulator, **extra: Any) -> Gateway:
     gw = Gateway(tmp_path, {"providers": {"github_actions": section}})
     sim.webhook_url = f"{gw.url}/v1/webhooks/github"
     return gw
-
-
-async def task_of(http: aiohttp.ClientSession, gw: Gateway, task_id: str) -> dict[str, Any]:
-    async with http.get(f"{gw.url}/v1/tasks/{task_id}") as resp:
-        body: dict[str, Any] = await resp.json()
-        return body
-
-
-async def until(
-    http: aiohttp.ClientSession, gw: Gateway, task_id: str, status: str, limit_s: float = 20
-) -> dict[str, Any]:
-    for _ in range(int(limit_s / 0.05)):
-        task = await task_of(http, gw, task_id)
-        if task["status"] == status:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{task_id} not {status}: {task}")
 
 
 async def events(http: aiohttp.ClientSession, gw: Gateway, task_id: str) -> list[dict[str, Any]]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from reliability.faultkit import Gateway
+from reliability.faultkit import Gateway, until
 from support import WRITER
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript
@@ -36,23 +35,6 @@ async def sim() -> AsyncIterator[CloudRunSimulator]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=WRITER) as session:
         yield session
-
-
-async def task_of(http: aiohttp.ClientSession, gw: Gateway, task_id: str) -> dict[str, Any]:
-    async with http.get(f"{gw.url}/v1/tasks/{task_id}") as resp:
-        body: dict[str, Any] = await resp.json()
-        return body
-
-
-async def until(
-    http: aiohttp.ClientSession, gw: Gateway, task_id: str, status: str, limit_s: float = 20
-) -> dict[str, Any]:
-    for _ in range(int(limit_s / 0.05)):
-        task = await task_of(http, gw, task_id)
-        if task["status"] == status:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{task_id} not {status}: {task}")
 
 
 async def test_a_resubmit_whose_run_answer_was_lost_in_a_restart_adopts_its_execution(
