@@ -69,13 +69,24 @@ def check_room(used_bytes: int, limits: StorageLimits) -> None:
 
 
 def status(
-    path: str, limits: StorageLimits, failure: str | None, used_bytes: int, refusals: int
+    path: str,
+    limits: StorageLimits,
+    failure: str | None,
+    used_bytes: int,
+    refusals: int,
+    *,
+    store: str = "sqlite",
 ) -> Mapping[str, Any]:
-    """The store as ``/readyz`` and the metrics report it."""
+    """The store as ``/readyz`` and the metrics report it: which database (``store``:
+    sqlite or postgresql; ``location``: its file, or its URL without the password).
+    On PostgreSQL the size on disk is that of egw's tables (``used_bytes``): the
+    server's files are not egw's to stat."""
     return {
+        "store": store,
+        "location": path,
         "writable": failure is None,
         "error": failure,
-        "size_bytes": database_bytes(path),
+        "size_bytes": database_bytes(path) if store == "sqlite" else used_bytes,
         "used_bytes": used_bytes,
         "max_bytes": limits.max_bytes,
         "full": limits.max_bytes is not None and used_bytes > limits.max_bytes,

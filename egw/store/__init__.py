@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from egw.core.model import Task
 from egw.errors import ConfigError, EgwError, StoreError
@@ -25,6 +26,8 @@ from egw.store.ops import Accept, retention_cutoff
 from egw.store.reads import Reader
 from egw.store.upstreams import UpstreamIndex
 from egw.store.writer import Writer
+
+log = structlog.get_logger("egw.store")
 
 
 class Store:
@@ -54,6 +57,7 @@ class Store:
         """Lock, connect, migrate (or check the schema) and prove a write is possible, before
         anyone relies on the store; raises `StoreError` or `ConfigError` with one line."""
         self._lock.acquire()
+        log.info("store_opening", store=self.dialect, location=self.path)
         try:
             if self.dialect == "postgresql":
                 await self._open_postgres(auto_migrate)

@@ -34,10 +34,18 @@ INSTANCE_KEY = 0x65677703
 APP_NAME = f"egw pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
-async def connect(url: str) -> Any:
-    """One connection (an ``asyncpg.Connection``); `StoreError` with the redacted address."""
+#: the writer waits this long for the log's lock (another writer's batch) before the batch
+#: counts as refused by the store, and is tried again (``writer.py``)
+LOCK_TIMEOUT = "5s"
+
+
+async def connect(url: str, **settings: str) -> Any:
+    """One connection (an ``asyncpg.Connection``) with these server settings; `StoreError`
+    with the redacted address."""
     try:
-        return await asyncpg.connect(url, server_settings={"application_name": APP_NAME})
+        return await asyncpg.connect(
+            url, server_settings={"application_name": APP_NAME, **settings}
+        )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreError(f"{redact(url)}: {exc}") from exc
 

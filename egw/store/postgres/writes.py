@@ -46,7 +46,7 @@ from egw.core.model import TERMINAL, Task, format_time
 from egw.errors import StoreError
 from egw.store.batch import Batch
 from egw.store.ops import Op, Preload
-from egw.store.postgres.conn import INSTANCE_KEY, LOG_KEY, claim, connect
+from egw.store.postgres.conn import INSTANCE_KEY, LOCK_TIMEOUT, LOG_KEY, claim, connect
 from egw.store.rows import EVENT_COLUMNS, EVENT_FIELDS, TASK_COLUMNS, TASK_FIELDS, task_from_row
 from egw.store.rows import task_to_row as _task_row
 
@@ -118,15 +118,19 @@ def task_row(t: Task) -> tuple[Any, ...]:
 class PgWrites:
     """The write connection of one gateway (holding `INSTANCE_KEY`), and its batches."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, exclusive: bool = True) -> None:
         self._url = url
+        #: take `INSTANCE_KEY` (one gateway per database); only the tests of several
+        #: writers on one log go without, until replicas have leases (stage 2)
+        self._exclusive = exclusive
         self.conn: Any = None
         self._tx: Any = None
 
     async def open(self) -> None:
-        conn = await connect(self._url)
+        conn = await connect(self._url, lock_timeout=LOCK_TIMEOUT)
         try:
-            await claim(conn, self._url)
+            if self._exclusive:
+                await claim(conn, self._url)
         except BaseException:
             await conn.close()
             raise
