@@ -36,7 +36,12 @@ _by_folder: dict[Path, str] = {}
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end from anywhere, inside a running event loop too."""
+    """Run ``coro`` to the end from anywhere, inside a running event loop too (on a thread
+    of its own then)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
 

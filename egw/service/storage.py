@@ -78,12 +78,11 @@ def status(
     store: str = "sqlite",
 ) -> Mapping[str, Any]:
     """The store as ``/readyz`` and the metrics report it: which database (``store``:
-    sqlite or postgresql; ``location``: its file, or its URL without the password).
-    On PostgreSQL the size on disk is that of egw's tables (``used_bytes``): the
-    server's files are not egw's to stat."""
+    sqlite or postgresql; not where: ``/readyz`` needs no token and shows no path or
+    address, the start-up log has it, without a password). On PostgreSQL the size on
+    disk is that of egw's tables (``used_bytes``): the server's files are not egw's."""
     return {
         "store": store,
-        "location": path,
         "writable": failure is None,
         "error": failure,
         "size_bytes": database_bytes(path) if store == "sqlite" else used_bytes,

@@ -5,6 +5,7 @@ database for `egw serve`, and a gateway killed with SIGKILL leaves its lock behi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -71,14 +72,32 @@ async def pg_api(
     yield await aiohttp_client(create_app(cfg))
 
 
-async def test_readyz_names_the_store_without_its_password(pg_api: Client) -> None:
+async def test_readyz_names_the_store_and_no_address(pg_api: Client) -> None:
     resp = await pg_api.get("/readyz")
     assert resp.status == 200
     storage = (await resp.json())["storage"]
     assert storage["store"] == "postgresql" and storage["writable"] is True
-    assert "unused-with-trust-auth" not in json.dumps(storage)
-    assert storage["location"].startswith("postgresql://postgres:***@")
+    assert "postgres" not in json.dumps({k: v for k, v in storage.items() if k != "store"})
     assert storage["size_bytes"] == storage["used_bytes"] > 0
+
+
+def test_the_start_up_log_names_the_store_without_its_password(tmp_path: Path, pg_url: str) -> None:
+    url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:${EGW_PG_PW}@")
+    gw = GatewayProcess(tmp_path, {"storage": {"url": url}})
+    env_before = os.environ.get("EGW_PG_PW")
+    os.environ["EGW_PG_PW"] = "pw-never-logged"
+    try:
+        gw.start()
+    finally:
+        if env_before is None:
+            del os.environ["EGW_PG_PW"]
+        else:
+            os.environ["EGW_PG_PW"] = env_before
+    gw.stop()
+    log = gw.tail(100_000)
+    assert "pw-never-logged" not in log
+    opening = [line for line in log.splitlines() if "store_opening" in line]
+    assert opening and "postgresql://postgres:***@" in opening[0] and "postgresql" in opening[0]
 
 
 async def test_output_and_events_are_byte_exact_and_resume_exactly(pg_api: Client) -> None:
