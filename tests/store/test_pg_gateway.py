@@ -27,7 +27,9 @@ from support import (
 )
 
 from egw.config import parse_config
+from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import ConfigError
+from egw.store import Store
 from egw.web.app import create_app
 
 Client = TestClient[web.Request, web.Application]
@@ -141,3 +143,24 @@ def test_egw_serve_refuses_a_second_gateway_on_the_database(tmp_path: Path, pg_u
         again.stop()
     finally:
         first.stop()
+
+
+async def test_text_with_a_nul_neither_fails_a_query_nor_a_write(pg_url: str) -> None:
+    """PostgreSQL's text holds no NUL (SQLite's does): a query for one finds nothing, and
+    an upstream's text carrying one is stored with U+FFFD instead, not lost with its batch."""
+    store = Store(pg_url)
+    await store.open()
+    try:
+        now = utcnow()
+        draft = Task(id=new_task_id(), provider="local", spec={}, created_at=now, updated_at=now)
+        task, _ = await store.writer.create_task(draft)
+        ended = Observation(state=TaskState.FAILED, reason="exit\x00code", exit_code=1)
+        done = await store.writer.observe(task.id, ended, source="local", delivery_id="d\x00")
+        assert done.status is TaskState.FAILED
+        stored = await store.reader.task(task.id)
+        assert stored is not None and stored.reason == "exit\ufffdcode"
+        assert await store.reader.task("t_\x00") is None
+        assert await store.reader.tasks(provider="\x00", labels={"a": "\x00"}) == []
+        assert await store.reader.cursor("\x00") is None
+    finally:
+        await store.close()

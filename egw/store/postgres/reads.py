@@ -18,6 +18,14 @@ from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, loads, t
 _TERMINAL = [str(s) for s in TERMINAL]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(isinstance(v, str) and "\x00" in v for v in value)
+    return False
+
+
 class _Where:
     """Conditions and their ``$n`` parameters, numbered as they are added."""
 
@@ -50,6 +58,10 @@ class PgReader:
         self._pool = pool
 
     async def _all(self, sql: str, *params: Any) -> list[Any]:
+        if any(_has_nul(p) for p in params):
+            # PostgreSQL's text holds no NUL (SQLite's may): nothing stored can equal or
+            # contain such a value, and every query here is a conjunction of such terms
+            return []
         return list(await self._pool.fetch(sql, *params))
 
     async def ping(self) -> None:

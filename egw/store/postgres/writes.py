@@ -106,6 +106,15 @@ _REFUSALS: tuple[type[BaseException], ...] = (
 )
 
 
+def _no_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL, SQLite's can: a NUL that reached a text column
+    (an upstream's reason, say; egw's own validators refuse NUL, and JSON escapes it) is
+    stored as U+FFFD rather than failing the batch and losing the change."""
+    if not any(isinstance(v, str) and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row)
+
+
 def task_row(t: Task) -> tuple[Any, ...]:
     """`rows.task_to_row`, with ``timeout_s`` a float (asyncpg's float8 wants one)."""
     row = _task_row(t)
@@ -179,6 +188,9 @@ class PgWrites:
         need = Preload()
         for op in ops:
             op.preload(need)
+        # a value with a NUL was never stored as such (`_no_nul`), and cannot be a parameter
+        need.idem_keys = {k for k in need.idem_keys if "\x00" not in k}
+        need.deliveries = {d for d in need.deliveries if "\x00" not in d}
         want = {task_id for task_id in need.tasks if task_id not in cache}
         if need.idem_keys:
             rows = await conn.fetch(
@@ -206,9 +218,9 @@ class PgWrites:
     async def write(self, b: Batch) -> None:
         conn = self.conn
         if b.event_rows:
-            await conn.executemany(INSERT_EVENTS, b.event_rows)
+            await conn.executemany(INSERT_EVENTS, [_no_nul(r) for r in b.event_rows])
         if b.staged:
-            await conn.executemany(UPSERT_TASKS, [task_row(t) for t in b.staged.values()])
+            await conn.executemany(UPSERT_TASKS, [_no_nul(task_row(t)) for t in b.staged.values()])
         if b.log_rows:
             await conn.executemany(INSERT_LOGS, b.log_rows)
         if b.log_heads:
@@ -219,11 +231,11 @@ class PgWrites:
             await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
             await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
         if b.idem_rows:
-            await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
+            await conn.executemany(INSERT_IDEMPOTENCY, [_no_nul(r) for r in b.idem_rows])
         if b.cursor_rows:
-            await conn.executemany(UPSERT_CURSORS, b.cursor_rows)
+            await conn.executemany(UPSERT_CURSORS, [_no_nul(r) for r in b.cursor_rows])
         if b.gateway_rows:
-            await conn.executemany(INSERT_GATEWAY_EVENTS, b.gateway_rows)
+            await conn.executemany(INSERT_GATEWAY_EVENTS, [_no_nul(r) for r in b.gateway_rows])
         for before in b.prune:
             cutoff = format_time(before)
             b.commit.pruned.extend(await _prune(conn, cutoff))
