@@ -29,6 +29,17 @@ async def api(
     yield client
 
 
+@pytest.fixture(autouse=True)
+def _gateway_databases() -> Iterator[None]:
+    """With ``EGW_TEST_STORE=postgresql``: drop the databases a test's gateways used."""
+    if db_support.STORE != "postgresql":
+        yield
+        return
+    before = db_support.created()
+    yield
+    db_support.drop_new(before)
+
+
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """A PostgreSQL database of this test module's own (`db_support`), dropped after it;

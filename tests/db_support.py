@@ -129,6 +129,18 @@ def clean(url: str) -> None:
     run(truncate())
 
 
+def drop_new(before: set[str]) -> None:
+    """Drop the gateways' databases made since ``before`` (`created`), with their test."""
+    for folder, url in list(_by_folder.items()):
+        if urlsplit(url).path.lstrip("/") not in before:
+            del _by_folder[folder]
+            drop_database(url)
+
+
+def created() -> set[str]:
+    return set(_created)
+
+
 def store_url(folder: Path) -> str:
     """The database of the test whose files are in ``folder``: under
     ``EGW_TEST_STORE=postgresql`` a database of its own, else the SQLite file there."""

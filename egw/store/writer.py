@@ -38,8 +38,10 @@ only ``close`` stops it.
 
 Where things are: each public method below queues one operation of
 ``egw/store/ops.py`` (a record that knows how to apply itself); the operations
-of a batch fill one `egw.store.batch.Batch` in memory; ``egw/store/statements.py``
-writes it. This module holds the queue, the commit loop and the cache.
+of a batch fill one `egw.store.batch.Batch` in memory; the dialect's `Writes`
+(``backend.py``; on PostgreSQL it also re-checks the counters under the log's lock)
+reads what the batch needs and writes it. This module holds the queue, the commit
+loop and the cache.
 """
 
 from __future__ import annotations
