@@ -66,3 +66,14 @@ def db_address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "egw.db")
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With ``EGW_TEST_STORE=postgresql``, skip the tests about SQLite itself, saying why."""
+    if db_support.STORE != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
