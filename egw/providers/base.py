@@ -217,6 +217,14 @@ def attempt_key(task: Task) -> str:
     return task.id if task.attempt == 1 else f"{task.id}.{task.attempt}"
 
 
+def split_key(key: str) -> tuple[str, int]:
+    """The task id and attempt an `attempt_key` names (``t_1.2`` → ``("t_1", 2)``)."""
+    task_id, dot, attempt = key.rpartition(".")
+    if dot and attempt.isdigit() and int(attempt) > 1:
+        return task_id, int(attempt)
+    return key, 1
+
+
 class SinkSlot:
     """The sink a provider reports to, once ``start`` has attached it.
 
