@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from egw.core.model import Observation, Task, TaskState
+from egw.providers.base import key_for
 from egw.wire import nomad as wire
 
 S = TaskState
@@ -165,7 +166,7 @@ class Tracked:
     @property
     def key(self) -> str:
         """The attempt's key (`egw.providers.base.attempt_key`): the job's ``egw_task_id``."""
-        return self.task_id if self.attempt == 1 else f"{self.task_id}.{self.attempt}"
+        return key_for(self.task_id, self.attempt)
 
     def observation(self) -> Observation:
         job = self.job
