@@ -63,10 +63,16 @@ class TaskOp(Op[R]):
 
 @dataclass(eq=False)
 class CreateTask(Op[tuple[Task, bool]]):
-    """Record a new task; with an idempotency key seen before, the task recorded then."""
+    """Record a new task; with an idempotency key seen before, the task recorded then.
+
+    With ``answer``, the provider's answer to its submit, given before anything was
+    recorded because it needed no upstream call (`egw.providers.base.Queueing`), is
+    applied in the same operation: a queued submit is one commit, not two (bench part
+    "submits"). A replayed key applies no answer: the task has its own already."""
 
     task: Task
     idempotency: Idempotency | None = None
+    answer: Accept | None = None
 
     def preload(self, want: Preload) -> None:
         if self.idempotency is not None:
@@ -93,6 +99,8 @@ class CreateTask(Op[tuple[Task, bool]]):
             task, task, kind="submitted", source="api", applied=True, actor=task.actor,
             data={"name": task.name, "labels": dict(task.labels)}, now=now, seq=seq,
         )  # fmt: skip
+        if self.answer is not None:
+            return self.answer.apply(b), True
         return task, True
 
 
@@ -214,8 +222,9 @@ class SetUpstream(TaskOp[Task]):
 @dataclass(eq=False)
 class Accept(TaskOp[Task]):
     """The provider's answer to a submit: its upstream id, URL and data, and what it saw
-    (``obs``, None: nothing), as one operation, so a submit costs two writer round trips
-    (the task, then its acceptance) rather than three."""
+    (``obs``, None: nothing), as one operation: on its own after the upstream answered
+    (a submit is then two writer round trips, the task and its acceptance, not three),
+    or within the task's `CreateTask` when the answer needed no upstream call (one)."""
 
     upstream_id: str | None
     upstream_url: str | None
