@@ -233,6 +233,13 @@ class Accept(TaskOp[Task]):
     source: str
 
     def apply(self, b: Batch) -> Task:
+        if self.upstream_id is None and self.upstream_url is None and self.obs is not None:
+            # the answer names nothing upstream (the local runner queueing the task): its
+            # data joins the task, and the observation is its event; an ``upstream`` event
+            # would say nothing (one event row less a queued submit: bench part "submits")
+            task = b.task(self.task_id)
+            b.staged[task.id] = task.evolve(upstream={**task.upstream, **(self.data or {})})
+            return Observe(self.task_id, self.obs, self.source).apply(b)
         after = SetUpstream(self.task_id, self.upstream_id, self.upstream_url, self.data).apply(b)
         if self.obs is not None:
             after = Observe(self.task_id, self.obs, self.source).apply(b)

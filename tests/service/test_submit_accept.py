@@ -78,9 +78,9 @@ async def test_a_queued_submit_is_one_commit_and_runs_once_a_slot_frees(
     assert queued["status"] == "queued" and batches == [1]  # the task and its answer, at once
     resp = await api.get(f"/v1/tasks/{queued['id']}/events", headers=WRITER)
     events = (await resp.json())["events"]
+    # no "upstream" event: the answer names nothing upstream, its observation says it all
     assert [(e["kind"], e["status"], e["source"]) for e in events] == [
         ("submitted", "pending", "api"),
-        ("upstream", "pending", "local"),
         ("observed", "queued", "local"),
     ]
     assert queued["reason"] == "waiting for a free slot (1 running)"
