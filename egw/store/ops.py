@@ -34,8 +34,10 @@ class Preload:
     """What a batch must read from the database before it is applied."""
 
     tasks: set[str] = field(default_factory=set)
-    deliveries: set[str] = field(default_factory=set)
-    idem_keys: set[str] = field(default_factory=set)
+    #: (source, delivery id)
+    deliveries: set[tuple[str, str]] = field(default_factory=set)
+    #: (actor, Idempotency-Key)
+    idem_keys: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -76,7 +78,7 @@ class CreateTask(Op[tuple[Task, bool]]):
 
     def preload(self, want: Preload) -> None:
         if self.idempotency is not None:
-            want.idem_keys.add(self.idempotency[1])
+            want.idem_keys.add(self.idempotency[:2])
 
     def apply(self, b: Batch) -> tuple[Task, bool]:
         now = utcnow()
@@ -115,7 +117,7 @@ class Observe(TaskOp[Task]):
     def preload(self, want: Preload) -> None:
         want.tasks.add(self.task_id)
         if self.delivery_id is not None:
-            want.deliveries.add(self.delivery_id)
+            want.deliveries.add((self.source, self.delivery_id))
 
     def apply(self, b: Batch) -> Task:
         now = utcnow()
@@ -178,7 +180,7 @@ class Progress(TaskOp[bool]):
     def preload(self, want: Preload) -> None:
         want.tasks.add(self.task_id)
         if self.delivery_id is not None:
-            want.deliveries.add(self.delivery_id)
+            want.deliveries.add((self.source, self.delivery_id))
 
     def apply(self, b: Batch) -> bool:
         task = b.task(self.task_id)
