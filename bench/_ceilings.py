@@ -29,17 +29,6 @@ import aiosqlite
 import orjson
 from aiohttp import web
 
-from egw.store.db import connect
-from egw.store.migrate import apply_migrations
-from egw.store.rows import EVENT_FIELDS, TASK_FIELDS
-from egw.store.statements import (
-    INSERT_EVENTS,
-    INSERT_IDEMPOTENCY,
-    SELECT_IDEMPOTENCY,
-    UPSERT_TASKS,
-    select_in,
-)
-
 
 def body_app() -> web.Application:
     async def handler(request: web.Request) -> web.Response:
@@ -66,7 +55,8 @@ def verify_app(secret: bytes) -> web.Application:
 
 
 class GroupCommit:
-    """One transaction for every submit queued while the previous one committed."""
+    """One transaction for every submit queued while the previous one committed (egw's
+    schema and statements, imported here only: the other ceilings need nothing of egw)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
@@ -90,6 +80,15 @@ class GroupCommit:
                     fut.set_result(None)
 
     async def commit(self, batch: list[tuple[str, dict[str, Any], asyncio.Future[None]]]) -> None:
+        from egw.store.rows import EVENT_FIELDS, TASK_FIELDS
+        from egw.store.statements import (
+            INSERT_EVENTS,
+            INSERT_IDEMPOTENCY,
+            SELECT_IDEMPOTENCY,
+            UPSERT_TASKS,
+            select_in,
+        )
+
         keys = [b[0] for b in batch]
         known = {row[0] for row in await select_in(self.conn, SELECT_IDEMPOTENCY, keys, ("bench",))}
         events, tasks, keys = [], [], []
@@ -115,6 +114,10 @@ class GroupCommit:
 
 def record_app(db: str) -> web.Application:
     store: dict[str, GroupCommit] = {}
+
+    from egw.store.db import connect
+    from egw.store.migrate import apply_migrations
+    from egw.store.rows import TASK_FIELDS
 
     async def handler(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
