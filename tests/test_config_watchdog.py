@@ -65,16 +65,8 @@ def test_silence_is_checked(name: str) -> None:
     assert info.value.path == f"providers.{name}.silent_timeout_s"
 
 
-@pytest.mark.parametrize("name", ["local", "nomad"])
-def test_resubmit_only_where_the_provider_can(name: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_config(section(name, on_stuck="resubmit"), {})
-    assert info.value.path == f"providers.{name}.on_stuck"
-    assert "resubmit is not supported" in str(info.value)
-
-
-@pytest.mark.parametrize("name", ["github_actions", "cloud_run"])
-def test_resubmit_where_the_provider_can(name: str) -> None:
+@pytest.mark.parametrize("name", ["local", "nomad", "github_actions", "cloud_run"])
+def test_resubmit_on_every_provider(name: str) -> None:
     cfg = parse_config(section(name, on_stuck="resubmit", max_attempts=3), {})
     assert getattr(cfg.providers, name).on_stuck == "resubmit"
     assert getattr(cfg.providers, name).max_attempts == 3

@@ -45,7 +45,7 @@ class LocalConfig(LiveWatchdogConfig):
             raise ConfigError(f"{path}.max_concurrent", "must be at least 1")
         positive(self.kill_grace_s, f"{path}.kill_grace_s")
         log_bytes(self.max_log_bytes, path)
-        self.check_watchdog(path, resubmit="a local task is never lost upstream")
+        self.check_watchdog(path)
         self.commands(path)
         self.cwd_roots(path)
         for i, name in enumerate(self.allowed_env or ()):
@@ -150,9 +150,7 @@ class NomadConfig(LiveWatchdogConfig):
         if self.blocking_wait_s > 600:
             raise ConfigError(f"{path}.blocking_wait_s", "Nomad caps wait at 600 s (10m)")
         log_bytes(self.max_log_bytes, path)
-        self.check_watchdog(
-            path, resubmit="the job id is the task's own, so a new attempt would be the same job"
-        )
+        self.check_watchdog(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +253,7 @@ class GitHubActionsConfig(WatchdogConfig):
                 f"{path}.correlation_input", "a GitHub input name ([A-Za-z_][A-Za-z0-9_-]*)"
             )
         log_bytes(self.max_log_bytes, path)
-        self.check_watchdog(path, resubmit=None)
+        self.check_watchdog(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,4 +295,4 @@ class CloudRunConfig(WatchdogConfig):
             raise ConfigError(f"{path}.logging_settle_s", "must be 0 or more")
         positive(self.request_timeout_s, f"{path}.request_timeout_s")
         log_bytes(self.max_log_bytes, path)
-        self.check_watchdog(path, resubmit=None)
+        self.check_watchdog(path)

@@ -21,20 +21,18 @@ class WatchdogConfig:
     #: a task still ``queued`` upstream after this long is flagged stuck
     queued_timeout_s: float | None = None
     #: what else happens to a stuck task: ``flag`` only, ``cancel`` it, or ``resubmit`` it
+    #: (every provider can: a new attempt replaces the stuck one, see README "Stuck tasks")
     on_stuck: str = "flag"
     #: with ``resubmit``: submissions of one task in all, the first one included
     max_attempts: int = 2
 
-    def check_watchdog(self, path: str, *, resubmit: str | None) -> None:
-        """``resubmit``: None if the provider can resubmit, else why not."""
+    def check_watchdog(self, path: str) -> None:
         for name in ("cancel_timeout_s", "pending_timeout_s", "queued_timeout_s"):
             value = getattr(self, name)
             if value is not None:
                 positive(value, f"{path}.{name}")
         if self.on_stuck not in ON_STUCK:
             raise ConfigError(f"{path}.on_stuck", f"one of {', '.join(ON_STUCK)}")
-        if self.on_stuck == "resubmit" and resubmit is not None:
-            raise ConfigError(f"{path}.on_stuck", f"resubmit is not supported here: {resubmit}")
         if not 1 <= self.max_attempts <= 10:
             raise ConfigError(f"{path}.max_attempts", "must be between 1 and 10")
 
@@ -46,7 +44,7 @@ class LiveWatchdogConfig(WatchdogConfig):
     #: a ``running`` task that wrote no output for this long is flagged stuck
     silent_timeout_s: float | None = None
 
-    def check_watchdog(self, path: str, *, resubmit: str | None) -> None:
-        WatchdogConfig.check_watchdog(self, path, resubmit=resubmit)
+    def check_watchdog(self, path: str) -> None:
+        WatchdogConfig.check_watchdog(self, path)
         if self.silent_timeout_s is not None:
             positive(self.silent_timeout_s, f"{path}.silent_timeout_s")

@@ -63,6 +63,9 @@ class Observation:
 
     ``detail`` is recorded with the event (raw identifiers such as an allocation
     id or a run attempt); ``at`` is the upstream's own time, when it has one.
+    ``attempt`` is the task's attempt (`Task.attempt`) the report is about, when the
+    provider knows it: a report about an attempt the task has left (it was resubmitted
+    while the report was on its way) is recorded, never applied.
     """
 
     state: TaskState
@@ -70,6 +73,7 @@ class Observation:
     exit_code: int | None = None
     at: datetime | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

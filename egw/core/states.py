@@ -30,7 +30,9 @@ Rule 3: the watchdog's ``stuck`` flag never changes the status (the status is
 upstream's truth); any move of the status clears it. A resubmit (`resubmit`) is
 the one command that takes a task back to ``pending``: a new attempt of the same
 task, with nothing of the previous attempt's upstream kept on the task but its id
-(``upstream["retired"]``).
+(``upstream["retired"]``). An observation that names the attempt it is about
+(``Observation.attempt``) applies only while the task is at that attempt: a report of
+the replaced attempt that was on its way when the resubmit was recorded is stale.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def can_move(current: TaskState, target: TaskState) -> bool:
 
 
 def observe(task: Task, obs: Observation, *, seq: int, now: datetime) -> Task | None:
-    """The task after an upstream observation, or None if it is stale or a duplicate."""
+    """The task after an upstream observation, or None if it is stale or a duplicate, or
+    about an attempt the task has left (rule 3)."""
+    if obs.attempt is not None and obs.attempt != task.attempt:
+        return None
     if not can_move(task.status, obs.state):
         return None
     return _moved(task, obs.state, obs.reason, obs.exit_code, seq=seq, now=now)

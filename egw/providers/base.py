@@ -198,7 +198,8 @@ class WebhookProvider(Provider, Protocol):
 
 @runtime_checkable
 class Resubmittable(Provider, Protocol):
-    """A provider that can replace a stuck attempt by a new one (``on_stuck: resubmit``).
+    """A provider that can replace a stuck attempt by a new one (``on_stuck: resubmit``):
+    all four do (how each replaces its upstream work: its ``retire``).
 
     egw records the new attempt first (the task ``pending`` again, with no upstream),
     then calls ``retire`` with the task as it was, then ``submit`` with the attempt's
@@ -207,7 +208,8 @@ class Resubmittable(Provider, Protocol):
     async def retire(self, task: Task) -> None:
         """Stop the replaced attempt's upstream work and stop following it, so that nothing
         it reports later reaches the task; raises `EgwError` if upstream refuses the stop
-        (the new attempt goes ahead)."""
+        (the new attempt goes ahead). What is already on its way when this is called says
+        which attempt it is about (`Observation.attempt`): egw does not apply it."""
         ...
 
 
@@ -238,7 +240,20 @@ class Queueing(Provider, Protocol):
 def attempt_key(task: Task) -> str:
     """The idempotency key of the task's current attempt: its id, then ``<id>.<attempt>``
     (what egw passes to ``submit``; a provider that finds lost work by it uses this)."""
-    return task.id if task.attempt == 1 else f"{task.id}.{task.attempt}"
+    return key_for(task.id, task.attempt)
+
+
+def key_for(task_id: str, attempt: int) -> str:
+    """`attempt_key` of the task ``task_id`` at ``attempt``."""
+    return task_id if attempt == 1 else f"{task_id}.{attempt}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """The task id and attempt an `attempt_key` names (``t_1.2`` → ``("t_1", 2)``)."""
+    task_id, dot, attempt = key.rpartition(".")
+    if dot and attempt.isdigit() and int(attempt) > 1:
+        return task_id, int(attempt)
+    return key, 1
 
 
 class SinkSlot:

@@ -132,6 +132,8 @@ class Observe(TaskOp[Task]):
             data["detail"] = dict(self.obs.detail)
         if self.obs.at is not None:
             data["upstream_at"] = format_time(self.obs.at)
+        if self.obs.attempt is not None:
+            data["attempt"] = self.obs.attempt
         b.event(
             task, after, kind="observed", source=self.source, applied=moved is not None,
             reason=self.obs.reason, exit_code=self.obs.exit_code, data=data,

@@ -206,3 +206,12 @@ def test_each_resubmit_keeps_every_replaced_id() -> None:
 def test_resubmit_happens_once_per_attempt() -> None:
     assert states.resubmit(stuck_task(S.QUEUED, attempt=2), seq=2, now=NOW, attempt=2) is None
     assert states.resubmit(task(S.QUEUED), seq=2, now=NOW, attempt=2) is None  # not flagged
+
+
+@pytest.mark.parametrize("seen", [S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED])
+def test_a_report_about_a_replaced_attempt_is_stale(seen: TaskState) -> None:
+    second = task(S.PENDING).evolve(attempt=2)
+    assert states.observe(second, Observation(state=seen, attempt=1), seq=2, now=NOW) is None
+    for about in (2, None):  # its own attempt, or a report that does not say
+        after = states.observe(second, Observation(state=seen, attempt=about), seq=2, now=NOW)
+        assert after is not None and after.status is seen

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
-from egw.providers.base import SinkSlot, Submission, attempt_key
+from egw.providers.base import SinkSlot, Submission, attempt_key, split_key
 from egw.providers.cloudrun.api import NAME, CloudRunAPI
 from egw.providers.cloudrun.poller import Poller
 from egw.providers.cloudrun.watch import Watches
@@ -172,7 +173,7 @@ class Executions:
         if op_name:
             data["operation"] = op_name
         await self._record(task_id, upstream_id=ref.name, upstream_url=url, data=data)
-        obs = wire.execution_observation(execution)
+        obs = replace(wire.execution_observation(execution), attempt=split_key(key)[1])
         if task_id not in self._watches:
             # reported before the poller starts, so the poller's news always comes after it
             # (the same observation in the Submission is then a no-op for egw)

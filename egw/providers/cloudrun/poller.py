@@ -28,7 +28,7 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -211,7 +211,9 @@ class Poller:
                 raise
             if watch.report:  # deleted under us: nothing more will come
                 gone = Observation(
-                    state=TaskState.FAILED, reason=f"execution is gone: {exc.message}"
+                    state=TaskState.FAILED,
+                    reason=f"execution is gone: {exc.message}",
+                    attempt=watch.attempt,
                 )
                 await self._sink().observe(
                     watch.task_id, gone, source=NAME, delivery_id=f"{watch.ref.name}:gone"
@@ -229,7 +231,9 @@ class Poller:
         state = wire.execution_observation(execution).state
         changed = state != watch.last
         if changed:
-            obs = await self.observation(execution)
+            # which attempt it is about: a read in flight when the attempt was replaced
+            # (``retire``) is recorded by egw, never applied to the new attempt
+            obs = replace(await self.observation(execution), attempt=watch.attempt)
             if watch.report:
                 await self._sink().observe(
                     watch.task_id, obs, source=NAME, delivery_id=f"{watch.ref.name}:{obs.state}"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from egw.core.model import TaskState
+from egw.providers.base import split_key
 from egw.wire import cloudrun as wire
 
 
@@ -47,6 +48,11 @@ class Watch:
     key: str = ""
     #: the attempt was replaced (``on_stuck: resubmit``): nothing of it reaches the task any more
     retired: bool = False
+
+    @property
+    def attempt(self) -> int:
+        """The task's attempt this execution is (what its observations say they are about)."""
+        return split_key(self.key)[1] if self.key else 1
 
     @property
     def cursor_key(self) -> str:

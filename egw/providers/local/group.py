@@ -8,9 +8,12 @@ outlive a cancel nor keep a ``max_concurrent`` slot after its task ended.
 
 A process may leave the group with ``setsid``/``setpgid``. Every task's processes inherit
 ``EGW_TASK_ID`` in their environment, so those are found in ``/proc`` by that marker
-(`escapees`) and signalled one by one. That covers any process that keeps the environment it
-was started with; one that clears it (``env -i``, a daemon that re-executes itself with a
-fresh environment) and leaves the group is out of reach (README, "Security model").
+(`escapees`) and signalled one by one. Its value is the attempt's key (the task id, then
+``<task id>.<attempt>`` after a resubmit: `egw.providers.base.attempt_key`), so what a
+replaced attempt left is never taken for the new attempt's. That covers any process that
+keeps the environment it was started with; one that clears it (``env -i``, a daemon that
+re-executes itself with a fresh environment) and leaves the group is out of reach (README,
+"Security model").
 
 On Linux the gateway makes itself a child subreaper (`become_subreaper`): orphans of its
 tasks are re-parented to the gateway instead of init, so the gateway reaps them (`reap`)
@@ -50,10 +53,10 @@ def become_subreaper() -> bool:
     return True
 
 
-def escapees(task_id: str, pgid: int) -> list[int]:
-    """The task's processes outside its group, found by ``EGW_TASK_ID`` in their
+def escapees(key: str, pgid: int) -> list[int]:
+    """The attempt's processes outside its group, found by ``EGW_TASK_ID=<key>`` in their
     environment (Linux ``/proc``; elsewhere none are found)."""
-    marker = f"EGW_TASK_ID={task_id}".encode()
+    marker = f"EGW_TASK_ID={key}".encode()
     found = []
     for pid in _pids():
         try:
@@ -67,8 +70,9 @@ def escapees(task_id: str, pgid: int) -> list[int]:
 
 
 def marked() -> dict[str, list[int]]:
-    """Every live process carrying an ``EGW_TASK_ID``, by task id: at start, what the tasks
-    of a gateway that died are still running (one look at ``/proc`` for all of them)."""
+    """Every live process carrying an ``EGW_TASK_ID``, by its value (an attempt's key): at
+    start, what the tasks of a gateway that died are still running (one look at ``/proc``
+    for all of them)."""
     found: dict[str, list[int]] = {}
     for pid in _pids():
         try:
@@ -150,29 +154,29 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def signal_all(pgid: int, task_id: str, sig: int) -> None:
+def signal_all(pgid: int, key: str, sig: int) -> None:
     """Send ``sig`` to the group, then to each process that left it (looked for after the
     group is signalled, so that one leaving meanwhile is found)."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-    for pid in escapees(task_id, pgid):
+    for pid in escapees(key, pgid):
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
 
-def remaining(pgid: int, task_id: str, known: list[int]) -> list[int] | None:
-    """None once no process of the task is left; else those outside the group (maybe none).
+def remaining(pgid: int, key: str, known: list[int]) -> list[int] | None:
+    """None once no process of the attempt is left; else those outside the group (maybe none).
 
     The group is checked before the others are looked for: a process that leaves the group
     after the check is found by the look, and none can join the group again from outside,
     so an empty group and an empty look mean that nothing is left."""
     reap(known, pgid)
     grouped = group_alive(pgid)
-    strays = escapees(task_id, pgid)
+    strays = escapees(key, pgid)
     reap(strays, pgid)
     strays = [pid for pid in strays if alive(pid)]
     return strays if grouped or strays else None

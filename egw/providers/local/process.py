@@ -19,7 +19,7 @@ import structlog
 
 from egw.core.chunks import Utf8Boundary
 from egw.core.model import Observation, Task, TaskState
-from egw.providers.base import ProviderSink
+from egw.providers.base import ProviderSink, attempt_key
 from egw.providers.local import group
 from egw.providers.local.leftovers import start_ticks
 from egw.providers.local.spec import LocalSpec
@@ -51,6 +51,15 @@ class Run:
     killed: bool = False
     #: resolves when the command itself exits (``proc.wait()`` waits for its pipes too)
     exited: asyncio.Future[None] | None = None
+    #: replaced by a new attempt (``on_stuck: resubmit``): its output and end are not the task's
+    retired: bool = False
+    #: the watcher that follows the process and records its end (`LocalProvider._watch`)
+    watcher: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> str:
+        """The attempt's key: the value of its processes' ``EGW_TASK_ID`` (`group`)."""
+        return attempt_key(self.task)
 
     async def start(self, executable: str | None = None, cwd: str | None = None) -> None:
         """Start the process (an `OSError` if it cannot be: see `start_failure`).
@@ -60,7 +69,7 @@ class Run:
         """
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env.update(self.spec.env)
-        env["EGW_TASK_ID"] = self.task.id
+        env["EGW_TASK_ID"] = self.key
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(limit=_READ_SIZE, loop=loop),
@@ -101,8 +110,8 @@ class Run:
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         pumps: asyncio.Future[Any] = asyncio.ensure_future(
             asyncio.gather(
-                _pump(sink, self.task.id, "stdout", proc.stdout),
-                _pump(sink, self.task.id, "stderr", proc.stderr),
+                _pump(sink, self, "stdout", proc.stdout),
+                _pump(sink, self, "stderr", proc.stderr),
             )
         )
         exited: asyncio.Future[Any] | None = self.exited
@@ -131,8 +140,8 @@ class Run:
     async def _until_gone(self, grace_s: float) -> None:
         """Wait until no process of the task is left; after its command exited, the rest
         get ``grace_s`` (or what is left of a cancel's grace), then SIGKILL."""
-        pgid, task_id = self.pid, self.task.id
-        strays = group.remaining(pgid, task_id, [])
+        pgid, task_id, key = self.pid, self.task.id, self.key
+        strays = group.remaining(pgid, key, [])
         if strays is None:
             self.gone = True
             return
@@ -146,23 +155,31 @@ class Run:
             delay = min(delay * 2, 0.2)
             if self.killed:
                 self.send_signal(signal.SIGKILL)  # again: also what started since
-            strays = group.remaining(pgid, task_id, strays)
+            strays = group.remaining(pgid, key, strays)
             if strays is not None and loop.time() > give_up:
                 log.warning("local_processes_survive_sigkill", task_id=task_id)
                 break
         self.gone = True
 
     def outcome(self, code: int) -> Observation:
+        """How the attempt ended (about its own attempt: egw never applies it to another)."""
+        attempt = self.task.attempt
         if self.stopping is not None:
-            return Observation(state=TaskState.FAILED, reason=self.stopping, exit_code=code)
+            return Observation(
+                state=TaskState.FAILED, reason=self.stopping, exit_code=code, attempt=attempt
+            )
         if self.cancelled:
-            return Observation(state=TaskState.CANCELLED, reason="cancelled", exit_code=code)
+            return Observation(
+                state=TaskState.CANCELLED, reason="cancelled", exit_code=code, attempt=attempt
+            )
         if code == 0:
-            return Observation(state=TaskState.SUCCEEDED, exit_code=0)
+            return Observation(state=TaskState.SUCCEEDED, exit_code=0, attempt=attempt)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return Observation(state=TaskState.FAILED, reason=f"killed by {name}", exit_code=code)
-        return Observation(state=TaskState.FAILED, reason=f"exit code {code}", exit_code=code)
+            reason = f"killed by {name}"
+        else:
+            reason = f"exit code {code}"
+        return Observation(state=TaskState.FAILED, reason=reason, exit_code=code, attempt=attempt)
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Signal every process of the task: its group, whether or not the command itself
@@ -170,7 +187,7 @@ class Run:
         if self.proc is None or self.gone:
             return
         self.killed = self.killed or sig is signal.SIGKILL
-        group.signal_all(self.proc.pid, self.task.id, sig)
+        group.signal_all(self.proc.pid, self.key, sig)
 
     def arm_kill(self, grace_s: float) -> None:
         """SIGKILL the task's processes after ``grace_s`` unless they end first (armed once)."""
@@ -192,16 +209,15 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
-async def _pump(
-    sink: ProviderSink, task_id: str, stream: str, reader: asyncio.StreamReader
-) -> None:
+async def _pump(sink: ProviderSink, run: Run, stream: str, reader: asyncio.StreamReader) -> None:
     """Copy one pipe to the log store byte for byte, chunk by chunk, never splitting a
-    UTF-8 character (bytes that are not UTF-8 are stored as they are)."""
+    UTF-8 character (bytes that are not UTF-8 are stored as they are); a retired run's
+    output is read and dropped (it is not the task's any more)."""
     chunker = Utf8Boundary()
     while True:
         data = await reader.read(_READ_SIZE)
         chunk = chunker.feed(data) if data else chunker.flush()
-        if chunk:
-            await sink.append_log(task_id, stream, chunk)
+        if chunk and not run.retired:
+            await sink.append_log(run.task.id, stream, chunk)
         if not data:
             return

@@ -1,7 +1,18 @@
-"""The local provider: a queue in front of at most ``max_concurrent`` running processes."""
+"""The local provider: a queue in front of at most ``max_concurrent`` running processes.
+
+A new attempt (``on_stuck: resubmit``: a process that prints nothing for
+``silent_timeout_s``) replaces the run of the replaced one: `retire` marks that run
+retired (its output is read and dropped, its end is not reported), stops its processes as
+a cancel does (SIGTERM, SIGKILL after ``kill_grace_s``) and waits until they are gone,
+so the slot is free and nothing of it reaches the task; then the new attempt starts with
+its own ``EGW_TASK_ID=<task id>.<attempt>``. The runs are kept by task id, and a run's
+watcher removes or reports only for its own run (`_watch`). After a restart, processes of a
+replaced attempt are told apart by that marker and stopped, never adopted (`start`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -12,7 +23,7 @@ from egw.background import BackgroundTasks
 from egw.config import LocalConfig
 from egw.core.model import Observation, Task, TaskState
 from egw.errors import EgwError
-from egw.providers.base import ProviderSink, SinkSlot, Submission
+from egw.providers.base import ProviderSink, SinkSlot, Submission, split_key
 from egw.providers.local import group
 from egw.providers.local.leftovers import kill_leftover
 from egw.providers.local.policy import Policy
@@ -60,16 +71,22 @@ class LocalProvider:
                 " set providers.local.allowed_commands",
             )
         # processes of the dead gateway's tasks, also those that left their group, and
-        # those of a task whose start was not recorded before that gateway died
-        leftovers = group.marked()
+        # those of a task whose start was not recorded before that gateway died, by task id
+        # and attempt
+        leftovers: dict[str, dict[int, list[int]]] = {}
+        for key, pids in group.marked().items():
+            task_id, attempt = split_key(key)
+            leftovers.setdefault(task_id, {})[attempt] = pids
         for task in await sink.active_tasks(self.name):
-            started = task.id in leftovers
+            found = leftovers.get(task.id, {})
+            self._kill_replaced(task, found)
+            started = task.attempt in found
             if not task.status.terminal and _never_started(task) and not started:
                 await self._resume_unstarted(sink, task)
                 continue
             if not task.status.terminal:
                 kill_leftover(task)
-                group.kill(leftovers.get(task.id, []))
+                group.kill(found.get(task.attempt, []))
                 await sink.observe(
                     task.id,
                     Observation(state=TaskState.FAILED, reason="gateway restarted"),
@@ -79,15 +96,25 @@ class LocalProvider:
         await self._kill_leftovers_of_finished(sink, leftovers)
         await self._next()
 
+    @staticmethod
+    def _kill_replaced(task: Task, found: dict[int, list[int]]) -> None:
+        """Processes of a replaced attempt of the task (the gateway died between recording
+        the resubmit and stopping them): stopped, never taken for the current attempt's."""
+        for attempt, pids in found.items():
+            if attempt != task.attempt:
+                log.info("leftover_killed", task_id=task.id, attempt=attempt, pids=pids)
+                group.kill(pids)
+
     async def _kill_leftovers_of_finished(
-        self, sink: ProviderSink, leftovers: dict[str, list[int]]
+        self, sink: ProviderSink, leftovers: dict[str, dict[int, list[int]]]
     ) -> None:
         """Processes of a task already recorded as ended (its command exited or it timed out,
         then the gateway died before its group was gone) are stopped too; only this
         database's local tasks are touched, never another gateway's."""
-        for task_id, pids in leftovers.items():
+        for task_id, attempts in leftovers.items():
             task = await sink.get_task(task_id)
             if task is not None and task.provider == self.name and task.status.terminal:
+                pids = [pid for found in attempts.values() for pid in found]
                 log.info("leftover_killed", task_id=task_id, pids=pids)
                 group.kill(pids)
 
@@ -123,8 +150,12 @@ class LocalProvider:
     # --- the provider API --------------------------------------------------------------------
 
     async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
-        if task.id in self._running or task.id in self._queue:
-            return Submission(upstream_id=None, observation=None)
+        for runs in (self._running, self._queue):
+            known = runs.get(task.id)
+            if known is not None and known.task.attempt < task.attempt:
+                await self.retire(known.task)  # not retired yet: it is, before anything starts
+            elif known is not None:
+                return Submission(upstream_id=None, observation=None)
         run = Run(task, LocalSpec.from_json(task.spec))
         if self._slots_taken() >= self.cfg.max_concurrent:
             self._queue[task.id] = run
@@ -137,6 +168,23 @@ class LocalProvider:
             upstream=run.upstream(),
             observation=Observation(state=TaskState.RUNNING),
         )
+
+    async def retire(self, task: Task) -> None:
+        """Replace ``task``'s attempt (``on_stuck: resubmit``): its run is retired (output
+        dropped, end not reported), its processes stopped as a cancel stops them, and this
+        returns once they are all gone (its slot is free)."""
+        queued = self._queue.get(task.id)
+        if queued is not None and queued.task.attempt == task.attempt:
+            del self._queue[task.id]
+        run = self._running.get(task.id)
+        if run is None or run.task.attempt != task.attempt:
+            return
+        run.retired = True
+        run.send_signal(signal.SIGTERM)
+        run.arm_kill(self.cfg.kill_grace_s)
+        if run.watcher is not None:
+            await asyncio.wait([run.watcher])
+        log.info("local_retired", task_id=task.id, attempt=task.attempt, pid=run.pid)
 
     def answer_queued(self, task: Task) -> Submission | None:
         """`Queueing`: every slot is taken, so a submit would only queue the task."""
@@ -171,7 +219,7 @@ class LocalProvider:
                 await self._sink().logs_complete(task.id)
             return Observation(state=TaskState.CANCELLED, reason="cancelled before it started")
         run = self._running.get(task.id)
-        if run is None:
+        if run is None or run.retired:
             # not ours (any more): nothing runs, so it is stopped
             return Observation(state=TaskState.CANCELLED, reason="no process was running")
         run.cancelled = True
@@ -216,7 +264,7 @@ class LocalProvider:
                 await self._sink().logs_complete(run.task.id)
             return failure
         self._running[run.task.id] = run
-        _ = self._watchers.spawn(self._watch(run), name=f"egw-local-{run.task.id}")
+        run.watcher = self._watchers.spawn(self._watch(run), name=f"egw-local-{run.task.id}")
         return None
 
     async def _watch(self, run: Run) -> None:
@@ -224,7 +272,18 @@ class LocalProvider:
             sink = self._sink()
             code = await run.follow(sink, self.cfg.kill_grace_s)
         finally:
-            self._running.pop(run.task.id, None)
+            if self._running.get(run.task.id) is run:  # never a newer attempt's run
+                del self._running[run.task.id]
+        try:
+            if not run.retired:  # it may have been replaced while it ended, before retire
+                current = await sink.get_task(run.task.id)
+                run.retired = current is not None and current.attempt != run.task.attempt
+        except EgwError:
+            pass  # the store is gone: recorded below, or at the next start
+        if run.retired:  # replaced: its end is not the task's (the new attempt's is)
+            log.info("local_retired_exited", task_id=run.task.id, attempt=run.task.attempt)
+            await self._next()
+            return
         try:
             await sink.logs_complete(run.task.id)
             await sink.observe(run.task.id, run.outcome(code), source=self.name)
@@ -244,7 +303,8 @@ class LocalProvider:
                 await sink.observe(run.task.id, failure, source=self.name)
                 continue
             await sink.set_upstream(run.task.id, upstream_id=str(run.pid), data=run.upstream())
-            await sink.observe(run.task.id, Observation(state=TaskState.RUNNING), source=self.name)
+            running = Observation(state=TaskState.RUNNING, attempt=run.task.attempt)
+            await sink.observe(run.task.id, running, source=self.name)
 
     async def _finish_unstarted(self, run: Run, reason: str) -> None:
         if self._sink.started:

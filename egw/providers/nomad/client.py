@@ -21,6 +21,7 @@ import structlog
 
 from egw.config import NomadConfig, RetryConfig
 from egw.errors import Conflict, ProviderError, ProviderUnavailable
+from egw.providers.base import split_key
 from egw.providers.circuit import Breakers
 from egw.providers.http import HTTPResponse, http_request, raise_for_status, streamed_get
 from egw.providers.nomad.tls import tls_context
@@ -128,6 +129,15 @@ class JobClient:
             raise
         body = resp.json()
         return body if isinstance(body, dict) else None
+
+    async def stop_attempt(self, tracked: Tracked) -> bool:
+        """Stop the job if it is still ``tracked``'s attempt (its ``egw_task_id`` is the
+        attempt's key): never the registration of a later attempt of the same job ID."""
+        path = job_path(tracked.job_id)
+        current = await self.read("read_job", path, ns=tracked.namespace, region=tracked.region)
+        if current is None or (current.get("Meta") or {}).get(wire.META_TASK_ID) != tracked.key:
+            return False
+        return await self.stop_job(tracked)
 
     async def stop_job(self, tracked: Tracked, *, purge: bool = False) -> bool:
         """``DELETE /v1/job/:id`` (``purge`` removes it at once), with retries; False when
@@ -259,12 +269,20 @@ class JobClient:
         current = await self.read("read_job", job_path(job_id), ns=ns, region=region)
         started = time.monotonic()
         attempt = 0
+        replaced = False  # a replaced attempt's live job was stopped (once)
         while True:
             if current is not None and (current.get("Meta") or {}).get(wire.META_TASK_ID) == key:
                 self._adopt(tracked, current)
                 return
             if current is not None and not current.get("Stop") and current.get("Status") != "dead":
                 owner = (current.get("Meta") or {}).get(wire.META_TASK_ID)
+                if _earlier_attempt(owner, key) and not replaced:
+                    # this task's replaced attempt, whose stop a restart interrupted (or Nomad
+                    # refused): stopped now, then replaced by check-and-set on its stop's index
+                    log.info("nomad_replaced_attempt_stopped", job_id=job_id, attempt=owner)
+                    replaced = await self.stop_job(tracked)
+                    current = await self.read("read_job", job_path(job_id), ns=ns, region=region)
+                    continue
                 whose = f"egw task {owner}" if owner else "a job egw did not start"
                 raise Conflict(
                     f"nomad: job {job_id!r} already exists in namespace {ns!r} and is "
@@ -323,3 +341,12 @@ class JobClient:
             job_id=tracked.job_id,
             job_modify_index=tracked.job.since,
         )
+
+
+def _earlier_attempt(owner: object, key: str) -> bool:
+    """Whether ``owner`` (a job's ``egw_task_id``) is an earlier attempt of the task whose
+    attempt's key is ``key``."""
+    if not isinstance(owner, str):
+        return False
+    (task_id, attempt), (mine, now) = split_key(owner), split_key(key)
+    return task_id == mine and attempt < now

@@ -155,6 +155,10 @@ class LogFollower:
             "nomad_logs_complete", task_id=tracked.task_id, segments=len(tracked.logs.segments)
         )
 
+    async def settle(self) -> None:
+        """Until every started (output, offset) pair is stored (see `_deliver`)."""
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+
     async def _follow(
         self,
         tracked: Tracked,

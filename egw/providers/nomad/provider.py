@@ -1,7 +1,40 @@
-"""`NomadProvider`: the Provider protocol over the job client, event watcher and log follower."""
+"""`NomadProvider`: the Provider protocol over the job client, event watcher and log follower.
+
+A new attempt (``on_stuck: resubmit``)
+--------------------------------------
+The Nomad job ID is the user's own ``job_id``, and a new attempt keeps it: the replaced
+attempt's job is stopped (`retire`: ``DELETE /v1/job/:id``, as a cancel does), then the
+same job ID is registered again with check-and-set (``EnforceIndex`` on the stopped job's
+``JobModifyIndex``) and the attempt's own ``egw_task_id`` (``<task id>.<attempt>``). A
+derived job ID (``<job_id>-a2``) would have worked too, but it would put jobs in Nomad the
+user never named, outside the ACL policies, dashboards and ``nomad job status <job_id>``
+they rely on, and leave one more stopped job per attempt; re-registering is defensible
+against Nomad's source, and it is what egw already does when a task reuses the job ID of
+an ended one:
+
+* hashicorp/nomad nomad/job_endpoint.go ``Register``: with ``EnforceIndex`` the register
+  is refused unless the job's ``JobModifyIndex`` is still the one read, so attempt 2 is
+  registered over the stopped attempt 1, never over something registered meanwhile.
+* The register is a new job version with a new ``JobModifyIndex``; its evaluation and
+  allocations are created after it (``CreateIndex`` above it), those of attempt 1 before,
+  so `JobView` tells them apart by index (``since``), whatever order their events come in.
+* scheduler/util.go ``tasksUpdated`` compares ``CombinedTaskMeta``, which includes the
+  job's ``Meta``: the changed ``egw_task_id`` makes the update destructive, so an
+  allocation of attempt 1 is never updated in place into attempt 2's (and a stopped job's
+  allocations are all stopped: ``materializeTaskGroups`` of a stopped job is empty).
+
+`retire` drops attempt 1's registration from the registry (its stream events no longer
+match a tracked task), stops its poller and log followers, then stops the job if it is
+still attempt 1's (its ``egw_task_id``). An evaluation in flight for attempt 1 reports
+with ``attempt=1`` (`Observation.attempt`), which egw records without applying. Should
+the stop not happen (a restart between recording the resubmit and the stop, or Nomad
+refusing it), attempt 2's register finds the live job of an earlier attempt of the same
+task and stops it first; a lost register answer is found by the attempt's own key.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -105,7 +138,9 @@ class NomadProvider:
     async def submit(self, task: Task, *, idempotency_key: str) -> Submission:
         self._sink()  # not started: ProviderUnavailable before anything is tracked
         known = self._registry.get(task.id)
-        if known is not None and not known.registering and known.job.since:
+        if known is not None and known.attempt < task.attempt:
+            await self._forget(known)  # a replaced attempt's (its job is stopped by register)
+        elif known is not None and not known.registering and known.job.since:
             return self._submission(known)
         spec = wire.NomadSpec.from_json(task.spec)
         tracked = Tracked(
@@ -114,6 +149,7 @@ class NomadProvider:
             namespace=spec.namespace,
             region=spec.region,
             expected=spec.expected or 1,
+            attempt=task.attempt,
             registering=True,
             status=task.status,
         )
@@ -157,6 +193,33 @@ class NomadProvider:
         ):
             _ = self._background.spawn(self._states.reconcile(tracked), name="nomad_reconcile")
         return None
+
+    async def retire(self, task: Task) -> None:
+        """Replace a stuck attempt (``on_stuck: resubmit``): stop following its registration
+        at once (its events, evaluations and output no longer reach the task), then stop its
+        job, as a cancel does (``DELETE /v1/job/:id``, not purged, so that the next attempt's
+        check-and-set register finds the stopped job and its versions stay in Nomad's
+        history). Raises if Nomad refuses the stop; the next attempt's register stops a live
+        job of an earlier attempt itself (see the module docstring)."""
+        tracked = self._registry.get(task.id)
+        if tracked is not None and tracked.attempt == task.attempt:
+            await self._forget(tracked)
+        else:
+            tracked = Tracked.from_task(task, self._cfg.namespace)
+        if task.upstream_id is None and not tracked.job.since:
+            return  # never registered: a lost register of it is found by its own key
+        if await self._client.stop_attempt(tracked):
+            log.info("nomad_retired", task_id=task.id, job_id=tracked.job_id, attempt=task.attempt)
+
+    async def _forget(self, tracked: Tracked) -> None:
+        """Stop following ``tracked`` (a replaced attempt's): out of the registry, its poller
+        and log followers stopped; an evaluation in flight reports about its own attempt,
+        which egw records without applying."""
+        self._registry.remove(tracked)
+        # a follower's started (output, offset) pair is stored before this returns, so
+        # nothing of the replaced attempt's output comes later
+        await asyncio.gather(*tracked.logs.stop(), return_exceptions=True)
+        await self._logs.settle()
 
     async def status(self, task: Task) -> Observation:
         """Read the job, its allocations and evaluation now."""

@@ -125,25 +125,29 @@ class JobStates:
             tracked.logs.completed = True  # the task is gone from egw: nothing to report to
             self._registry.remove(tracked)
             return
+        if task.attempt != tracked.attempt:
+            return  # a replaced attempt's registration (retired meanwhile): not the task's
         tracked.status = task.status
         if obs.state is task.status or not can_move(task.status, obs.state):
             return
         steps: list[Observation] = []
+        attempt = tracked.attempt
         if task.status is S.PENDING and obs.state is not S.QUEUED:
-            steps.append(Observation(state=S.QUEUED, reason="registered in Nomad"))
+            steps.append(Observation(state=S.QUEUED, reason="registered in Nomad", attempt=attempt))
         if (
             obs.state.terminal
             and obs.detail.get("started")
             and task.status in (S.PENDING, S.QUEUED)
         ):
-            steps.append(Observation(state=S.RUNNING, reason="allocation started"))
+            steps.append(Observation(state=S.RUNNING, reason="allocation started", attempt=attempt))
         steps.append(obs)
         for step in steps:
+            # one delivery per state and attempt: attempt 2's ``queued`` is news
             after = await sink.observe(
                 tracked.task_id,
                 step,
                 source=SOURCE,
-                delivery_id=f"nomad:{tracked.task_id}:{step.state}",
+                delivery_id=f"nomad:{tracked.key}:{step.state}",
             )
             if after is not None:
                 tracked.status = after.status

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from egw.core.model import Observation, Task, TaskState
+from egw.providers.base import key_for
 from egw.wire import nomad as wire
 
 S = TaskState
@@ -109,6 +110,17 @@ class LogState:
     def following(self) -> bool:
         return any(not f.done() for f in self.followers.values())
 
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Stop following at once, and never say the output is complete (a replaced
+        attempt's: the task's output goes on with the next one); the followers cancelled."""
+        self.completed = True
+        if self.grace is not None:
+            self.grace.cancel()
+        followers = list(self.followers.values())
+        for follower in followers:
+            follower.cancel()
+        return followers
+
 
 @dataclass(eq=False)
 class Tracked:
@@ -119,6 +131,8 @@ class Tracked:
     namespace: str
     region: str | None
     expected: int = 1
+    #: the task's attempt this registration is (``on_stuck: resubmit`` makes a new one)
+    attempt: int = 1
     status: TaskState = S.PENDING
     registering: bool = False
     adopted: bool = False
@@ -144,13 +158,19 @@ class Tracked:
             namespace=str(up.get("namespace") or spec.namespace or default_namespace),
             region=up.get("region", spec.region),
             expected=int(up.get("expected") or spec.expected or 1),
+            attempt=task.attempt,
             job=JobView(since=int(up.get("job_modify_index") or 0), eval_id=up.get("eval_id")),
             status=task.status,
         )
 
+    @property
+    def key(self) -> str:
+        """The attempt's key (`egw.providers.base.attempt_key`): the job's ``egw_task_id``."""
+        return key_for(self.task_id, self.attempt)
+
     def observation(self) -> Observation:
         job = self.job
-        return wire.job_observation(
+        obs = wire.job_observation(
             allocs=job.allocs.values(),
             evals=job.evals.values(),
             since=job.since,
@@ -160,6 +180,7 @@ class Tracked:
             cancel_requested=self.cancel_requested
             or self.status in (S.CANCELLING, S.CANCEL_FAILED),
         )
+        return replace(obs, attempt=self.attempt)
 
     def upstream(self) -> dict[str, Any]:
         return {

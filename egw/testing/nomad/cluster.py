@@ -222,6 +222,10 @@ class Cluster:
                 )
             if existing is None and jmi != 0:
                 raise SimError(500, f"Enforcing job modify index {jmi}: job does not exist")
+        # a change of Meta counts too: hashicorp/nomad scheduler/util.go ``tasksUpdated``
+        # compares ``CombinedTaskMeta`` (job, group and task meta), so a new egw_task_id (a
+        # resubmitted attempt) is a destructive update: the live allocations of the previous
+        # version are stopped below and new ones placed, never updated in place
         spec_keys = ("TaskGroups", "Meta", "Datacenters", "Type", "Priority", "Constraints")
         changed = (
             existing is None
