@@ -204,6 +204,8 @@ async def test_a_task_read_after_a_restart_is_warmed_into_the_cache(db_address: 
 async def test_what_a_batch_reads_first_is_a_search_not_a_scan(store: Store, sql: str) -> None:
     """Each batch looks up its Idempotency-Keys and delivery ids: by the whole key of their
     index, or SQLite reads every key or delivery ever stored, for every batch."""
+    if store.dialect == "postgresql":
+        pytest.skip("SQLite's query plan (PostgreSQL's lookups join on the same whole keys)")
     conn = sqlite3.connect(store.path)
     try:
         plan = conn.execute(f"EXPLAIN QUERY PLAN {sql} (?, ?)", ("a", "b", "c")).fetchall()

@@ -98,6 +98,7 @@ _REFUSALS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     asyncpg.ReadOnlySQLTransactionError,
@@ -158,7 +159,8 @@ class PgWrites:
         return self.conn
 
     def refused(self, exc: BaseException) -> bool:
-        return isinstance(exc, _REFUSALS)
+        # a connection that broke mid-operation may answer with a client-side error first
+        return isinstance(exc, _REFUSALS) or self.conn is None or self.conn.is_closed()
 
     async def load_counters(self) -> tuple[int, int]:
         row = await (await self._ready()).fetchrow(HIGH_WATER)
@@ -189,14 +191,16 @@ class PgWrites:
         for op in ops:
             op.preload(need)
         # a value with a NUL was never stored as such (`_no_nul`), and cannot be a parameter
-        need.idem_keys = {k for k in need.idem_keys if "\x00" not in k}
-        need.deliveries = {d for d in need.deliveries if "\x00" not in d}
+        idem = [(a, k) for a, k in need.idem_keys if "\x00" not in a + k]
+        deliveries = [(s, d) for s, d in need.deliveries if "\x00" not in s + d]
         want = {task_id for task_id in need.tasks if task_id not in cache}
-        if need.idem_keys:
+        if idem:
+            # by (actor, key) and (source, delivery id): the indexes' whole keys
             rows = await conn.fetch(
                 "SELECT actor, key, request_hash, task_id FROM idempotency_keys"
-                " WHERE key = ANY($1::text[])",
-                list(need.idem_keys),
+                " WHERE (actor, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [a for a, _ in idem],
+                [k for _, k in idem],
             )
             for actor, key, request_hash, task_id in rows:
                 b.idem[(actor, key)] = (request_hash, task_id)
@@ -208,10 +212,12 @@ class PgWrites:
             )
             for row in rows:
                 remember(task_from_row(row))
-        if need.deliveries:
+        if deliveries:
             rows = await conn.fetch(
-                "SELECT source, delivery_id FROM events WHERE delivery_id = ANY($1::text[])",
-                list(need.deliveries),
+                "SELECT source, delivery_id FROM events WHERE delivery_id IS NOT NULL"
+                " AND (source, delivery_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [s for s, _ in deliveries],
+                [d for _, d in deliveries],
             )
             b.deliveries.update((str(r[0]), str(r[1])) for r in rows)
 
@@ -256,6 +262,9 @@ class PgWrites:
             await tx.rollback()
         except Exception:  # noqa: BLE001 - the connection is broken: drop it, reconnect later
             self.conn.terminate()
+            self.conn = None
+            return
+        if self.conn.is_closed():
             self.conn = None
 
     async def probe(self) -> None:
