@@ -106,7 +106,10 @@ class Metrics:
     # --- listeners -------------------------------------------------------------------------------
 
     def on_commit(self, commit: Commit) -> None:
-        """Writer listener: counts events, submissions, outcomes and output."""
+        """Writer listener: counts events, submissions, outcomes and output (this replica's
+        own: what another replica committed, it counts)."""
+        if commit.replicated:
+            return
         self.appends.inc(len(commit.events))
         for event in commit.events:
             if event.kind == "submitted":

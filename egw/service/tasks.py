@@ -90,7 +90,7 @@ class TaskService:
         self._limits = StorageLimits()
         self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
-        store.writer.listeners.append(hub.on_commit)
+        store.fan_out(hub.on_commit)  # every replica's commits, in order (PostgreSQL)
         self._launcher = Launcher(self, self._background)
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)

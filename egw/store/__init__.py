@@ -1,7 +1,8 @@
 """The event log: the only package that talks to the database, SQLite or PostgreSQL.
 
-`Store` opens it, holding the database's lock (one process per database: the
-``flock`` of ``lock.py`` on SQLite, an advisory lock on PostgreSQL); its `Writer`
+`Store` opens it, holding the database's lock on SQLite (one process per database: the
+``flock`` of ``lock.py``; PostgreSQL is shared by replicas, each shown the others'
+commits by its feed, ``postgres/feed.py``); its `Writer`
 (``writer.py``) makes every change, in batches, and keeps the projection cache; its
 reader (`Reads`: ``reads.py``, ``postgres/reads.py``) answers queries on a second,
 read-only connection (a pool on PostgreSQL). ``backend.py`` is the seam between the
@@ -11,12 +12,14 @@ shared logic and each dialect.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 import structlog
 
 from egw.core.model import Task
+from egw.core.records import Commit
 from egw.errors import ConfigError, EgwError, StoreError
 from egw.store.backend import Reads, dialect, redact, sqlite_path
 from egw.store.db import connect, probe_write
@@ -101,6 +104,24 @@ class Store:
         self.writer.listeners.append(self.upstreams.on_commit)
         self.reader = self._pg.reader
         await self.writer.start()
+        await self._pg.feed_to(self._replicated, self.writer.forget)
+        self.writer.listeners.append(self._pg.feed.own)
+
+    def fan_out(self, listener: Callable[[Commit], None]) -> None:
+        """Be told of every commit in commit order, each once: this gateway's on SQLite;
+        on PostgreSQL every replica's, through the feed (``postgres/feed.py``)."""
+        if self._pg is not None and self._pg.feed is not None:
+            self._pg.feed.ordered.append(listener)
+        else:
+            self.writer.listeners.append(listener)
+
+    def _replicated(self, commit: Commit) -> None:
+        """Another replica's commit (PostgreSQL): to the writer's listeners, as its own."""
+        for listener in self.writer.listeners:
+            try:
+                listener(commit)
+            except Exception as exc:  # noqa: BLE001 - a listener must not break the feed
+                log.error("commit_listener_failed", error=repr(exc))
 
     async def close(self) -> None:
         """Stop the writer, close both connections (each one even if another step fails:
