@@ -202,6 +202,9 @@ class TaskService:
             created_at=now,
             updated_at=now,
             namespace=ns,
+            # the replica that accepted it (PostgreSQL): another resumes it only once that
+            # one is gone (`active_tasks`)
+            upstream={"replica": self.store.replica} if self.store.replica else {},
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
         queueing = self._queueing.get(provider.name)
@@ -447,7 +450,13 @@ class TaskService:
         return await self.store.find_upstream(provider, upstream_id)
 
     async def active_tasks(self, provider: str) -> list[Task]:
+        """The provider's unfinished tasks, but those another replica that is alive accepted
+        (PostgreSQL: they are that replica's to follow, see ``store.live_replicas``)."""
         tasks = await self.store.reader.active(provider)
+        if self.store.replica is not None:
+            mine = {self.store.replica}
+            others = await self.store.live_replicas() - mine
+            tasks = [t for t in tasks if t.upstream.get("replica") not in others]
         for task in tasks:  # the provider reads each again: from the cache, loaded in batches
             self.store.writer.warm(task.id)
         return [self.store.writer.cached(t.id) or t for t in tasks]

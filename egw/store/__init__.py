@@ -141,6 +141,15 @@ class Store:
                 self._pg = None
                 self._lock.release()
 
+    @property
+    def replica(self) -> str | None:
+        """This gateway's replica id on PostgreSQL (``host:pid:random``); None on SQLite."""
+        return self._pg.writes.replica if self._pg is not None else None
+
+    async def live_replicas(self) -> set[str]:
+        """The replicas whose heartbeat is recent (PostgreSQL; empty on SQLite)."""
+        return await self._pg.live_replicas() if self._pg is not None else set()
+
     async def watch_upstreams(self, provider: str) -> None:
         """Answer `egw.store.upstreams.UpstreamIndex` lookups for ``provider`` from now on."""
         await self.upstreams.watch(self.reader, provider)

@@ -123,17 +123,26 @@ async def test_output_and_events_are_byte_exact_and_resume_exactly(pg_api: Clien
 async def test_two_egw_serve_replicas_share_the_database_and_tail_each_others_tasks(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """Two `egw serve` on one database: a task submitted to A is tailed live on B (its
-    output byte-exact, its events in order, the stream ending with the task), and a
-    replica killed with SIGKILL does not stop another from starting."""
+    """Two `egw serve` on one database: a replica starting leaves the local tasks of a
+    live one alone; a task submitted to A is tailed live on B (its output byte-exact,
+    its events in order, the stream ending with the task), and a replica killed with
+    SIGKILL does not stop another from starting."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
     b = GatewayProcess(tmp_path / "b", {"storage": {"url": pg_url}})
     a.start()
-    b.start()
     try:
         async with aiohttp.ClientSession() as http:
+            body = {"provider": "local", "task": {"command": "sleep", "args": ["30"]}}
+            async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
+                sleeper = await resp.json()
+            assert sleeper["status"] == "running", sleeper
+            b.start()  # it resumes no task of A's, which is alive
+            async with http.get(f"{b.url}/v1/tasks/{sleeper['id']}", headers=READER) as resp:
+                assert (await resp.json())["status"] == "running"
+            async with http.delete(f"{a.url}/v1/tasks/{sleeper['id']}", headers=WRITER) as resp:
+                assert resp.status < 300, await resp.text()
             script = "printf 'one\\n'; sleep 0.5; printf 'caf\\303\\251 \\377 two\\n'"
             body = {"provider": "local", "task": {"command": "sh", "args": ["-c", script]}}
             async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:

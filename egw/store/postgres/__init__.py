@@ -16,7 +16,7 @@ from typing import Any
 from egw.core.records import Commit
 from egw.errors import ConfigError
 from egw.store.postgres.conn import connect, create_pool
-from egw.store.postgres.feed import PgFeed
+from egw.store.postgres.feed import LIVE_S, PgFeed
 from egw.store.postgres.migrate import apply_migrations, current_version, pg_migrations
 from egw.store.postgres.reads import PgReader
 from egw.store.postgres.writes import PgWrites
@@ -56,6 +56,14 @@ class PgParts:
         await self.writes.probe()
         self.pool = await create_pool(self.url, self.pool_size)
         self.reader = PgReader(self.pool)
+
+    async def live_replicas(self) -> set[str]:
+        """Replicas whose heartbeat is younger than `feed.LIVE_S`."""
+        rows = await self.pool.fetch(
+            "SELECT id FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1)",
+            LIVE_S,
+        )
+        return {str(r[0]) for r in rows}
 
     async def close(self) -> None:
         try:
