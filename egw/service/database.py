@@ -5,6 +5,7 @@ through `TaskService`, watched through its commit listeners."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from egw.config import StorageConfig
 from egw.core.records import Commit
@@ -37,7 +38,9 @@ class Database:
 
     def __init__(self, cfg: StorageConfig) -> None:
         self._cfg = cfg
-        self._store = Store(cfg.address, cache_size=cfg.cache_size, pool_size=cfg.pool_size)
+        self._store = Store(
+            cfg.address, cache_size=cfg.cache_size, pool_size=cfg.pool_size, lease_s=cfg.lease_s
+        )
         self._reads: TaskReads | None = None
 
     async def open(self) -> None:
@@ -64,6 +67,17 @@ class Database:
         self._store.writer.listeners.append(on_commit)
         if on_batch is not None:
             self._store.writer.batch_listeners.append(on_batch)
+
+    def on_feed_lag(self, hear: Callable[[float], None]) -> None:
+        """Be told how long each other replica's commit took to reach this one (seconds;
+        PostgreSQL replicas only)."""
+        self._store.on_feed_lag(hear)
+
+    async def replication(self) -> Mapping[str, Any] | None:
+        """This replica, its leases and the replicas it sees, for ``/readyz`` and the
+        metrics (PostgreSQL; None on SQLite)."""
+        state = await self._store.replication()
+        return state.to_json() if state is not None else None
 
     async def writable(self) -> bool:
         """For ``/readyz``: the connections answer and the writer's loop runs."""

@@ -46,6 +46,7 @@ from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
 from egw.store import Store, retention_cutoff
+from egw.store.leases import while_held
 from egw.store.watchops import CancelFailed
 
 log = structlog.get_logger("egw.service")
@@ -147,7 +148,9 @@ class TaskService:
                 _ = self._launcher.spawn(self.providers[task.provider], current)
             self._arm_timeout(current)
         await self.watchdog.start(await self.store.reader.unfinished())
-        _ = self._background.spawn(self._prune_loop(), name="prune")
+        # one replica at a time prunes (PostgreSQL; on SQLite the lease is always held)
+        loop = while_held(self.store.leases, "prune", self._prune_once, self._prune_interval_s)
+        _ = self._background.spawn(loop, name="prune")
 
     async def close(self) -> None:
         await self.watchdog.close()
@@ -344,13 +347,11 @@ class TaskService:
     async def prune(self) -> None:
         await self.store.writer.prune(retention_cutoff(self._retention_days))
 
-    async def _prune_loop(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except EgwError as exc:
-                log.error("prune_failed", error=exc.message)
-            await asyncio.sleep(self._prune_interval_s)
+    async def _prune_once(self) -> None:
+        try:
+            await self.prune()
+        except EgwError as exc:
+            log.error("prune_failed", error=exc.message)
 
     # --- ProviderSink --------------------------------------------------------------------------
 

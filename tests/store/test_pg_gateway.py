@@ -83,6 +83,23 @@ async def test_readyz_names_the_store_and_no_address(pg_api: Client) -> None:
     assert storage["size_bytes"] == storage["used_bytes"] > 0
 
 
+async def test_readyz_and_metrics_show_the_replica_its_leases_and_the_replicas_seen(
+    pg_api: Client,
+) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        replica = (await (await pg_api.get("/readyz")).json())["replica"]
+        if replica["leases"] == ["prune", "watchdog"]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, replica
+        await asyncio.sleep(0.05)
+    assert replica["id"] in replica["seen"]
+    assert replica["holders"] == {"prune": replica["id"], "watchdog": replica["id"]}
+    text = await (await pg_api.get("/metrics", headers=READER)).text()
+    assert 'egw_leases_held{lease="watchdog"} 1.0' in text
+    assert "egw_replicas_seen 1.0" in text and "egw_lease_failovers_total 0.0" in text
+
+
 def test_the_start_up_log_names_the_store_without_its_password(tmp_path: Path, pg_url: str) -> None:
     url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:${EGW_PG_PW}@")
     gw = GatewayProcess(tmp_path, {"storage": {"url": url}})

@@ -17,6 +17,7 @@ from egw.core.records import Commit
 from egw.errors import ConfigError
 from egw.store.postgres.conn import connect, create_pool
 from egw.store.postgres.feed import LIVE_S, PgFeed
+from egw.store.postgres.leases import PgLeaseTable
 from egw.store.postgres.migrate import apply_migrations, current_version, pg_migrations
 from egw.store.postgres.reads import PgReader
 from egw.store.postgres.writes import PgWrites
@@ -56,6 +57,10 @@ class PgParts:
         await self.writes.probe()
         self.pool = await create_pool(self.url, self.pool_size)
         self.reader = PgReader(self.pool)
+
+    def lease_table(self) -> PgLeaseTable:
+        """This replica's rows of ``leases`` (``leases.py``)."""
+        return PgLeaseTable(self.pool, self.writes.replica)
 
     async def live_replicas(self) -> set[str]:
         """Replicas whose heartbeat is younger than `feed.LIVE_S`."""

@@ -98,8 +98,9 @@ class PgFeed:
         #: seconds from another replica's commit to its hand-over here, as the database's
         #: clock says (one figure per replicated batch): `on_lag` hears each
         self.on_lag: Callable[[float], None] | None = None
-        #: the listening connection's losses
+        #: the listening connection's losses, and the last lag measured (`on_lag`)
         self.reconnects = 0
+        self.lag_s: float | None = None
 
     async def start(self) -> None:
         await self._connect()
@@ -232,9 +233,10 @@ class PgFeed:
                 run.append(rows[done + len(run)])
             commit = await self._read(conn, run)
             self._forget([*commit.tasks, *commit.pruned])
-            if self.on_lag is not None:
-                for r in run:
-                    self.on_lag(max(0.0, float(r[5])))
+            for r in run:
+                self.lag_s = max(0.0, float(r[5]))
+                if self.on_lag is not None:
+                    self.on_lag(self.lag_s)
             self.mark = int(run[-1][0])
             self._emit(commit)
             self._hand(commit)
