@@ -42,6 +42,7 @@ from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
+from egw.service.replicas import OwnedCommands, owned_elsewhere
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
@@ -96,6 +97,8 @@ class TaskService:
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)
         store.writer.listeners.append(self.watchdog.on_commit)
+        # cancels and timeouts of this replica's local tasks recorded by another replica
+        store.writer.listeners.append(OwnedCommands(self, self._background).on_commit)
 
     def limit_storage(self, cfg: Config) -> None:
         """The output each task keeps (``storage.max_log_bytes``, or its provider's
@@ -285,18 +288,24 @@ class TaskService:
         )
         escalate = force and task.status is TaskState.CANCELLING and not changed
         if task.status is TaskState.CANCELLING and (changed or escalate):
-            provider = self.providers.get(task.provider)
-            if provider is not None:
-                try:
-                    obs = await provider.cancel(task, force=force)
-                except EgwError as exc:
-                    await self._cancel_refused(task, exc, force)
-                    raise
-                if obs is not None:
-                    await self.observe(task.id, obs, source=task.provider)
+            await self.carry_out_cancel(task, force)
         if task.status is TaskState.CANCELLED and changed:
             await self.logs_complete(task.id)
         return await self.get(task_id)
+
+    async def carry_out_cancel(self, task: Task, force: bool) -> None:
+        """Ask the task's provider to stop it; a local task of another replica is left to
+        that replica, which hears the request through the feed (``replicas.py``)."""
+        provider = self.providers.get(task.provider)
+        if provider is None or owned_elsewhere(task, self.store.replica):
+            return
+        try:
+            obs = await provider.cancel(task, force=force)
+        except EgwError as exc:
+            await self._cancel_refused(task, exc, force)
+            raise
+        if obs is not None:
+            await self.observe(task.id, obs, source=task.provider)
 
     async def _cancel_refused(self, task: Task, exc: EgwError, force: bool) -> None:
         """Upstream refused the cancel: ``cancel_failed`` with its reason. An ambiguous
@@ -334,8 +343,8 @@ class TaskService:
             return
         log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
         provider = self.providers.get(task.provider)
-        if provider is None:
-            return
+        if provider is None or owned_elsewhere(task, self.store.replica):
+            return  # (its replica hears of the timeout through the feed: replicas.py)
         try:
             await provider.cancel(task, force=False)
         except EgwError as exc:

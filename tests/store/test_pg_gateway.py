@@ -141,9 +141,9 @@ async def test_two_egw_serve_replicas_share_the_database_and_tail_each_others_ta
     tmp_path: Path, pg_url: str
 ) -> None:
     """Two `egw serve` on one database: a replica starting leaves the local tasks of a
-    live one alone; a task submitted to A is tailed live on B (its output byte-exact,
-    its events in order, the stream ending with the task), and a replica killed with
-    SIGKILL does not stop another from starting."""
+    live one alone; a cancel sent to B stops A's process; a task submitted to A is
+    tailed live on B (its output byte-exact, its events in order, the stream ending with
+    the task), and a replica killed with SIGKILL does not stop another from starting."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
@@ -158,8 +158,16 @@ async def test_two_egw_serve_replicas_share_the_database_and_tail_each_others_ta
             b.start()  # it resumes no task of A's, which is alive
             async with http.get(f"{b.url}/v1/tasks/{sleeper['id']}", headers=READER) as resp:
                 assert (await resp.json())["status"] == "running"
-            async with http.delete(f"{a.url}/v1/tasks/{sleeper['id']}", headers=WRITER) as resp:
+            # a cancel sent to B: recorded there, carried out by A, which runs the process
+            async with http.delete(f"{b.url}/v1/tasks/{sleeper['id']}", headers=WRITER) as resp:
                 assert resp.status < 300, await resp.text()
+            for _ in range(100):
+                async with http.get(f"{a.url}/v1/tasks/{sleeper['id']}", headers=READER) as resp:
+                    status = (await resp.json())["status"]
+                if status == "cancelled":
+                    break
+                await asyncio.sleep(0.05)
+            assert status == "cancelled"
             script = "printf 'one\\n'; sleep 0.5; printf 'caf\\303\\251 \\377 two\\n'"
             body = {"provider": "local", "task": {"command": "sh", "args": ["-c", script]}}
             async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
