@@ -7,6 +7,12 @@ hears it through the feed of replicas (``egw/store/postgres/feed.py``: a row of
 ``changes`` and a NOTIFY) and stops the process (`OwnedCommands`). A log tail on any
 replica needs nothing more: the feed brings the output. On SQLite no task is owned
 elsewhere and no commit is another replica's: nothing here runs.
+
+A replica that dies leaves its local tasks behind: the holder of the ``local-reaper``
+lease looks every `REAP_S` for unfinished local tasks whose replica's heartbeat has
+stopped (``store.live_replicas``), records itself as their replica and adopts them
+(`reap`): one whose process was running ends ``failed: gateway lost`` (never left
+``running``), one that never started runs here.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from egw.background import BackgroundTasks
 from egw.core.model import Task, TaskState
 from egw.core.records import Commit
 from egw.errors import EgwError
+from egw.providers.base import Adopting
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
@@ -29,6 +36,9 @@ log = structlog.get_logger("egw.service")
 #: reachable from any replica)
 IN_PROCESS = frozenset({"local"})
 COMMANDS = frozenset({"cancel_requested", "timed_out"})
+#: the lease of the replica that adopts dead replicas' local tasks, and how often it looks
+REAPER = "local-reaper"
+REAP_S = 2.0
 
 
 def owned_elsewhere(task: Task, replica: str | None) -> bool:
@@ -67,4 +77,27 @@ class OwnedCommands:
             log.warning("replica_cancel_failed", task_id=task.id, error=exc.message)
 
 
-__all__ = ["OwnedCommands", "owned_elsewhere"]
+async def reap(service: TaskService) -> None:
+    """Adopt the unfinished in-process tasks of replicas that are gone (see above)."""
+    store = service.store
+    me = store.replica
+    if me is None:
+        return
+    live = await store.live_replicas() | {me}
+    for name, provider in service.providers.items():
+        if not isinstance(provider, Adopting):
+            continue
+        orphans = [
+            t
+            for t in await store.reader.active(name)
+            if t.upstream.get("replica") is not None and t.upstream.get("replica") not in live
+        ]
+        if not orphans:
+            continue
+        gone = sorted({str(t.upstream.get("replica")) for t in orphans})
+        log.warning("replica_tasks_adopted", provider=name, tasks=len(orphans), replicas=gone)
+        adopted = [await store.writer.set_upstream(t.id, data={"replica": me}) for t in orphans]
+        await provider.adopt(service, adopted, lost="gateway lost")
+
+
+__all__ = ["REAPER", "REAP_S", "OwnedCommands", "owned_elsewhere", "reap"]

@@ -42,7 +42,7 @@ from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
-from egw.service.replicas import OwnedCommands, owned_elsewhere
+from egw.service.replicas import REAP_S, REAPER, OwnedCommands, owned_elsewhere, reap
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
@@ -154,6 +154,9 @@ class TaskService:
         # one replica at a time prunes (PostgreSQL; on SQLite the lease is always held)
         loop = while_held(self.store.leases, "prune", self._prune_once, self._prune_interval_s)
         _ = self._background.spawn(loop, name="prune")
+        if self.store.replica is not None:  # PostgreSQL: a dead replica's local tasks
+            reaper = while_held(self.store.leases, REAPER, lambda: reap(self), REAP_S)
+            _ = self._background.spawn(reaper, name="local_reaper")
 
     async def close(self) -> None:
         await self.watchdog.close()

@@ -110,7 +110,7 @@ class Store:
         self.writer.listeners.append(self.upstreams.on_commit)
         self.reader = self._pg.reader
         await self.writer.start()
-        await self._pg.feed_to(self._replicated, self.writer.forget)
+        await self._pg.feed_to(self._replicated, self.writer.forget, self._lease_s)
         self.writer.listeners.append(self._pg.feed.own)
         self.leases = Leases(self._pg.lease_table(), self._lease_s)
         await self.leases.start()

@@ -89,12 +89,12 @@ async def test_readyz_and_metrics_show_the_replica_its_leases_and_the_replicas_s
     deadline = asyncio.get_running_loop().time() + 5
     while True:
         replica = (await (await pg_api.get("/readyz")).json())["replica"]
-        if replica["leases"] == ["prune", "watchdog"]:
+        if replica["leases"] == ["local-reaper", "prune", "watchdog"]:
             break
         assert asyncio.get_running_loop().time() < deadline, replica
         await asyncio.sleep(0.05)
     assert replica["id"] in replica["seen"]
-    assert replica["holders"] == {"prune": replica["id"], "watchdog": replica["id"]}
+    assert set(replica["holders"].values()) == {replica["id"]}
     text = await (await pg_api.get("/metrics", headers=READER)).text()
     assert 'egw_leases_held{lease="watchdog"} 1.0' in text
     assert "egw_replicas_seen 1.0" in text and "egw_lease_failovers_total 0.0" in text
@@ -194,6 +194,47 @@ async def test_two_egw_serve_replicas_share_the_database_and_tail_each_others_ta
     again = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
     again.start()
     again.stop()
+
+
+async def test_a_dead_replicas_local_tasks_end_gateway_lost_or_run_on_another(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """kill -9 of a replica: its running local task ends ``failed: gateway lost`` (never
+    left ``running``) and its queued one runs on another replica, within about
+    ``storage.lease_s``."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    storage = {"url": pg_url, "lease_s": 1.0}
+    local = {"local": {"max_concurrent": 1}}
+    a = GatewayProcess(tmp_path / "a", {"storage": storage, "providers": local})
+    b = GatewayProcess(tmp_path / "b", {"storage": storage})
+    a.start()
+    b.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            made = []
+            for args in (["30"], ["0"]):
+                body = {"provider": "local", "task": {"command": "sleep", "args": args}}
+                async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
+                    made.append(await resp.json())
+            assert [t["status"] for t in made] == ["running", "queued"]
+            a.kill()
+            ends: dict[str, str] = {}
+            for _ in range(200):
+                for t in made:
+                    async with http.get(f"{b.url}/v1/tasks/{t['id']}", headers=READER) as r:
+                        got = await r.json()
+                    ends[t["id"]] = f"{got['status']}: {got['reason']}"
+                if all(e.split(":")[0] in ("failed", "succeeded") for e in ends.values()):
+                    break
+                await asyncio.sleep(0.05)
+            assert ends == {
+                made[0]["id"]: "failed: gateway lost",
+                made[1]["id"]: "succeeded: None",
+            }
+    finally:
+        a.stop()
+        b.stop()
 
 
 async def test_text_with_a_nul_neither_fails_a_query_nor_a_write(pg_url: str) -> None:

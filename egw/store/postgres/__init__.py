@@ -16,7 +16,7 @@ from typing import Any
 from egw.core.records import Commit
 from egw.errors import ConfigError
 from egw.store.postgres.conn import connect, create_pool
-from egw.store.postgres.feed import LIVE_S, PgFeed
+from egw.store.postgres.feed import PgFeed
 from egw.store.postgres.leases import PgLeaseTable
 from egw.store.postgres.migrate import apply_migrations, current_version, pg_migrations
 from egw.store.postgres.reads import PgReader
@@ -34,13 +34,19 @@ class PgParts:
         self.pool: Any = None
         self.reader: PgReader
         self.feed: PgFeed | None = None
+        self.live_s = 15.0
 
     async def feed_to(
-        self, emit: Callable[[Commit], None], forget: Callable[[list[str]], None]
+        self,
+        emit: Callable[[Commit], None],
+        forget: Callable[[list[str]], None],
+        lease_s: float,
     ) -> None:
         """Show here what other replicas commit: ``emit`` each batch of theirs, after
-        ``forget`` of the tasks it changed (``feed.py``)."""
-        self.feed = PgFeed(self.url, self.writes.replica, emit, forget)
+        ``forget`` of the tasks it changed (``feed.py``); beat the heartbeat every fifth
+        of ``lease_s``."""
+        self.live_s = lease_s
+        self.feed = PgFeed(self.url, self.writes.replica, emit, forget, heartbeat_s=lease_s / 5)
         await self.feed.start()
 
     async def open(self, *, auto_migrate: bool) -> None:
@@ -63,10 +69,10 @@ class PgParts:
         return PgLeaseTable(self.pool, self.writes.replica)
 
     async def live_replicas(self) -> set[str]:
-        """Replicas whose heartbeat is younger than `feed.LIVE_S`."""
+        """Replicas whose heartbeat is younger than ``storage.lease_s``."""
         rows = await self.pool.fetch(
             "SELECT id FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1)",
-            LIVE_S,
+            self.live_s,
         )
         return {str(r[0]) for r in rows}
 

@@ -48,9 +48,9 @@ log = structlog.get_logger("egw.store")
 POLL_S = 1.0
 #: an own commit whose row is seen but whose `Commit` has not come is read back after this
 OWN_WAIT_S = 1.0
-HEARTBEAT_S = 2.0
-#: a replica whose heartbeat is older than this is gone (five beats missed)
-LIVE_S = 10.0
+#: a replica beats its heartbeat this often (a fifth of ``storage.lease_s`` by default),
+#: and is gone when it is older than ``lease_s`` (five beats missed)
+HEARTBEAT_S = 3.0
 #: rows read at most per round (the next round follows at once)
 PAGE = 500
 
