@@ -32,6 +32,58 @@ _FAILURE_EVENTS = {
 }
 
 
+#: the allocation fields egw reads (here, in `job_observation` and in the provider's log
+#: followers); Nomad's allocation also carries its whole job, resources and metrics
+ALLOC_FIELDS = (
+    "ID",
+    "Name",
+    "NodeID",
+    "PreviousAllocation",
+    "NextAllocation",
+    "FollowupEvalID",
+    "ClientStatus",
+    "ClientDescription",
+    "DesiredStatus",
+    "DesiredDescription",
+    "CreateIndex",
+    "ModifyIndex",
+)
+#: the task events egw reads (`task_started`, `_task_failure`, `alloc_observation`), and
+#: their fields
+_KEPT_EVENTS = frozenset(("Started", "Terminated", "Killing", "Killed", *_FAILURE_EVENTS))
+_EVENT_FIELDS = (
+    "Type",
+    "ExitCode",
+    "Signal",
+    "DisplayMessage",
+    "Message",
+    *_FAILURE_EVENTS.values(),
+)
+
+
+def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
+    """What egw keeps of an allocation it follows: `ALLOC_FIELDS` and, of each task state,
+    its ``State``, ``Failed`` and the events it reads. An allocation as the event stream
+    sends it is several kilobytes, and egw keeps one per task in flight."""
+    kept = {k: alloc[k] for k in ALLOC_FIELDS if k in alloc}
+    states = alloc.get("TaskStates")
+    if isinstance(states, Mapping):
+        kept["TaskStates"] = {
+            name: {
+                "State": ts.get("State"),
+                "Failed": ts.get("Failed"),
+                "Events": [
+                    {k: e[k] for k in _EVENT_FIELDS if k in e}
+                    for e in _events(ts)
+                    if e.get("Type") in _KEPT_EVENTS
+                ],
+            }
+            for name, ts in states.items()
+            if isinstance(ts, Mapping)
+        }
+    return kept
+
+
 def _events(ts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [e for e in ts.get("Events") or [] if isinstance(e, Mapping)]
 
