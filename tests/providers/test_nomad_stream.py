@@ -12,7 +12,7 @@ from egw.config import NomadConfig, RetryConfig
 from egw.core.model import TaskState
 from egw.metrics import Metrics
 from egw.providers.nomad import NomadProvider
-from egw.providers.nomad.slots import LogSlots
+from egw.providers.nomad.slots import LogSlots, Turn
 from egw.providers.nomad.watcher import _Subscription
 from egw.testing.nomad import NomadSimulator
 from egw.testing.sink import MemorySink
@@ -178,14 +178,44 @@ async def test_logs_beyond_the_live_budget_are_caught_up_exactly(
 
 async def test_a_freed_slot_goes_to_the_first_stream_that_asked() -> None:
     slots = LogSlots(1, poll_s=10.0, reads_per_s=1.0)
-    assert slots.take() and not slots.take()
-    first, second = slots.ask(), slots.ask()
-    assert not slots.take()  # others wait before: no slot is taken past them
-    slots.give_back()
-    assert first.done() and not second.done() and slots.live == 1
-    assert slots.forget(first)  # handed over: the stream now holds it
-    assert not slots.forget(second)  # gave up waiting
-    slots.give_back()
-    assert slots.live == 0 and slots.take()
+    a, b, c = Turn(), Turn(), Turn()
+    assert slots.take(a) and not slots.take(b)
+    assert not slots.take(c) and slots.health()["waiting"] == 2
+    woken = c.wake_on()
+    slots.give_back(a)
+    assert b.live and not c.live and slots.live == 1 and not woken.done()
+    assert slots.take(b)  # granted while it was reading: it follows from its next read
+    assert not slots.take(a)  # asks again: behind c
+    slots.leave(b)  # ended: the slot goes on
+    assert c.live and woken.done() and not a.live
+    slots.leave(a)
+    slots.give_back(c)
+    assert slots.live == 0 and slots.health()["waiting"] == 0 and not slots.take(a)
     slots.catching_up = 100  # 100 streams at 1 read/s: each waits 100 s, not poll_s
     assert slots.pause_s() == 100.0
+
+
+async def test_a_tailed_stream_preempts_an_untailed_follower() -> None:
+    slots = LogSlots(2, poll_s=10.0, reads_per_s=1.0)
+    old, other, waiting, tailed = Turn(), Turn(), Turn(), Turn()
+    assert slots.take(old) and slots.take(other) and not slots.take(waiting)
+    stop = old.wake_on()
+    slots.attend(tailed, True)  # not waiting yet: asks when its read is done
+    assert not tailed.live and not old.demoted
+    assert not slots.take(tailed)  # every slot taken: the oldest untailed follower is asked
+    assert old.demoted and stop.done() and not other.demoted
+    assert slots.health()["preemptions"] == 1 and slots.health()["tailed_waiting"] == 1
+    assert not slots.take(tailed)  # still one tailed stream waiting: nobody else is asked
+    assert not other.demoted
+    slots.give_back(old)  # its follow ended between two frames: the slot goes to the tailed
+    assert tailed.live and not waiting.live and slots.health()["tailed_live"] == 1
+    # a tailed stream is never preempted; the untailed one waiting goes next
+    slots.attend(waiting, True)  # it waits: it moves to the tailed queue and asks
+    assert other.demoted and not tailed.demoted
+    slots.give_back(other)
+    assert waiting.live and slots.live == 2
+    # the last tailer left: ordinary followers again, preemptible
+    slots.attend(tailed, False)
+    late = Turn(tailed=True)
+    assert not slots.take(late) and tailed.demoted and not waiting.demoted
+

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +27,8 @@ from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import SOURCE, JobClient, check
-from egw.providers.nomad.slots import LogSlots
+from egw.providers.nomad.cursor import RELANDS, Cursor, Plan, Relanded
+from egw.providers.nomad.slots import LogSlots, Turn
 from egw.providers.nomad.tracked import Registry, Tracked
 from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
@@ -59,6 +59,8 @@ class LogFollower:
         self._registry = registry
         self._background = background
         self._deliveries: set[asyncio.Future[None]] = set()
+        #: the tasks clients tail (any provider's: the service says so to every provider)
+        self._tailed: set[str] = set()
 
     @property
     def _cfg(self) -> NomadConfig:
@@ -76,6 +78,18 @@ class LogFollower:
             for f in t.logs.followers.values()
             if not f.done()
         )
+
+    def attention(self, task_id: str, tailed: bool) -> None:
+        """A client began (or the last one ceased) tailing the task: its streams go before
+        the others for live slots (see `egw.providers.nomad.slots`)."""
+        if tailed:
+            self._tailed.add(task_id)
+        else:
+            self._tailed.discard(task_id)
+        tracked = self._registry.get(task_id)
+        if tracked is not None:
+            for turn in tracked.logs.turns.values():
+                self._slots.attend(turn, tailed)
 
     async def close(self) -> None:
         """Stop every follower, letting a started (output, offset) pair finish."""
@@ -98,8 +112,8 @@ class LogFollower:
     @staticmethod
     def _grace_over(tracked: Tracked) -> None:
         tracked.logs.grace_over = True
-        for done in tracked.logs.alloc_done.values():
-            done.set()
+        for alloc_id in tracked.logs.segments:
+            tracked.logs.end(alloc_id)
 
     async def sync(self, tracked: Tracked) -> None:
         """Note new allocations (log segments) and start a follower per started task and stream."""
@@ -121,9 +135,8 @@ class LogFollower:
                     source=SOURCE,
                     delivery_id=f"nomad:{tracked.task_id}:alloc:{alloc_id}",
                 )
-            done = logs.alloc_done.setdefault(alloc_id, asyncio.Event())
             if alloc.get("ClientStatus") in wire.TERMINAL_CLIENT or logs.grace_over:
-                done.set()
+                logs.end(alloc_id)
             for task_name, ts in sorted((alloc.get("TaskStates") or {}).items()):
                 if not isinstance(ts, Mapping) or not wire.task_started(ts):
                     continue
@@ -132,8 +145,9 @@ class LogFollower:
                     if key in logs.followers:
                         continue
                     previous = logs.chain.get((task_name, stream))
+                    turn = logs.turns[key] = Turn(tailed=tracked.task_id in self._tailed)
                     follower = asyncio.ensure_future(
-                        self._follow(tracked, alloc_id, task_name, stream, done, previous)
+                        self._follow(tracked, alloc_id, task_name, stream, previous, turn)
                     )
                     follower.add_done_callback(functools.partial(self._follower_done, tracked))
                     logs.followers[key] = logs.chain[(task_name, stream)] = follower
@@ -165,15 +179,15 @@ class LogFollower:
         alloc_id: str,
         task_name: str,
         stream: str,
-        done: asyncio.Event,
         previous: asyncio.Task[None] | None,
+        turn: Turn,
     ) -> None:
         """Tail one allocation's task stream into egw's log store, resumably."""
         if previous is not None:
             await asyncio.wait([previous])  # segments of a stream stay in order
         key = f"nomad:log:{alloc_id}:{task_name}:{stream}"
         stored = wire.parse_cursor(await self._sink().get_cursor(key))
-        cur = _Cursor(
+        cur = Cursor(
             tracked.task_id,
             alloc_id,
             task_name,
@@ -185,25 +199,27 @@ class LogFollower:
         if stored is None:
             cur.pos = wire.LogPosition(0, 0)
         failures = relands = 0
-        slots, live = self._slots, False
+        slots = self._slots
         try:
             while True:
-                final = done.is_set()
-                live = live or (not final and slots.take())
+                final = alloc_id in tracked.logs.ended
+                if turn.demoted:
+                    slots.give_back(turn)  # granted while reading, then preempted
+                live = turn.live or (not final and slots.take(turn))
                 try:
                     if live or final:
                         await self._read(
-                            tracked, cur, follow=live and not final, final=final, done=done,
-                            recheck=relands < _RELANDS,
+                            tracked, cur, follow=live and not final, final=final,
+                            recheck=relands < RELANDS, turn=turn,
                         )  # fmt: skip
                     else:  # no live slot: read what is on disk now
                         slots.catchup_reads += 1
                         async with slots.catchup_gate:
                             await self._read(
-                                tracked, cur, follow=False, final=False, done=done,
-                                recheck=relands < _RELANDS,
+                                tracked, cur, follow=False, final=False,
+                                recheck=relands < RELANDS, turn=turn,
                             )  # fmt: skip
-                except _Relanded:
+                except Relanded:
                     relands += 1  # a rotation between the listing and the read: list again
                     continue
                 except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
@@ -225,31 +241,32 @@ class LogFollower:
                 relands = 0
                 if final:
                     return
+                if turn.demoted:  # a tailed stream takes the slot: caught up from here on
+                    slots.give_back(turn)
+                    live = False
                 if not live:
-                    live = await self._wait_turn(done)
-                elif not done.is_set():  # the server ended a follow: reconnect after a pause
+                    await self._wait_turn(turn)
+                elif alloc_id not in tracked.logs.ended:
+                    # the server ended a follow: reconnect after a pause
                     await asyncio.sleep(backoff_s(self._retry, 1))
         finally:
-            if live:
-                slots.give_back()
+            slots.leave(turn)
+            if tracked.logs.turns.get((alloc_id, task_name, stream)) is turn:
+                del tracked.logs.turns[(alloc_id, task_name, stream)]
 
-    async def _wait_turn(self, done: asyncio.Event) -> bool:
-        """Until a live slot is handed over (True), the allocation ends or it is time for
-        the next catch-up read (False)."""
+    async def _wait_turn(self, turn: Turn) -> None:
+        """Until a live slot is granted, the allocation ends (`LogState.end`) or it is time
+        for the next catch-up read; the stream stays in its queue meanwhile. A parked stream
+        holds its coroutine, one future and one timer: nothing more per stream."""
         slots = self._slots
         slots.catching_up += 1
-        waiter, ended = slots.ask(), asyncio.ensure_future(done.wait())
-        either: set[asyncio.Future[Any]] = {waiter, ended}
+        woken = turn.wake_on()
+        timer = asyncio.get_running_loop().call_later(slots.pause_s(), turn.poke)
         try:
-            await asyncio.wait(either, timeout=slots.pause_s())
-        except BaseException:
-            if slots.forget(waiter):
-                slots.give_back()  # handed over while being cancelled: not ours to keep
-            raise
+            await woken
         finally:
-            ended.cancel()
+            timer.cancel()
             slots.catching_up -= 1
-        return slots.forget(waiter)
 
     async def _deliver(
         self, task_id: str, stream: str, text: bytes, cursor: str, value: str
@@ -268,7 +285,7 @@ class LogFollower:
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
 
-    async def _listing(self, tracked: Tracked, cur: _Cursor) -> dict[int, int] | None:
+    async def _listing(self, tracked: Tracked, cur: Cursor) -> dict[int, int] | None:
         """The stream's log files on disk and their sizes (``/v1/client/fs/ls``); None when
         the token may read logs but not list files (``read-logs`` without ``read-fs``)."""
         try:
@@ -285,7 +302,7 @@ class LogFollower:
             raise
         return wire.disk_files(resp.json(), cur.task, cur.stream)
 
-    async def _gap(self, cur: _Cursor, to: wire.LogPosition, lost: int | None) -> None:
+    async def _gap(self, cur: Cursor, to: wire.LogPosition, lost: int | None) -> None:
         """Bytes that Nomad rotated away before egw read them: said on the task, once."""
         assert cur.pos is not None
         files = (f"alloc/logs/{cur.task}.{cur.stream}.{n}" for n in (cur.pos.file, to.file))
@@ -308,16 +325,17 @@ class LogFollower:
     async def _read(
         self,
         tracked: Tracked,
-        cur: _Cursor,
+        cur: Cursor,
         *,
         follow: bool,
         final: bool,
-        done: asyncio.Event,
         recheck: bool,
+        turn: Turn,
     ) -> None:
-        """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when ``done`` is
-        set; a catch-up or a drain (``follow=false``) at the end of the logs on disk; only
-        the drain (``final``) stores an unfinished character at the very end.
+        """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when the
+        allocation ends or the stream is preempted (``turn.demoted``), between two frames
+        (both poke the turn); a catch-up or a drain (``follow=false``) at the end of the
+        logs on disk; only the drain (``final``) stores an unfinished character at the very end.
 
         hashicorp/nomad client/fs_endpoint.go ``logsImpl``/``findClosest``: ``offset`` counts
         from the lowest log file still on disk, so the cursor (file, offset in it) is mapped
@@ -338,7 +356,10 @@ class LogFollower:
         )
         decoder, chunker = wire.FrameDecoder(), Utf8Boundary()
         first = True
-        stop: asyncio.Future[Any] | None = None
+
+        def stopping() -> bool:
+            return follow and (turn.demoted or cur.alloc_id in tracked.logs.ended)
+
         try:
             async with self._client.stream(
                 f"/v1/client/fs/logs/{quote(cur.alloc_id, safe='')}",
@@ -348,20 +369,17 @@ class LogFollower:
             ) as resp:
                 if resp.status != 200:
                     check(HTTPResponse(resp.status, {}, await resp.read()))
-                stop = asyncio.ensure_future(done.wait()) if follow else None
-                while True:
+                while not stopping():
                     read = asyncio.ensure_future(resp.content.readany())
                     read.add_done_callback(_retrieve)
+                    either: set[asyncio.Future[Any]] = {read, turn.wake_on()} if follow else {read}
                     try:
-                        await asyncio.wait(
-                            {read} | ({stop} if stop else set()),
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
+                        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         if not read.done():
                             read.cancel()
                     if not read.done() or read.cancelled():
-                        break  # the allocation ended: stop following
+                        break  # poked: the allocation ended, or the stream is preempted
                     chunk = read.result()
                     if not chunk:
                         break
@@ -393,16 +411,13 @@ class LogFollower:
             raise ProviderUnavailable(
                 f"nomad: logs of {cur.alloc_id}: {exc}", provider=SOURCE
             ) from exc
-        finally:
-            if stop is not None:
-                stop.cancel()
 
     async def _place(
-        self, cur: _Cursor, frame: wire.LogFrame, plan: _Plan | None, recheck: bool
+        self, cur: Cursor, frame: wire.LogFrame, plan: Plan | None, recheck: bool
     ) -> bytes:
         """The part of a frame's data that comes after the cursor, moving the cursor past it;
         a jump forward that skips bytes is a rotation gap (or, on the first frame of a
-        read, a rotation since the listing: `_Relanded`)."""
+        read, a rotation since the listing: `Relanded`)."""
         data, index = frame.data, wire.file_index(frame.file)
         if index is None or frame.offset is None:  # no position: take it as it comes
             if cur.pos is not None:
@@ -422,7 +437,7 @@ class LogFollower:
                 if plan.expect is not None and start != plan.expect and recheck:
                     moved = wire.bytes_between(plan.expect, start, plan.sizes, plan.full)
                     if moved != 0:
-                        raise _Relanded
+                        raise Relanded
                 lost = wire.bytes_between(cur.pos, start, plan.sizes, plan.full)
             else:  # within one read: Nomad read the previous file to its end, a full one
                 full = cur.pos.offset or None
@@ -434,67 +449,3 @@ class LogFollower:
             cur.prev_end = cur.pos if contiguous else None
         cur.pos = end
         return data
-
-
-#: rotations between a listing and its read tolerated in a row before reading on anyway
-_RELANDS = 3
-
-
-class _Relanded(Exception):
-    """The first frame of a read is not where the listing said: files rotated meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A read's ``origin=start`` offset and where its first byte should be, per the listing."""
-
-    offset: int
-    expect: wire.LogPosition | None
-    sizes: dict[int, int]
-    full: int | None
-
-
-@dataclass(eq=False)
-class _Cursor:
-    """Where one follower is in a stream's log files: the next byte to read."""
-
-    task_id: str
-    alloc_id: str
-    task: str
-    stream: str
-    key: str
-    pos: wire.LogPosition | None
-    #: a byte count from the start of the output (a cursor stored by older versions)
-    legacy: int | None = None
-    #: the end of the file before ``pos.file``: a character cut by a rotation spans both
-    prev_end: wire.LogPosition | None = None
-
-    def plan(self, files: dict[int, int] | None) -> _Plan:
-        """Map the cursor onto an ``origin=start`` offset through the files on disk."""
-        if files is None:  # no listing: read from the lowest file, skip what is stored
-            return _Plan(0 if self.pos else self.legacy or 0, None, {}, None)
-        full = wire.full_size(files) if files else None
-        if self.pos is None:
-            legacy = self.legacy or 0
-            if full:
-                self.pos = wire.LogPosition(legacy // full, legacy % full)
-            elif files and min(files) == 0:
-                self.pos = wire.LogPosition(0, legacy)
-            else:
-                return _Plan(legacy, None, files, full)
-        offset = wire.start_offset(self.pos, files)
-        if offset is not None:
-            return _Plan(offset, self.pos, files, full)
-        later = [n for n in files if n > self.pos.file]
-        if not later:
-            return _Plan(0, None, files, full)
-        return _Plan(0, wire.LogPosition(min(later), 0), files, full)
-
-    def stored(self, pending: int) -> str:
-        """The cursor to store when ``pending`` bytes are held back (an unfinished
-        character): they are read again on resume."""
-        assert self.pos is not None
-        if pending <= self.pos.offset or self.prev_end is None:
-            return wire.LogPosition(self.pos.file, max(0, self.pos.offset - pending)).encode()
-        back = pending - self.pos.offset
-        return wire.LogPosition(self.prev_end.file, self.prev_end.offset - back).encode()

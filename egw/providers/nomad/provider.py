@@ -234,6 +234,10 @@ class NomadProvider:
         await self._states.evaluate(tracked)
         return tracked.observation()
 
+    def attention(self, task_id: str, tailed: bool) -> None:
+        """`Tailable`: a tailed task's log streams get live slots first."""
+        self._logs.attention(task_id, tailed)
+
     def health(self) -> Mapping[str, Any]:
         return {
             "namespaces": self._watcher.health(),

@@ -9,6 +9,7 @@ from typing import Any
 
 from egw.core.model import Observation, Task, TaskState
 from egw.providers.base import key_for
+from egw.providers.nomad.slots import Turn
 from egw.wire import nomad as wire
 
 S = TaskState
@@ -100,13 +101,24 @@ class LogState:
     """The task's log followers: one per (allocation, task, stream), a segment per allocation."""
 
     segments: list[str] = field(default_factory=list)
-    alloc_done: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: the allocations that ended (or whose grace is over): their followers drain and stop
+    ended: set[str] = field(default_factory=set)
     followers: dict[tuple[str, str, str], asyncio.Task[None]] = field(default_factory=dict)
+    #: each running follower's standing with the live budget
+    turns: dict[tuple[str, str, str], Turn] = field(default_factory=dict)
     #: the last follower of each (task, stream): the next segment waits for it
     chain: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     grace: asyncio.TimerHandle | None = None
     grace_over: bool = False
     completed: bool = False
+
+    def end(self, alloc_id: str) -> None:
+        """The allocation ended: its followers are woken to drain their streams."""
+        if alloc_id not in self.ended:
+            self.ended.add(alloc_id)
+            for key, turn in self.turns.items():
+                if key[0] == alloc_id:
+                    turn.poke()
 
     def following(self) -> bool:
         return any(not f.done() for f in self.followers.values())
