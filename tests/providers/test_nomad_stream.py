@@ -219,3 +219,36 @@ async def test_a_tailed_stream_preempts_an_untailed_follower() -> None:
     late = Turn(tailed=True)
     assert not slots.take(late) and tailed.demoted and not waiting.demoted
 
+
+async def test_a_quiet_stream_without_a_live_slot_costs_one_listing_per_catch_up(
+    sim: tuple[NomadSimulator, str],
+) -> None:
+    nomad, base = sim
+    sink = MemorySink()
+    async with aiohttp.ClientSession() as session:
+        # one live slot: every other stream is caught up every 50 ms
+        cfg = NomadConfig(enabled=True, address=base, log_max_followers=1, log_poll_s=0.05)
+        provider = NomadProvider(cfg, session=session, retry=RETRY)
+        await provider.start(sink)
+        try:
+            nomad.script("quiet", stdout=b"one line\n", duration_s=10_000)
+            spec = provider.validate({**SEED, "job_id": "quiet"}).to_json()
+            record = sink.add_task("nomad", spec)
+            sub = await provider.submit(record, idempotency_key=record.id)
+            await sink.set_upstream(
+                record.id, upstream_id=sub.upstream_id, upstream_url=None, data=sub.upstream
+            )
+            await sink.observe(record.id, sub.observation, source="service")
+            async with asyncio.timeout(10):
+                while sink.output(record.id) != b"one line\n":
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            reads = nomad.count("GET", r"^/v1/client/fs/logs/")
+            listings = nomad.count("GET", r"^/v1/client/fs/ls/")
+            await asyncio.sleep(0.5)
+            # stderr's catch-ups went on (listings), and none read: nothing new on disk
+            assert nomad.count("GET", r"^/v1/client/fs/ls/") >= listings + 4
+            assert nomad.count("GET", r"^/v1/client/fs/logs/") == reads
+            assert sink.output(record.id) == b"one line\n"
+        finally:
+            await provider.close()

@@ -343,6 +343,8 @@ class LogFollower:
         data in that file) say where its bytes really are."""
         files = await self._listing(tracked, cur)
         plan = cur.plan(files)
+        if not follow and files and cur.pos == wire.LogPosition(max(files), files[max(files)]):
+            return  # nothing on disk past the cursor: a catch-up at rest is one listing
         params = self._client.params(
             tracked.namespace,
             tracked.region,
