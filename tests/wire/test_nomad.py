@@ -467,6 +467,11 @@ def test_what_egw_keeps_of_an_allocation() -> None:
     assert kept["TaskStates"]["redis"]["Events"][1] == {"Type": "Terminated", "ExitCode": 3}
     many = [alloc(ID=f"a{n}", Name=f"job.web[{n}]", CreateIndex=10 + n) for n in range(3)]
     assert observe(many) == observe([wire.kept_alloc(x) for x in many])
+    evaluation = sample("evaluation.read.response.json")
+    assert set(wire.kept_eval(evaluation)) <= set(wire.states.EVAL_FIELDS)
+    assert observe(evals=[evaluation], since=0) == observe(
+        evals=[wire.kept_eval(evaluation)], since=0
+    )
 
 
 def observe(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,23 +41,27 @@ class JobView:
         return after and (self.until is None or index < self.until)
 
     @staticmethod
-    def merge(table: dict[str, dict[str, Any]], obj: Mapping[str, Any], *, alloc: bool) -> bool:
-        """Keep ``obj`` (of an allocation, only what egw reads: `wire.kept_alloc`) unless a
-        newer version (``ModifyIndex``) is already known."""
+    def merge(
+        table: dict[str, dict[str, Any]],
+        obj: Mapping[str, Any],
+        keep: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> bool:
+        """Keep what egw reads of ``obj`` (``keep``: `wire.kept_alloc` or `wire.kept_eval`)
+        unless a newer version (``ModifyIndex``) is already known."""
         key = str(obj.get("ID"))
         old = table.get(key)
         if old is not None and idx(old, "ModifyIndex") > idx(obj, "ModifyIndex"):
             return False
-        table[key] = wire.kept_alloc(obj) if alloc else dict(obj)
+        table[key] = keep(obj)
         return True
 
     def apply(self, ev: wire.StreamEvent) -> bool:
         """Take one event of this job; False if it is not about this task's run."""
         obj = ev.object
         if ev.topic == "Allocation" and self.ours(obj, "CreateIndex"):
-            return self.merge(self.allocs, obj, alloc=True)
+            return self.merge(self.allocs, obj, wire.kept_alloc)
         if ev.topic == "Evaluation" and self.ours(obj, "CreateIndex", strict=False):
-            return self.merge(self.evals, obj, alloc=False)
+            return self.merge(self.evals, obj, wire.kept_eval)
         if ev.topic == "Job" and self.ours(obj, "JobModifyIndex", strict=False):
             if ev.type in ("JobDeregistered", "JobBatchDeregistered") or obj.get("Stop"):
                 self.stopped = True
@@ -73,7 +77,7 @@ class JobView:
         for alloc in allocs:
             if isinstance(alloc, dict) and self.ours(alloc, "CreateIndex"):
                 listed.add(str(alloc.get("ID")))
-                self.merge(self.allocs, alloc, alloc=True)
+                self.merge(self.allocs, alloc, wire.kept_alloc)
         self.gone = current is None
         if self.gone:
             # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no

@@ -60,6 +60,7 @@ from egw.wire.nomad.states import (
     describe_placement_failure,
     job_observation,
     kept_alloc,
+    kept_eval,
     task_started,
 )
 from egw.wire.nomad.task import DRIVERS, GROUP, TASK, validate_task
@@ -89,6 +90,7 @@ __all__ = [
     "full_size",
     "job_observation",
     "kept_alloc",
+    "kept_eval",
     "parse_cursor",
     "parse_frame",
     "parse_stream_line",

@@ -51,14 +51,7 @@ ALLOC_FIELDS = (
 #: the task events egw reads (`task_started`, `_task_failure`, `alloc_observation`), and
 #: their fields
 _KEPT_EVENTS = frozenset(("Started", "Terminated", "Killing", "Killed", *_FAILURE_EVENTS))
-_EVENT_FIELDS = (
-    "Type",
-    "ExitCode",
-    "Signal",
-    "DisplayMessage",
-    "Message",
-    *_FAILURE_EVENTS.values(),
-)
+_EVENT_FIELDS = ("Type", "DisplayMessage", "Message", *_FAILURE_EVENTS.values())
 
 
 def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,16 +65,32 @@ def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
             name: {
                 "State": ts.get("State"),
                 "Failed": ts.get("Failed"),
-                "Events": [
-                    {k: e[k] for k in _EVENT_FIELDS if k in e}
-                    for e in _events(ts)
-                    if e.get("Type") in _KEPT_EVENTS
-                ],
+                "Events": [_kept_event(e) for e in _events(ts) if e.get("Type") in _KEPT_EVENTS],
             }
             for name, ts in states.items()
             if isinstance(ts, Mapping)
         }
     return kept
+
+
+#: the evaluation fields `job_observation` reads
+EVAL_FIELDS = ("ID", "Status", "StatusDescription", "FailedTGAllocs", "CreateIndex", "ModifyIndex")
+
+
+def kept_eval(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """What egw keeps of an evaluation of a job it follows: `EVAL_FIELDS`."""
+    return {k: evaluation[k] for k in EVAL_FIELDS if k in evaluation}
+
+
+def _kept_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Of a task event, what `_task_failure` reads: the exit of a ``Terminated`` one, the
+    messages of a failure, the type alone of the others."""
+    kind = event.get("Type")
+    if kind == "Terminated":
+        return {k: event[k] for k in ("Type", "ExitCode", "Signal") if k in event}
+    if kind in _FAILURE_EVENTS:
+        return {k: event[k] for k in _EVENT_FIELDS if k in event}
+    return {"Type": kind}
 
 
 def _events(ts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
