@@ -252,3 +252,73 @@ async def test_a_quiet_stream_without_a_live_slot_costs_one_listing_per_catch_up
             assert sink.output(record.id) == b"one line\n"
         finally:
             await provider.close()
+
+
+async def test_a_parked_stream_is_resumed_once_at_its_time_or_sooner_when_poked() -> None:
+    slots = LogSlots(1, poll_s=0.05, reads_per_s=1000.0)
+    resumed: list[str] = []
+    quiet, granted, gone = Turn(), Turn(), Turn()
+    slots.park(quiet, lambda: resumed.append("quiet"))
+    slots.park(granted, lambda: resumed.append("granted"))
+    slots.park(gone, lambda: resumed.append("gone"))
+    assert slots.catching_up == 3 and resumed == []
+    granted.poke()  # a grant or its allocation's end: at once, not at its time
+    slots.leave(gone)  # ended while parked: never resumed
+    assert resumed == ["granted"] and slots.catching_up == 1
+    slots.park(granted, lambda: resumed.append("granted again"))
+    await asyncio.sleep(0.08)
+    # each once, in the order they were parked; the first entry of the one poked is dropped
+    assert resumed == ["granted", "quiet", "granted again"] and slots.catching_up == 0
+    await slots.close()
+
+
+async def test_the_two_quiet_streams_of_a_task_share_one_listing(
+    sim: tuple[NomadSimulator, str],
+) -> None:
+    nomad, base = sim
+    sink = MemorySink()
+    async with aiohttp.ClientSession() as session:
+        # one live slot (the first job's stdout): its stderr alone, the second job's two
+        # streams together, are caught up every 50 ms
+        cfg = NomadConfig(enabled=True, address=base, log_max_followers=1, log_poll_s=0.05)
+        provider = NomadProvider(cfg, session=session, retry=RETRY)
+        await provider.start(sink)
+        try:
+            ids = []
+            for job in ("lone", "pair"):
+                nomad.script(job, stdout=b"one line\n", duration_s=10_000)
+                spec = provider.validate({**SEED, "job_id": job}).to_json()
+                record = sink.add_task("nomad", spec)
+                sub = await provider.submit(record, idempotency_key=record.id)
+                await sink.set_upstream(
+                    record.id, upstream_id=sub.upstream_id, upstream_url=None, data=sub.upstream
+                )
+                await sink.observe(record.id, sub.observation, source="service")
+                ids.append(record.id)
+                async with asyncio.timeout(10):
+                    while sink.output(record.id) != b"one line\n":
+                        await asyncio.sleep(0.01)
+            allocs = {
+                a["JobID"]: a["ID"]
+                for a in nomad.cluster.allocs.values()
+                if a["JobID"] in ("lone", "pair")
+            }
+
+            def listings(job: str) -> int:
+                return nomad.count("GET", rf"^/v1/client/fs/ls/{allocs[job]}$")
+
+            await asyncio.sleep(0.3)
+            before = {job: listings(job) for job in allocs}
+            await asyncio.sleep(2.0)
+            lone, pair = (listings(job) - before[job] for job in ("lone", "pair"))
+            assert lone >= 5  # caught up all along
+            # two streams, about one listing a round (each its own: twice as many)
+            assert pair <= lone * 1.5, (lone, pair)
+            # new output on the second stream of the pair still comes in
+            key = next(k for k in nomad.cluster.logs if k[0] == allocs["pair"] and k[2] == "stderr")
+            nomad.cluster.logs[key].write(b"late\n")
+            async with asyncio.timeout(5):
+                while sink.output(ids[1], "stderr") != b"late\n":
+                    await asyncio.sleep(0.01)
+        finally:
+            await provider.close()

@@ -44,6 +44,13 @@ class Cursor:
     #: the end of the file before ``pos.file``: a character cut by a rotation spans both
     prev_end: wire.LogPosition | None = None
 
+    def at_end(self, files: dict[int, int] | None) -> bool:
+        """Whether the listing shows nothing on disk past the cursor."""
+        if not files or self.pos is None:
+            return False
+        last = max(files)
+        return self.pos == wire.LogPosition(last, files[last])
+
     def plan(self, files: dict[int, int] | None) -> Plan:
         """Map the cursor onto an ``origin=start`` offset through the files on disk."""
         if files is None:  # no listing: read from the lowest file, skip what is stored

@@ -1,10 +1,13 @@
 """Nomad task output into egw's log store: one follower per (allocation, task, stream).
 
-A follower reads ``/v1/client/fs/logs`` with ``follow=true`` from the offset persisted in
-a cursor. When the allocation ends (or ``log_grace_s`` after egw ended the task) it stops
-following, drains the rest with ``follow=false`` and exits; Nomad's own follow never ends.
-A new allocation is a new segment (``sink.progress``), read after the previous segment of
-the same stream. When the task is terminal and every follower is done,
+A follower (`Follower`, a record) reads ``/v1/client/fs/logs`` with ``follow=true`` from
+the offset persisted in a cursor while it holds a live slot; without one it is caught up by
+one ``follow=false`` read at a time and parked in between, with no coroutine (see
+`egw.providers.nomad.slots`); the two streams of a task share one listing of its files when
+neither has anything new. When the allocation ends (or ``log_grace_s`` after egw ended the
+task) it stops following, drains the rest with ``follow=false`` and is done; Nomad's own
+follow never ends. A new allocation is a new segment (``sink.progress``), read after the
+previous segment of the same stream. When the task is terminal and every follower is done,
 ``sink.logs_complete`` is called once. Output and its offset are two writes: `close` lets
 the pair finish, a hard crash between them repeats that one chunk.
 """
@@ -29,7 +32,7 @@ from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import SOURCE, JobClient, check
 from egw.providers.nomad.cursor import RELANDS, Cursor, Plan, Relanded
 from egw.providers.nomad.slots import LogSlots, Turn
-from egw.providers.nomad.tracked import Registry, Tracked
+from egw.providers.nomad.tracked import Follower, Registry, Tracked
 from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
 
@@ -76,7 +79,7 @@ class LogFollower:
             1
             for t in self._registry.tasks.values()
             for f in t.logs.followers.values()
-            if not f.done()
+            if not f.finished
         )
 
     def attention(self, task_id: str, tailed: bool) -> None:
@@ -88,18 +91,22 @@ class LogFollower:
             self._tailed.discard(task_id)
         tracked = self._registry.get(task_id)
         if tracked is not None:
-            for turn in tracked.logs.turns.values():
-                self._slots.attend(turn, tailed)
+            for follower in tracked.logs.followers.values():
+                self._slots.attend(follower.turn, tailed)
 
     async def close(self) -> None:
         """Stop every follower, letting a started (output, offset) pair finish."""
-        followers = [f for t in self._registry.tasks.values() for f in t.logs.followers.values()]
+        runs = []
         for tracked in self._registry.tasks.values():
             if tracked.logs.grace is not None:
                 tracked.logs.grace.cancel()
-        for follower in followers:
-            follower.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
+            for follower in tracked.logs.followers.values():
+                follower.finished = True
+                follower.turn.resume = None  # parked: never resumed
+                if follower.run is not None:
+                    follower.run.cancel()
+                    runs.append(follower.run)
+        await asyncio.gather(*runs, return_exceptions=True)
         await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self._slots.close()
 
@@ -144,17 +151,52 @@ class LogFollower:
                     key = (alloc_id, task_name, stream)
                     if key in logs.followers:
                         continue
+                    turn = Turn(tailed=tracked.task_id in self._tailed)
+                    follower = Follower(alloc_id, task_name, stream, turn)
                     previous = logs.chain.get((task_name, stream))
-                    turn = logs.turns[key] = Turn(tailed=tracked.task_id in self._tailed)
-                    follower = asyncio.ensure_future(
-                        self._follow(tracked, alloc_id, task_name, stream, previous, turn)
-                    )
-                    follower.add_done_callback(functools.partial(self._follower_done, tracked))
                     logs.followers[key] = logs.chain[(task_name, stream)] = follower
+                    if previous is None or previous.finished:
+                        self._run(tracked, follower)
+                    else:
+                        previous.after = follower  # segments of a stream stay in order
 
-    def _follower_done(self, tracked: Tracked, _: object = None) -> None:
+    def _run(self, tracked: Tracked, follower: Follower) -> None:
+        """Read the follower's stream now, until it is parked or finished."""
+        if follower.finished or tracked.logs.completed:
+            return
+        run = asyncio.ensure_future(self._follow(tracked, follower))
+        follower.run = run
+        run.add_done_callback(functools.partial(self._ran, tracked, follower))
+
+    def _ran(self, tracked: Tracked, follower: Follower, run: asyncio.Task[bool]) -> None:
+        """A read of the follower ended: parked (it resumes itself), or finished."""
+        if follower.run is run:
+            follower.run = None
+        if not run.cancelled() and run.exception() is None and not run.result():
+            return  # parked
+        if not run.cancelled() and run.exception() is not None:
+            log.error(
+                "nomad_log_follower_failed",
+                task_id=tracked.task_id,
+                alloc_id=follower.alloc_id,
+                stream=follower.stream,
+                error=repr(run.exception()),
+            )
+        follower.finished = True
+        self._slots.leave(follower.turn)
+        if follower.after is not None:
+            self._run(tracked, follower.after)
         if not self._registry.closed:
             _ = self._background.spawn(self.maybe_complete(tracked), name="nomad_logs_complete")
+
+    async def stop(self, tracked: Tracked) -> None:
+        """Stop following ``tracked`` at once (a replaced attempt's: its output never says it
+        is complete), once a started (output, offset) pair is stored."""
+        runs = tracked.logs.stop()
+        for follower in tracked.logs.followers.values():
+            self._slots.leave(follower.turn)
+        await asyncio.gather(*runs, return_exceptions=True)
+        await self.settle()
 
     async def maybe_complete(self, tracked: Tracked) -> None:
         """Say that the task's output is all in, once: terminal and every follower done."""
@@ -173,100 +215,85 @@ class LogFollower:
         """Until every started (output, offset) pair is stored (see `_deliver`)."""
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
-    async def _follow(
-        self,
-        tracked: Tracked,
-        alloc_id: str,
-        task_name: str,
-        stream: str,
-        previous: asyncio.Task[None] | None,
-        turn: Turn,
-    ) -> None:
-        """Tail one allocation's task stream into egw's log store, resumably."""
-        if previous is not None:
-            await asyncio.wait([previous])  # segments of a stream stay in order
-        key = f"nomad:log:{alloc_id}:{task_name}:{stream}"
-        stored = wire.parse_cursor(await self._sink().get_cursor(key))
-        cur = Cursor(
-            tracked.task_id,
-            alloc_id,
-            task_name,
-            stream,
-            key,
-            pos=stored if isinstance(stored, wire.LogPosition) else None,
-            legacy=stored if isinstance(stored, int) else None,
-        )
-        if stored is None:
-            cur.pos = wire.LogPosition(0, 0)
+    async def _follow(self, tracked: Tracked, follower: Follower) -> bool:
+        """Tail one allocation's task stream into egw's log store, resumably: live while it
+        holds a slot, else one catch-up read, after which it is parked (False). True once
+        the allocation ended and the stream is drained (or given up)."""
+        cur = follower.cursor
+        if cur is None:
+            key = f"nomad:log:{follower.alloc_id}:{follower.task}:{follower.stream}"
+            stored = wire.parse_cursor(await self._sink().get_cursor(key))
+            cur = follower.cursor = Cursor(
+                tracked.task_id,
+                follower.alloc_id,
+                follower.task,
+                follower.stream,
+                key,
+                pos=stored if isinstance(stored, wire.LogPosition) else None,
+                legacy=stored if isinstance(stored, int) else None,
+            )
+            if stored is None:
+                cur.pos = wire.LogPosition(0, 0)
         failures = relands = 0
-        slots = self._slots
-        try:
-            while True:
-                final = alloc_id in tracked.logs.ended
-                if turn.demoted:
-                    slots.give_back(turn)  # granted while reading, then preempted
-                live = turn.live or (not final and slots.take(turn))
-                try:
-                    if live or final:
-                        await self._read(
-                            tracked, cur, follow=live and not final, final=final,
-                            recheck=relands < RELANDS, turn=turn,
-                        )  # fmt: skip
-                    else:  # no live slot: read what is on disk now
-                        slots.catchup_reads += 1
-                        async with slots.catchup_gate:
+        slots, turn = self._slots, follower.turn
+        while True:
+            final = follower.alloc_id in tracked.logs.ended
+            if turn.demoted:
+                slots.give_back(turn)  # granted while parked or reading, then preempted
+            live = turn.live or (not final and slots.take(turn))
+            if not live and not final and tracked.logs.sibling_catching_up(follower):
+                # the listing the other stream is making shows this one too (`_listing`)
+                slots.park(turn, functools.partial(self._run, tracked, follower))
+                return False
+            try:
+                if live or final:
+                    await self._read(
+                        tracked, cur, follow=live and not final, final=final,
+                        recheck=relands < RELANDS, turn=turn,
+                    )  # fmt: skip
+                else:  # no live slot: read what is on disk now
+                    slots.catchup_reads += 1
+                    async with slots.catchup_gate:
+                        follower.catching = True
+                        try:
                             await self._read(
                                 tracked, cur, follow=False, final=False,
                                 recheck=relands < RELANDS, turn=turn,
                             )  # fmt: skip
-                except Relanded:
-                    relands += 1  # a rotation between the listing and the read: list again
-                    continue
-                except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
-                    await asyncio.sleep(pause_s(self._retry, 1, exc))
-                    continue
-                except ProviderError as exc:
-                    failures += 1
-                    if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
-                        log.warning(
-                            "nomad_logs_given_up",
-                            task_id=tracked.task_id,
-                            alloc_id=alloc_id,
-                            stream=stream,
-                            error=str(exc),
-                        )
-                        return
-                    await asyncio.sleep(backoff_s(self._retry, failures))
-                    continue
-                relands = 0
-                if final:
-                    return
-                if turn.demoted:  # a tailed stream takes the slot: caught up from here on
-                    slots.give_back(turn)
-                    live = False
-                if not live:
-                    await self._wait_turn(turn)
-                elif alloc_id not in tracked.logs.ended:
-                    # the server ended a follow: reconnect after a pause
-                    await asyncio.sleep(backoff_s(self._retry, 1))
-        finally:
-            slots.leave(turn)
-            if tracked.logs.turns.get((alloc_id, task_name, stream)) is turn:
-                del tracked.logs.turns[(alloc_id, task_name, stream)]
-
-    async def _wait_turn(self, turn: Turn) -> None:
-        """Until a live slot is granted, the allocation ends (`LogState.end`) or it is time
-        for the next catch-up read; the stream stays in its queue meanwhile. A parked stream
-        holds its coroutine, one future and one timer: nothing more per stream."""
-        slots = self._slots
-        slots.catching_up += 1
-        woken = turn.wake_on()
-        timer = asyncio.get_running_loop().call_later(slots.pause_s(), turn.poke)
-        try:
-            await woken
-        finally:
-            timer.cancel()
-            slots.catching_up -= 1
+                        finally:
+                            follower.catching = False
+            except Relanded:
+                relands += 1  # a rotation between the listing and the read: list again
+                continue
+            except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
+                await asyncio.sleep(pause_s(self._retry, 1, exc))
+                continue
+            except ProviderError as exc:
+                failures += 1
+                if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
+                    log.warning(
+                        "nomad_logs_given_up",
+                        task_id=tracked.task_id,
+                        alloc_id=follower.alloc_id,
+                        stream=follower.stream,
+                        error=str(exc),
+                    )
+                    return True
+                await asyncio.sleep(backoff_s(self._retry, failures))
+                continue
+            relands = 0
+            if final:
+                return True
+            if turn.demoted:  # a tailed stream takes the slot: caught up from here on
+                slots.give_back(turn)
+                live = False
+            if not live:
+                # until its next catch-up read, a grant or its allocation's end
+                slots.park(turn, functools.partial(self._run, tracked, follower))
+                return False
+            if follower.alloc_id not in tracked.logs.ended:
+                # the server ended a follow: reconnect after a pause
+                await asyncio.sleep(backoff_s(self._retry, 1))
 
     async def _deliver(
         self, task_id: str, stream: str, text: bytes, cursor: str, value: str
@@ -300,7 +327,20 @@ class LogFollower:
             if exc.upstream_status == 403:
                 return None
             raise
-        return wire.disk_files(resp.json(), cur.task, cur.stream)
+        listing = resp.json()
+        # the same listing shows the other stream of the task: if it is parked with nothing
+        # new either, its own catch-up is put off (one listing per allocation at rest)
+        for other in STREAMS:
+            sibling = tracked.logs.followers.get((cur.alloc_id, cur.task, other))
+            if (
+                other != cur.stream
+                and sibling is not None
+                and sibling.turn.resume is not None
+                and sibling.cursor is not None
+                and sibling.cursor.at_end(wire.disk_files(listing, cur.task, other))
+            ):
+                self._slots.repark(sibling.turn)
+        return wire.disk_files(listing, cur.task, cur.stream)
 
     async def _gap(self, cur: Cursor, to: wire.LogPosition, lost: int | None) -> None:
         """Bytes that Nomad rotated away before egw read them: said on the task, once."""
@@ -343,7 +383,7 @@ class LogFollower:
         data in that file) say where its bytes really are."""
         files = await self._listing(tracked, cur)
         plan = cur.plan(files)
-        if not follow and files and cur.pos == wire.LogPosition(max(files), files[max(files)]):
+        if not follow and cur.at_end(files):
             return  # nothing on disk past the cursor: a catch-up at rest is one listing
         params = self._client.params(
             tracked.namespace,

@@ -34,7 +34,6 @@ task and stops it first; a lost register answer is found by the attempt's own ke
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -218,8 +217,7 @@ class NomadProvider:
         self._registry.remove(tracked)
         # a follower's started (output, offset) pair is stored before this returns, so
         # nothing of the replaced attempt's output comes later
-        await asyncio.gather(*tracked.logs.stop(), return_exceptions=True)
-        await self._logs.settle()
+        await self._logs.stop(tracked)
 
     async def status(self, task: Task) -> Observation:
         """Read the job, its allocations and evaluation now."""

@@ -21,12 +21,18 @@ slots they hold, as ordinary followers that a tailed stream may preempt.
 
 A stream waiting for a slot is a `Turn` in a queue (a record, not a waiting future): a slot
 freed while it is reading is granted all the same, and it follows live from its next read.
+Between two catch-up reads a stream is parked (`LogSlots.park`): no coroutine, only its
+record in a heap of due times that one timer serves; a grant, a preemption or its
+allocation's end wakes it sooner (`Turn.poke`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -54,10 +60,18 @@ class Turn:
     signal: asyncio.Future[None] | None = None
     #: the stream ended: never grant it anything again
     gone: bool = False
+    #: parked: what resumes it (its next catch-up read, or sooner when poked)
+    resume: Callable[[], None] | None = None
+    #: its entry in the heap of parked streams (older entries of it are dropped)
+    ticket: int = 0
 
     def poke(self) -> None:
+        """Look at the standing again: a reading stream is signalled, a parked one resumed."""
         if self.signal is not None and not self.signal.done():
             self.signal.set_result(None)
+        resume, self.resume = self.resume, None
+        if resume is not None:
+            resume()
 
     def wake_on(self) -> asyncio.Future[None]:
         """A future resolved at the next grant or demotion (a fresh one once consumed)."""
@@ -85,6 +99,10 @@ class LogSlots:
         self.preemptions = 0
         self.catchup_gate = asyncio.Semaphore(CATCHUP_CONCURRENCY)
         self._session: aiohttp.ClientSession | None = None
+        #: parked streams by due time: (when, ticket, the turn)
+        self._due: list[tuple[float, int, Turn]] = []
+        self._order = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def live(self) -> int:
@@ -101,6 +119,10 @@ class LogSlots:
         return self._session
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -126,10 +148,56 @@ class LogSlots:
         self._hand_over()
 
     def leave(self, turn: Turn) -> None:
-        """The stream ended: its slot (if any) goes on, and it is never granted again."""
+        """The stream ended: its slot (if any) goes on, and it is never granted nor
+        resumed again."""
+        if turn.resume is not None:
+            turn.resume = None
+            self.catching_up -= 1
         self.give_back(turn)
         turn.gone = True
         self._dequeue(turn)
+
+    def park(self, turn: Turn, resume: Callable[[], None]) -> None:
+        """The stream waits for its next catch-up read, ``pause_s`` from now: ``resume`` is
+        called then, or sooner if the turn is poked (a grant, a preemption, its end)."""
+        self.catching_up += 1
+
+        def wake() -> None:
+            self.catching_up -= 1
+            resume()
+
+        turn.resume = wake
+        self._schedule(turn)
+
+    def repark(self, turn: Turn) -> None:
+        """A parked stream's next catch-up read is ``pause_s`` from now (its sibling's
+        listing just showed nothing new for it: the read it was due for would find none)."""
+        if turn.resume is not None:
+            self._schedule(turn)
+
+    def _schedule(self, turn: Turn) -> None:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + self.pause_s()
+        turn.ticket = next(self._order)
+        heapq.heappush(self._due, (when, turn.ticket, turn))
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        """Resume the parked streams that are due (an entry of a stream woken sooner,
+        parked again or ended is dropped), and set the timer for the next."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._due
+        while due and due[0][0] <= now:
+            _, ticket, turn = heapq.heappop(due)
+            if turn.ticket == ticket and turn.resume is not None:
+                turn.poke()
+        if due:
+            self._timer = loop.call_at(due[0][0], self._fire)
 
     # --- the provider's call ----------------------------------------------------------------
 

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from egw.core.model import Observation, Task, TaskState
+from egw.core.model import STREAMS, Observation, Task, TaskState
 from egw.providers.base import key_for
+from egw.providers.nomad.cursor import Cursor
 from egw.providers.nomad.slots import Turn
 from egw.wire import nomad as wire
 
@@ -100,6 +101,27 @@ class JobView:
         return any(a.get("ClientStatus") not in wire.TERMINAL_CLIENT for a in self.own_allocs())
 
 
+@dataclass(eq=False, slots=True)
+class Follower:
+    """One (allocation, task, stream) egw follows: a record, with a coroutine only while it
+    reads (`egw.providers.nomad.logs`); between two catch-up reads it is parked on its
+    `Turn`, holding nothing else."""
+
+    alloc_id: str
+    task: str
+    stream: str
+    turn: Turn
+    #: where it is in the stream's files (None until its stored cursor is read)
+    cursor: Cursor | None = None
+    #: the coroutine reading it now
+    run: asyncio.Task[bool] | None = None
+    finished: bool = False
+    #: in a catch-up read now (its listing shows the task's other stream too)
+    catching: bool = False
+    #: the next segment (allocation) of the same task stream, started when this one finishes
+    after: Follower | None = None
+
+
 @dataclass(eq=False)
 class LogState:
     """The task's log followers: one per (allocation, task, stream), a segment per allocation."""
@@ -107,11 +129,9 @@ class LogState:
     segments: list[str] = field(default_factory=list)
     #: the allocations that ended (or whose grace is over): their followers drain and stop
     ended: set[str] = field(default_factory=set)
-    followers: dict[tuple[str, str, str], asyncio.Task[None]] = field(default_factory=dict)
-    #: each running follower's standing with the live budget
-    turns: dict[tuple[str, str, str], Turn] = field(default_factory=dict)
+    followers: dict[tuple[str, str, str], Follower] = field(default_factory=dict)
     #: the last follower of each (task, stream): the next segment waits for it
-    chain: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    chain: dict[tuple[str, str], Follower] = field(default_factory=dict)
     grace: asyncio.TimerHandle | None = None
     grace_over: bool = False
     completed: bool = False
@@ -120,23 +140,35 @@ class LogState:
         """The allocation ended: its followers are woken to drain their streams."""
         if alloc_id not in self.ended:
             self.ended.add(alloc_id)
-            for key, turn in self.turns.items():
-                if key[0] == alloc_id:
-                    turn.poke()
+            for follower in self.followers.values():
+                if follower.alloc_id == alloc_id:
+                    follower.turn.poke()
+
+    def sibling_catching_up(self, follower: Follower) -> bool:
+        """Whether the task's other stream in the same allocation is being caught up now."""
+        for other in STREAMS:
+            sibling = self.followers.get((follower.alloc_id, follower.task, other))
+            if other != follower.stream and sibling is not None:
+                return sibling.catching
+        return False
 
     def following(self) -> bool:
-        return any(not f.done() for f in self.followers.values())
+        return any(not f.finished for f in self.followers.values())
 
-    def stop(self) -> list[asyncio.Task[None]]:
+    def stop(self) -> list[asyncio.Task[bool]]:
         """Stop following at once, and never say the output is complete (a replaced
-        attempt's: the task's output goes on with the next one); the followers cancelled."""
+        attempt's: the task's output goes on with the next one); returns the reads that
+        were cancelled (the caller gives the followers' slots back)."""
         self.completed = True
         if self.grace is not None:
             self.grace.cancel()
-        followers = list(self.followers.values())
-        for follower in followers:
-            follower.cancel()
-        return followers
+        runs = []
+        for follower in self.followers.values():
+            follower.finished = True
+            if follower.run is not None:
+                follower.run.cancel()
+                runs.append(follower.run)
+        return runs
 
 
 @dataclass(eq=False)
