@@ -257,15 +257,17 @@ async def test_a_quiet_stream_without_a_live_slot_costs_one_listing_per_catch_up
 async def test_a_parked_stream_is_resumed_once_at_its_time_or_sooner_when_poked() -> None:
     slots = LogSlots(1, poll_s=0.05, reads_per_s=1000.0)
     resumed: list[str] = []
-    quiet, granted, gone = Turn(), Turn(), Turn()
-    slots.park(quiet, lambda: resumed.append("quiet"))
-    slots.park(granted, lambda: resumed.append("granted"))
-    slots.park(gone, lambda: resumed.append("gone"))
+    quiet, granted, gone = (
+        Turn(resume=lambda name=name: resumed.append(name)) for name in ("quiet", "granted", "gone")
+    )
+    for turn in (quiet, granted, gone):
+        slots.park(turn)
     assert slots.catching_up == 3 and resumed == []
     granted.poke()  # a grant or its allocation's end: at once, not at its time
     slots.leave(gone)  # ended while parked: never resumed
     assert resumed == ["granted"] and slots.catching_up == 1
-    slots.park(granted, lambda: resumed.append("granted again"))
+    granted.resume = lambda: resumed.append("granted again")
+    slots.park(granted)
     await asyncio.sleep(0.08)
     # each once, in the order they were parked; the first entry of the one poked is dropped
     assert resumed == ["granted", "quiet", "granted again"] and slots.catching_up == 0

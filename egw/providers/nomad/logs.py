@@ -101,8 +101,7 @@ class LogFollower:
             if tracked.logs.grace is not None:
                 tracked.logs.grace.cancel()
             for follower in tracked.logs.followers.values():
-                follower.finished = True
-                follower.turn.resume = None  # parked: never resumed
+                follower.finished = True  # parked: never read again
                 if follower.run is not None:
                     follower.run.cancel()
                     runs.append(follower.run)
@@ -153,6 +152,7 @@ class LogFollower:
                         continue
                     turn = Turn(tailed=tracked.task_id in self._tailed)
                     follower = Follower(alloc_id, task_name, stream, turn)
+                    turn.resume = functools.partial(self._run, tracked, follower)
                     previous = logs.chain.get((task_name, stream))
                     logs.followers[key] = logs.chain[(task_name, stream)] = follower
                     if previous is None or previous.finished:
@@ -243,7 +243,7 @@ class LogFollower:
             live = turn.live or (not final and slots.take(turn))
             if not live and not final and tracked.logs.sibling_catching_up(follower):
                 # the listing the other stream is making shows this one too (`_listing`)
-                slots.park(turn, functools.partial(self._run, tracked, follower))
+                slots.park(turn)
                 return False
             try:
                 if live or final:
@@ -289,7 +289,7 @@ class LogFollower:
                 live = False
             if not live:
                 # until its next catch-up read, a grant or its allocation's end
-                slots.park(turn, functools.partial(self._run, tracked, follower))
+                slots.park(turn)
                 return False
             if follower.alloc_id not in tracked.logs.ended:
                 # the server ended a follow: reconnect after a pause
@@ -335,7 +335,7 @@ class LogFollower:
             if (
                 other != cur.stream
                 and sibling is not None
-                and sibling.turn.resume is not None
+                and sibling.turn.parked is not None
                 and sibling.cursor is not None
                 and sibling.cursor.at_end(wire.disk_files(listing, cur.task, other))
             ):

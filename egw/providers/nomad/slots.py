@@ -60,8 +60,10 @@ class Turn:
     signal: asyncio.Future[None] | None = None
     #: the stream ended: never grant it anything again
     gone: bool = False
-    #: parked: what resumes it (its next catch-up read, or sooner when poked)
+    #: what resumes the stream once parked (its follower's next read)
     resume: Callable[[], None] | None = None
+    #: parked in these slots' heap, until its next catch-up read (or sooner when poked)
+    parked: LogSlots | None = None
     #: its entry in the heap of parked streams (older entries of it are dropped)
     ticket: int = 0
 
@@ -69,9 +71,11 @@ class Turn:
         """Look at the standing again: a reading stream is signalled, a parked one resumed."""
         if self.signal is not None and not self.signal.done():
             self.signal.set_result(None)
-        resume, self.resume = self.resume, None
-        if resume is not None:
-            resume()
+        owner, self.parked = self.parked, None
+        if owner is not None:
+            owner.catching_up -= 1
+            if self.resume is not None:
+                self.resume()
 
     def wake_on(self) -> asyncio.Future[None]:
         """A future resolved at the next grant or demotion (a fresh one once consumed)."""
@@ -150,29 +154,26 @@ class LogSlots:
     def leave(self, turn: Turn) -> None:
         """The stream ended: its slot (if any) goes on, and it is never granted nor
         resumed again."""
-        if turn.resume is not None:
-            turn.resume = None
+        if turn.parked is not None:
+            turn.parked = None
             self.catching_up -= 1
         self.give_back(turn)
         turn.gone = True
         self._dequeue(turn)
 
-    def park(self, turn: Turn, resume: Callable[[], None]) -> None:
-        """The stream waits for its next catch-up read, ``pause_s`` from now: ``resume`` is
-        called then, or sooner if the turn is poked (a grant, a preemption, its end)."""
-        self.catching_up += 1
-
-        def wake() -> None:
-            self.catching_up -= 1
-            resume()
-
-        turn.resume = wake
+    def park(self, turn: Turn) -> None:
+        """The stream waits for its next catch-up read, ``pause_s`` from now: its
+        ``resume`` is called then, or sooner if the turn is poked (a grant, a preemption,
+        its end). It holds no coroutine meanwhile, nor anything but its turn."""
+        if turn.parked is None:
+            turn.parked = self
+            self.catching_up += 1
         self._schedule(turn)
 
     def repark(self, turn: Turn) -> None:
         """A parked stream's next catch-up read is ``pause_s`` from now (its sibling's
         listing just showed nothing new for it: the read it was due for would find none)."""
-        if turn.resume is not None:
+        if turn.parked is not None:
             self._schedule(turn)
 
     def _schedule(self, turn: Turn) -> None:
@@ -194,7 +195,7 @@ class LogSlots:
         due = self._due
         while due and due[0][0] <= now:
             _, ticket, turn = heapq.heappop(due)
-            if turn.ticket == ticket and turn.resume is not None:
+            if turn.ticket == ticket and turn.parked is not None:
                 turn.poke()
         if due:
             self._timer = loop.call_at(due[0][0], self._fire)
