@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,12 +59,14 @@ def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
     """What egw keeps of an allocation it follows: `ALLOC_FIELDS` and, of each task state,
     its ``State``, ``Failed`` and the events it reads. An allocation as the event stream
     sends it is several kilobytes, and egw keeps one per task in flight."""
-    kept = {k: alloc[k] for k in ALLOC_FIELDS if k in alloc}
+    kept = {
+        k: _shared(alloc[k]) if k in _REPEATED else alloc[k] for k in ALLOC_FIELDS if k in alloc
+    }
     states = alloc.get("TaskStates")
     if isinstance(states, Mapping):
         kept["TaskStates"] = {
             name: {
-                "State": ts.get("State"),
+                "State": _shared(ts.get("State")),
                 "Failed": ts.get("Failed"),
                 "Events": [_kept_event(e) for e in _events(ts) if e.get("Type") in _KEPT_EVENTS],
             }
@@ -73,21 +76,36 @@ def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
+#: fields whose values repeat in every allocation or evaluation ("running", "Tasks are running")
+_REPEATED = frozenset(
+    ("ClientStatus", "ClientDescription", "DesiredStatus", "DesiredDescription", "Status")
+)
+
+
+def _shared(value: Any) -> Any:
+    """A short string as one shared copy (a decoded one is a copy of its own)."""
+    return sys.intern(value) if isinstance(value, str) and len(value) <= 64 else value
+
+
 #: the evaluation fields `job_observation` reads
 EVAL_FIELDS = ("ID", "Status", "StatusDescription", "FailedTGAllocs", "CreateIndex", "ModifyIndex")
 
 
 def kept_eval(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """What egw keeps of an evaluation of a job it follows: `EVAL_FIELDS`."""
-    return {k: evaluation[k] for k in EVAL_FIELDS if k in evaluation}
+    return {
+        k: _shared(evaluation[k]) if k in _REPEATED else evaluation[k]
+        for k in EVAL_FIELDS
+        if k in evaluation
+    }
 
 
 def _kept_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """Of a task event, what `_task_failure` reads: the exit of a ``Terminated`` one, the
     messages of a failure, the type alone of the others."""
-    kind = event.get("Type")
+    kind = _shared(event.get("Type"))
     if kind == "Terminated":
-        return {k: event[k] for k in ("Type", "ExitCode", "Signal") if k in event}
+        return {"Type": kind, **{k: event[k] for k in ("ExitCode", "Signal") if k in event}}
     if kind in _FAILURE_EVENTS:
         return {k: event[k] for k in _EVENT_FIELDS if k in event}
     return {"Type": kind}
