@@ -141,8 +141,12 @@ def gateway(name: str, config: dict[str, Any], workdir: Path, cpu: int | None) -
     return Proc(name, [*cmd, "--ready", str(workdir / f"{name}.ready")], workdir, cpu)
 
 
-def ceiling(name: str, kind: str, workdir: Path, cpu: int | None, secret: str = "") -> Proc:
+def ceiling(
+    name: str, kind: str, workdir: Path, cpu: int | None, secret: str = "", db: Path | None = None
+) -> Proc:
     cmd = [sys.executable, str(HERE / "_ceilings.py"), kind, "--secret", secret]
+    if db is not None:
+        cmd += ["--db", str(db)]
     return Proc(name, [*cmd, "--ready", str(workdir / f"{name}.ready")], workdir, cpu)
 
 

@@ -12,8 +12,8 @@ latin-1 bytes after ``Content-Length``. The templates are used in turn.
 C keep-alive connections (asyncio Protocols on raw sockets) each send the next request
 as soon as the previous answer is complete, and time each one from its write to the
 end of its answer. Prints one JSON line: requests, answers by status per kind,
-latency percentiles (ms), seconds, this process's CPU seconds, and the bodies of the
-first few non-2xx answers. Being Python, the generator may saturate its own core;
+latency percentiles (ms; p99 also by kind), seconds, this process's CPU seconds, and
+the bodies of the first few non-2xx answers. Being Python, the generator may saturate its own core;
 the caller reports its CPU use.
 """
 
@@ -37,6 +37,7 @@ class Shared:
         self.n = 0
         self.by_kind: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.latencies_by_kind: dict[str, list[float]] = {}
         self.errors: list[str] = []
         self.sent: Counter[str] = Counter()
 
@@ -96,7 +97,9 @@ class Conn(asyncio.Protocol):
             if len(self.buf) < self.need:
                 return
             shared = self.shared
-            shared.latencies.append(time.perf_counter() - self.t0)
+            took = time.perf_counter() - self.t0
+            shared.latencies.append(took)
+            shared.latencies_by_kind.setdefault(self.kind, []).append(took)
             shared.by_kind[f"{self.kind} {self.status}"] += 1
             if not 200 <= self.status < 300 and len(shared.errors) < 5:
                 shared.errors.append(self.buf[self.body_at : self.need][:300].decode("latin-1"))
@@ -138,6 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "p50_ms": _pct(shared.latencies, 0.50),
         "p99_ms": _pct(shared.latencies, 0.99),
+        "p99_ms_by_kind": {k: _pct(v, 0.99) for k, v in shared.latencies_by_kind.items()},
         "errors": shared.errors,
     }
 

@@ -207,6 +207,12 @@ def render(part: dict[str, Any]) -> list[str]:
         f"  p99 of the ceilings in the same run: verify {part['verify']['p99_ms']} ms,"
         f" body {part['body']['p99_ms']} ms (the machine's latency floor at that moment)"
     )
+    by_kind = part["mixed"].get("p99_ms_by_kind") or {}
+    if by_kind:
+        lines.append(
+            "  p99 in the mixed run by kind: "
+            + ", ".join(f"{k} {v} ms" for k, v in sorted(by_kind.items()))
+        )
     worst_p99 = max(part[k]["p99_ms"] or 0 for k in ("foreign", "own", "mixed"))
     foreign_met = part["ratio_foreign"] >= GOAL_FOREIGN and part["foreign"]["non2xx"] == 0
     own_met = part["ratio_own"] >= GOAL_OWN and part["own"]["non2xx"] == 0

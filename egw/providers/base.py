@@ -214,6 +214,30 @@ class Resubmittable(Provider, Protocol):
 
 
 @runtime_checkable
+class Queueing(Provider, Protocol):
+    """A provider that can answer a submit without an upstream call when the work would
+    only wait in its own queue (the local runner with every slot taken).
+
+    egw then records the new task and that answer in one commit, and hands the task over
+    with ``enqueue`` right after it (no ``submit`` call). One commit where there were two
+    (the task, then the answer) is what makes a queued submit cheap: bench part
+    "submits". A gateway that dies between the commit and ``enqueue`` leaves the task
+    recorded as queued and submitted, as after any accepted submit: ``start`` finds it
+    among ``sink.active_tasks`` and queues it again."""
+
+    def answer_queued(self, task: Task) -> Submission | None:
+        """The answer ``submit`` would give now if all it would do is queue ``task``;
+        None if it would start or call anything (egw then calls ``submit``). Changes
+        nothing: the task is not recorded yet."""
+        ...
+
+    def enqueue(self, task: Task) -> None:
+        """Take ``task``, recorded with ``answer_queued``'s answer: it waits for a free slot
+        like a submitted task, or starts if one came free meanwhile."""
+        ...
+
+
+@runtime_checkable
 class Tailable(Provider, Protocol):
     """A provider that follows output within a budget, and follows first what clients
     watch (Nomad: its live log slots, `egw.providers.nomad.slots`).

@@ -8,21 +8,26 @@ from egw.providers.base import Submission
 from egw.store import Accept, Store
 
 
-async def record_answer(store: Store, task_id: str, sub: Submission, source: str) -> Task:
-    """The upstream id, URL and data of ``sub`` and what it says happened (its observation,
-    else ``queued`` once the upstream holds the work) in one commit, where they were two
-    (bench part "submits"); returns the task after it.
-
-    While the store refuses writes, an outcome that ends the task is kept by the writer
-    (``Writer.settle``) and recorded once it can, as ``TaskService.observe`` does."""
+def answer_op(task_id: str, sub: Submission, source: str) -> Accept:
+    """The operation recording ``sub``: the upstream id, URL and data, and what it says
+    happened (its observation, else ``queued`` once the upstream holds the work)."""
     obs = sub.observation
     if obs is None and sub.upstream_id is not None:
         obs = Observation(state=TaskState.QUEUED)
     data = {**sub.upstream, "submitted": True}
-    accept = Accept(task_id, sub.upstream_id, sub.upstream_url, data, obs, source)
+    return Accept(task_id, sub.upstream_id, sub.upstream_url, data, obs, source)
+
+
+async def record_answer(store: Store, task_id: str, sub: Submission, source: str) -> Task:
+    """Record ``sub`` (`answer_op`) in one commit, where it was two (bench part
+    "submits"); returns the task after it.
+
+    While the store refuses writes, an outcome that ends the task is kept by the writer
+    (``Writer.settle``) and recorded once it can, as ``TaskService.observe`` does."""
+    accept = answer_op(task_id, sub, source)
     try:
         return await store.writer.accept(accept)
     except StoreError:
-        if obs is not None and obs.state in TERMINAL:
-            _ = store.writer.settle(task_id, obs, source=source)
+        if accept.obs is not None and accept.obs.state in TERMINAL:
+            _ = store.writer.settle(task_id, accept.obs, source=source)
         raise

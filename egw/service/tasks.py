@@ -35,8 +35,9 @@ from egw.errors import (
     ProviderUnavailable,
     StoreError,
 )
-from egw.providers.base import Provider, Tailable, WebhookProvider
+from egw.providers.base import Provider, Queueing, Tailable, WebhookProvider
 from egw.service import storage
+from egw.service.accept import answer_op
 from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
@@ -71,6 +72,9 @@ class TaskService:
         self.store = store
         self.reads = reads or TaskReads(store.reader, store.writer)
         self.providers = dict(providers)
+        #: the providers that can answer a queued submit at once, found once (an isinstance()
+        #: against a runtime Protocol inspects the class on every call)
+        self._queueing = {n: p for n, p in self.providers.items() if isinstance(p, Queueing)}
         self.hub = hub
         self._retention_days = retention_days
         self._prune_interval_s = prune_interval_s
@@ -203,10 +207,20 @@ class TaskService:
             namespace=ns,
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
-        task, created = await self.store.writer.create_task(draft, idem)
+        queueing = self._queueing.get(provider.name)
+        answer = queueing.answer_queued(draft) if queueing is not None else None
+        accept = answer_op(draft.id, answer, provider.name) if answer is not None else None
+        task, created = await self.store.writer.create_task(draft, idem, accept)
         if not created:
             return task, False
         self._arm_timeout(task)
+        if queueing is not None and accept is not None:
+            # recorded queued with its answer in the same commit: the provider takes it now,
+            # unless a cancel came first (no await from this check to the hand-over)
+            current = self.store.writer.cached(task.id) or task
+            if current.status is TaskState.QUEUED:
+                queueing.enqueue(current)
+            return task, True
         # the upstream call outlives a client that hangs up: a started run must be recorded
         launched = await asyncio.shield(self._launcher.spawn(provider, task))
         return launched or await self.get(task.id), True

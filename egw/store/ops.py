@@ -34,8 +34,10 @@ class Preload:
     """What a batch must read from the database before it is applied."""
 
     tasks: set[str] = field(default_factory=set)
-    deliveries: set[str] = field(default_factory=set)
-    idem_keys: set[str] = field(default_factory=set)
+    #: (source, delivery id)
+    deliveries: set[tuple[str, str]] = field(default_factory=set)
+    #: (actor, Idempotency-Key)
+    idem_keys: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -63,14 +65,20 @@ class TaskOp(Op[R]):
 
 @dataclass(eq=False)
 class CreateTask(Op[tuple[Task, bool]]):
-    """Record a new task; with an idempotency key seen before, the task recorded then."""
+    """Record a new task; with an idempotency key seen before, the task recorded then.
+
+    With ``answer``, the provider's answer to its submit, given before anything was
+    recorded because it needed no upstream call (`egw.providers.base.Queueing`), is
+    applied in the same operation: a queued submit is one commit, not two (bench part
+    "submits"). A replayed key applies no answer: the task has its own already."""
 
     task: Task
     idempotency: Idempotency | None = None
+    answer: Accept | None = None
 
     def preload(self, want: Preload) -> None:
         if self.idempotency is not None:
-            want.idem_keys.add(self.idempotency[1])
+            want.idem_keys.add(self.idempotency[:2])
 
     def apply(self, b: Batch) -> tuple[Task, bool]:
         now = utcnow()
@@ -93,6 +101,8 @@ class CreateTask(Op[tuple[Task, bool]]):
             task, task, kind="submitted", source="api", applied=True, actor=task.actor,
             data={"name": task.name, "labels": dict(task.labels)}, now=now, seq=seq,
         )  # fmt: skip
+        if self.answer is not None:
+            return self.answer.apply(b), True
         return task, True
 
 
@@ -107,7 +117,7 @@ class Observe(TaskOp[Task]):
     def preload(self, want: Preload) -> None:
         want.tasks.add(self.task_id)
         if self.delivery_id is not None:
-            want.deliveries.add(self.delivery_id)
+            want.deliveries.add((self.source, self.delivery_id))
 
     def apply(self, b: Batch) -> Task:
         now = utcnow()
@@ -172,7 +182,7 @@ class Progress(TaskOp[bool]):
     def preload(self, want: Preload) -> None:
         want.tasks.add(self.task_id)
         if self.delivery_id is not None:
-            want.deliveries.add(self.delivery_id)
+            want.deliveries.add((self.source, self.delivery_id))
 
     def apply(self, b: Batch) -> bool:
         task = b.task(self.task_id)
@@ -216,8 +226,9 @@ class SetUpstream(TaskOp[Task]):
 @dataclass(eq=False)
 class Accept(TaskOp[Task]):
     """The provider's answer to a submit: its upstream id, URL and data, and what it saw
-    (``obs``, None: nothing), as one operation, so a submit costs two writer round trips
-    (the task, then its acceptance) rather than three."""
+    (``obs``, None: nothing), as one operation: on its own after the upstream answered
+    (a submit is then two writer round trips, the task and its acceptance, not three),
+    or within the task's `CreateTask` when the answer needed no upstream call (one)."""
 
     upstream_id: str | None
     upstream_url: str | None
@@ -226,6 +237,13 @@ class Accept(TaskOp[Task]):
     source: str
 
     def apply(self, b: Batch) -> Task:
+        if self.upstream_id is None and self.upstream_url is None and self.obs is not None:
+            # the answer names nothing upstream (the local runner queueing the task): its
+            # data joins the task, and the observation is its event; an ``upstream`` event
+            # would say nothing (one event row less a queued submit: bench part "submits")
+            task = b.task(self.task_id)
+            b.staged[task.id] = task.evolve(upstream={**task.upstream, **(self.data or {})})
+            return Observe(self.task_id, self.obs, self.source).apply(b)
         after = SetUpstream(self.task_id, self.upstream_id, self.upstream_url, self.data).apply(b)
         if self.obs is not None:
             after = Observe(self.task_id, self.obs, self.source).apply(b)

@@ -28,13 +28,11 @@ async def preload(
     for op in ops:
         op.preload(need)
     want = {task_id for task_id in need.tasks if task_id not in cache}
-    if need.idem_keys:
-        rows = await statements.select_in(
-            conn,
-            "SELECT actor, key, request_hash, task_id FROM idempotency_keys WHERE key IN",
-            need.idem_keys,
-        )
-        for actor, key, request_hash, task_id in rows:
+    for actor, keys in _grouped(need.idem_keys).items():
+        # by actor too: the key is (actor, key), and a lookup by key alone scans every
+        # key stored, for each batch of submits (bench "submits")
+        rows = await statements.select_in(conn, statements.SELECT_IDEMPOTENCY, keys, (actor,))
+        for key, request_hash, task_id in rows:
             b.idem[(actor, key)] = (request_hash, task_id)
             if task_id not in cache:
                 want.add(task_id)
@@ -42,10 +40,16 @@ async def preload(
         sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN"
         for row in await statements.select_in(conn, sql, want):
             remember(task_from_row(row))
-    if need.deliveries:
-        rows = await statements.select_in(
-            conn,
-            "SELECT source, delivery_id FROM events WHERE delivery_id IN",
-            need.deliveries,
-        )
-        b.deliveries.update((str(r[0]), str(r[1])) for r in rows)
+    for source, ids in _grouped(need.deliveries).items():
+        # by source too: the index is (source, delivery_id), and a lookup by delivery id
+        # alone scans all of it, every stored delivery, for each batch (bench "webhooks")
+        rows = await statements.select_in(conn, statements.SELECT_DELIVERIES, ids, (source,))
+        b.deliveries.update((source, str(r[0])) for r in rows)
+
+
+def _grouped(pairs: set[tuple[str, str]]) -> dict[str, set[str]]:
+    """(a, b) pairs as {a: {b, ...}}."""
+    out: dict[str, set[str]] = {}
+    for first, second in pairs:
+        out.setdefault(first, set()).add(second)
+    return out

@@ -167,15 +167,17 @@ class Writer:
     # --- the operations, one method each ---------------------------------------------------
 
     async def create_task(
-        self, draft: Task, idempotency: Idempotency | None = None
+        self, draft: Task, idempotency: Idempotency | None = None, answer: Accept | None = None
     ) -> tuple[Task, bool]:
         """Record a new task; returns (task, created).
 
         With an ``idempotency`` (actor, key, request hash) whose actor and key were seen
         before, the task recorded then is returned with ``created`` False; with a
-        different request hash, `Conflict`.
+        different request hash, `Conflict`. With an ``answer`` (the provider's, for
+        ``draft``), the new task is returned as that answer leaves it, both recorded in
+        one commit.
         """
-        return await self._enqueue(CreateTask(draft, idempotency))
+        return await self._enqueue(CreateTask(draft, idempotency, answer))
 
     async def observe(
         self, task_id: str, obs: Observation, *, source: str, delivery_id: str | None = None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from aiohttp import web
 
 from egw.core import fields
@@ -31,7 +30,9 @@ class BodyCache:
         hit = self._bodies.get(task.id)
         if hit is not None and hit[0] == task.index:
             return hit[1], hit[2]
-        encoded = json.dumps(task.to_json(), separators=(",", ":")).encode()
+        # orjson: several times faster than json for a task, and each submit's answer is a
+        # fresh one (bench part "submits"); a task holds no integer past 64 bits
+        encoded = orjson.dumps(task.to_json())
         if len(self._bodies) >= _BODY_CACHE_SIZE:
             self._bodies.clear()
         etag = f'"{task.index}"'

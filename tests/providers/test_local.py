@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -180,6 +181,18 @@ async def test_max_concurrent_queues(aiohttp_client: Any, tmp_path: Path) -> Non
     await wait_terminal(api, third["id"])
     out = await (await api.get(f"/v1/tasks/{fourth['id']}/logs", headers=WRITER)).text()
     assert out == ""
+
+
+async def test_a_process_being_started_holds_its_slot(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Submits that arrive together, while the first one's process is still being started:
+    only that one runs (``max_concurrent: 1``), the others queue behind it."""
+    cfg = make_config(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    api = await aiohttp_client(create_app(cfg))
+    tasks = await asyncio.gather(*(submit_local(api, "sleep", "0.2") for _ in range(4)))
+    assert sorted(t["status"] for t in tasks) == ["queued", "queued", "queued", "running"]
+    done = [await wait_terminal(api, t["id"]) for t in tasks]
+    spans = sorted((d["started_at"], d["finished_at"]) for d in done)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # one at a time
 
 
 async def test_allowlist(aiohttp_client: Any, tmp_path: Path) -> None:

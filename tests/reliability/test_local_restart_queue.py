@@ -1,6 +1,7 @@
 """Point 6: local tasks accepted but still queued behind ``max_concurrent`` when `egw serve`
 is killed with SIGKILL run after the restart; only the task whose process died with the
-gateway ends ``failed: gateway restarted``."""
+gateway ends ``failed: gateway restarted``. A queued submit is one commit (the task with its
+answer): one killed while many are in flight loses none that was acknowledged."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,12 @@ from egw.web.app import create_app
 from egw.web.keys import service_key
 
 
-def _call(url: str, body: dict[str, Any] | None = None) -> Any:
+def _call(url: str, body: dict[str, Any] | None = None, key: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={**WRITER, "Content-Type": "application/json"}
-    )
+    headers = {**WRITER, "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as resp:
         text = resp.read().decode()
     return json.loads(text) if text.startswith("{") else text
@@ -60,6 +64,62 @@ def test_queued_tasks_run_after_a_sigkill(tmp_path: Path) -> None:
             assert tasks[task["id"]]["status"] == "succeeded", tasks[task["id"]]
             assert _call(f"{url}/{task['id']}/logs") == f"ran {i}\n"
     finally:
+        gateway.stop()
+
+
+def test_queued_submits_acknowledged_before_a_sigkill_all_run(tmp_path: Path) -> None:
+    """Four clients submit queued tasks as fast as they can; the gateway is killed with
+    SIGKILL among them. Every submit it acknowledged exists after the restart, once, under
+    the id it was answered with, and runs; replaying its key answers that id."""
+    gateway = GatewayProcess(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    gateway.start()
+    acked: dict[str, str] = {}  # Idempotency-Key -> task id
+    stop = threading.Event()
+    url = f"{gateway.url}/v1/tasks"
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key, i = f"c{n}-{i}", i + 1
+            body = {"provider": "local", "task": {"command": "echo", "args": [key]}}
+            try:
+                task = _call(url, body, key)
+            except (OSError, urllib.error.HTTPError):
+                return  # the gateway died with this submit in flight: not acknowledged
+            assert task["status"] == "queued", task
+            acked[key] = task["id"]
+
+    try:
+        held = _call(url, {"provider": "local", "task": {"command": "sleep", "args": ["30"]}})
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for thread in clients:
+            thread.start()
+        while len(acked) < 40:
+            time.sleep(0.01)
+        gateway.kill()
+        stop.set()
+        for thread in clients:
+            thread.join(10)
+        gateway.start()
+
+        listed = _call(f"{url}?limit=500")["tasks"]
+        assert len(listed) < 500  # all of them
+        ids = [t["id"] for t in listed if t["id"] != held["id"]]
+        assert len(ids) == len(set(ids)) and set(acked.values()) <= set(ids)
+        for key, task_id in list(acked.items())[:10]:
+            body = {"provider": "local", "task": {"command": "echo", "args": [key]}}
+            assert _call(url, body, key)["id"] == task_id
+        deadline = time.monotonic() + 60
+        pending = set(acked.values())
+        while pending:
+            pending = {t for t in pending if _call(f"{url}/{t}")["status"] not in TERMINAL}
+            assert time.monotonic() < deadline, f"{len(pending)} acknowledged tasks never ended"
+            time.sleep(0.2)
+        for key, task_id in acked.items():
+            assert _call(f"{url}/{task_id}")["status"] == "succeeded"
+            assert _call(f"{url}/{task_id}/logs") == f"{key}\n"
+    finally:
+        stop.set()
         gateway.stop()
 
 

@@ -94,6 +94,22 @@ async def test_accept_records_upstream_and_observation_in_one_operation(store: S
     assert after.index == events[-1].seq
 
 
+async def test_an_answer_naming_nothing_upstream_records_only_its_observation(
+    store: Store,
+) -> None:
+    task, _ = await store.writer.create_task(draft())
+    obs = Observation(state=TaskState.QUEUED, reason="waiting")
+    after = await store.writer.accept(Accept(task.id, None, None, {"submitted": True}, obs, GH))
+    assert (after.status, after.upstream_id, after.upstream) == (
+        TaskState.QUEUED, None, {"submitted": True},
+    )  # fmt: skip
+    events = await store.reader.events(task_id=task.id)
+    assert [e.kind for e in events] == ["submitted", "observed"]
+    assert after.index == events[-1].seq
+    stored = await store.reader.task(task.id)
+    assert stored is not None and stored.upstream == {"submitted": True}  # stored too
+
+
 async def test_accept_the_store_refuses_writes_neither_half(store: Store) -> None:
     """A disk with no room even for the WAL (or a read-only file) refuses every write."""
     task, _ = await store.writer.create_task(draft())

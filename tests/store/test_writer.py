@@ -11,7 +11,7 @@ import pytest
 
 from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import Conflict, NotFound
-from egw.store import Store
+from egw.store import Store, statements
 from egw.store.migrate import load_migrations
 
 
@@ -181,5 +181,41 @@ async def test_a_task_read_after_a_restart_is_warmed_into_the_cache(tmp_path: Pa
         stored = await store.reader.task(written.id)
         assert cached is not None and stored is not None
         assert cached.index == stored.index > written.index
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("sql", [statements.SELECT_IDEMPOTENCY, statements.SELECT_DELIVERIES])
+async def test_what_a_batch_reads_first_is_a_search_not_a_scan(store: Store, sql: str) -> None:
+    """Each batch looks up its Idempotency-Keys and delivery ids: by the whole key of their
+    index, or SQLite reads every key or delivery ever stored, for every batch."""
+    conn = sqlite3.connect(store.path)
+    try:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql} (?, ?)", ("a", "b", "c")).fetchall()
+    finally:
+        conn.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "SEARCH" in details and "SCAN" not in details, details
+
+
+async def test_a_replayed_key_and_a_seen_delivery_are_found_in_the_database(
+    tmp_path: Path,
+) -> None:
+    """After a restart (nothing in memory) the key and the delivery are read back: per actor
+    and per source, so another actor's key or another source's delivery id is no match."""
+    first = Store(str(tmp_path / "egw.db"))
+    await first.open()
+    task, _ = await first.writer.create_task(draft(), ("alice", "k1", "hash-a"))
+    await first.writer.progress(task.id, "x", {}, source="github", delivery_id="d-1")
+    await first.close()
+    store = Store(str(tmp_path / "egw.db"))
+    await store.open()
+    try:
+        again, created = await store.writer.create_task(draft(), ("alice", "k1", "hash-a"))
+        assert (again.id, created) == (task.id, False)
+        other, created = await store.writer.create_task(draft(), ("bob", "k1", "hash-b"))
+        assert created and other.id != task.id
+        assert not await store.writer.progress(task.id, "x", {}, source="github", delivery_id="d-1")
+        assert await store.writer.progress(task.id, "x", {}, source="nomad", delivery_id="d-1")
     finally:
         await store.close()

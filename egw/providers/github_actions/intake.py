@@ -4,12 +4,22 @@ A delivery is stored with ``sink.progress`` keyed on ``X-GitHub-Delivery`` (a
 redelivery is a duplicate) and applied by a background task under the task's
 lock. A delivery that beats the dispatch's own answer is held a while and
 replayed once the run is known.
+
+What is stored of a delivery is what egw read of it (`delivery_record`): its event,
+action, hook, and the run or job as parsed, not the whole payload. Nothing reads a
+stored delivery back (a delivery whose apply a dead gateway lost is made good by the
+reconciler's poll, not by replaying it), and the payload is mostly the repository and
+the sender: 19.5 KB for GitHub's ``workflow_run`` example, whose storing was a third of
+an own run's delivery (bench part "webhooks"). GitHub keeps every delivery, headers and
+body, and can redeliver it for 3 days (docs.github.com, webhooks/testing-and-
+troubleshooting-webhooks/redelivering-webhooks).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
@@ -94,13 +104,7 @@ class WebhookIntake:
         stored = await sink.progress(
             task_id,
             "github.delivery",
-            {
-                "event": delivery.event,
-                "action": delivery.action,
-                "run_id": run_id,
-                "hook_id": delivery.hook_id,
-                "payload": delivery.payload,
-            },
+            delivery_record(delivery, run_id),
             source="github",
             delivery_id=delivery.delivery_id,
         )
@@ -158,6 +162,24 @@ class WebhookIntake:
                 )
         if tracked.completed and not tracked.logs_done:
             await self.logs.finish(tracked)
+
+
+def delivery_record(delivery: gh.Delivery, run_id: int) -> dict[str, Any]:
+    """The ``github.delivery`` event's data: the delivery as egw read it (see the module's
+    docstring for why not its whole payload)."""
+    record: dict[str, Any] = {
+        "event": delivery.event,
+        "action": delivery.action,
+        "run_id": run_id,
+        "hook_id": delivery.hook_id,
+    }
+    if delivery.run is not None:
+        record["run"] = delivery.run.to_json()
+    if delivery.job is not None:
+        record["job"] = delivery.job.to_json()
+        if delivery.environment is not None:
+            record["environment"] = delivery.environment
+    return record
 
 
 def _run_id(delivery: gh.Delivery) -> int:

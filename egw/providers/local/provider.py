@@ -43,6 +43,8 @@ class LocalProvider:
         #: the runs waiting for a slot, by task id, oldest first (a dict: a submit checks
         #: whether its task waits already without scanning thousands: bench "submits")
         self._queue: dict[str, Run] = {}
+        #: processes being started (a slot each, before they are in ``_running``)
+        self._starting = 0
         # one watcher per started process: it pumps the output, then records the outcome
         self._watchers = BackgroundTasks(self.name)
         self._closing = False
@@ -155,15 +157,9 @@ class LocalProvider:
             elif known is not None:
                 return Submission(upstream_id=None, observation=None)
         run = Run(task, LocalSpec.from_json(task.spec))
-        if len(self._running) >= self.cfg.max_concurrent:
+        if self._slots_taken() >= self.cfg.max_concurrent:
             self._queue[task.id] = run
-            return Submission(
-                upstream_id=None,
-                observation=Observation(
-                    state=TaskState.QUEUED,
-                    reason=f"waiting for a free slot ({self.cfg.max_concurrent} running)",
-                ),
-            )
+            return self._queued()
         failure = await self._start_process(run)
         if failure is not None:
             return Submission(upstream_id=None, observation=failure)
@@ -189,6 +185,33 @@ class LocalProvider:
         if run.watcher is not None:
             await asyncio.wait([run.watcher])
         log.info("local_retired", task_id=task.id, attempt=task.attempt, pid=run.pid)
+
+    def answer_queued(self, task: Task) -> Submission | None:
+        """`Queueing`: every slot is taken, so a submit would only queue the task."""
+        if self._slots_taken() < self.cfg.max_concurrent or self._closing:
+            return None
+        return self._queued()
+
+    def enqueue(self, task: Task) -> None:
+        """`Queueing`: the task was recorded queued; it waits for a slot (or takes one
+        that came free while it was being recorded)."""
+        if task.id in self._running or task.id in self._queue or self._closing:
+            return  # closing: the next start finds it queued and runs it
+        self._queue[task.id] = Run(task, LocalSpec.from_json(task.spec))
+        if self._slots_taken() < self.cfg.max_concurrent:
+            _ = self._watchers.spawn(self._next(), name="egw-local-next")
+
+    def _slots_taken(self) -> int:
+        return len(self._running) + self._starting
+
+    def _queued(self) -> Submission:
+        return Submission(
+            upstream_id=None,
+            observation=Observation(
+                state=TaskState.QUEUED,
+                reason=f"waiting for a free slot ({self.cfg.max_concurrent} running)",
+            ),
+        )
 
     async def cancel(self, task: Task, *, force: bool = False) -> Observation | None:
         if self._queue.pop(task.id, None) is not None:
@@ -222,6 +245,7 @@ class LocalProvider:
     async def _start_process(self, run: Run) -> Observation | None:
         """Start the run's process and its watcher; the failure to record if it cannot start."""
         failure: Observation | None = None
+        self._starting += 1  # its slot is taken while it starts: no other start may use it
         try:
             if self._policy is None:
                 await run.start()
@@ -233,6 +257,8 @@ class LocalProvider:
             failure = run.start_failure(exc)
         except EgwError as exc:
             failure = Observation(state=TaskState.FAILED, reason=f"refused: {exc.message}")
+        finally:
+            self._starting -= 1
         if failure is not None:
             if self._sink.started:
                 await self._sink().logs_complete(run.task.id)
@@ -269,7 +295,7 @@ class LocalProvider:
 
     async def _next(self) -> None:
         """Start queued runs while there are free slots."""
-        while self._queue and len(self._running) < self.cfg.max_concurrent and not self._closing:
+        while self._queue and self._slots_taken() < self.cfg.max_concurrent and not self._closing:
             run = self._queue.pop(next(iter(self._queue)))
             failure = await self._start_process(run)
             sink = self._sink()

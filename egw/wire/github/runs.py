@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from egw.core.model import Observation, TaskState
+from egw.core.model import Observation, TaskState, format_time
 from egw.errors import InvalidRequest
 from egw.wire.github.values import as_int, as_str, parse_time
 
@@ -43,6 +43,25 @@ class Run:
     html_url: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What egw read of the run (what a stored delivery keeps of it)."""
+        return {
+            "id": self.id,
+            "run_attempt": self.attempt,
+            "status": self.status,
+            "conclusion": self.conclusion,
+            "name": self.name,
+            "display_title": self.display_title,
+            "event": self.event,
+            "head_branch": self.head_branch,
+            "workflow_id": self.workflow_id,
+            "path": self.path,
+            "url": self.url,
+            "html_url": self.html_url,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
