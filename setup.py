@@ -17,8 +17,13 @@ class BuildWithMigrations(build_py):
         super().run()
         target = Path(self.build_lib) / "egw" / "migrations"
         target.mkdir(parents=True, exist_ok=True)
-        for sql in sorted(Path(__file__).parent.joinpath("migrations").glob("*.sql")):
+        source = Path(__file__).parent.joinpath("migrations")
+        for sql in sorted(source.glob("*.sql")):
             shutil.copy2(sql, target / sql.name)
+        # PostgreSQL's twins of the same migrations (egw/store/postgres/migrate.py)
+        (target / "postgresql").mkdir(exist_ok=True)
+        for sql in sorted(source.joinpath("postgresql").glob("*.sql")):
+            shutil.copy2(sql, target / "postgresql" / sql.name)
 
 
 setup(cmdclass={"build_py": BuildWithMigrations})

@@ -9,7 +9,8 @@ Three measurements (see bench/README.md for the method and how to read them):
    the same load generator (wrk, else a Python fallback in its own process)
    with the same connection count, rounds alternated, median reported.
 2. Writer: event appends/s through ``egw.store.Store``'s group-commit writer,
-   against one transaction per row with plain aiosqlite on the same machine.
+   against one transaction per row with plain aiosqlite on the same machine,
+   and the same writer on PostgreSQL when a server answers.
 3. SSE fan-out: N clients tail one local task printing 200 timestamped
    lines/s; per-line delay (p50/p99) and the gateway's RSS per connection.
 
@@ -534,8 +535,7 @@ async def _writer_group(path: str, seconds: float, workers: int, ntasks: int) ->
             await asyncio.gather(*tasks, return_exceptions=True)
         if listeners is None and kept is not None:
             sizes = list(kept[kept0:])
-        async with store._rconn.execute("SELECT COUNT(*) FROM events") as cur:  # type: ignore[union-attr]
-            rows = (await cur.fetchone())[0]
+        rows = await store.reader.max_seq()  # (nothing is pruned: the number of rows)
         return {
             "appends_per_s": done / elapsed,
             "appends": done,
@@ -651,17 +651,28 @@ def bench_writer(
 ) -> dict[str, Any]:
     import logging
 
+    import _pg
     import structlog
 
     # the store logs its migrations: keep this process's output to the report
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     runs: dict[str, list[dict[str, Any]]] = {"group": [], "txn": [], "autocommit": []}
+    # the same writer on PostgreSQL (storage.url), in the same rounds, when a server answers
+    pg_missing = _pg.unavailable()
+    if pg_missing is None:
+        runs["group_pg"] = []
     names = list(runs)
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             path = str(workdir / f"writer-{name}-{r}.db")
-            if name == "group":
+            if name == "group_pg":
+                url = _pg.create()
+                try:
+                    res = asyncio.run(_writer_group(url, seconds, workers, ntasks))
+                finally:
+                    _pg.drop(url)
+            elif name == "group":
                 res = asyncio.run(_writer_group(path, seconds, workers, ntasks))
             else:
                 res = asyncio.run(_writer_per_row(path, seconds, workers, ntasks, name))
@@ -679,6 +690,10 @@ def bench_writer(
         "per_row_autocommit_appends_per_s": round(med["autocommit"], 1),
         "speedup": round(med["group"] / med["txn"], 2),
         "speedup_vs_autocommit": round(med["group"] / med["autocommit"], 2),
+        "postgresql_group_commit_appends_per_s": (
+            round(med["group_pg"], 1) if "group_pg" in med else None
+        ),
+        "postgresql_missing": pg_missing,
         "batch_size_median": _median(
             [x["batch_size_median"] for x in runs["group"] if x["batch_size_median"] is not None]
         ),
@@ -1046,6 +1061,15 @@ def render(report: dict[str, Any]) -> str:
             f"  group-commit speed-up: {w['speedup']:.2f} x over a transaction per append, "
             f"{w['speedup_vs_autocommit']:.2f} x over autocommit inserts"
         )
+        pg = w.get("postgresql_group_commit_appends_per_s")
+        if pg is not None:
+            out.append(
+                "  Store writer on PostgreSQL (storage.url)        "
+                f"{pg:>10.1f} appends/s ({pg / w['group_commit_appends_per_s']:.2f} x SQLite's;"
+                " one advisory lock per batch)"
+            )
+        elif w.get("postgresql_missing"):
+            out.append(f"  Store writer on PostgreSQL: not run ({w['postgresql_missing']})")
     for s in report.get("sse", []):
         out.append("")
         if "error" in s:

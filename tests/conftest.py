@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import db_support
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -26,3 +27,53 @@ async def api(
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     client = await aiohttp_client(create_app(cfg))
     yield client
+
+
+@pytest.fixture(autouse=True)
+def _gateway_databases() -> Iterator[None]:
+    """With ``EGW_TEST_STORE=postgresql``: drop the databases a test's gateways used."""
+    if db_support.STORE != "postgresql":
+        yield
+        return
+    before = db_support.created()
+    yield
+    db_support.drop_new(before)
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test module's own (`db_support`), dropped after it;
+    the test is skipped, saying why, where no server answers."""
+    reason = db_support.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    url = db_support.create_database()
+    yield url
+    db_support.drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The module's PostgreSQL database, its tables emptied for this test."""
+    db_support.clean(pg_database)
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store's address, once on each dialect: a SQLite file, a clean PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "egw.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With ``EGW_TEST_STORE=postgresql``, skip the tests about SQLite itself, saying why."""
+    if db_support.STORE != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import db_support
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -45,10 +46,19 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _storage(tmp_path: Path) -> dict[str, Any]:
+    """The test's SQLite file; with ``EGW_TEST_STORE=postgresql``, a PostgreSQL database of
+    its own (`db_support.store_url`)."""
+    out: dict[str, Any] = {"path": str(tmp_path / "egw.db")}
+    if db_support.STORE == "postgresql":
+        out["url"] = db_support.store_url(tmp_path)
+    return out
+
+
 def config_dict(tmp_path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     base = {
         "server": {"sse_flush_ms": 10},
-        "storage": {"path": str(tmp_path / "egw.db")},
+        "storage": _storage(tmp_path),
         "auth": {
             "tokens": [
                 {"name": "writer", "token": WRITER_TOKEN, "scopes": ["tasks:read", "tasks:write"]},

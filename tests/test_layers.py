@@ -117,6 +117,7 @@ RULES = [
             "asyncio",
             "aiohttp",
             "aiosqlite",
+            "asyncpg",
             "structlog",
             "egw.providers",
             "egw.store",
@@ -157,6 +158,12 @@ RULES = [
         "aiosqlite is imported only under egw/store",
         lambda m: not in_tree(m, "egw.store"),
         lambda n: within(n, "aiosqlite"),
+    ),
+    Rule(
+        "asyncpg-store",
+        "asyncpg is imported only under egw/store/postgres",
+        lambda m: not in_tree(m, "egw.store.postgres"),
+        lambda n: within(n, "asyncpg"),
     ),
     Rule(
         "yaml-config",
@@ -256,6 +263,7 @@ def test_the_scan_sees_the_tree() -> None:
     assert ("egw.config", "yaml") in found
     assert ("egw.web.app", "aiohttp.web") in found
     assert any(m.startswith("egw.store") and n == "aiosqlite" for m, n in found)
+    assert any(m.startswith("egw.store.postgres") and n == "asyncpg" for m, n in found)
     assert any(m == "egw.web.app" and n.startswith("egw.service") for m, n in found)
 
 

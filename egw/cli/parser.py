@@ -34,7 +34,10 @@ own in 1-119); 124 timed out; 125 cancelled; 126 cancel failed (egw cancel);
 #: each command's --help ends with these
 EXAMPLES = {
     "serve": ["egw serve --config config.yaml", "egw serve --host 0.0.0.0 --port 9000"],
-    "migrate": ["egw migrate --config config.yaml"],
+    "migrate": [
+        "egw migrate --config config.yaml",
+        "egw migrate --from sqlite:///data/egw.db --to postgresql://egw@db/egw",
+    ],
     "submit": [
         "ID=$(egw submit -q -- sleep 30)",
         "egw submit --follow -- make test",
@@ -123,8 +126,14 @@ def build() -> Parser:
     serve.add_argument("--port", type=port, help="listen port (overrides server.port)")
     serve.set_defaults(run=server.serve_command)
 
-    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate = sub.add_parser("migrate", help="apply database migrations, or copy a database")
     migrate.add_argument("--config", help="config file (default: the embedded defaults)")
+    migrate.add_argument(
+        "--from", dest="source", metavar="URL", help="copy this SQLite database (sqlite:///path)"
+    )
+    migrate.add_argument(
+        "--to", dest="target", metavar="URL", help="into this new PostgreSQL database"
+    )
     migrate.set_defaults(run=server.migrate_command)
 
     def client(name: str, help: str, run: Any) -> argparse.ArgumentParser:

@@ -64,16 +64,29 @@ def _generated_token(cfg: Config) -> Config:
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    from egw.store.db import open_and_migrate
+    from egw.store.backend import redact
+    from egw.store.db import copy_database, migrate_address
 
+    if args.source or args.target:
+        if not (args.source and args.target):
+            raise ConfigError("--from", "--from and --to go together")
+        source, target = args.source, args.target
+
+        def copy() -> None:
+            counts = asyncio.run(copy_database(source, target))
+            rows = ", ".join(f"{table} {n}" for table, n in counts.items())
+            print(f"{redact(target)}: copied from {source} ({rows})")
+
+        return _one_line(copy, redact(target))
     cfg = load_config(args.config)
+    address = cfg.storage.address
 
     def migrate() -> None:
-        applied = asyncio.run(open_and_migrate(cfg.storage.path))
+        applied = asyncio.run(migrate_address(address))
         done = f"applied {', '.join(applied)}" if applied else "up to date"
-        print(f"{cfg.storage.path}: {done}")
+        print(f"{redact(address)}: {done}")
 
-    return _one_line(migrate, cfg.storage.path)
+    return _one_line(migrate, redact(address))
 
 
 def _one_line(run: Callable[[], None], address: str) -> int:

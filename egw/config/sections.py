@@ -170,6 +170,11 @@ class LoggingConfig:
 class StorageConfig:
     #: the SQLite file (created with its folder)
     path: str = "data/egw.db"
+    #: the database as a URL, instead of ``path``: ``postgresql://user:${PGPASSWORD}@host/db``
+    #: (PostgreSQL; the password is never logged) or ``sqlite:///path`` (SQLite, as ``path``)
+    url: str | None = None
+    #: PostgreSQL: connections of the readers' pool (the writer has one of its own)
+    pool_size: int = 4
     #: events and logs of tasks finished longer ago than this are pruned
     retention_days: float = 7.0
     prune_interval_s: float = 3600.0
@@ -182,7 +187,21 @@ class StorageConfig:
     #: in use) is larger than this (unset: no limit)
     max_bytes: int | None = None
 
+    @property
+    def address(self) -> str:
+        """The database: ``url`` if set, else the SQLite file at ``path``."""
+        return self.url or self.path
+
     def validate(self, path: str) -> None:
+        if self.url is not None:
+            scheme, sep, rest = self.url.partition("://")
+            if not sep or scheme.lower() not in ("postgresql", "postgres", "sqlite"):
+                raise ConfigError(
+                    f"{path}.url", "a postgresql://... or sqlite:///path URL (or use storage.path)"
+                )
+            if scheme.lower() == "sqlite" and (not rest.startswith("/") or rest == "/"):
+                raise ConfigError(f"{path}.url", "sqlite:///path: three slashes, then the file")
+        between(self.pool_size, f"{path}.pool_size", 1, 100)
         positive(self.retention_days, f"{path}.retention_days")
         positive(self.prune_interval_s, f"{path}.prune_interval_s")
         between(self.max_log_bytes, f"{path}.max_log_bytes", MIN_LOG_BYTES, MAX_BYTES)

@@ -14,14 +14,21 @@ from egw.service.gateway import GatewayLog
 from egw.service.reads import TaskReads
 from egw.service.tasks import TaskService
 from egw.store import DatabaseLock, Store
+from egw.store.backend import dialect, sqlite_path
 
 
-def claim(path: str) -> DatabaseLock:
+def claim(address: str) -> DatabaseLock:
     """The database's exclusive lock (one process per database), for a process that must
     own it before it does anything else: `egw serve` takes it before binding its port or
     opening anything. Use it as a context manager; `Database.open` takes it again (it is
-    counted within a process) and refuses a database another process holds."""
-    return DatabaseLock(path)
+    counted within a process) and refuses a database another process holds.
+
+    For PostgreSQL there is no file to lock: its lock is an advisory lock that
+    `Database.open` takes on its write connection (``egw/store/postgres/conn.py``), so
+    this one locks nothing."""
+    if dialect(address) == "postgresql":
+        return DatabaseLock(":memory:")  # (locks nothing: see above)
+    return DatabaseLock(sqlite_path(address))
 
 
 class Database:
@@ -30,7 +37,7 @@ class Database:
 
     def __init__(self, cfg: StorageConfig) -> None:
         self._cfg = cfg
-        self._store = Store(cfg.path, cache_size=cfg.cache_size)
+        self._store = Store(cfg.address, cache_size=cfg.cache_size, pool_size=cfg.pool_size)
         self._reads: TaskReads | None = None
 
     async def open(self) -> None:

@@ -21,7 +21,7 @@ from egw.core.audit import EventFilter, EventPage
 from egw.core.model import Event, Task
 from egw.core.records import LogChunk
 from egw.errors import NotFound
-from egw.store import Reader, Writer
+from egw.store import Reads, Writer
 
 #: sequence numbers the audit query looks at per page, at most
 AUDIT_WINDOW = 100_000
@@ -30,7 +30,7 @@ AUDIT_WINDOW = 100_000
 class TaskReads:
     """Reads of tasks, events and logs: from the writer's cache first, else the read connection."""
 
-    def __init__(self, reader: Reader, writer: Writer) -> None:
+    def __init__(self, reader: Reads, writer: Writer) -> None:
         self._reader = reader
         self._writer = writer
 

@@ -69,13 +69,23 @@ def check_room(used_bytes: int, limits: StorageLimits) -> None:
 
 
 def status(
-    path: str, limits: StorageLimits, failure: str | None, used_bytes: int, refusals: int
+    path: str,
+    limits: StorageLimits,
+    failure: str | None,
+    used_bytes: int,
+    refusals: int,
+    *,
+    store: str = "sqlite",
 ) -> Mapping[str, Any]:
-    """The store as ``/readyz`` and the metrics report it."""
+    """The store as ``/readyz`` and the metrics report it: which database (``store``:
+    sqlite or postgresql; not where: ``/readyz`` needs no token and shows no path or
+    address, the start-up log has it, without a password). On PostgreSQL the size on
+    disk is that of egw's tables (``used_bytes``): the server's files are not egw's."""
     return {
+        "store": store,
         "writable": failure is None,
         "error": failure,
-        "size_bytes": database_bytes(path),
+        "size_bytes": database_bytes(path) if store == "sqlite" else used_bytes,
         "used_bytes": used_bytes,
         "max_bytes": limits.max_bytes,
         "full": limits.max_bytes is not None and used_bytes > limits.max_bytes,

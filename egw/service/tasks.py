@@ -117,7 +117,12 @@ class TaskService:
         writer = self.store.writer
         failure = writer.failure if writer.running else "the event log is not running"
         return storage.status(
-            self.store.path, self._limits, failure, writer.used_bytes, writer.refusals
+            self.store.path,
+            self._limits,
+            failure,
+            writer.used_bytes,
+            writer.refusals,
+            store=self.store.dialect,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------

@@ -1,19 +1,24 @@
-"""The SQLite event log: the only package that talks to the database.
+"""The event log: the only package that talks to the database, SQLite or PostgreSQL.
 
-`Store` opens it, holding the database's lock (``lock.py``: one process per
-database); its `Writer` (``writer.py``) makes every change, in batches,
-and keeps the projection cache; its `Reader` (``reads.py``) answers queries on
-a second, read-only connection.
+`Store` opens it, holding the database's lock (one process per database: the
+``flock`` of ``lock.py`` on SQLite, an advisory lock on PostgreSQL); its `Writer`
+(``writer.py``) makes every change, in batches, and keeps the projection cache; its
+reader (`Reads`: ``reads.py``, ``postgres/reads.py``) answers queries on a second,
+read-only connection (a pool on PostgreSQL). ``backend.py`` is the seam between the
+shared logic and each dialect.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import aiosqlite
+import structlog
 
 from egw.core.model import Task
-from egw.errors import ConfigError, StoreError
+from egw.errors import ConfigError, EgwError, StoreError
+from egw.store.backend import Reads, dialect, redact, sqlite_path
 from egw.store.db import connect, probe_write
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
@@ -22,27 +27,42 @@ from egw.store.reads import Reader
 from egw.store.upstreams import UpstreamIndex
 from egw.store.writer import Writer
 
+log = structlog.get_logger("egw.store")
+
 
 class Store:
-    """One write connection (owned by the `Writer`) and one read-only connection (the `Reader`)."""
+    """One write connection (owned by the `Writer`) and one read-only connection (the
+    reader; a pool of ``pool_size`` on PostgreSQL).
 
-    def __init__(self, path: str, *, cache_size: int = 10000) -> None:
-        self.path = path
+    ``address`` is a SQLite file (``path``, or ``sqlite:///path``) or a
+    ``postgresql://`` URL (`egw.store.backend.dialect`)."""
+
+    def __init__(self, address: str, *, cache_size: int = 10000, pool_size: int = 4) -> None:
+        self.dialect = dialect(address)
+        self._address = address
+        #: the SQLite file, or the URL with its password hidden (logs, ``/readyz``)
+        self.path = sqlite_path(address) if self.dialect == "sqlite" else redact(address)
         self._cache_size = cache_size
+        self._pool_size = pool_size
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None
-        self._lock = DatabaseLock(path)
+        self._pg: Any = None
+        self._lock = DatabaseLock(self.path if self.dialect == "sqlite" else ":memory:")
         #: upstream id -> task id of the providers that asked (`egw.store.upstreams`)
         self.upstreams = UpstreamIndex()
         self.writer: Writer
-        self.reader: Reader
+        self.reader: Reads
 
     async def open(self, *, auto_migrate: bool = True) -> None:
         """Lock, connect, migrate (or check the schema) and prove a write is possible, before
         anyone relies on the store; raises `StoreError` or `ConfigError` with one line."""
         self._lock.acquire()
+        log.info("store_opening", store=self.dialect, location=self.path)
         try:
-            await self._open(auto_migrate)
+            if self.dialect == "postgresql":
+                await self._open_postgres(auto_migrate)
+            else:
+                await self._open(auto_migrate)
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"{self.path}: {exc}") from exc
@@ -67,6 +87,21 @@ class Store:
         self.reader = Reader(self._rconn)
         await self.writer.start()
 
+    async def _open_postgres(self, auto_migrate: bool) -> None:
+        from egw.store.postgres import PgParts  # asyncpg is loaded only for a PostgreSQL store
+
+        self._pg = PgParts(self._address, self._pool_size)
+        try:
+            await self._pg.open(auto_migrate=auto_migrate)
+        except EgwError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self.writer = Writer(self._pg.writes, cache_size=self._cache_size)
+        self.writer.listeners.append(self.upstreams.on_commit)
+        self.reader = self._pg.reader
+        await self.writer.start()
+
     async def close(self) -> None:
         """Stop the writer, close both connections (each one even if another step fails:
         an open aiosqlite connection is a thread that keeps the process alive), unlock."""
@@ -78,14 +113,16 @@ class Store:
                 for conn in (self._rconn, self._wconn):
                     if conn is not None:
                         await _close_quietly(conn)
+                if self._pg is not None:
+                    await self._pg.close()
             finally:
                 self._rconn = self._wconn = None
+                self._pg = None
                 self._lock.release()
 
     async def watch_upstreams(self, provider: str) -> None:
         """Answer `egw.store.upstreams.UpstreamIndex` lookups for ``provider`` from now on."""
-        assert self._rconn is not None, "the store is not open"
-        await self.upstreams.watch(self._rconn, provider)
+        await self.upstreams.watch(self.reader, provider)
 
     async def find_upstream(self, provider: str, upstream_id: str) -> Task | None:
         """The task holding an upstream id (the latest submitted). For a watched provider
@@ -108,11 +145,10 @@ class Store:
 
         (It tries no write: the write connection belongs to the writer's loop.)
         """
-        if self._wconn is None or self._rconn is None:
+        if getattr(self, "reader", None) is None or (self._pg is None and self._rconn is None):
             return False
         try:
-            async with self._rconn.execute("SELECT 1") as cur:
-                await cur.fetchone()
+            await self.reader.ping()
         except Exception:  # noqa: BLE001 - whatever the failure, the store is not ready
             return False
         return self.writer.running
@@ -125,4 +161,4 @@ async def _close_quietly(conn: aiosqlite.Connection) -> None:
         pass  # its thread has stopped all the same; there is nothing left to write
 
 
-__all__ = ["Accept", "DatabaseLock", "Reader", "Store", "Writer", "retention_cutoff"]
+__all__ = ["Accept", "DatabaseLock", "Reader", "Reads", "Store", "Writer", "retention_cutoff"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from egw.errors import StoreError
+from egw.errors import ConfigError, StoreError
+from egw.store.backend import dialect, sqlite_path
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations
 
@@ -68,3 +69,21 @@ async def open_and_migrate(path: str) -> list[str]:
             raise StoreError(f"{path}: {exc}") from exc
         finally:
             await conn.close()
+
+
+async def migrate_address(address: str) -> list[str]:
+    """`egw migrate` on ``storage.url`` or ``storage.path``: SQLite or PostgreSQL."""
+    if dialect(address) == "postgresql":
+        from egw.store.postgres import migrate  # asyncpg only for PostgreSQL
+
+        return await migrate(address)
+    return await open_and_migrate(sqlite_path(address))
+
+
+async def copy_database(source: str, target: str) -> dict[str, int]:
+    """`egw migrate --from sqlite:///... --to postgresql://...`: rows copied per table."""
+    if dialect(source) != "sqlite" or dialect(target) != "postgresql":
+        raise ConfigError("--from", "copies a SQLite database (--from) to PostgreSQL (--to)")
+    from egw.store.postgres.copy import copy_sqlite
+
+    return await copy_sqlite(source, target)

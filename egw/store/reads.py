@@ -1,4 +1,4 @@
-"""Read queries, on their own connection (WAL lets them run beside the writer)."""
+"""SQLite's read queries, on their own connection (WAL lets them run beside the writer)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ class Reader:
             (provider, upstream_id),
         )
         return task_from_row(rows[0]) if rows else None
+
+    async def upstream_ids(self, provider: str) -> list[tuple[str, str]]:
+        """(upstream id, task id) of ``provider``'s tasks that have one, oldest submit first."""
+        rows = await self._all(
+            "SELECT upstream_id, id FROM tasks WHERE provider = ? AND upstream_id IS NOT NULL"
+            " ORDER BY submit_seq",
+            (provider,),
+        )
+        return [(str(upstream_id), str(task_id)) for upstream_id, task_id in rows]
+
+    async def ping(self) -> None:
+        await self._all("SELECT 1")
 
     async def tasks(
         self,

@@ -1,7 +1,7 @@
 """Which task holds each upstream id, in memory, for the providers that ask (webhook intake).
 
 A webhook receiver hears about every run of a repository, most of them not egw's:
-answering those from SQLite (a read through aiosqlite's thread per delivery) cost more
+answering those from the database (a read through aiosqlite's thread per delivery) cost more
 than verifying and parsing the delivery itself (bench part "webhooks"). So the store
 keeps, for each *watched* provider, a dict of its upstream ids to task ids, updated by
 a listener of the `Writer` right after each commit (every change of a task's upstream
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiosqlite
-
 from egw.core.model import Task
 from egw.core.records import Commit
+from egw.store.backend import Reads
 
 
 class UpstreamIndex:
@@ -41,19 +40,14 @@ class UpstreamIndex:
         """The task holding ``upstream_id`` (the latest submitted), None if no task does."""
         return self._by_provider[provider].get(upstream_id)
 
-    async def watch(self, conn: aiosqlite.Connection, provider: str) -> None:
+    async def watch(self, reader: Reads, provider: str) -> None:
         """Keep ``provider``'s upstream ids from now on, and load those already stored."""
         if provider in self._by_provider:
             return
         ids = self._by_provider[provider] = {}  # from here on, commits are noted
         stored: dict[str, str] = {}
-        async with conn.execute(
-            "SELECT upstream_id, id FROM tasks WHERE provider = ? AND upstream_id IS NOT NULL"
-            " ORDER BY submit_seq",
-            (provider,),
-        ) as cur:
-            for upstream_id, task_id in await cur.fetchall():
-                stored[str(upstream_id)] = str(task_id)  # the latest submitted wins
+        for upstream_id, task_id in await reader.upstream_ids(provider):
+            stored[upstream_id] = task_id  # the latest submitted wins
         for upstream_id, task_id in stored.items():
             if upstream_id not in ids:  # else a commit noted during the read is newer
                 ids[upstream_id] = task_id

@@ -38,8 +38,10 @@ only ``close`` stops it.
 
 Where things are: each public method below queues one operation of
 ``egw/store/ops.py`` (a record that knows how to apply itself); the operations
-of a batch fill one `egw.store.batch.Batch` in memory; ``egw/store/statements.py``
-writes it. This module holds the queue, the commit loop and the cache.
+of a batch fill one `egw.store.batch.Batch` in memory; the dialect's `Writes`
+(``backend.py``; on PostgreSQL it also re-checks the counters under the log's lock)
+reads what the batch needs and writes it. This module holds the queue, the commit
+loop and the cache.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from egw.background import cancel_and_wait
 from egw.core.model import Observation, Task
 from egw.core.records import Commit
 from egw.errors import EgwError, StoreError
-from egw.store import statements
+from egw.store.backend import Writes
 from egw.store.batch import Batch, LogCaps
 from egw.store.ops import (
     Accept,
@@ -77,7 +79,7 @@ from egw.store.ops import (
     Settle,
     SetUpstream,
 )
-from egw.store.preload import preload
+from egw.store.sqlite_writes import SqliteWrites
 from egw.store.watchops import CancelFailed, FlagStuck, Resubmit
 
 log = structlog.get_logger("egw.store")
@@ -97,8 +99,10 @@ MEASURE_S = 1.0
 
 
 class Writer:
-    def __init__(self, conn: aiosqlite.Connection, *, cache_size: int = 10000) -> None:
+    def __init__(self, conn: aiosqlite.Connection | Writes, *, cache_size: int = 10000) -> None:
         self._conn = conn
+        #: the dialect's half (`egw.store.backend`): a SQLite connection is SQLite's
+        self._db: Writes = SqliteWrites(conn) if isinstance(conn, aiosqlite.Connection) else conn
         self._queue: asyncio.Queue[Op[Any]] = asyncio.Queue()
         self._cache: OrderedDict[str, Task] = OrderedDict()
         self._cache_size = cache_size
@@ -129,7 +133,7 @@ class Writer:
         self._unmeasured = False
 
     async def start(self) -> None:
-        self._seq, self._submit_seq = await statements.load_counters(self._conn)
+        self._seq, self._submit_seq = await self._db.load_counters()
         await self._measure()
         self._runner = asyncio.create_task(self._run(), name="egw-writer")
 
@@ -332,7 +336,7 @@ class Writer:
             try:
                 wrote = await self._apply(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch, not a failed writer
-                if not statements.refused(exc):
+                if not self._db.refused(exc):
                     log.error("store_batch_failed", error=repr(exc), size=len(batch))
                     if len(batch) > 1:
                         # one bad operation must not fail its neighbours: apply each alone
@@ -358,10 +362,10 @@ class Writer:
             if await self._apply([op]) and self.failure is not None:
                 await self._probe()
         except asyncio.CancelledError:
-            _fail(op, RuntimeError("shutting down"))
+            _fail(op, RuntimeError("shutting down"), refused=False)
             raise
         except Exception as exc:  # noqa: BLE001 - whatever failed, only this operation fails
-            if statements.refused(exc):
+            if self._db.refused(exc):
                 self._refused(exc)
             self._keep_or_fail([op], exc)
 
@@ -373,10 +377,10 @@ class Writer:
             return
         self._probed_at = now
         try:
-            await statements.probe(self._conn)
+            await self._db.probe()
         except Exception as exc:
-            await statements.rollback(self._conn)
-            if not statements.refused(exc):
+            await self._db.rollback()
+            if not self._db.refused(exc):
                 raise
             self._refused(exc)
         else:
@@ -388,7 +392,7 @@ class Writer:
     async def _measure(self) -> None:
         self._measured_at = asyncio.get_running_loop().time()
         self._unmeasured = False
-        self.used_bytes = await statements.used_bytes(self._conn)
+        self.used_bytes = await self._db.used_bytes()
 
     def _refused(self, exc: BaseException) -> None:
         self.refusals += 1
@@ -405,29 +409,34 @@ class Writer:
         for op in ops:
             if op.fut.done():
                 continue
-            if op.kept and statements.refused(exc):
+            if op.kept and self._db.refused(exc):
                 self._owed.append(op)
             else:
-                _fail(op, exc)
+                _fail(op, exc, refused=self._db.refused(exc))
 
     async def _apply(self, ops: list[Op[Any]]) -> bool:
         """Apply and commit a batch; whether it wrote anything."""
         b = Batch(self._cache, self._seq, self._submit_seq, log_caps=self.log_caps)
-        await preload(self._conn, self._cache, self._remember, ops, b)
         results: list[tuple[Op[Any], Any]] = []
-        for op in ops:
-            try:
-                results.append((op, op.apply(b)))
-            except EgwError as exc:
-                results.append((op, exc))
-        wrote = b.writes_something  # (loads, replays and duplicates alone open no transaction)
+        try:
+            # PostgreSQL: the log's lock, and the counters past other writers' (backend.py)
+            await self._db.begin(b, self._evict)
+            await self._db.preload(self._cache, self._remember, ops, b)
+            for op in ops:
+                try:
+                    results.append((op, op.apply(b)))
+                except EgwError as exc:
+                    results.append((op, exc))
+            wrote = b.writes_something  # (loads, replays and duplicates alone write nothing)
+            if wrote:
+                await self._db.write(b)
+            else:
+                await self._db.finish()
+        except BaseException:
+            await self._db.rollback()
+            self._seq, self._submit_seq = await self._db.load_counters()
+            raise
         if wrote:
-            try:
-                await statements.write(self._conn, b)
-            except BaseException:
-                await statements.rollback(self._conn)
-                self._seq, self._submit_seq = await statements.load_counters(self._conn)
-                raise
             self._unmeasured = True
             for batch_listener in self.batch_listeners:
                 batch_listener(len(ops))
@@ -452,6 +461,11 @@ class Writer:
                     log.error("commit_listener_failed", error=repr(exc))
         return wrote
 
+    def _evict(self, task_ids: list[str]) -> None:
+        """Forget projections another writer changed (read again by the preload)."""
+        for task_id in task_ids:
+            self._cache.pop(task_id, None)
+
     def _remember(self, task: Task) -> None:
         self._cache[task.id] = task
         self._cache.move_to_end(task.id)
@@ -459,11 +473,11 @@ class Writer:
             self._cache.popitem(last=False)
 
 
-def _fail(op: Op[Any], exc: BaseException) -> None:
+def _fail(op: Op[Any], exc: BaseException, *, refused: bool) -> None:
     if not op.fut.done():
         log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
         message = "the event log could not record this change"
-        if statements.refused(exc):
+        if refused:
             op.fut.set_exception(StoreError(f"{message}: {exc}", details={"cause": str(exc)}))
         else:
             op.fut.set_exception(StoreError(message))

@@ -187,7 +187,7 @@ async def _serve(config: Config, listening: Callable[[str], None] | None) -> Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        with claim(config.storage.path):
+        with claim(config.storage.address):
             sockets = _bind(config.server.host, config.server.port)
             try:
                 await _run(config, tls, sockets, stop, listening)

@@ -89,6 +89,7 @@ async def delivered(api: Client, task_id: str) -> list[int]:
     return [e["data"]["run_id"] for e in body["events"] if e["kind"] == "github.delivery"]
 
 
+@pytest.mark.sqlite_only(reason="traces the statements of SQLite's two connections")
 async def test_foreign_runs_cost_no_read_and_a_restart_still_knows_egws_runs(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:

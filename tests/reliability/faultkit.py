@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import yaml
 from support import TERMINAL, WRITER, config_dict, free_port
 
@@ -176,6 +177,8 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = config_dict(workdir, overrides)
         self.db = Path(cfg["storage"]["path"])
+        #: PostgreSQL's URL when the suite runs there (``EGW_TEST_STORE``), else None
+        self.db_url: str | None = cfg["storage"].get("url")
         self.config = workdir / "config.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.log = workdir / "gateway.log"
@@ -770,12 +773,20 @@ class FaultRun:
         acked = [d.guid for d in self.sim.deliveries if 200 in d.answers]
         if not acked:
             return
-        uri = f"file:{self.gw.db}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
-            rows = db.execute(
-                "SELECT delivery_id, COUNT(*) FROM events WHERE source = 'github'"
-                " AND delivery_id IS NOT NULL GROUP BY delivery_id"
-            ).fetchall()
+        sql = (
+            "SELECT delivery_id, COUNT(*) FROM events WHERE source = 'github'"
+            " AND delivery_id IS NOT NULL GROUP BY delivery_id"
+        )
+        if self.gw.db_url is not None:
+            conn = await asyncpg.connect(self.gw.db_url)
+            try:
+                rows = [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        else:
+            uri = f"file:{self.gw.db}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+                rows = db.execute(sql).fetchall()
         recorded = dict(rows)
         for guid in acked:
             if recorded.get(guid, 0) != 1:

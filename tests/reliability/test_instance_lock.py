@@ -22,6 +22,10 @@ from typing import Any
 import pytest
 from support import WRITER, GatewayProcess, free_port
 
+pytestmark = pytest.mark.sqlite_only(
+    reason="the flock of the database file (PostgreSQL's lock: tests/store/test_pg_gateway.py)"
+)
+
 
 @pytest.fixture
 def first(tmp_path: Path) -> Iterator[GatewayProcess]:

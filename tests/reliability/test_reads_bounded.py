@@ -28,6 +28,8 @@ from egw.store.reads import Reader
 from egw.web import sse
 from egw.web.keys import log_channels_key, service_key, ticker_key
 
+pytestmark = pytest.mark.sqlite_only(reason="counts the bytes SQLite's reads return")
+
 Client = TestClient[web.Request, web.Application]
 
 CHUNK = 64 << 10  # what the local runner reads from a pipe at once

@@ -129,6 +129,7 @@ def test_an_immutable_database_with_an_unfinished_task_exits_with_one_line(
     assert "leftover" not in out
 
 
+@pytest.mark.sqlite_only(reason="the database file's directory")
 def test_a_directory_that_cannot_be_created_exits_with_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
@@ -136,6 +137,7 @@ def test_a_directory_that_cannot_be_created_exits_with_one_line(tmp_path: Path) 
     one_line(rc, out, err, f"cannot create the directory {blocker / 'data'}: Not a directory")
 
 
+@pytest.mark.sqlite_only(reason="the database file's directory")
 def test_a_read_only_directory_exits_with_one_line(tmp_path: Path) -> None:
     parent = tmp_path / "locked"
     parent.mkdir()
@@ -144,6 +146,7 @@ def test_a_read_only_directory_exits_with_one_line(tmp_path: Path) -> None:
     one_line(rc, out, err, f"cannot create the directory {parent / 'data'}")
 
 
+@pytest.mark.sqlite_only(reason="holds the start-up with SQLite's file lock")
 def test_sigterm_during_start_up_stops_it(tmp_path: Path) -> None:
     """Another program holds the database's write lock: the start-up waits for SQLite (its
     busy timeout is 5 s). SIGTERM in that wait ends the process cleanly, without a line

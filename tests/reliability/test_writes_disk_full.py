@@ -17,12 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import READER, make_config, submit_local, wait_for, wait_terminal
 
 from egw.web.app import create_app
 from egw.web.keys import service_key
+
+pytestmark = pytest.mark.sqlite_only(
+    reason="a full disk made with SQLite's max_page_count (PostgreSQL refusing writes: tests/store)"
+)
 
 Client = TestClient[web.Request, web.Application]
 

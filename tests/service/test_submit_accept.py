@@ -24,7 +24,7 @@ async def test_a_task_recorded_but_not_accepted_is_launched_by_the_next_gateway(
     tmp_path: Path, aiohttp_client: Callable[..., Any]
 ) -> None:
     # the gateway died after the record's commit, before the provider's answer was recorded
-    store = Store(str(tmp_path / "egw.db"))
+    store = Store(make_config(tmp_path).storage.address)  # the gateway's database below
     await store.open()
     now = utcnow()
     draft = Task(

@@ -33,9 +33,12 @@ def test_installed_wheel_migrates_a_database(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("egw-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("egw/migrations/"))
+    # both dialects' migrations: SQLite's at the top, PostgreSQL's twins in postgresql/
     assert shipped == sorted(
-        f"egw/migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql")
+        f"egw/migrations/{p.relative_to(ROOT / 'migrations')}"
+        for p in (ROOT / "migrations").glob("**/*.sql")
     )
+    assert any(n.startswith("egw/migrations/postgresql/0001_") for n in shipped)
     # the OpenAPI document served at /v1/openapi.json, and the simulators `egw dev` runs
     assert "egw/web/openapi.json" in names
     # the web console's files, every one of them

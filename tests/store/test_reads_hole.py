@@ -4,11 +4,10 @@ tail, and no read returns more than its byte budget."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from db_support import execute_many
 
 from egw.store import Store
 
@@ -19,14 +18,14 @@ STORED = {pos + i: data[i : i + 1] for pos, data in HEAD + TAIL for i in range(l
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(str(tmp_path / "egw.db"))
+async def store(db_address: str) -> AsyncIterator[Store]:
+    s = Store(db_address)
     await s.open()
-    with sqlite3.connect(s.path) as raw:
-        raw.executemany(
-            "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES ('t', ?, 'stdout', ?)",
-            HEAD + TAIL,
-        )
+    await execute_many(
+        db_address,
+        "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES ('t', ?, 'stdout', ?)",
+        HEAD + TAIL,
+    )
     yield s
     await s.close()
 

@@ -1,10 +1,9 @@
-"""The watchdog's writes on a real SQLite file: void when the task moved on since the
-verdict, once per attempt, and every new column read back after a reopen."""
+"""The watchdog's writes on a real store (SQLite and PostgreSQL): void when the task moved
+on since the verdict, once per attempt, and every new column read back after a reopen."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,8 @@ def draft() -> Task:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(str(tmp_path / "egw.db"))
+async def store(db_address: str):  # type: ignore[no-untyped-def]
+    s = Store(db_address)
     await s.open()
     yield s
     await s.close()
@@ -57,7 +56,7 @@ async def test_a_stuck_verdict_is_void_after_output(store: Store) -> None:
 
 
 async def test_resubmit_once_per_attempt_and_everything_survives_a_reopen(
-    tmp_path: Path, store: Store
+    db_address: str, store: Store
 ) -> None:
     task = await running(store)
     flagged, _ = await store.writer.verdict(
@@ -75,7 +74,7 @@ async def test_resubmit_once_per_attempt_and_everything_survives_a_reopen(
     events = await store.reader.events(task_id=task.id)
     assert [e.kind for e in events].count("resubmitted") == 1
     await store.close()
-    again = Store(str(tmp_path / "egw.db"))
+    again = Store(db_address)
     await again.open()
     try:
         stored = await again.reader.task(task.id)

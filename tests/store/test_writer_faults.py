@@ -55,7 +55,13 @@ async def free_disk(store: Store) -> None:
 
 async def refuse_writes(store: Store, refuse: bool = True) -> None:
     """The database refuses every write, small ones too ("attempt to write a readonly
-    database"), as a read-only file or a disk with no room even for the WAL does."""
+    database"), as a read-only file or a disk with no room even for the WAL does; on
+    PostgreSQL, a session whose transactions are read-only ("cannot execute INSERT in a
+    read-only transaction"), as a hot standby's are."""
+    if store.dialect == "postgresql":
+        conn = store.writer._db.conn  # type: ignore[attr-defined]
+        await conn.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
+        return
     await store.writer._conn.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
 
 

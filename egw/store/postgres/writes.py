@@ -1,0 +1,320 @@
+"""PostgreSQL's half of the writer (`egw.store.backend.Writes`): ordering readers can trust.
+
+Theory of operation
+-------------------
+On SQLite one process writes, so the writer numbers events from its own counter.
+On PostgreSQL several writers may append to one log (replicas, stage 2 of issue #17),
+and a reader that has seen event N must never later find an event numbered below N
+that committed after it looked: ``Last-Event-ID`` resume, ``/v1/events`` replay and
+blocking queries all resume "after N". Sequences (``bigserial``) do not give that:
+numbers are handed out at insert, commits land in any order, and a gap fills later.
+
+So every batch's transaction first takes one transaction-scoped advisory lock
+(``pg_advisory_xact_lock(LOG_KEY)``), then, in a *new statement* (READ COMMITTED takes
+its snapshot per statement: one taken before the lock was granted could miss the
+previous holder's commit), reads the log's high-water mark: the largest ``seq``
+committed (or pruned: ``pruned.pruned_seq``, so a number is never reused) and the
+largest ``submit_seq``. It numbers its events after them and commits; PostgreSQL makes
+a commit visible before it releases the transaction's locks, so the next holder's
+snapshot sees it. Commit order is ``seq`` order: a reader can never see a gap that
+fills later. ``gateway_events`` takes its ``seq`` from an identity column inside the
+same locked transaction: the same holds.
+
+The cost: batches of different writers serialise on the lock (one lock and one extra
+round trip per batch, not per event: group commit amortises it; ``bench/run.py``
+part ``writer`` measures appends/s against SQLite in the same run).
+
+The log is also the cache's invalidation feed: if the high-water mark is above this
+writer's own counter, another writer appended, and the tasks of those events are
+evicted from the projection cache before the batch is computed (the preload reads them
+again, in the same transaction, under the lock). With one gateway it never fires
+(`conn.INSTANCE_KEY` admits one); it makes the cache correct for replicas.
+(A task another writer *pruned* leaves no event behind: stage 2 must evict those too.)
+
+A lost connection is a refusal like a full disk on SQLite: the batch is retried with
+backoff, and the next attempt connects again (and takes the instance lock again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncpg
+
+from egw.core.model import TERMINAL, Task, format_time
+from egw.errors import StoreError
+from egw.store.batch import Batch
+from egw.store.ops import Op, Preload
+from egw.store.postgres.conn import INSTANCE_KEY, LOCK_TIMEOUT, LOG_KEY, claim, connect
+from egw.store.rows import EVENT_COLUMNS, EVENT_FIELDS, TASK_COLUMNS, TASK_FIELDS, task_from_row
+from egw.store.rows import task_to_row as _task_row
+
+
+def _marks(n: int, start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + n))
+
+
+INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_marks(len(EVENT_FIELDS))})"
+UPSERT_TASKS = (
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({_marks(len(TASK_FIELDS))})"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in TASK_FIELDS[1:])}"
+)
+INSERT_LOGS = "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES ($1, $2, $3, $4)"
+INSERT_IDEMPOTENCY = (
+    "INSERT INTO idempotency_keys (actor, key, request_hash, task_id, created_at)"
+    " VALUES ($1, $2, $3, $4, $5)"
+)
+# as statements.py: PostgreSQL too evaluates SET expressions on the row before the update
+DROP_LOGS = (
+    "DELETE FROM log_chunks WHERE task_id = $1 AND pos >= $2 AND pos < $3"
+    " AND pos + length(data) <= $4"
+)
+CUT_LOG = (
+    "UPDATE log_chunks SET pos = $1, data = substr(data, ($2 - pos + 1)::int)"
+    " WHERE task_id = $3 AND pos >= $4 AND pos < $5 AND pos + length(data) > $6"
+)
+CUT_HEAD = (
+    "UPDATE log_chunks SET data = substr(data, 1, ($1 - pos)::int)"
+    " WHERE task_id = $2 AND pos < $3 AND pos + length(data) > $4"
+)
+INSERT_GATEWAY_EVENTS = (
+    "INSERT INTO gateway_events (kind, provider, target, at, data) VALUES ($1, $2, $3, $4, $5)"
+)
+UPSERT_CURSORS = (
+    "INSERT INTO cursors (key, value) VALUES ($1, $2)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+HIGH_WATER = (
+    "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM events),"
+    " (SELECT pruned_seq FROM pruned WHERE id = 1)),"
+    " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks)"
+)
+PROBE_BYTES = 64 << 10
+
+#: failures of the store, not of a batch: the server is gone, out of space, read-only,
+#: shutting down, refusing connections (SQLSTATE classes 08, 53, 57, 25006, 55P03)
+_REFUSALS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.LockNotAvailableError,
+    StoreError,
+)
+
+
+def _no_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL, SQLite's can: a NUL that reached a text column
+    (an upstream's reason, say; egw's own validators refuse NUL, and JSON escapes it) is
+    stored as U+FFFD rather than failing the batch and losing the change."""
+    if not any(isinstance(v, str) and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row)
+
+
+def task_row(t: Task) -> tuple[Any, ...]:
+    """`rows.task_to_row`, with ``timeout_s`` a float (asyncpg's float8 wants one)."""
+    row = _task_row(t)
+    timeout = TASK_FIELDS.index("timeout_s")
+    if row[timeout] is None:
+        return row
+    return (*row[:timeout], float(row[timeout]), *row[timeout + 1 :])
+
+
+class PgWrites:
+    """The write connection of one gateway (holding `INSTANCE_KEY`), and its batches."""
+
+    def __init__(self, url: str, *, exclusive: bool = True) -> None:
+        self._url = url
+        #: take `INSTANCE_KEY` (one gateway per database); only the tests of several
+        #: writers on one log go without, until replicas have leases (stage 2)
+        self._exclusive = exclusive
+        self.conn: Any = None
+        self._tx: Any = None
+
+    async def open(self) -> None:
+        conn = await connect(self._url, lock_timeout=LOCK_TIMEOUT)
+        try:
+            if self._exclusive:
+                await claim(conn, self._url)
+        except BaseException:
+            await conn.close()
+            raise
+        self.conn = conn
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()  # ends the session: its advisory lock goes with it
+            self.conn = None
+
+    async def _ready(self) -> Any:
+        """The connection, connected again (and the instance lock taken again) if lost."""
+        if self.conn is None or self.conn.is_closed():
+            self.conn = None
+            await self.open()
+        return self.conn
+
+    def refused(self, exc: BaseException) -> bool:
+        # a connection that broke mid-operation may answer with a client-side error first
+        return isinstance(exc, _REFUSALS) or self.conn is None or self.conn.is_closed()
+
+    async def load_counters(self) -> tuple[int, int]:
+        row = await (await self._ready()).fetchrow(HIGH_WATER)
+        return int(row[0]), int(row[1])
+
+    async def begin(self, b: Batch, evict: Callable[[list[str]], None]) -> None:
+        conn = await self._ready()
+        self._tx = conn.transaction()
+        await self._tx.start()
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_KEY)
+        seq, submit_seq = await conn.fetchrow(HIGH_WATER)  # a snapshot taken under the lock
+        if seq > b.seq:  # another writer appended: its tasks' projections are stale here
+            rows = await conn.fetch("SELECT DISTINCT task_id FROM events WHERE seq > $1", b.seq)
+            evict([str(r[0]) for r in rows])
+            b.seq = int(seq)
+        b.submit_seq = max(b.submit_seq, int(submit_seq))
+
+    async def preload(
+        self,
+        cache: Mapping[str, Task],
+        remember: Callable[[Task], None],
+        ops: list[Op[Any]],
+        b: Batch,
+    ) -> None:
+        """As ``egw/store/preload.py``, one query per kind with an array parameter."""
+        conn = self.conn
+        need = Preload()
+        for op in ops:
+            op.preload(need)
+        # a value with a NUL was never stored as such (`_no_nul`), and cannot be a parameter
+        idem = [(a, k) for a, k in need.idem_keys if "\x00" not in a + k]
+        deliveries = [(s, d) for s, d in need.deliveries if "\x00" not in s + d]
+        want = {task_id for task_id in need.tasks if task_id not in cache}
+        if idem:
+            # by (actor, key) and (source, delivery id): the indexes' whole keys
+            rows = await conn.fetch(
+                "SELECT actor, key, request_hash, task_id FROM idempotency_keys"
+                " WHERE (actor, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [a for a, _ in idem],
+                [k for _, k in idem],
+            )
+            for actor, key, request_hash, task_id in rows:
+                b.idem[(actor, key)] = (request_hash, task_id)
+                if task_id not in cache:
+                    want.add(task_id)
+        if want:
+            rows = await conn.fetch(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1::text[])", list(want)
+            )
+            for row in rows:
+                remember(task_from_row(row))
+        if deliveries:
+            rows = await conn.fetch(
+                "SELECT source, delivery_id FROM events WHERE delivery_id IS NOT NULL"
+                " AND (source, delivery_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [s for s, _ in deliveries],
+                [d for _, d in deliveries],
+            )
+            b.deliveries.update((str(r[0]), str(r[1])) for r in rows)
+
+    async def write(self, b: Batch) -> None:
+        conn = self.conn
+        if b.event_rows:
+            await conn.executemany(INSERT_EVENTS, [_no_nul(r) for r in b.event_rows])
+        if b.staged:
+            await conn.executemany(UPSERT_TASKS, [_no_nul(task_row(t)) for t in b.staged.values()])
+        if b.log_rows:
+            await conn.executemany(INSERT_LOGS, b.log_rows)
+        if b.log_heads:
+            heads = b.log_heads.items()
+            await conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
+        if b.log_trims:
+            trims = b.log_trims.items()
+            await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
+            await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
+        if b.idem_rows:
+            await conn.executemany(INSERT_IDEMPOTENCY, [_no_nul(r) for r in b.idem_rows])
+        if b.cursor_rows:
+            await conn.executemany(UPSERT_CURSORS, [_no_nul(r) for r in b.cursor_rows])
+        if b.gateway_rows:
+            await conn.executemany(INSERT_GATEWAY_EVENTS, [_no_nul(r) for r in b.gateway_rows])
+        for before in b.prune:
+            cutoff = format_time(before)
+            b.commit.pruned.extend(await _prune(conn, cutoff))
+            await conn.execute("DELETE FROM gateway_events WHERE at <= $1", cutoff)
+        tx, self._tx = self._tx, None
+        await tx.commit()
+
+    async def finish(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            await tx.rollback()  # it read, under the lock; nothing to keep
+
+    async def rollback(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is None or self.conn is None:
+            return
+        try:
+            await tx.rollback()
+        except Exception:  # noqa: BLE001 - the connection is broken: drop it, reconnect later
+            self.conn.terminate()
+            self.conn = None
+            return
+        if self.conn.is_closed():
+            self.conn = None
+
+    async def probe(self) -> None:
+        conn = await self._ready()
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO cursors (key, value) VALUES ('egw.probe', repeat('0', $1))",
+                PROBE_BYTES,
+            )
+            await conn.execute("DELETE FROM cursors WHERE key = 'egw.probe'")
+
+    async def used_bytes(self) -> int:
+        """The on-disk size of egw's tables, with their indexes and TOAST (the space of
+        deleted rows is reused, as SQLite's free pages are, once vacuum has passed)."""
+        conn = await self._ready()
+        return int(
+            await conn.fetchval(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            )
+        )
+
+
+async def _prune(conn: Any, before: str | None) -> list[str]:
+    ids = [
+        str(r[0])
+        for r in await conn.fetch(
+            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= $1"
+            " AND status = ANY($2::text[])",
+            before,
+            [str(s) for s in TERMINAL],
+        )
+    ]
+    if not ids:
+        return ids
+    top = await conn.fetchval(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ANY($1::text[])", ids
+    )
+    await conn.execute(
+        "UPDATE pruned SET pruned_seq = GREATEST(pruned_seq, $1) WHERE id = 1", int(top)
+    )
+    for table, col in (
+        ("events", "task_id"),
+        ("log_chunks", "task_id"),
+        ("idempotency_keys", "task_id"),
+        ("tasks", "id"),
+    ):
+        await conn.execute(f"DELETE FROM {table} WHERE {col} = ANY($1::text[])", ids)
+    return ids
+
+
+__all__ = ["INSTANCE_KEY", "PgWrites"]
