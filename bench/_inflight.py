@@ -353,6 +353,8 @@ async def _measure(
             cpu = await asyncio.to_thread(_idle_cpu, pid, window)
             after = await _counters(http, urls["control"])
             fds = _fds(pid)
+            async with http.get(f"{base}/readyz") as r:
+                nomad_health = (await r.json())["providers"].get("nomad") or {}
             states = await _states(http, base)
             spoken = await _spoken(http, base, ids)
             breakdown = None
@@ -417,6 +419,7 @@ async def _measure(
         "sims_cpu_pct": round(sims_cpu, 1),
         "gateway_fds": fds,
         "providers": per_provider,
+        "nomad_log_slots": nomad_health.get("log_slots"),
         "tracemalloc": breakdown,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
@@ -460,6 +463,14 @@ def render(part: dict[str, Any]) -> list[str]:
         )
         if row["submit_error"]:
             out.append(f"    first submit error: {row['submit_error'][:200]}")
+    slots = part.get("nomad_log_slots")
+    if slots and part["sizes"].get("nomad"):
+        out.append(
+            f"  nomad log streams at rest: {slots['live']} of {slots['max']} followed live"
+            f" ({slots['tailed_live']} of tailed tasks, {slots['preemptions']} taken from"
+            f" untailed ones), {slots['catching_up']} caught up; {slots['catchup_reads']}"
+            " catch-up reads in all"
+        )
     if part.get("tracemalloc"):
         tm = part["tracemalloc"]
         out.append(f"  tracemalloc: +{tm['total_bytes'] / part['tracked'] / 1024:.1f} KB per task")

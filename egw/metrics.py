@@ -270,6 +270,7 @@ class _Snapshot(Collector):
                 figures.add_metric([provider, key], value)
         yield figures
         yield from _nomad_stream(self.m._health.get("nomad") or {})
+        yield from _nomad_log_slots(self.m._health.get("nomad") or {})
         yield from _storage(self.m._storage)
         yield from _circuits(self.m._circuits)
         yield from _replication(self.m._replication)
@@ -338,6 +339,34 @@ def _replication(state: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | Count
     )
     yield GaugeMetricFamily(
         "egw_replicas_seen", "Replicas with a recent heartbeat", value=len(state["seen"])
+    )
+
+
+def _nomad_log_slots(
+    health: Mapping[str, Any],
+) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    """Nomad's live log-follow budget (`egw.providers.nomad.slots`): the slots, those given
+    to streams of tailed tasks, the streams waiting and caught up, under names of their own."""
+    slots = health.get("log_slots")
+    if not isinstance(slots, Mapping):
+        return
+    gauge = GaugeMetricFamily(
+        "egw_nomad_log_slots",
+        "Nomad log streams: live slots (max, live, tailed_live), waiting ones, caught-up ones",
+        labels=["kind"],
+    )
+    for kind in ("max", "live", "tailed_live", "waiting", "tailed_waiting", "catching_up"):
+        gauge.add_metric([kind], slots.get(kind, 0))
+    yield gauge
+    yield CounterMetricFamily(
+        "egw_nomad_log_catchup_reads",
+        "Catch-up reads of Nomad log streams without a live slot",
+        value=slots.get("catchup_reads", 0),
+    )
+    yield CounterMetricFamily(
+        "egw_nomad_log_preemptions",
+        "Live slots taken from an untailed Nomad log stream for a tailed one",
+        value=slots.get("preemptions", 0),
     )
 
 

@@ -248,6 +248,19 @@ class Queueing(Provider, Protocol):
         ...
 
 
+@runtime_checkable
+class Tailable(Provider, Protocol):
+    """A provider that follows output within a budget, and follows first what clients
+    watch (Nomad: its live log slots, `egw.providers.nomad.slots`).
+
+    egw calls ``attention(task_id, True)`` when a task gets its first live log tailer (an
+    SSE ``GET /v1/tasks/{id}/logs``) and ``attention(task_id, False)`` when its last one
+    leaves, for every task of every provider: a provider ignores tasks it does not follow
+    (and remembers the tailed ones it may follow later). It must not block or fail."""
+
+    def attention(self, task_id: str, tailed: bool) -> None: ...
+
+
 def attempt_key(task: Task) -> str:
     """The idempotency key of the task's current attempt: its id, then ``<id>.<attempt>``
     (what egw passes to ``submit``; a provider that finds lost work by it uses this)."""

@@ -10,7 +10,7 @@ subscriber already got. The SSE channels (`egw.service.channels`) subscribe here
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
 from egw.core.model import Event, Task
@@ -39,11 +39,19 @@ class Hub:
         self._tasks: dict[str, set[TaskSubscriber]] = {}
         self._all: set[EventSubscriber] = set()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        #: told ``(task id, True)`` when a task gets its first subscriber (a live log
+        #: tailer) and ``(task id, False)`` when its last one leaves
+        self.attention: list[Callable[[str, bool], None]] = []
 
     # --- subscriptions ---------------------------------------------------------------------
 
     def subscribe(self, task_id: str, sub: TaskSubscriber) -> None:
-        self._tasks.setdefault(task_id, set()).add(sub)
+        subs = self._tasks.get(task_id)
+        if subs is None:
+            subs = self._tasks[task_id] = set()
+            for listener in self.attention:
+                listener(task_id, True)
+        subs.add(sub)
 
     def unsubscribe(self, task_id: str, sub: TaskSubscriber) -> None:
         subs = self._tasks.get(task_id)
@@ -51,6 +59,8 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._tasks[task_id]
+                for listener in self.attention:
+                    listener(task_id, False)
 
     def subscribe_all(self, sub: EventSubscriber) -> None:
         self._all.add(sub)

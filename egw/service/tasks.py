@@ -35,7 +35,7 @@ from egw.errors import (
     ProviderUnavailable,
     StoreError,
 )
-from egw.providers.base import Provider, Queueing, WebhookProvider
+from egw.providers.base import Provider, Queueing, Tailable, WebhookProvider
 from egw.service import storage
 from egw.service.accept import answer_op
 from egw.service.fanout import Hub
@@ -93,12 +93,20 @@ class TaskService:
         self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
         store.fan_out(hub.on_commit)  # every replica's commits, in order (PostgreSQL)
+        #: the providers that follow first what clients tail, told by the hub
+        self._tailable = [p for p in self.providers.values() if isinstance(p, Tailable)]
+        hub.attention.append(self._attention)
         self._launcher = Launcher(self, self._background)
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)
         store.writer.listeners.append(self.watchdog.on_commit)
         # cancels and timeouts of this replica's local tasks recorded by another replica
         store.writer.listeners.append(OwnedCommands(self, self._background).on_commit)
+
+    def _attention(self, task_id: str, tailed: bool) -> None:
+        """A task's first live log tailer came, or its last one left (`Tailable`)."""
+        for provider in self._tailable:
+            provider.attention(task_id, tailed)
 
     def limit_storage(self, cfg: Config) -> None:
         """The output each task keeps (``storage.max_log_bytes``, or its provider's

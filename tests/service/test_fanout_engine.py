@@ -15,6 +15,7 @@ from egw.core.model import Task, TaskState, utcnow
 from egw.core.records import LogChunk
 from egw.errors import NotFound
 from egw.service.channels import LogChannel
+from egw.service.fanout import Hub
 from egw.service.ticker import LIVE, Ticker
 from egw.web.keys import reads_key, service_key
 from egw.web.sse import SSEFraming, end_frame, http_chunk, log_frame, status_frame
@@ -112,3 +113,26 @@ async def test_a_stream_goes_live_with_its_backlog_past_the_replay_then_ends() -
     assert stream.ended == "end" and channel.ended
     channel.remove(stream)
     assert closed == [channel]
+
+
+def test_the_hub_says_when_a_task_gets_its_first_tailer_and_loses_its_last() -> None:
+    hub = Hub()
+    heard: list[tuple[str, bool]] = []
+    hub.attention.append(lambda task_id, tailed: heard.append((task_id, tailed)))
+
+    class Tailer:
+        def on_log(self, chunk: LogChunk) -> None: ...
+
+        def on_event(self, event: Any, task: Task | None) -> None: ...
+
+        def on_logs_complete(self, task_id: str) -> None: ...
+
+    one, two = Tailer(), Tailer()
+    hub.subscribe("t_1", one)
+    hub.subscribe("t_1", two)
+    hub.unsubscribe("t_1", one)
+    assert heard == [("t_1", True)]  # the second tailer and the first leaving change nothing
+    hub.unsubscribe("t_1", two)
+    hub.unsubscribe("t_1", two)  # twice: said once
+    hub.subscribe("t_2", one)
+    assert heard == [("t_1", True), ("t_1", False), ("t_2", True)]

@@ -448,6 +448,30 @@ def test_alloc_observation(
     assert obs.exit_code == code
     assert reason in (obs.reason or "")
     assert obs.detail["alloc_id"] == a["ID"]
+    assert wire.alloc_observation(wire.kept_alloc(a)) == obs  # what egw keeps is enough
+
+
+def test_what_egw_keeps_of_an_allocation() -> None:
+    for name in ("job.allocations.response.json", "allocations.list.response.json"):
+        full = sample(name)[0]
+        kept = wire.kept_alloc(full)
+        assert len(json.dumps(kept)) * 2 < len(json.dumps(full))
+        assert set(kept) <= {*wire.states.ALLOC_FIELDS, "TaskStates"}
+        assert wire.alloc_observation(kept) == wire.alloc_observation(full)
+        for name_, ts in kept["TaskStates"].items():
+            assert wire.task_started(ts) == wire.task_started(full["TaskStates"][name_])
+    a = alloc("failed", TaskStates=task_events({"Type": "Received"}, failed=True))
+    a["TaskStates"]["redis"]["Events"].append({"Type": "Terminated", "ExitCode": 3, "Time": 9})
+    kept = wire.kept_alloc(a)
+    assert [e["Type"] for e in kept["TaskStates"]["redis"]["Events"]] == ["Started", "Terminated"]
+    assert kept["TaskStates"]["redis"]["Events"][1] == {"Type": "Terminated", "ExitCode": 3}
+    many = [alloc(ID=f"a{n}", Name=f"job.web[{n}]", CreateIndex=10 + n) for n in range(3)]
+    assert observe(many) == observe([wire.kept_alloc(x) for x in many])
+    evaluation = sample("evaluation.read.response.json")
+    assert set(wire.kept_eval(evaluation)) <= set(wire.states.EVAL_FIELDS)
+    assert observe(evals=[evaluation], since=0) == observe(
+        evals=[wire.kept_eval(evaluation)], since=0
+    )
 
 
 def observe(

@@ -234,7 +234,7 @@ class JobClient:
                 region=tracked.region,
             )
             if ev is not None:
-                job.merge(job.evals, ev)
+                job.merge(job.evals, ev, wire.kept_eval)
 
     async def list_namespace(
         self, ns: str, region: str | None

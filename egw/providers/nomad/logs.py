@@ -1,10 +1,13 @@
 """Nomad task output into egw's log store: one follower per (allocation, task, stream).
 
-A follower reads ``/v1/client/fs/logs`` with ``follow=true`` from the offset persisted in
-a cursor. When the allocation ends (or ``log_grace_s`` after egw ended the task) it stops
-following, drains the rest with ``follow=false`` and exits; Nomad's own follow never ends.
-A new allocation is a new segment (``sink.progress``), read after the previous segment of
-the same stream. When the task is terminal and every follower is done,
+A follower (`Follower`, a record) reads ``/v1/client/fs/logs`` with ``follow=true`` from
+the offset persisted in a cursor while it holds a live slot; without one it is caught up by
+one ``follow=false`` read at a time and parked in between, with no coroutine (see
+`egw.providers.nomad.slots`); the two streams of a task share one listing of its files when
+neither has anything new. When the allocation ends (or ``log_grace_s`` after egw ended the
+task) it stops following, drains the rest with ``follow=false`` and is done; Nomad's own
+follow never ends. A new allocation is a new segment (``sink.progress``), read after the
+previous segment of the same stream. When the task is terminal and every follower is done,
 ``sink.logs_complete`` is called once. Output and its offset are two writes: `close` lets
 the pair finish, a hard crash between them repeats that one chunk.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -28,8 +30,9 @@ from egw.errors import CircuitOpen, ProviderError, ProviderUnavailable
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
 from egw.providers.nomad.client import SOURCE, JobClient, check
-from egw.providers.nomad.slots import LogSlots
-from egw.providers.nomad.tracked import Registry, Tracked
+from egw.providers.nomad.cursor import RELANDS, Cursor, Plan, Relanded
+from egw.providers.nomad.slots import LogSlots, Turn
+from egw.providers.nomad.tracked import Follower, Registry, Tracked
 from egw.providers.retry import backoff_s, pause_s
 from egw.wire import nomad as wire
 
@@ -59,6 +62,8 @@ class LogFollower:
         self._registry = registry
         self._background = background
         self._deliveries: set[asyncio.Future[None]] = set()
+        #: the tasks clients tail (any provider's: the service says so to every provider)
+        self._tailed: set[str] = set()
 
     @property
     def _cfg(self) -> NomadConfig:
@@ -74,18 +79,33 @@ class LogFollower:
             1
             for t in self._registry.tasks.values()
             for f in t.logs.followers.values()
-            if not f.done()
+            if not f.finished
         )
+
+    def attention(self, task_id: str, tailed: bool) -> None:
+        """A client began (or the last one ceased) tailing the task: its streams go before
+        the others for live slots (see `egw.providers.nomad.slots`)."""
+        if tailed:
+            self._tailed.add(task_id)
+        else:
+            self._tailed.discard(task_id)
+        tracked = self._registry.get(task_id)
+        if tracked is not None:
+            for follower in tracked.logs.followers.values():
+                self._slots.attend(follower.turn, tailed)
 
     async def close(self) -> None:
         """Stop every follower, letting a started (output, offset) pair finish."""
-        followers = [f for t in self._registry.tasks.values() for f in t.logs.followers.values()]
+        runs = []
         for tracked in self._registry.tasks.values():
             if tracked.logs.grace is not None:
                 tracked.logs.grace.cancel()
-        for follower in followers:
-            follower.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
+            for follower in tracked.logs.followers.values():
+                follower.finished = True  # parked: never read again
+                if follower.run is not None:
+                    follower.run.cancel()
+                    runs.append(follower.run)
+        await asyncio.gather(*runs, return_exceptions=True)
         await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self._slots.close()
 
@@ -98,8 +118,8 @@ class LogFollower:
     @staticmethod
     def _grace_over(tracked: Tracked) -> None:
         tracked.logs.grace_over = True
-        for done in tracked.logs.alloc_done.values():
-            done.set()
+        for alloc_id in tracked.logs.segments:
+            tracked.logs.end(alloc_id)
 
     async def sync(self, tracked: Tracked) -> None:
         """Note new allocations (log segments) and start a follower per started task and stream."""
@@ -121,9 +141,8 @@ class LogFollower:
                     source=SOURCE,
                     delivery_id=f"nomad:{tracked.task_id}:alloc:{alloc_id}",
                 )
-            done = logs.alloc_done.setdefault(alloc_id, asyncio.Event())
             if alloc.get("ClientStatus") in wire.TERMINAL_CLIENT or logs.grace_over:
-                done.set()
+                logs.end(alloc_id)
             for task_name, ts in sorted((alloc.get("TaskStates") or {}).items()):
                 if not isinstance(ts, Mapping) or not wire.task_started(ts):
                     continue
@@ -131,16 +150,53 @@ class LogFollower:
                     key = (alloc_id, task_name, stream)
                     if key in logs.followers:
                         continue
+                    turn = Turn(tailed=tracked.task_id in self._tailed)
+                    follower = Follower(alloc_id, task_name, stream, turn)
+                    turn.resume = functools.partial(self._run, tracked, follower)
                     previous = logs.chain.get((task_name, stream))
-                    follower = asyncio.ensure_future(
-                        self._follow(tracked, alloc_id, task_name, stream, done, previous)
-                    )
-                    follower.add_done_callback(functools.partial(self._follower_done, tracked))
                     logs.followers[key] = logs.chain[(task_name, stream)] = follower
+                    if previous is None or previous.finished:
+                        self._run(tracked, follower)
+                    else:
+                        previous.after = follower  # segments of a stream stay in order
 
-    def _follower_done(self, tracked: Tracked, _: object = None) -> None:
+    def _run(self, tracked: Tracked, follower: Follower) -> None:
+        """Read the follower's stream now, until it is parked or finished."""
+        if follower.finished or tracked.logs.completed:
+            return
+        run = asyncio.ensure_future(self._follow(tracked, follower))
+        follower.run = run
+        run.add_done_callback(functools.partial(self._ran, tracked, follower))
+
+    def _ran(self, tracked: Tracked, follower: Follower, run: asyncio.Task[bool]) -> None:
+        """A read of the follower ended: parked (it resumes itself), or finished."""
+        if follower.run is run:
+            follower.run = None
+        if not run.cancelled() and run.exception() is None and not run.result():
+            return  # parked
+        if not run.cancelled() and run.exception() is not None:
+            log.error(
+                "nomad_log_follower_failed",
+                task_id=tracked.task_id,
+                alloc_id=follower.alloc_id,
+                stream=follower.stream,
+                error=repr(run.exception()),
+            )
+        follower.finished = True
+        self._slots.leave(follower.turn)
+        if follower.after is not None:
+            self._run(tracked, follower.after)
         if not self._registry.closed:
             _ = self._background.spawn(self.maybe_complete(tracked), name="nomad_logs_complete")
+
+    async def stop(self, tracked: Tracked) -> None:
+        """Stop following ``tracked`` at once (a replaced attempt's: its output never says it
+        is complete), once a started (output, offset) pair is stored."""
+        runs = tracked.logs.stop()
+        for follower in tracked.logs.followers.values():
+            self._slots.leave(follower.turn)
+        await asyncio.gather(*runs, return_exceptions=True)
+        await self.settle()
 
     async def maybe_complete(self, tracked: Tracked) -> None:
         """Say that the task's output is all in, once: terminal and every follower done."""
@@ -159,97 +215,85 @@ class LogFollower:
         """Until every started (output, offset) pair is stored (see `_deliver`)."""
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
-    async def _follow(
-        self,
-        tracked: Tracked,
-        alloc_id: str,
-        task_name: str,
-        stream: str,
-        done: asyncio.Event,
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        """Tail one allocation's task stream into egw's log store, resumably."""
-        if previous is not None:
-            await asyncio.wait([previous])  # segments of a stream stay in order
-        key = f"nomad:log:{alloc_id}:{task_name}:{stream}"
-        stored = wire.parse_cursor(await self._sink().get_cursor(key))
-        cur = _Cursor(
-            tracked.task_id,
-            alloc_id,
-            task_name,
-            stream,
-            key,
-            pos=stored if isinstance(stored, wire.LogPosition) else None,
-            legacy=stored if isinstance(stored, int) else None,
-        )
-        if stored is None:
-            cur.pos = wire.LogPosition(0, 0)
+    async def _follow(self, tracked: Tracked, follower: Follower) -> bool:
+        """Tail one allocation's task stream into egw's log store, resumably: live while it
+        holds a slot, else one catch-up read, after which it is parked (False). True once
+        the allocation ended and the stream is drained (or given up)."""
+        cur = follower.cursor
+        if cur is None:
+            key = f"nomad:log:{follower.alloc_id}:{follower.task}:{follower.stream}"
+            stored = wire.parse_cursor(await self._sink().get_cursor(key))
+            cur = follower.cursor = Cursor(
+                tracked.task_id,
+                follower.alloc_id,
+                follower.task,
+                follower.stream,
+                key,
+                pos=stored if isinstance(stored, wire.LogPosition) else None,
+                legacy=stored if isinstance(stored, int) else None,
+            )
+            if stored is None:
+                cur.pos = wire.LogPosition(0, 0)
         failures = relands = 0
-        slots, live = self._slots, False
-        try:
-            while True:
-                final = done.is_set()
-                live = live or (not final and slots.take())
-                try:
-                    if live or final:
-                        await self._read(
-                            tracked, cur, follow=live and not final, final=final, done=done,
-                            recheck=relands < _RELANDS,
-                        )  # fmt: skip
-                    else:  # no live slot: read what is on disk now
-                        slots.catchup_reads += 1
-                        async with slots.catchup_gate:
+        slots, turn = self._slots, follower.turn
+        while True:
+            final = follower.alloc_id in tracked.logs.ended
+            if turn.demoted:
+                slots.give_back(turn)  # granted while parked or reading, then preempted
+            live = turn.live or (not final and slots.take(turn))
+            if not live and not final and tracked.logs.sibling_catching_up(follower):
+                # the listing the other stream is making shows this one too (`_listing`)
+                slots.park(turn)
+                return False
+            try:
+                if live or final:
+                    await self._read(
+                        tracked, cur, follow=live and not final, final=final,
+                        recheck=relands < RELANDS, turn=turn,
+                    )  # fmt: skip
+                else:  # no live slot: read what is on disk now
+                    slots.catchup_reads += 1
+                    async with slots.catchup_gate:
+                        follower.catching = True
+                        try:
                             await self._read(
-                                tracked, cur, follow=False, final=False, done=done,
-                                recheck=relands < _RELANDS,
+                                tracked, cur, follow=False, final=False,
+                                recheck=relands < RELANDS, turn=turn,
                             )  # fmt: skip
-                except _Relanded:
-                    relands += 1  # a rotation between the listing and the read: list again
-                    continue
-                except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
-                    await asyncio.sleep(pause_s(self._retry, 1, exc))
-                    continue
-                except ProviderError as exc:
-                    failures += 1
-                    if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
-                        log.warning(
-                            "nomad_logs_given_up",
-                            task_id=tracked.task_id,
-                            alloc_id=alloc_id,
-                            stream=stream,
-                            error=str(exc),
-                        )
-                        return
-                    await asyncio.sleep(backoff_s(self._retry, failures))
-                    continue
-                relands = 0
-                if final:
-                    return
-                if not live:
-                    live = await self._wait_turn(done)
-                elif not done.is_set():  # the server ended a follow: reconnect after a pause
-                    await asyncio.sleep(backoff_s(self._retry, 1))
-        finally:
-            if live:
-                slots.give_back()
-
-    async def _wait_turn(self, done: asyncio.Event) -> bool:
-        """Until a live slot is handed over (True), the allocation ends or it is time for
-        the next catch-up read (False)."""
-        slots = self._slots
-        slots.catching_up += 1
-        waiter, ended = slots.ask(), asyncio.ensure_future(done.wait())
-        either: set[asyncio.Future[Any]] = {waiter, ended}
-        try:
-            await asyncio.wait(either, timeout=slots.pause_s())
-        except BaseException:
-            if slots.forget(waiter):
-                slots.give_back()  # handed over while being cancelled: not ours to keep
-            raise
-        finally:
-            ended.cancel()
-            slots.catching_up -= 1
-        return slots.forget(waiter)
+                        finally:
+                            follower.catching = False
+            except Relanded:
+                relands += 1  # a rotation between the listing and the read: list again
+                continue
+            except CircuitOpen as exc:  # not tried: no failure of the read; wait for it
+                await asyncio.sleep(pause_s(self._retry, 1, exc))
+                continue
+            except ProviderError as exc:
+                failures += 1
+                if final and (exc.upstream_status == 404 or failures >= self._retry.attempts):
+                    log.warning(
+                        "nomad_logs_given_up",
+                        task_id=tracked.task_id,
+                        alloc_id=follower.alloc_id,
+                        stream=follower.stream,
+                        error=str(exc),
+                    )
+                    return True
+                await asyncio.sleep(backoff_s(self._retry, failures))
+                continue
+            relands = 0
+            if final:
+                return True
+            if turn.demoted:  # a tailed stream takes the slot: caught up from here on
+                slots.give_back(turn)
+                live = False
+            if not live:
+                # until its next catch-up read, a grant or its allocation's end
+                slots.park(turn)
+                return False
+            if follower.alloc_id not in tracked.logs.ended:
+                # the server ended a follow: reconnect after a pause
+                await asyncio.sleep(backoff_s(self._retry, 1))
 
     async def _deliver(
         self, task_id: str, stream: str, text: bytes, cursor: str, value: str
@@ -268,7 +312,7 @@ class LogFollower:
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
 
-    async def _listing(self, tracked: Tracked, cur: _Cursor) -> dict[int, int] | None:
+    async def _listing(self, tracked: Tracked, cur: Cursor) -> dict[int, int] | None:
         """The stream's log files on disk and their sizes (``/v1/client/fs/ls``); None when
         the token may read logs but not list files (``read-logs`` without ``read-fs``)."""
         try:
@@ -283,9 +327,22 @@ class LogFollower:
             if exc.upstream_status == 403:
                 return None
             raise
-        return wire.disk_files(resp.json(), cur.task, cur.stream)
+        listing = resp.json()
+        # the same listing shows the other stream of the task: if it is parked with nothing
+        # new either, its own catch-up is put off (one listing per allocation at rest)
+        for other in STREAMS:
+            sibling = tracked.logs.followers.get((cur.alloc_id, cur.task, other))
+            if (
+                other != cur.stream
+                and sibling is not None
+                and sibling.turn.parked is not None
+                and sibling.cursor is not None
+                and sibling.cursor.at_end(wire.disk_files(listing, cur.task, other))
+            ):
+                self._slots.repark(sibling.turn)
+        return wire.disk_files(listing, cur.task, cur.stream)
 
-    async def _gap(self, cur: _Cursor, to: wire.LogPosition, lost: int | None) -> None:
+    async def _gap(self, cur: Cursor, to: wire.LogPosition, lost: int | None) -> None:
         """Bytes that Nomad rotated away before egw read them: said on the task, once."""
         assert cur.pos is not None
         files = (f"alloc/logs/{cur.task}.{cur.stream}.{n}" for n in (cur.pos.file, to.file))
@@ -308,16 +365,17 @@ class LogFollower:
     async def _read(
         self,
         tracked: Tracked,
-        cur: _Cursor,
+        cur: Cursor,
         *,
         follow: bool,
         final: bool,
-        done: asyncio.Event,
         recheck: bool,
+        turn: Turn,
     ) -> None:
-        """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when ``done`` is
-        set; a catch-up or a drain (``follow=false``) at the end of the logs on disk; only
-        the drain (``final``) stores an unfinished character at the very end.
+        """One ``/v1/client/fs/logs`` request from ``cur``. A follow returns when the
+        allocation ends or the stream is preempted (``turn.demoted``), between two frames
+        (both poke the turn); a catch-up or a drain (``follow=false``) at the end of the
+        logs on disk; only the drain (``final``) stores an unfinished character at the very end.
 
         hashicorp/nomad client/fs_endpoint.go ``logsImpl``/``findClosest``: ``offset`` counts
         from the lowest log file still on disk, so the cursor (file, offset in it) is mapped
@@ -325,6 +383,8 @@ class LogFollower:
         data in that file) say where its bytes really are."""
         files = await self._listing(tracked, cur)
         plan = cur.plan(files)
+        if not follow and cur.at_end(files):
+            return  # nothing on disk past the cursor: a catch-up at rest is one listing
         params = self._client.params(
             tracked.namespace,
             tracked.region,
@@ -338,7 +398,10 @@ class LogFollower:
         )
         decoder, chunker = wire.FrameDecoder(), Utf8Boundary()
         first = True
-        stop: asyncio.Future[Any] | None = None
+
+        def stopping() -> bool:
+            return follow and (turn.demoted or cur.alloc_id in tracked.logs.ended)
+
         try:
             async with self._client.stream(
                 f"/v1/client/fs/logs/{quote(cur.alloc_id, safe='')}",
@@ -348,20 +411,17 @@ class LogFollower:
             ) as resp:
                 if resp.status != 200:
                     check(HTTPResponse(resp.status, {}, await resp.read()))
-                stop = asyncio.ensure_future(done.wait()) if follow else None
-                while True:
+                while not stopping():
                     read = asyncio.ensure_future(resp.content.readany())
                     read.add_done_callback(_retrieve)
+                    either: set[asyncio.Future[Any]] = {read, turn.wake_on()} if follow else {read}
                     try:
-                        await asyncio.wait(
-                            {read} | ({stop} if stop else set()),
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
+                        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         if not read.done():
                             read.cancel()
                     if not read.done() or read.cancelled():
-                        break  # the allocation ended: stop following
+                        break  # poked: the allocation ended, or the stream is preempted
                     chunk = read.result()
                     if not chunk:
                         break
@@ -393,16 +453,13 @@ class LogFollower:
             raise ProviderUnavailable(
                 f"nomad: logs of {cur.alloc_id}: {exc}", provider=SOURCE
             ) from exc
-        finally:
-            if stop is not None:
-                stop.cancel()
 
     async def _place(
-        self, cur: _Cursor, frame: wire.LogFrame, plan: _Plan | None, recheck: bool
+        self, cur: Cursor, frame: wire.LogFrame, plan: Plan | None, recheck: bool
     ) -> bytes:
         """The part of a frame's data that comes after the cursor, moving the cursor past it;
         a jump forward that skips bytes is a rotation gap (or, on the first frame of a
-        read, a rotation since the listing: `_Relanded`)."""
+        read, a rotation since the listing: `Relanded`)."""
         data, index = frame.data, wire.file_index(frame.file)
         if index is None or frame.offset is None:  # no position: take it as it comes
             if cur.pos is not None:
@@ -422,7 +479,7 @@ class LogFollower:
                 if plan.expect is not None and start != plan.expect and recheck:
                     moved = wire.bytes_between(plan.expect, start, plan.sizes, plan.full)
                     if moved != 0:
-                        raise _Relanded
+                        raise Relanded
                 lost = wire.bytes_between(cur.pos, start, plan.sizes, plan.full)
             else:  # within one read: Nomad read the previous file to its end, a full one
                 full = cur.pos.offset or None
@@ -434,67 +491,3 @@ class LogFollower:
             cur.prev_end = cur.pos if contiguous else None
         cur.pos = end
         return data
-
-
-#: rotations between a listing and its read tolerated in a row before reading on anyway
-_RELANDS = 3
-
-
-class _Relanded(Exception):
-    """The first frame of a read is not where the listing said: files rotated meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A read's ``origin=start`` offset and where its first byte should be, per the listing."""
-
-    offset: int
-    expect: wire.LogPosition | None
-    sizes: dict[int, int]
-    full: int | None
-
-
-@dataclass(eq=False)
-class _Cursor:
-    """Where one follower is in a stream's log files: the next byte to read."""
-
-    task_id: str
-    alloc_id: str
-    task: str
-    stream: str
-    key: str
-    pos: wire.LogPosition | None
-    #: a byte count from the start of the output (a cursor stored by older versions)
-    legacy: int | None = None
-    #: the end of the file before ``pos.file``: a character cut by a rotation spans both
-    prev_end: wire.LogPosition | None = None
-
-    def plan(self, files: dict[int, int] | None) -> _Plan:
-        """Map the cursor onto an ``origin=start`` offset through the files on disk."""
-        if files is None:  # no listing: read from the lowest file, skip what is stored
-            return _Plan(0 if self.pos else self.legacy or 0, None, {}, None)
-        full = wire.full_size(files) if files else None
-        if self.pos is None:
-            legacy = self.legacy or 0
-            if full:
-                self.pos = wire.LogPosition(legacy // full, legacy % full)
-            elif files and min(files) == 0:
-                self.pos = wire.LogPosition(0, legacy)
-            else:
-                return _Plan(legacy, None, files, full)
-        offset = wire.start_offset(self.pos, files)
-        if offset is not None:
-            return _Plan(offset, self.pos, files, full)
-        later = [n for n in files if n > self.pos.file]
-        if not later:
-            return _Plan(0, None, files, full)
-        return _Plan(0, wire.LogPosition(min(later), 0), files, full)
-
-    def stored(self, pending: int) -> str:
-        """The cursor to store when ``pending`` bytes are held back (an unfinished
-        character): they are read again on resume."""
-        assert self.pos is not None
-        if pending <= self.pos.offset or self.prev_end is None:
-            return wire.LogPosition(self.pos.file, max(0, self.pos.offset - pending)).encode()
-        back = pending - self.pos.offset
-        return wire.LogPosition(self.prev_end.file, self.prev_end.offset - back).encode()

@@ -34,7 +34,6 @@ task and stops it first; a lost register answer is found by the attempt's own ke
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -218,8 +217,7 @@ class NomadProvider:
         self._registry.remove(tracked)
         # a follower's started (output, offset) pair is stored before this returns, so
         # nothing of the replaced attempt's output comes later
-        await asyncio.gather(*tracked.logs.stop(), return_exceptions=True)
-        await self._logs.settle()
+        await self._logs.stop(tracked)
 
     async def status(self, task: Task) -> Observation:
         """Read the job, its allocations and evaluation now."""
@@ -233,6 +231,10 @@ class NomadProvider:
         await self._client.refresh(tracked)
         await self._states.evaluate(tracked)
         return tracked.observation()
+
+    def attention(self, task_id: str, tailed: bool) -> None:
+        """`Tailable`: a tailed task's log streams get live slots first."""
+        self._logs.attention(task_id, tailed)
 
     def health(self) -> Mapping[str, Any]:
         return {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from egw.core.model import Observation, Task, TaskState
+from egw.core.model import STREAMS, Observation, Task, TaskState
 from egw.providers.base import key_for
+from egw.providers.nomad.cursor import Cursor
+from egw.providers.nomad.slots import Turn
 from egw.wire import nomad as wire
 
 S = TaskState
@@ -40,22 +42,27 @@ class JobView:
         return after and (self.until is None or index < self.until)
 
     @staticmethod
-    def merge(table: dict[str, dict[str, Any]], obj: Mapping[str, Any]) -> bool:
-        """Keep ``obj`` unless a newer version (``ModifyIndex``) is already known."""
+    def merge(
+        table: dict[str, dict[str, Any]],
+        obj: Mapping[str, Any],
+        keep: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> bool:
+        """Keep what egw reads of ``obj`` (``keep``: `wire.kept_alloc` or `wire.kept_eval`)
+        unless a newer version (``ModifyIndex``) is already known."""
         key = str(obj.get("ID"))
         old = table.get(key)
         if old is not None and idx(old, "ModifyIndex") > idx(obj, "ModifyIndex"):
             return False
-        table[key] = dict(obj)
+        table[key] = keep(obj)
         return True
 
     def apply(self, ev: wire.StreamEvent) -> bool:
         """Take one event of this job; False if it is not about this task's run."""
         obj = ev.object
         if ev.topic == "Allocation" and self.ours(obj, "CreateIndex"):
-            return self.merge(self.allocs, obj)
+            return self.merge(self.allocs, obj, wire.kept_alloc)
         if ev.topic == "Evaluation" and self.ours(obj, "CreateIndex", strict=False):
-            return self.merge(self.evals, obj)
+            return self.merge(self.evals, obj, wire.kept_eval)
         if ev.topic == "Job" and self.ours(obj, "JobModifyIndex", strict=False):
             if ev.type in ("JobDeregistered", "JobBatchDeregistered") or obj.get("Stop"):
                 self.stopped = True
@@ -71,7 +78,7 @@ class JobView:
         for alloc in allocs:
             if isinstance(alloc, dict) and self.ours(alloc, "CreateIndex"):
                 listed.add(str(alloc.get("ID")))
-                self.merge(self.allocs, alloc)
+                self.merge(self.allocs, alloc, wire.kept_alloc)
         self.gone = current is None
         if self.gone:
             # garbage-collected with the job (nomad/core_sched.go reaps both): what Nomad no
@@ -94,32 +101,74 @@ class JobView:
         return any(a.get("ClientStatus") not in wire.TERMINAL_CLIENT for a in self.own_allocs())
 
 
+@dataclass(eq=False, slots=True)
+class Follower:
+    """One (allocation, task, stream) egw follows: a record, with a coroutine only while it
+    reads (`egw.providers.nomad.logs`); between two catch-up reads it is parked on its
+    `Turn`, holding nothing else."""
+
+    alloc_id: str
+    task: str
+    stream: str
+    turn: Turn
+    #: where it is in the stream's files (None until its stored cursor is read)
+    cursor: Cursor | None = None
+    #: the coroutine reading it now
+    run: asyncio.Task[bool] | None = None
+    finished: bool = False
+    #: in a catch-up read now (its listing shows the task's other stream too)
+    catching: bool = False
+    #: the next segment (allocation) of the same task stream, started when this one finishes
+    after: Follower | None = None
+
+
 @dataclass(eq=False)
 class LogState:
     """The task's log followers: one per (allocation, task, stream), a segment per allocation."""
 
     segments: list[str] = field(default_factory=list)
-    alloc_done: dict[str, asyncio.Event] = field(default_factory=dict)
-    followers: dict[tuple[str, str, str], asyncio.Task[None]] = field(default_factory=dict)
+    #: the allocations that ended (or whose grace is over): their followers drain and stop
+    ended: set[str] = field(default_factory=set)
+    followers: dict[tuple[str, str, str], Follower] = field(default_factory=dict)
     #: the last follower of each (task, stream): the next segment waits for it
-    chain: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    chain: dict[tuple[str, str], Follower] = field(default_factory=dict)
     grace: asyncio.TimerHandle | None = None
     grace_over: bool = False
     completed: bool = False
 
-    def following(self) -> bool:
-        return any(not f.done() for f in self.followers.values())
+    def end(self, alloc_id: str) -> None:
+        """The allocation ended: its followers are woken to drain their streams."""
+        if alloc_id not in self.ended:
+            self.ended.add(alloc_id)
+            for follower in self.followers.values():
+                if follower.alloc_id == alloc_id:
+                    follower.turn.poke()
 
-    def stop(self) -> list[asyncio.Task[None]]:
+    def sibling_catching_up(self, follower: Follower) -> bool:
+        """Whether the task's other stream in the same allocation is being caught up now."""
+        for other in STREAMS:
+            sibling = self.followers.get((follower.alloc_id, follower.task, other))
+            if other != follower.stream and sibling is not None:
+                return sibling.catching
+        return False
+
+    def following(self) -> bool:
+        return any(not f.finished for f in self.followers.values())
+
+    def stop(self) -> list[asyncio.Task[bool]]:
         """Stop following at once, and never say the output is complete (a replaced
-        attempt's: the task's output goes on with the next one); the followers cancelled."""
+        attempt's: the task's output goes on with the next one); returns the reads that
+        were cancelled (the caller gives the followers' slots back)."""
         self.completed = True
         if self.grace is not None:
             self.grace.cancel()
-        followers = list(self.followers.values())
-        for follower in followers:
-            follower.cancel()
-        return followers
+        runs = []
+        for follower in self.followers.values():
+            follower.finished = True
+            if follower.run is not None:
+                follower.run.cancel()
+                runs.append(follower.run)
+        return runs
 
 
 @dataclass(eq=False)

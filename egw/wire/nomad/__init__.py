@@ -59,6 +59,8 @@ from egw.wire.nomad.states import (
     alloc_observation,
     describe_placement_failure,
     job_observation,
+    kept_alloc,
+    kept_eval,
     task_started,
 )
 from egw.wire.nomad.task import DRIVERS, GROUP, TASK, validate_task
@@ -87,6 +89,8 @@ __all__ = [
     "file_index",
     "full_size",
     "job_observation",
+    "kept_alloc",
+    "kept_eval",
     "parse_cursor",
     "parse_frame",
     "parse_stream_line",

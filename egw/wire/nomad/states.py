@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,84 @@ _FAILURE_EVENTS = {
     "Failed Artifact Download": "DownloadError",
     "Sibling Task Failed": "FailedSibling",
 }
+
+
+#: the allocation fields egw reads (here, in `job_observation` and in the provider's log
+#: followers); Nomad's allocation also carries its whole job, resources and metrics
+ALLOC_FIELDS = (
+    "ID",
+    "Name",
+    "NodeID",
+    "PreviousAllocation",
+    "NextAllocation",
+    "FollowupEvalID",
+    "ClientStatus",
+    "ClientDescription",
+    "DesiredStatus",
+    "DesiredDescription",
+    "CreateIndex",
+    "ModifyIndex",
+)
+#: the task events egw reads (`task_started`, `_task_failure`, `alloc_observation`), and
+#: their fields
+_KEPT_EVENTS = frozenset(("Started", "Terminated", "Killing", "Killed", *_FAILURE_EVENTS))
+_EVENT_FIELDS = ("Type", "DisplayMessage", "Message", *_FAILURE_EVENTS.values())
+
+
+def kept_alloc(alloc: Mapping[str, Any]) -> dict[str, Any]:
+    """What egw keeps of an allocation it follows: `ALLOC_FIELDS` and, of each task state,
+    its ``State``, ``Failed`` and the events it reads. An allocation as the event stream
+    sends it is several kilobytes, and egw keeps one per task in flight."""
+    kept = {
+        k: _shared(alloc[k]) if k in _REPEATED else alloc[k] for k in ALLOC_FIELDS if k in alloc
+    }
+    states = alloc.get("TaskStates")
+    if isinstance(states, Mapping):
+        kept["TaskStates"] = {
+            name: {
+                "State": _shared(ts.get("State")),
+                "Failed": ts.get("Failed"),
+                "Events": [_kept_event(e) for e in _events(ts) if e.get("Type") in _KEPT_EVENTS],
+            }
+            for name, ts in states.items()
+            if isinstance(ts, Mapping)
+        }
+    return kept
+
+
+#: fields whose values repeat in every allocation or evaluation ("running", "Tasks are running")
+_REPEATED = frozenset(
+    ("ClientStatus", "ClientDescription", "DesiredStatus", "DesiredDescription", "Status")
+)
+
+
+def _shared(value: Any) -> Any:
+    """A short string as one shared copy (a decoded one is a copy of its own)."""
+    return sys.intern(value) if isinstance(value, str) and len(value) <= 64 else value
+
+
+#: the evaluation fields `job_observation` reads
+EVAL_FIELDS = ("ID", "Status", "StatusDescription", "FailedTGAllocs", "CreateIndex", "ModifyIndex")
+
+
+def kept_eval(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """What egw keeps of an evaluation of a job it follows: `EVAL_FIELDS`."""
+    return {
+        k: _shared(evaluation[k]) if k in _REPEATED else evaluation[k]
+        for k in EVAL_FIELDS
+        if k in evaluation
+    }
+
+
+def _kept_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Of a task event, what `_task_failure` reads: the exit of a ``Terminated`` one, the
+    messages of a failure, the type alone of the others."""
+    kind = _shared(event.get("Type"))
+    if kind == "Terminated":
+        return {"Type": kind, **{k: event[k] for k in ("ExitCode", "Signal") if k in event}}
+    if kind in _FAILURE_EVENTS:
+        return {k: event[k] for k in _EVENT_FIELDS if k in event}
+    return {"Type": kind}
 
 
 def _events(ts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
