@@ -132,6 +132,8 @@ class PgFeed:
             socket.gethostname(),
             os.getpid(),
         )
+        # rows of replicas killed long ago (a stopped one deletes its own)
+        await conn.execute("DELETE FROM replicas WHERE heartbeat_at < now() - interval '1 day'")
         self._beat_at = asyncio.get_running_loop().time()
         self._conn = conn
         self._wake.set()  # notifications may have been missed meanwhile: read
