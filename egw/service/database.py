@@ -24,9 +24,8 @@ def claim(address: str) -> DatabaseLock:
     opening anything. Use it as a context manager; `Database.open` takes it again (it is
     counted within a process) and refuses a database another process holds.
 
-    For PostgreSQL there is no file to lock: its lock is an advisory lock that
-    `Database.open` takes on its write connection (``egw/store/postgres/conn.py``), so
-    this one locks nothing."""
+    For PostgreSQL there is nothing to lock: replicas share the database (the feed and
+    the leases, ``egw/store/postgres/``), so this one locks nothing."""
     if dialect(address) == "postgresql":
         return DatabaseLock(":memory:")  # (locks nothing: see above)
     return DatabaseLock(sqlite_path(address))
