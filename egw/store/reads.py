@@ -1,4 +1,5 @@
-"""SQLite's read queries, on their own connection (WAL lets them run beside the writer)."""
+"""SQLite's read queries, on their own connection (WAL lets them run beside the writer);
+the filtered ones are built in ``queries.py``, with PostgreSQL's."""
 
 from __future__ import annotations
 
@@ -7,15 +8,28 @@ from typing import Any
 
 import aiosqlite
 
-from egw.core.audit import EventFilter
-from egw.core.model import TERMINAL, Event, Task, format_time, parse_time
+from egw.core.model import Task, parse_time
 from egw.core.records import GatewayEvent, LogChunk
-from egw.store.rows import EVENT_COLUMNS, TASK_COLUMNS, event_from_row, task_from_row
+from egw.store.queries import Dialect, QueryReads
+from egw.store.rows import TASK_COLUMNS, task_from_row
+
+SQLITE = Dialect(
+    numbered=False,
+    # json_each, not a JSON path built from the key: a key may hold any character (a
+    # quote, a NUL) that a path would have to escape
+    label="EXISTS (SELECT 1 FROM json_each(labels) WHERE key = {} AND value = {})",
+    contains="instr(name, {}) > 0",
+)
 
 
-class Reader:
+class Reader(QueryReads):
+    dialect = SQLITE
+
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+
+    async def _rows(self, sql: str, params: list[Any]) -> list[Any]:
+        return await self._all(sql, params)
 
     async def _all(
         self, sql: str, params: list[Any] | tuple[Any, ...] | dict[str, Any] = ()
@@ -46,137 +60,6 @@ class Reader:
 
     async def ping(self) -> None:
         await self._all("SELECT 1")
-
-    async def tasks(
-        self,
-        *,
-        provider: str | None = None,
-        status: list[str] | None = None,
-        labels: dict[str, str] | None = None,
-        stuck: bool | None = None,
-        name: str | None = None,
-        before: int | None = None,
-        limit: int = 50,
-        namespaces: frozenset[str] | None = None,
-    ) -> list[Task]:
-        """Newest first by submission order; ``before`` is a submit_seq cursor; ``name``
-        matches the names that contain it (case-sensitive); ``namespaces``: only tasks of
-        these (None: of any)."""
-        where: list[str] = []
-        params: list[Any] = []
-        _in_namespaces(namespaces, where, params)
-        if provider:
-            where.append("provider = ?")
-            params.append(provider)
-        if status:
-            where.append(f"status IN ({','.join('?' * len(status))})")
-            params.extend(status)
-        for key, value in (labels or {}).items():
-            # json_each, not a JSON path built from the key: a key may hold any character
-            # (a quote, a NUL) that a path would have to escape
-            where.append("EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?)")
-            params.extend([key, value])
-        if stuck is not None:
-            where.append("stuck IS NOT NULL" if stuck else "stuck IS NULL")
-        if name:
-            where.append("instr(name, ?) > 0")
-            params.append(name)
-        if before is not None:
-            where.append("submit_seq < ?")
-            params.append(before)
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY submit_seq DESC LIMIT ?"
-        params.append(limit)
-        return [task_from_row(r) for r in await self._all(sql, params)]
-
-    async def active(self, provider: str) -> list[Task]:
-        terminal = [str(s) for s in TERMINAL]
-        marks = ",".join("?" * len(terminal))
-        rows = await self._all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE provider = ?"
-            f" AND (status NOT IN ({marks}) OR logs_complete = 0) ORDER BY submit_seq",
-            [provider, *terminal],
-        )
-        return [task_from_row(r) for r in rows]
-
-    async def unfinished(self) -> list[Task]:
-        terminal = [str(s) for s in TERMINAL]
-        marks = ",".join("?" * len(terminal))
-        rows = await self._all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE status NOT IN ({marks}) ORDER BY submit_seq",
-            terminal,
-        )
-        return [task_from_row(r) for r in rows]
-
-    async def events(
-        self,
-        *,
-        after: int = 0,
-        task_id: str | None = None,
-        provider: str | None = None,
-        limit: int = 500,
-        status_only: bool = False,
-        namespaces: frozenset[str] | None = None,
-    ) -> list[Event]:
-        where = ["seq > ?"]
-        params: list[Any] = [after]
-        _in_namespaces(namespaces, where, params)
-        if task_id:
-            where.append("task_id = ?")
-            params.append(task_id)
-        if provider:
-            where.append("provider = ?")
-            params.append(provider)
-        if status_only:
-            where.append("applied = 1")
-        params.append(limit)
-        rows = await self._all(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-            params,
-        )
-        return [event_from_row(r) for r in rows]
-
-    async def audit(
-        self,
-        *,
-        after: int,
-        upto: int,
-        where: EventFilter,
-        limit: int,
-        namespaces: frozenset[str] | None = None,
-    ) -> list[Event]:
-        """Events with ``after < seq <= upto`` that match ``where``, oldest first, at most
-        ``limit``, of ``namespaces`` only (None: any). The seq range bounds the rows looked
-        at; an actor or kind filter walks its index (``0002_audit.sql``) and a task's its own."""
-        sql = ["seq > ? AND seq <= ?"]
-        params: list[Any] = [after, upto]
-        _in_namespaces(namespaces, sql, params)
-        for column, value in (
-            ("actor", where.actor),
-            ("provider", where.provider),
-            ("task_id", where.task_id),
-        ):
-            if value is not None:
-                sql.append(f"{column} = ?")
-                params.append(value)
-        if where.kinds:
-            sql.append(f"kind IN ({','.join('?' * len(where.kinds))})")
-            params.extend(where.kinds)
-        # ``at`` is stored as fixed-width RFC 3339 in UTC: text order is time order
-        if where.since is not None:
-            sql.append("at >= ?")
-            params.append(format_time(where.since))
-        if where.until is not None:
-            sql.append("at < ?")
-            params.append(format_time(where.until))
-        params.append(limit)
-        rows = await self._all(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(sql)} ORDER BY seq LIMIT ?",
-            params,
-        )
-        return [event_from_row(r) for r in rows]
 
     async def logs(
         self,
@@ -262,11 +145,3 @@ class Reader:
         for provider, status, n in rows:
             out.setdefault(str(provider), {})[str(status)] = int(n)
         return out
-
-
-def _in_namespaces(namespaces: frozenset[str] | None, where: list[str], params: list[Any]) -> None:
-    """Add ``namespace IN (...)`` to a query (nothing for None; an empty set matches nothing)."""
-    if namespaces is None:
-        return
-    where.append(f"namespace IN ({','.join('?' * len(namespaces))})" if namespaces else "0")
-    params.extend(sorted(namespaces))
