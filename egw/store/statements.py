@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from egw.core.model import TERMINAL, format_time
-from egw.store.batch import Batch
+from egw.store.batch import Batch, Statements, row_sets
 from egw.store.rows import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
@@ -60,6 +60,17 @@ UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
+STATEMENTS = Statements(
+    events=INSERT_EVENTS,
+    tasks=UPSERT_TASKS,
+    logs=INSERT_LOGS,
+    cut_head=CUT_HEAD,
+    drop_logs=DROP_LOGS,
+    cut_log=CUT_LOG,
+    idempotency=INSERT_IDEMPOTENCY,
+    cursors=UPSERT_CURSORS,
+    gateway_events=INSERT_GATEWAY_EVENTS,
+)
 
 
 def refused(exc: BaseException) -> bool:
@@ -101,25 +112,8 @@ async def write(conn: aiosqlite.Connection, b: Batch) -> None:
     On failure the transaction is left open: the caller rolls it back.
     """
     await conn.execute("BEGIN IMMEDIATE")
-    if b.event_rows:
-        await conn.executemany(INSERT_EVENTS, b.event_rows)
-    if b.staged:
-        await conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
-    if b.log_rows:
-        await conn.executemany(INSERT_LOGS, b.log_rows)
-    if b.log_heads:
-        heads = b.log_heads.items()
-        await conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
-    if b.log_trims:
-        trims = b.log_trims.items()
-        await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
-        await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
-    if b.idem_rows:
-        await conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
-    if b.cursor_rows:
-        await conn.executemany(UPSERT_CURSORS, b.cursor_rows)
-    if b.gateway_rows:
-        await conn.executemany(INSERT_GATEWAY_EVENTS, b.gateway_rows)
+    for sql, rows in row_sets(b, STATEMENTS, task_to_row):
+        await conn.executemany(sql, rows)
     for before in b.prune:
         b.commit.pruned.extend(await _prune(conn, before))
         await conn.execute("DELETE FROM gateway_events WHERE at <= ?", (format_time(before),))
