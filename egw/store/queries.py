@@ -1,7 +1,8 @@
-"""The filtered read queries, built once for both dialects.
+"""The read queries, built once for both dialects.
 
 Listing tasks, events and the audit trail composes a conjunction of optional conditions;
-that composition is the same on SQLite and PostgreSQL, only the spelling differs: the
+that composition (and every lookup by key) is the same on SQLite and PostgreSQL, only the
+spelling differs: the
 placeholder (``?`` or ``$n``), a value "in a list" (one placeholder per item, or one array
 parameter), and two terms a `Dialect` names (a label match, a substring test). `QueryReads`
 builds and runs them; each reader brings its driver call (`QueryReads._rows`) and its
@@ -72,13 +73,66 @@ class Where:
 
 
 class QueryReads:
-    """The reads whose conditions depend on the request (`egw.store.backend.Reads`)."""
+    """The reads (`egw.store.backend.Reads`) both dialects answer with the same SQL but for
+    its placeholders and lists."""
 
     dialect: Dialect
 
     async def _rows(self, sql: str, params: list[Any]) -> list[Any]:
         """The rows ``sql`` returns with ``params``: the driver's call, in each reader."""
         raise NotImplementedError
+
+    async def task(self, task_id: str) -> Task | None:
+        w = Where(self.dialect)
+        w.add("id = {}", task_id)
+        rows = await self._rows(f"SELECT {TASK_COLUMNS} FROM tasks{w.clause()}", w.params)
+        return task_from_row(rows[0]) if rows else None
+
+    async def task_by_upstream(self, provider: str, upstream_id: str) -> Task | None:
+        w = Where(self.dialect)
+        w.add("provider = {} AND upstream_id = {}", provider, upstream_id)
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks{w.clause()} ORDER BY submit_seq DESC LIMIT 1"
+        rows = await self._rows(sql, w.params)
+        return task_from_row(rows[0]) if rows else None
+
+    async def upstream_ids(self, provider: str) -> list[tuple[str, str]]:
+        """(upstream id, task id) of ``provider``'s tasks that have one, oldest submit first."""
+        w = Where(self.dialect)
+        w.add("provider = {} AND upstream_id IS NOT NULL", provider)
+        sql = f"SELECT upstream_id, id FROM tasks{w.clause()} ORDER BY submit_seq"
+        rows = await self._rows(sql, w.params)
+        return [(str(upstream_id), str(task_id)) for upstream_id, task_id in rows]
+
+    async def cursor(self, key: str) -> str | None:
+        w = Where(self.dialect)
+        w.add("key = {}", key)
+        rows = await self._rows(f"SELECT value FROM cursors{w.clause()}", w.params)
+        return str(rows[0][0]) if rows else None
+
+    async def pruned_seq(self) -> int:
+        rows = await self._rows("SELECT pruned_seq FROM pruned WHERE id = 1", [])
+        return int(rows[0][0]) if rows else 0
+
+    async def max_seq(self) -> int:
+        rows = await self._rows("SELECT COALESCE(MAX(seq), 0) FROM events", [])
+        return int(rows[0][0])
+
+    async def stuck_counts(self) -> dict[str, int]:
+        rows = await self._rows(
+            "SELECT provider, COUNT(*) FROM tasks WHERE stuck IS NOT NULL GROUP BY provider", []
+        )
+        return {str(provider): int(n) for provider, n in rows}
+
+    async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
+        """Task counts by ``by`` (``provider`` or ``namespace``), then status."""
+        column = {"provider": "provider", "namespace": "namespace"}[by]
+        rows = await self._rows(
+            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY {column}, status", []
+        )
+        out: dict[str, dict[str, int]] = {}
+        for key, status, n in rows:
+            out.setdefault(str(key), {})[str(status)] = int(n)
+        return out
 
     async def tasks(
         self,

@@ -1,5 +1,5 @@
 """SQLite's read queries, on their own connection (WAL lets them run beside the writer);
-the filtered ones are built in ``queries.py``, with PostgreSQL's."""
+those both dialects spell alike are built in ``queries.py``; here, SQLite's own."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 
 import aiosqlite
 
-from egw.core.model import Task, parse_time
+from egw.core.model import parse_time
 from egw.core.records import GatewayEvent, LogChunk
 from egw.store.queries import Dialect, QueryReads
-from egw.store.rows import TASK_COLUMNS, task_from_row
 
 SQLITE = Dialect(
     numbered=False,
@@ -36,27 +35,6 @@ class Reader(QueryReads):
     ) -> list[Any]:
         async with self._conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
-
-    async def task(self, task_id: str) -> Task | None:
-        rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
-        return task_from_row(rows[0]) if rows else None
-
-    async def task_by_upstream(self, provider: str, upstream_id: str) -> Task | None:
-        rows = await self._all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE provider = ? AND upstream_id = ?"
-            " ORDER BY submit_seq DESC LIMIT 1",
-            (provider, upstream_id),
-        )
-        return task_from_row(rows[0]) if rows else None
-
-    async def upstream_ids(self, provider: str) -> list[tuple[str, str]]:
-        """(upstream id, task id) of ``provider``'s tasks that have one, oldest submit first."""
-        rows = await self._all(
-            "SELECT upstream_id, id FROM tasks WHERE provider = ? AND upstream_id IS NOT NULL"
-            " ORDER BY submit_seq",
-            (provider,),
-        )
-        return [(str(upstream_id), str(task_id)) for upstream_id, task_id in rows]
 
     async def ping(self) -> None:
         await self._all("SELECT 1")
@@ -115,33 +93,4 @@ class Reader(QueryReads):
             when = parse_time(str(at))
             assert when is not None  # the column is NOT NULL
             out.append(GatewayEvent(int(seq), kind, provider, target, when, json.loads(data)))
-        return out
-
-    async def cursor(self, key: str) -> str | None:
-        rows = await self._all("SELECT value FROM cursors WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    async def pruned_seq(self) -> int:
-        rows = await self._all("SELECT pruned_seq FROM pruned WHERE id = 1")
-        return int(rows[0][0]) if rows else 0
-
-    async def max_seq(self) -> int:
-        rows = await self._all("SELECT COALESCE(MAX(seq), 0) FROM events")
-        return int(rows[0][0])
-
-    async def stuck_counts(self) -> dict[str, int]:
-        rows = await self._all(
-            "SELECT provider, COUNT(*) FROM tasks WHERE stuck IS NOT NULL GROUP BY provider"
-        )
-        return {str(provider): int(n) for provider, n in rows}
-
-    async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
-        """Task counts by ``by`` (``provider`` or ``namespace``), then status."""
-        column = {"provider": "provider", "namespace": "namespace"}[by]
-        rows = await self._all(
-            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY {column}, status"
-        )
-        out: dict[str, dict[str, int]] = {}
-        for provider, status, n in rows:
-            out.setdefault(str(provider), {})[str(status)] = int(n)
         return out

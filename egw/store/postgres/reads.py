@@ -1,7 +1,7 @@
 """PostgreSQL's read queries (`egw.store.backend.Reads`), on a pool beside the writer.
 
 Each answers as its twin in ``egw/store/reads.py`` does (the store tests run on both);
-the filtered ones (tasks, events, the audit) are built once in ``egw/store/queries.py``
+all but the log and gateway-event reads are built once in ``egw/store/queries.py``
 from `POSTGRESQL`. Only the SQL differs: ``$n`` parameters, arrays for lists, ``strpos``
 and ``GREATEST`` for SQLite's ``instr`` and two-argument ``MAX``, a label read with ``->>``
 of the text column cast to ``jsonb`` (the stored text itself is never rewritten).
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from egw.core.model import Task, parse_time
+from egw.core.model import parse_time
 from egw.core.records import GatewayEvent, LogChunk
 from egw.store.queries import Dialect, QueryReads
-from egw.store.rows import TASK_COLUMNS, loads, task_from_row
+from egw.store.rows import loads
 
 
 def _has_nul(value: Any) -> bool:
@@ -50,27 +50,6 @@ class PgReader(QueryReads):
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
-
-    async def task(self, task_id: str) -> Task | None:
-        rows = await self._all(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
-        return task_from_row(rows[0]) if rows else None
-
-    async def task_by_upstream(self, provider: str, upstream_id: str) -> Task | None:
-        rows = await self._all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE provider = $1 AND upstream_id = $2"
-            " ORDER BY submit_seq DESC LIMIT 1",
-            provider,
-            upstream_id,
-        )
-        return task_from_row(rows[0]) if rows else None
-
-    async def upstream_ids(self, provider: str) -> list[tuple[str, str]]:
-        rows = await self._all(
-            "SELECT upstream_id, id FROM tasks WHERE provider = $1 AND upstream_id IS NOT NULL"
-            " ORDER BY submit_seq",
-            provider,
-        )
-        return [(str(upstream_id), str(task_id)) for upstream_id, task_id in rows]
 
     async def logs(
         self, task_id: str, *, offset: int = 0, limit_bytes: int = 1 << 20
@@ -114,31 +93,4 @@ class PgReader(QueryReads):
             when = parse_time(str(at))
             assert when is not None  # the column is NOT NULL
             out.append(GatewayEvent(int(seq), kind, provider, target, when, loads(data)))
-        return out
-
-    async def cursor(self, key: str) -> str | None:
-        rows = await self._all("SELECT value FROM cursors WHERE key = $1", key)
-        return str(rows[0][0]) if rows else None
-
-    async def pruned_seq(self) -> int:
-        rows = await self._all("SELECT pruned_seq FROM pruned WHERE id = 1")
-        return int(rows[0][0]) if rows else 0
-
-    async def max_seq(self) -> int:
-        return int(await self._pool.fetchval("SELECT COALESCE(MAX(seq), 0) FROM events"))
-
-    async def stuck_counts(self) -> dict[str, int]:
-        rows = await self._all(
-            "SELECT provider, COUNT(*) FROM tasks WHERE stuck IS NOT NULL GROUP BY provider"
-        )
-        return {str(provider): int(n) for provider, n in rows}
-
-    async def counts_by_status(self, by: str = "provider") -> dict[str, dict[str, int]]:
-        column = {"provider": "provider", "namespace": "namespace"}[by]
-        rows = await self._all(
-            f"SELECT {column}, status, COUNT(*) FROM tasks GROUP BY {column}, status"
-        )
-        out: dict[str, dict[str, int]] = {}
-        for key, status, n in rows:
-            out.setdefault(str(key), {})[str(status)] = int(n)
         return out
