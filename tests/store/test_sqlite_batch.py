@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -111,3 +113,26 @@ async def test_the_write_connection_is_used_on_its_own_thread_only(store: Store)
     await store.writer.append_log(task.id, "stdout", b"out")
     await store.writer.progress(task.id, "tick", {}, source="test", delivery_id="d-1")
     assert seen and threading.get_ident() not in seen and len(seen) == 1
+
+
+def test_a_write_connection_left_open_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """A gateway that ends without closing its store still ends: the write connection's
+    thread is not one the interpreter waits for forever."""
+    code = (
+        "import asyncio, sys\n"
+        "from egw.store.db import connect_writer\n"
+        "from egw.store.migrate import apply_migrations\n"
+        "async def main() -> None:\n"
+        "    thread = await connect_writer(sys.argv[1])\n"
+        "    await thread.run(apply_migrations)\n"
+        "asyncio.run(main())\n"
+        "print('ended')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "egw.db")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip().endswith("ended")
