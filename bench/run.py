@@ -54,6 +54,7 @@ PARTS: dict[str, Any] = {
         ("restart", "_restart"),
         ("nomad-logs", "_nomad_logs"),
         ("inflight", "_inflight"),
+        ("replicas", "_replicas"),
     )
 }
 

@@ -101,12 +101,23 @@ class Metrics:
         self._health: Mapping[str, Mapping[str, Any]] = {}
         self._storage: Mapping[str, Any] = {}
         self._circuits: Mapping[str, Mapping[str, Any]] = {}
+        self._replication: Mapping[str, Any] = {}
+        #: PostgreSQL replicas: from another replica's COMMIT to its hand-over here
+        self.feed_lag = Histogram(
+            "egw_replica_feed_lag_seconds",
+            "Delay from another replica's commit to its fan-out here (PostgreSQL replicas)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
         r.register(_Snapshot(self))
 
     # --- listeners -------------------------------------------------------------------------------
 
     def on_commit(self, commit: Commit) -> None:
-        """Writer listener: counts events, submissions, outcomes and output."""
+        """Writer listener: counts events, submissions, outcomes and output (this replica's
+        own: what another replica committed, it counts)."""
+        if commit.replicated:
+            return
         self.appends.inc(len(commit.events))
         for event in commit.events:
             if event.kind == "submitted":
@@ -146,6 +157,7 @@ class Metrics:
         tasks_by_namespace: Mapping[str, Mapping[str, int]] | None = None,
         tasks_stuck: Mapping[str, int] | None = None,
         circuits: Mapping[str, Mapping[str, Any]] | None = None,
+        replication: Mapping[str, Any] | None = None,
     ) -> bytes:
         """``storage``: `egw.service.tasks.TaskService.storage` (size, watermark, writable);
         ``tasks_by_namespace``: only when ``metrics.namespace_label`` is on; ``circuits``:
@@ -156,6 +168,7 @@ class Metrics:
         self._health = health
         self._storage = storage or {}
         self._circuits = circuits or {}
+        self._replication = replication or {}
         self.sse_connections.set(sse_connections)
         return generate_latest(self.registry)
 
@@ -260,6 +273,7 @@ class _Snapshot(Collector):
         yield from _nomad_log_slots(self.m._health.get("nomad") or {})
         yield from _storage(self.m._storage)
         yield from _circuits(self.m._circuits)
+        yield from _replication(self.m._replication)
 
 
 _LEVELS = {"closed": 0, "half_open": 1, "open": 2}
@@ -306,6 +320,26 @@ def _nomad_stream(health: Mapping[str, Any]) -> Iterable[GaugeMetricFamily]:
             index.add_metric([ns], sub["last_index"])
     yield lag
     yield index
+
+
+def _replication(state: Mapping[str, Any]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    """PostgreSQL replicas: the leases this one holds, its failovers, the replicas seen."""
+    if not state:
+        return
+    held = GaugeMetricFamily(
+        "egw_leases_held", "1 for each lease this replica holds (singleton work)", labels=["lease"]
+    )
+    for name in state["leases"]:
+        held.add_metric([name], 1.0)
+    yield held
+    yield CounterMetricFamily(
+        "egw_lease_failovers",
+        "Leases this replica took over from a holder that had let them expire",
+        value=state["failovers"],
+    )
+    yield GaugeMetricFamily(
+        "egw_replicas_seen", "Replicas with a recent heartbeat", value=len(state["seen"])
+    )
 
 
 def _nomad_log_slots(

@@ -168,5 +168,10 @@ async def execute_many(address: str, sql: str, rows: list[tuple[Any, ...]]) -> N
         return
     import sqlite3
 
-    with sqlite3.connect(address) as raw:
-        raw.executemany(sql, rows)
+    def write() -> None:
+        with sqlite3.connect(address) as raw:
+            raw.executemany(sql, rows)
+
+    # in a thread: the store's writer may be inside a transaction that needs this loop to
+    # finish, and a blocking connect here would wait out its busy timeout instead
+    await asyncio.to_thread(write)

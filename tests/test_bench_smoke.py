@@ -67,3 +67,9 @@ def test_tasks_in_flight(tmp_path: Path) -> None:
     for name in ("nomad", "github_actions", "cloud_run", "local"):
         row = report["inflight"]["providers"][name]
         assert row["running"] == row["tasks"] > 0, (name, row)
+
+
+def test_the_replicas_part(tmp_path: Path) -> None:
+    report = quick(tmp_path, "replicas")["replicas"]
+    if "skipped" not in report:  # (no PostgreSQL server: the part says so)
+        assert report["delay"]["appends"] == 50 and report["failover"]["max_s"] > 0

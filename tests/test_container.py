@@ -120,6 +120,25 @@ def compose() -> dict[str, Any]:
 # --- (a) the compose file -------------------------------------------------------------------------
 
 
+def test_the_replicas_profile_runs_two_egw_on_postgresql_behind_the_proxy() -> None:
+    services = compose()["services"]
+    assert services["postgres"]["image"] == "postgres:15"
+    replicas = [n for n, s in services.items() if s.get("command", [None])[0] == "serve"]
+    assert replicas == ["egw-a", "egw-b"]
+    for name in [*replicas, "postgres", "proxy"]:
+        assert services[name]["profiles"] == ["replicas"], name
+    mount = services["egw-a"]["volumes"][0].split(":")
+    assert mount[1] == services["egw-a"]["command"][-1] and mount[2] == "ro"
+    env = {**env_of_final_stage(), "EGW_TOKEN": "t" * 32, "PGPASSWORD": "pw"}
+    cfg = load_config(ROOT / mount[0], env)
+    assert cfg.storage.address == "postgresql://egw:pw@postgres:5432/egw"
+    assert cfg.server.port == int(final("EXPOSE").args.split("/")[0])
+    proxy = (ROOT / "deploy/replicas/haproxy.cfg").read_text()
+    for name in replicas:
+        assert f"server {name} {name}:{cfg.server.port} check" in proxy
+    assert "option httpchk GET /readyz" in proxy
+
+
 def compose_spec_schema() -> dict[str, Any]:
     text = (
         resources.files("check_jsonschema.builtin_schemas.vendor")

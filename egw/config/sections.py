@@ -175,6 +175,9 @@ class StorageConfig:
     url: str | None = None
     #: PostgreSQL: connections of the readers' pool (the writer has one of its own)
     pool_size: int = 4
+    #: PostgreSQL replicas: work that runs on one replica at a time (the watchdog, the
+    #: prune) moves to another within this long after its holder dies (`egw/store/leases.py`)
+    lease_s: float = 15.0
     #: events and logs of tasks finished longer ago than this are pruned
     retention_days: float = 7.0
     prune_interval_s: float = 3600.0
@@ -202,6 +205,8 @@ class StorageConfig:
             if scheme.lower() == "sqlite" and (not rest.startswith("/") or rest == "/"):
                 raise ConfigError(f"{path}.url", "sqlite:///path: three slashes, then the file")
         between(self.pool_size, f"{path}.pool_size", 1, 100)
+        if not 0.3 <= self.lease_s <= 3600:
+            raise ConfigError(f"{path}.lease_s", "must be between 0.3 and 3600")
         positive(self.retention_days, f"{path}.retention_days")
         positive(self.prune_interval_s, f"{path}.prune_interval_s")
         between(self.max_log_bytes, f"{path}.max_log_bytes", MIN_LOG_BYTES, MAX_BYTES)

@@ -57,3 +57,8 @@ class Commit:
     logs_completed: list[str] = field(default_factory=list)
     tasks: dict[str, Task] = field(default_factory=dict)
     pruned: list[str] = field(default_factory=list)
+    #: committed by another replica on the same database, read back from its feed
+    #: (``egw/store/postgres/feed.py``): shown to subscribers, not counted again
+    replicated: bool = False
+    #: its place in the feed of replicas on PostgreSQL (commit order), 0 elsewhere
+    mark: int = 0

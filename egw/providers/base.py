@@ -214,6 +214,17 @@ class Resubmittable(Provider, Protocol):
 
 
 @runtime_checkable
+class Adopting(Provider, Protocol):
+    """A provider whose work lives in the gateway's own process (the local runner), which
+    can take over the unfinished tasks of a gateway that is gone (on PostgreSQL, a
+    replica whose heartbeat stopped: ``egw/service/replicas.py``)."""
+
+    async def adopt(self, sink: ProviderSink, tasks: list[Task], *, lost: str) -> None:
+        """As ``start`` does with the tasks it finds: one never started runs here; one
+        whose process was running ends ``failed`` with the reason ``lost``."""
+
+
+@runtime_checkable
 class Queueing(Provider, Protocol):
     """A provider that can answer a submit without an upstream call when the work would
     only wait in its own queue (the local runner with every slot taken).

@@ -46,6 +46,12 @@ class LogChannel:
         self.logs_complete = False
         self.ended = False
         self.window = LogWindow()
+        #: where the output heard from the hub ends (0: none heard yet)
+        self.heard = 0
+        #: streams whose replay read past `heard` (on PostgreSQL, output another replica
+        #: committed that the feed has not brought yet): their position and group, until
+        #: the chunks arriving start past it (`_flush_ahead`); each is sent once
+        self.ahead: dict[Stream, tuple[int, str | None]] = {}
         self._reads = reads
         self._on_empty = on_empty
         ticker.channels.add(self)
@@ -82,6 +88,8 @@ class LogChannel:
                 frames.append(framing.status(item))
         stream.backlog = LIVE  # a live stream gets no backlog: its list is let go
         self.groups[group].add(stream)
+        if position > self.heard:
+            self.ahead[stream] = (position, group)
         if self.task is None or self.task.index < task.index:
             self.task = task
         self.logs_complete = self.logs_complete or task.logs_complete
@@ -102,6 +110,7 @@ class LogChannel:
 
     def remove(self, stream: Stream) -> None:
         self.catching_up.pop(stream, None)
+        self.ahead.pop(stream, None)
         for group in self.groups.values():
             group.discard(stream)
         if not self.catching_up and not any(self.groups.values()):
@@ -110,6 +119,7 @@ class LogChannel:
     # hub subscriber ---------------------------------------------------------------------------
 
     def on_log(self, chunk: LogChunk) -> None:
+        self.heard = max(self.heard, chunk.end)
         for stream in self.catching_up:
             stream.hold(("log", chunk), len(chunk.data))
         self.pending.append(("log", chunk))
@@ -138,6 +148,7 @@ class LogChannel:
         end = b""
         if self.task is not None and self.task.status.terminal and self.logs_complete:
             end = framing.end(self.task)
+        alone = self._flush_ahead(pending, end) if self.ahead else set()
         for group, streams in self.groups.items():
             if not streams:
                 continue
@@ -152,13 +163,41 @@ class LogChannel:
             if payload:
                 chunk = framing.write(payload)
                 for stream in list(streams):
-                    if not stream.push(payload, chunk):
+                    if stream not in alone and not stream.push(payload, chunk):
                         streams.discard(stream)
             if end:
                 for stream in streams:
-                    stream.finish("end")
+                    if stream not in alone:
+                        stream.finish("end")
         if end:
             self.ended = True
+
+    def _flush_ahead(self, pending: list[tuple[str, Any]], end: bytes) -> set[Stream]:
+        """Streams ahead of the pending output get it cut at their position (sent here;
+        returned); a stream the output has caught up with rejoins its group's frames."""
+        logs = [item for kind, item in pending if kind == "log"]
+        alone: set[Stream] = set()
+        if not logs and not end:
+            return alone
+        framing = self.framing
+        for stream, (position, group) in list(self.ahead.items()):
+            if not logs or logs[0].offset >= position:
+                del self.ahead[stream]  # in step with the hub from here on
+                continue
+            alone.add(stream)
+            self.ahead[stream] = (max(position, logs[-1].end), group)
+            parts = []
+            for kind, item in pending:
+                if kind != "log":
+                    parts.append(framing.status(item))
+                elif item.end > position and group in (None, item.stream):
+                    parts.append(framing.log(tail(item, position)))
+            payload = b"".join(parts) + end
+            if payload and not stream.push(payload, framing.write(payload)):
+                self.groups[group].discard(stream)
+            elif end:
+                stream.finish("end")
+        return alone
 
 
 class LogChannels:
@@ -203,6 +242,10 @@ class EventChannel:
         self.groups: dict[EventFilter, set[Stream]] = {}
         self.catching_up: dict[Stream, EventFilter] = {}
         self.pending: list[Event] = []
+        #: the last event heard from the hub
+        self.heard = 0
+        #: streams whose replay read past `heard` (as `LogChannel.ahead`): their last seq
+        self.ahead: dict[Stream, tuple[int, EventFilter]] = {}
         ticker.channels.add(self)
 
     def streams(self) -> Iterable[Stream]:
@@ -225,18 +268,22 @@ class EventChannel:
         frames = [event(e) for e in stream.backlog if e.seq > after and matches(key, e)]
         stream.backlog = LIVE
         self.groups.setdefault(key, set()).add(stream)
+        if after > self.heard:
+            self.ahead[stream] = (after, key)
         if frames:
             payload = b"".join(frames)
             stream.push(payload, self.framing.write(payload))
 
     def remove(self, stream: Stream) -> None:
         self.catching_up.pop(stream, None)
+        self.ahead.pop(stream, None)
         for key, group in list(self.groups.items()):
             group.discard(stream)
             if not group:
                 del self.groups[key]
 
     def on_event(self, event: Event, task: Task | None) -> None:
+        self.heard = max(self.heard, event.seq)
         if not self.groups and not self.catching_up:
             return
         for stream, key in self.catching_up.items():
@@ -248,14 +295,29 @@ class EventChannel:
     def flush(self) -> None:
         pending, self.pending = self.pending, []
         frames = [(e, self.framing.event(e)) for e in pending]
+        alone = self._flush_ahead(frames) if self.ahead and pending else set()
         for key, streams in list(self.groups.items()):
             payload = b"".join(f for e, f in frames if matches(key, e))
             if not payload:
                 continue
             chunk = self.framing.write(payload)
             for stream in list(streams):
-                if not stream.push(payload, chunk):
+                if stream not in alone and not stream.push(payload, chunk):
                     streams.discard(stream)
+
+    def _flush_ahead(self, frames: list[tuple[Event, bytes]]) -> set[Stream]:
+        """As `LogChannel._flush_ahead`: events a stream's replay sent already are left out."""
+        alone: set[Stream] = set()
+        for stream, (after, key) in list(self.ahead.items()):
+            if frames[0][0].seq > after:
+                del self.ahead[stream]
+                continue
+            alone.add(stream)
+            self.ahead[stream] = (max(after, frames[-1][0].seq), key)
+            payload = b"".join(f for e, f in frames if e.seq > after and matches(key, e))
+            if payload and not stream.push(payload, self.framing.write(payload)):
+                self.groups.get(key, set()).discard(stream)
+        return alone
 
 
 def matches(key: EventFilter, event: Event) -> bool:

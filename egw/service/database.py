@@ -5,6 +5,7 @@ through `TaskService`, watched through its commit listeners."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from egw.config import StorageConfig
 from egw.core.records import Commit
@@ -23,9 +24,8 @@ def claim(address: str) -> DatabaseLock:
     opening anything. Use it as a context manager; `Database.open` takes it again (it is
     counted within a process) and refuses a database another process holds.
 
-    For PostgreSQL there is no file to lock: its lock is an advisory lock that
-    `Database.open` takes on its write connection (``egw/store/postgres/conn.py``), so
-    this one locks nothing."""
+    For PostgreSQL there is nothing to lock: replicas share the database (the feed and
+    the leases, ``egw/store/postgres/``), so this one locks nothing."""
     if dialect(address) == "postgresql":
         return DatabaseLock(":memory:")  # (locks nothing: see above)
     return DatabaseLock(sqlite_path(address))
@@ -37,7 +37,9 @@ class Database:
 
     def __init__(self, cfg: StorageConfig) -> None:
         self._cfg = cfg
-        self._store = Store(cfg.address, cache_size=cfg.cache_size, pool_size=cfg.pool_size)
+        self._store = Store(
+            cfg.address, cache_size=cfg.cache_size, pool_size=cfg.pool_size, lease_s=cfg.lease_s
+        )
         self._reads: TaskReads | None = None
 
     async def open(self) -> None:
@@ -64,6 +66,17 @@ class Database:
         self._store.writer.listeners.append(on_commit)
         if on_batch is not None:
             self._store.writer.batch_listeners.append(on_batch)
+
+    def on_feed_lag(self, hear: Callable[[float], None]) -> None:
+        """Be told how long each other replica's commit took to reach this one (seconds;
+        PostgreSQL replicas only)."""
+        self._store.on_feed_lag(hear)
+
+    async def replication(self) -> Mapping[str, Any] | None:
+        """This replica, its leases and the replicas it sees, for ``/readyz`` and the
+        metrics (PostgreSQL; None on SQLite)."""
+        state = await self._store.replication()
+        return state.to_json() if state is not None else None
 
     async def writable(self) -> bool:
         """For ``/readyz``: the connections answer and the writer's loop runs."""

@@ -42,10 +42,12 @@ from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
+from egw.service.replicas import REAP_S, REAPER, OwnedCommands, owned_elsewhere, reap
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
 from egw.store import Store, retention_cutoff
+from egw.store.leases import while_held
 from egw.store.watchops import CancelFailed
 
 log = structlog.get_logger("egw.service")
@@ -90,7 +92,7 @@ class TaskService:
         self._limits = StorageLimits()
         self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
-        store.writer.listeners.append(hub.on_commit)
+        store.fan_out(hub.on_commit)  # every replica's commits, in order (PostgreSQL)
         #: the providers that follow first what clients tail, told by the hub
         self._tailable = [p for p in self.providers.values() if isinstance(p, Tailable)]
         hub.attention.append(self._attention)
@@ -98,6 +100,8 @@ class TaskService:
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)
         store.writer.listeners.append(self.watchdog.on_commit)
+        # cancels and timeouts of this replica's local tasks recorded by another replica
+        store.writer.listeners.append(OwnedCommands(self, self._background).on_commit)
 
     def _attention(self, task_id: str, tailed: bool) -> None:
         """A task's first live log tailer came, or its last one left (`Tailable`)."""
@@ -155,7 +159,12 @@ class TaskService:
                 _ = self._launcher.spawn(self.providers[task.provider], current)
             self._arm_timeout(current)
         await self.watchdog.start(await self.store.reader.unfinished())
-        _ = self._background.spawn(self._prune_loop(), name="prune")
+        # one replica at a time prunes (PostgreSQL; on SQLite the lease is always held)
+        loop = while_held(self.store.leases, "prune", self._prune_once, self._prune_interval_s)
+        _ = self._background.spawn(loop, name="prune")
+        if self.store.replica is not None:  # PostgreSQL: a dead replica's local tasks
+            reaper = while_held(self.store.leases, REAPER, lambda: reap(self), REAP_S)
+            _ = self._background.spawn(reaper, name="local_reaper")
 
     async def close(self) -> None:
         await self.watchdog.close()
@@ -210,6 +219,9 @@ class TaskService:
             created_at=now,
             updated_at=now,
             namespace=ns,
+            # the replica that accepted it (PostgreSQL): another resumes it only once that
+            # one is gone (`active_tasks`)
+            upstream={"replica": self.store.replica} if self.store.replica else {},
         )
         idem = (actor or "", idempotency_key, req.fingerprint()) if idempotency_key else None
         queueing = self._queueing.get(provider.name)
@@ -287,18 +299,24 @@ class TaskService:
         )
         escalate = force and task.status is TaskState.CANCELLING and not changed
         if task.status is TaskState.CANCELLING and (changed or escalate):
-            provider = self.providers.get(task.provider)
-            if provider is not None:
-                try:
-                    obs = await provider.cancel(task, force=force)
-                except EgwError as exc:
-                    await self._cancel_refused(task, exc, force)
-                    raise
-                if obs is not None:
-                    await self.observe(task.id, obs, source=task.provider)
+            await self.carry_out_cancel(task, force)
         if task.status is TaskState.CANCELLED and changed:
             await self.logs_complete(task.id)
         return await self.get(task_id)
+
+    async def carry_out_cancel(self, task: Task, force: bool) -> None:
+        """Ask the task's provider to stop it; a local task of another replica is left to
+        that replica, which hears the request through the feed (``replicas.py``)."""
+        provider = self.providers.get(task.provider)
+        if provider is None or owned_elsewhere(task, self.store.replica):
+            return
+        try:
+            obs = await provider.cancel(task, force=force)
+        except EgwError as exc:
+            await self._cancel_refused(task, exc, force)
+            raise
+        if obs is not None:
+            await self.observe(task.id, obs, source=task.provider)
 
     async def _cancel_refused(self, task: Task, exc: EgwError, force: bool) -> None:
         """Upstream refused the cancel: ``cancel_failed`` with its reason. An ambiguous
@@ -336,8 +354,8 @@ class TaskService:
             return
         log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
         provider = self.providers.get(task.provider)
-        if provider is None:
-            return
+        if provider is None or owned_elsewhere(task, self.store.replica):
+            return  # (its replica hears of the timeout through the feed: replicas.py)
         try:
             await provider.cancel(task, force=False)
         except EgwError as exc:
@@ -349,13 +367,11 @@ class TaskService:
     async def prune(self) -> None:
         await self.store.writer.prune(retention_cutoff(self._retention_days))
 
-    async def _prune_loop(self) -> None:
-        while True:
-            try:
-                await self.prune()
-            except EgwError as exc:
-                log.error("prune_failed", error=exc.message)
-            await asyncio.sleep(self._prune_interval_s)
+    async def _prune_once(self) -> None:
+        try:
+            await self.prune()
+        except EgwError as exc:
+            log.error("prune_failed", error=exc.message)
 
     # --- ProviderSink --------------------------------------------------------------------------
 
@@ -455,7 +471,13 @@ class TaskService:
         return await self.store.find_upstream(provider, upstream_id)
 
     async def active_tasks(self, provider: str) -> list[Task]:
+        """The provider's unfinished tasks, but those another replica that is alive accepted
+        (PostgreSQL: they are that replica's to follow, see ``store.live_replicas``)."""
         tasks = await self.store.reader.active(provider)
+        if self.store.replica is not None:
+            mine = {self.store.replica}
+            others = await self.store.live_replicas() - mine
+            tasks = [t for t in tasks if t.upstream.get("replica") not in others]
         for task in tasks:  # the provider reads each again: from the cache, loaded in batches
             self.store.writer.warm(task.id)
         return [self.store.writer.cached(t.id) or t for t in tasks]

@@ -64,6 +64,8 @@ log = structlog.get_logger("egw.watchdog")
 
 #: the actor of the watchdog's own cancels
 ACTOR = "egw:watchdog"
+#: the lease of the replica that records the verdicts (`egw.store.leases`)
+LEASE = "watchdog"
 #: a verdict the store could not record is tried again this much later
 RETRY = timedelta(seconds=1)
 
@@ -100,6 +102,9 @@ class Watchdog:
         return self._policies.get(provider) or Policy()
 
     async def start(self, tasks: list[Task]) -> None:
+        # every replica keeps the deadlines of every task (it hears the others' commits);
+        # the holder of the lease records the verdicts (PostgreSQL; SQLite holds it)
+        self._service.store.leases.want(LEASE)
         self._wake = asyncio.Event()
         for task in tasks:
             self._schedule(task)
@@ -155,6 +160,9 @@ class Watchdog:
         due = overdue(task, self.policy(task.provider), now)
         if due is None:  # moved on, or a later deadline now (more output came)
             self._schedule(task)
+            return
+        if not self._service.store.leases.held(LEASE):
+            self._retry(task)  # another replica's verdict; look again in case it dies
             return
         _ = self._background.spawn(self._act(task, due), name="watchdog_verdict")
 

@@ -1,7 +1,8 @@
 """The event log: the only package that talks to the database, SQLite or PostgreSQL.
 
-`Store` opens it, holding the database's lock (one process per database: the
-``flock`` of ``lock.py`` on SQLite, an advisory lock on PostgreSQL); its `Writer`
+`Store` opens it, holding the database's lock on SQLite (one process per database: the
+``flock`` of ``lock.py``; PostgreSQL is shared by replicas, each shown the others'
+commits by its feed, ``postgres/feed.py``); its `Writer`
 (``writer.py``) makes every change, in batches, and keeps the projection cache; its
 reader (`Reads`: ``reads.py``, ``postgres/reads.py``) answers queries on a second,
 read-only connection (a pool on PostgreSQL). ``backend.py`` is the seam between the
@@ -11,15 +12,18 @@ shared logic and each dialect.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 import structlog
 
 from egw.core.model import Task
+from egw.core.records import Commit
 from egw.errors import ConfigError, EgwError, StoreError
 from egw.store.backend import Reads, dialect, redact, sqlite_path
 from egw.store.db import connect, connect_writer, probe_write
+from egw.store.leases import Leases, Replication
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
 from egw.store.ops import Accept, retention_cutoff
@@ -38,7 +42,9 @@ class Store:
     ``address`` is a SQLite file (``path``, or ``sqlite:///path``) or a
     ``postgresql://`` URL (`egw.store.backend.dialect`)."""
 
-    def __init__(self, address: str, *, cache_size: int = 10000, pool_size: int = 4) -> None:
+    def __init__(
+        self, address: str, *, cache_size: int = 10000, pool_size: int = 4, lease_s: float = 15.0
+    ) -> None:
         self.dialect = dialect(address)
         self._address = address
         #: the SQLite file, or the URL with its password hidden (logs, ``/readyz``)
@@ -54,6 +60,9 @@ class Store:
         self.upstreams = UpstreamIndex()
         self.writer: Writer
         self.reader: Reads
+        #: the singleton work this gateway may do now (`egw.store.leases`): all on SQLite
+        self.leases = Leases()
+        self._lease_s = lease_s
 
     async def open(self, *, auto_migrate: bool = True) -> None:
         """Lock, connect, migrate (or check the schema) and prove a write is possible, before
@@ -103,12 +112,33 @@ class Store:
         self.writer.listeners.append(self.upstreams.on_commit)
         self.reader = self._pg.reader
         await self.writer.start()
+        await self._pg.feed_to(self._replicated, self.writer.forget, self._lease_s)
+        self.writer.listeners.append(self._pg.feed.own)
+        self.leases = Leases(self._pg.lease_table(), self._lease_s)
+        await self.leases.start()
+
+    def fan_out(self, listener: Callable[[Commit], None]) -> None:
+        """Be told of every commit in commit order, each once: this gateway's on SQLite;
+        on PostgreSQL every replica's, through the feed (``postgres/feed.py``)."""
+        if self._pg is not None and self._pg.feed is not None:
+            self._pg.feed.ordered.append(listener)
+        else:
+            self.writer.listeners.append(listener)
+
+    def _replicated(self, commit: Commit) -> None:
+        """Another replica's commit (PostgreSQL): to the writer's listeners, as its own."""
+        for listener in self.writer.listeners:
+            try:
+                listener(commit)
+            except Exception as exc:  # noqa: BLE001 - a listener must not break the feed
+                log.error("commit_listener_failed", error=repr(exc))
 
     async def close(self) -> None:
         """Stop the writer, close both connections (each one even if another step fails:
         an open aiosqlite connection is a thread that keeps the process alive), then the
         write connection's thread, unlock."""
         try:
+            await self.leases.close()
             if getattr(self, "writer", None) is not None:
                 await self.writer.close()
         finally:
@@ -123,6 +153,35 @@ class Store:
                 self._rconn = self._wthread = None
                 self._pg = None
                 self._lock.release()
+
+    @property
+    def replica(self) -> str | None:
+        """This gateway's replica id on PostgreSQL (``host:pid:random``); None on SQLite."""
+        return self._pg.writes.replica if self._pg is not None else None
+
+    async def live_replicas(self) -> set[str]:
+        """The replicas whose heartbeat is recent (PostgreSQL; empty on SQLite)."""
+        return await self._pg.live_replicas() if self._pg is not None else set()
+
+    async def replication(self) -> Replication | None:
+        """This replica, its leases and the replicas it sees (PostgreSQL; None on SQLite)."""
+        pg = self._pg
+        if pg is None or pg.feed is None:
+            return None
+        return Replication(
+            replica=pg.writes.replica,
+            leases=self.leases.holding,
+            holders=await pg.lease_table().holders(),
+            failovers=self.leases.failovers,
+            seen=sorted(await pg.live_replicas()),
+            feed_lag_s=pg.feed.lag_s,
+            feed_reconnects=pg.feed.reconnects,
+        )
+
+    def on_feed_lag(self, hear: Callable[[float], None]) -> None:
+        """Be told each lag of the feed of replicas (PostgreSQL; never on SQLite)."""
+        if self._pg is not None and self._pg.feed is not None:
+            self._pg.feed.on_lag = hear
 
     async def watch_upstreams(self, provider: str) -> None:
         """Answer `egw.store.upstreams.UpstreamIndex` lookups for ``provider`` from now on."""

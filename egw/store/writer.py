@@ -69,6 +69,8 @@ from egw.core.records import Commit
 from egw.errors import EgwError, StoreError
 from egw.store.backend import Writes
 from egw.store.batch import Batch, LogCaps
+from egw.store.futures import fail as _fail
+from egw.store.futures import retrieved as _retrieved
 from egw.store.ops import (
     Accept,
     AppendLog,
@@ -120,6 +122,8 @@ class Writer:
         #: called after each commit with the number of operations it held
         self.batch_listeners: list[Callable[[int], None]] = []
         self._warming: set[str] = set()
+        #: tasks another replica changed while a batch was being applied: forgotten after it
+        self._stale: set[str] | None = None
         #: how much output each task keeps (see `egw.store.ops.AppendLog`)
         self.log_caps = LogCaps()
         self.retry_s, self.retry_first_s, self.retry_max_s = RETRY_S, RETRY_FIRST_S, RETRY_MAX_S
@@ -422,6 +426,14 @@ class Writer:
 
     async def _apply(self, ops: list[Op[Any]]) -> bool:
         """Apply and commit a batch; whether it wrote anything."""
+        self._stale = set()
+        try:
+            return await self._apply_batch(ops)
+        finally:
+            stale, self._stale = self._stale, None
+            self._evict(list(stale))
+
+    async def _apply_batch(self, ops: list[Op[Any]]) -> bool:
         b = Batch(self._cache, self._seq, self._submit_seq, log_caps=self.log_caps)
         results: list[tuple[Op[Any], Any]] = []
         try:
@@ -467,6 +479,14 @@ class Writer:
                     log.error("commit_listener_failed", error=repr(exc))
         return wrote
 
+    def forget(self, task_ids: list[str]) -> None:
+        """Another replica changed these tasks (``postgres/feed.py``): drop their projections,
+        after the batch being applied if any (its operations hold them)."""
+        if self._stale is not None:
+            self._stale.update(task_ids)
+        else:
+            self._evict(task_ids)
+
     def _evict(self, task_ids: list[str]) -> None:
         """Forget projections another writer changed (read again by the preload)."""
         for task_id in task_ids:
@@ -477,21 +497,6 @@ class Writer:
         self._cache.move_to_end(task.id)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-
-
-def _fail(op: Op[Any], exc: BaseException, *, refused: bool) -> None:
-    if not op.fut.done():
-        log.error("store_write_failed", operation=type(op).__name__, error=repr(exc))
-        message = "the event log could not record this change"
-        if refused:
-            op.fut.set_exception(StoreError(f"{message}: {exc}", details={"cause": str(exc)}))
-        else:
-            op.fut.set_exception(StoreError(message))
-
-
-def _retrieved(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 __all__ = ["Writer"]

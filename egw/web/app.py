@@ -83,6 +83,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     observer = app.get(metrics_key)
     if observer is not None:
         database.listen(observer.on_commit, observer.on_batch)
+        database.on_feed_lag(observer.feed_lag.observe)
         add_observer(observer)
     yield
     if observer is not None:

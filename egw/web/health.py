@@ -26,7 +26,9 @@ async def readyz(request: web.Request) -> web.Response:
     Each provider that calls an upstream shows its breakers (``circuit``). An open one
     does not make the gateway unready: it still takes tasks (kept ``pending`` until the
     breaker closes), serves reads and streams, and runs the other providers' work;
-    taking it out of a load balancer would only hide that from its clients."""
+    taking it out of a load balancer would only hide that from its clients.
+    On PostgreSQL, ``replica``: this replica's id, the leases it holds and every lease's
+    holder, the replicas it sees, and its feed's last lag."""
     service = request.app[service_key]
     store = dict(service.storage())
     db_ok = await request.app[database_key].writable() and bool(store["writable"])
@@ -41,12 +43,16 @@ async def readyz(request: web.Request) -> web.Response:
         if name in providers:
             providers[name]["circuit"] = circuit
     ready = db_ok and bool(providers)
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if ready else "not_ready",
         "database": db_ok,
         "storage": store,
         "providers": providers,
     }
+    if db_ok:  # (a database that does not answer has no replicas to list)
+        replica = await request.app[database_key].replication()
+        if replica is not None:
+            body["replica"] = replica
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -9,6 +9,7 @@ from egw.web.keys import (
     auth_key,
     circuits_key,
     config_key,
+    database_key,
     metrics_key,
     reads_key,
     service_key,
@@ -42,6 +43,7 @@ async def metrics(request: web.Request) -> web.Response:
         health=health,
         sse_connections=app[ticker_key].stream_count(),
         storage=service.storage(),
+        replication=await app[database_key].replication(),
         circuits=app[circuits_key].health(),
     )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,19 +1,19 @@
 """The gateway on PostgreSQL (``storage.url``): configured with ``${VAR}`` for the password,
-reported by ``/readyz`` without it, byte-exact output and event resume, one gateway per
-database for `egw serve`, and a gateway killed with SIGKILL leaves its lock behind."""
+reported by ``/readyz`` without it, byte-exact output and event resume, and two
+`egw serve` replicas on one database, each tailing the other's tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import (
@@ -83,6 +83,23 @@ async def test_readyz_names_the_store_and_no_address(pg_api: Client) -> None:
     assert storage["size_bytes"] == storage["used_bytes"] > 0
 
 
+async def test_readyz_and_metrics_show_the_replica_its_leases_and_the_replicas_seen(
+    pg_api: Client,
+) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        replica = (await (await pg_api.get("/readyz")).json())["replica"]
+        if replica["leases"] == ["local-reaper", "prune", "watchdog"]:
+            break
+        assert asyncio.get_running_loop().time() < deadline, replica
+        await asyncio.sleep(0.05)
+    assert replica["id"] in replica["seen"]
+    assert set(replica["holders"].values()) == {replica["id"]}
+    text = await (await pg_api.get("/metrics", headers=READER)).text()
+    assert 'egw_leases_held{lease="watchdog"} 1.0' in text
+    assert "egw_replicas_seen 1.0" in text and "egw_lease_failovers_total 0.0" in text
+
+
 def test_the_start_up_log_names_the_store_without_its_password(tmp_path: Path, pg_url: str) -> None:
     url = pg_url.replace("postgresql://postgres@", "postgresql://postgres:${EGW_PG_PW}@")
     gw = GatewayProcess(tmp_path, {"storage": {"url": url}})
@@ -120,29 +137,104 @@ async def test_output_and_events_are_byte_exact_and_resume_exactly(pg_api: Clien
     assert [int(f["id"]) for f in frames if "id" in f] == [e["seq"] for e in history[1:]]
 
 
-def test_egw_serve_refuses_a_second_gateway_on_the_database(tmp_path: Path, pg_url: str) -> None:
+async def test_two_egw_serve_replicas_share_the_database_and_tail_each_others_tasks(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two `egw serve` on one database: a replica starting leaves the local tasks of a
+    live one alone; a cancel sent to B stops A's process; a task submitted to A is
+    tailed live on B (its output byte-exact, its events in order, the stream ending with
+    the task), and a replica killed with SIGKILL does not stop another from starting."""
     (tmp_path / "a").mkdir()
-    first = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
-    first.start()
+    (tmp_path / "b").mkdir()
+    a = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
+    b = GatewayProcess(tmp_path / "b", {"storage": {"url": pg_url}})
+    a.start()
     try:
-        config = tmp_path / "second.yaml"
-        config.write_text(yaml.safe_dump(config_dict(tmp_path, {"storage": {"url": pg_url}})))
-        second = subprocess.run(
-            [sys.executable, "-m", "egw", "serve", "--config", str(config), "--port", "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 1
-        last = second.stderr.strip().splitlines()[-1]
-        assert last.startswith("egw: postgresql://") and "in use by another egw" in last
-        # SIGKILL: the session ends with the process, and so does its lock
-        first.kill()
-        again = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
-        again.start()
-        again.stop()
+        async with aiohttp.ClientSession() as http:
+            body = {"provider": "local", "task": {"command": "sleep", "args": ["30"]}}
+            async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
+                sleeper = await resp.json()
+            assert sleeper["status"] == "running", sleeper
+            b.start()  # it resumes no task of A's, which is alive
+            async with http.get(f"{b.url}/v1/tasks/{sleeper['id']}", headers=READER) as resp:
+                assert (await resp.json())["status"] == "running"
+            # a cancel sent to B: recorded there, carried out by A, which runs the process
+            async with http.delete(f"{b.url}/v1/tasks/{sleeper['id']}", headers=WRITER) as resp:
+                assert resp.status < 300, await resp.text()
+            for _ in range(100):
+                async with http.get(f"{a.url}/v1/tasks/{sleeper['id']}", headers=READER) as resp:
+                    status = (await resp.json())["status"]
+                if status == "cancelled":
+                    break
+                await asyncio.sleep(0.05)
+            assert status == "cancelled"
+            script = "printf 'one\\n'; sleep 0.5; printf 'caf\\303\\251 \\377 two\\n'"
+            body = {"provider": "local", "task": {"command": "sh", "args": ["-c", script]}}
+            async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
+                assert resp.status == 202, await resp.text()
+                task = await resp.json()
+            sse = {**READER, "Accept": "text/event-stream"}
+            async with http.get(f"{b.url}/v1/tasks/{task['id']}/logs", headers=sse) as resp:
+                frames = await asyncio.wait_for(sse_frames(resp), 20)
+            data = [json.loads(f["data"]) for f in frames if f.get("event") in ("log", "log-b64")]
+            got = b"".join(
+                base64.b64decode(d["base64"]) if "base64" in d else d["text"].encode() for d in data
+            )
+            assert frames[-1].get("event") == "end"
+            assert got == b"one\ncaf\xc3\xa9 \xff two\n"
+            url = f"/v1/tasks/{task['id']}/events"
+            async with http.get(f"{a.url}{url}", headers=READER) as resp:
+                on_a = [e["seq"] for e in (await resp.json())["events"]]
+            async with http.get(f"{b.url}{url}", headers=READER) as resp:
+                on_b = [e["seq"] for e in (await resp.json())["events"]]
+            assert on_a == on_b and len(on_a) >= 3
     finally:
-        first.stop()
+        a.kill()
+        b.stop()
+    again = GatewayProcess(tmp_path / "a", {"storage": {"url": pg_url}})
+    again.start()
+    again.stop()
+
+
+async def test_a_dead_replicas_local_tasks_end_gateway_lost_or_run_on_another(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """kill -9 of a replica: its running local task ends ``failed: gateway lost`` (never
+    left ``running``) and its queued one runs on another replica, within about
+    ``storage.lease_s``."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    storage = {"url": pg_url, "lease_s": 1.0}
+    local = {"local": {"max_concurrent": 1}}
+    a = GatewayProcess(tmp_path / "a", {"storage": storage, "providers": local})
+    b = GatewayProcess(tmp_path / "b", {"storage": storage})
+    a.start()
+    b.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            made = []
+            for args in (["30"], ["0"]):
+                body = {"provider": "local", "task": {"command": "sleep", "args": args}}
+                async with http.post(f"{a.url}/v1/tasks", json=body, headers=WRITER) as resp:
+                    made.append(await resp.json())
+            assert [t["status"] for t in made] == ["running", "queued"]
+            a.kill()
+            ends: dict[str, str] = {}
+            for _ in range(200):
+                for t in made:
+                    async with http.get(f"{b.url}/v1/tasks/{t['id']}", headers=READER) as r:
+                        got = await r.json()
+                    ends[t["id"]] = f"{got['status']}: {got['reason']}"
+                if all(e.split(":")[0] in ("failed", "succeeded") for e in ends.values()):
+                    break
+                await asyncio.sleep(0.05)
+            assert ends == {
+                made[0]["id"]: "failed: gateway lost",
+                made[1]["id"]: "succeeded: None",
+            }
+    finally:
+        a.stop()
+        b.stop()
 
 
 async def test_text_with_a_nul_neither_fails_a_query_nor_a_write(pg_url: str) -> None:

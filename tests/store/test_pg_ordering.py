@@ -1,8 +1,8 @@
 """PostgreSQL: ordering readers can trust with several writers on one log, the cache those
-writers keep, and one gateway per database (``egw/store/postgres/writes.py``).
+writers keep, and replicas sharing one database (``egw/store/postgres/writes.py``).
 
 Two `Writer`s on one database stand for the replicas of stage 2: each has its own
-write connection (without the instance lock, which admits one gateway) and its own
+write connection and its own
 projection cache.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
@@ -39,7 +40,7 @@ class SlowCommits(PgWrites):
 
 
 async def writer(url: str, writes: PgWrites | None = None) -> Writer:
-    writes = writes or PgWrites(url, exclusive=False)
+    writes = writes or PgWrites(url)
     await writes.open()
     w = Writer(writes)
     await w.start()
@@ -51,7 +52,7 @@ async def parts(pg_url: str) -> AsyncIterator[PgParts]:
     """A migrated database and a reader (its pool) on it, without a gateway's writer."""
     p = PgParts(pg_url, 2)
     await p.open(auto_migrate=True)
-    await p.writes.close()  # the instance lock: the writers of these tests go without
+    await p.writes.close()  # the writers of these tests have their own
     yield p
     await p.close()
 
@@ -69,7 +70,7 @@ async def test_a_reader_resuming_after_n_never_skips_a_slower_commit(
     appends meanwhile. A reader polling "after the last seq I saw" (as SSE resume, the
     event replay and blocking queries do) must end with every event, each once, in order:
     B's events can only be numbered after A's commit."""
-    slow = SlowCommits(pg_url, exclusive=False)
+    slow = SlowCommits(pg_url)
     a, b = await writer(pg_url, slow), await writer(pg_url)
     try:
         ta, _ = await a.create_task(draft())
@@ -164,20 +165,24 @@ async def test_gateway_events_are_numbered_in_commit_order(pg_url: str, parts: P
         await close(one, two)
 
 
-async def test_a_second_gateway_on_the_database_is_refused_with_one_line(pg_url: str) -> None:
-    first = Store(pg_url)
+async def test_replicas_share_the_database_and_each_registers_itself(pg_url: str) -> None:
+    """No gateway has the database to itself any more: each opened store is a replica,
+    listed in ``replicas`` while it runs and removed when it closes."""
+    first, second = Store(pg_url), Store(pg_url)
     await first.open()
+    await second.open()
     try:
-        second = Store(pg_url)
-        with pytest.raises(StoreError) as refused:
-            await second.open()
-        message = refused.value.message
-        assert "in use by another egw (egw pid" in message and "\n" not in message
+        admin = await asyncpg.connect(pg_url)
+        try:
+            ids = {str(r[0]) for r in await admin.fetch("SELECT id FROM replicas")}
+            assert len(ids) == 2
+            await second.close()
+            assert await admin.fetchval("SELECT count(*) FROM replicas") == 1
+        finally:
+            await admin.close()
     finally:
         await first.close()
-    again = Store(pg_url)  # the lock goes with the first gateway's session
-    await again.open()
-    await again.close()
+        await second.close()
 
 
 async def test_the_password_is_never_shown(pg_url: str) -> None:

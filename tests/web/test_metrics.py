@@ -153,7 +153,11 @@ async def test_metrics_after_webhooks_and_a_failed_upstream_call(
         >= 1
     )
     assert moved("egw_upstream_retries_total", provider="github_actions", operation="dispatch") == 1
-    assert moved("egw_webhook_deliveries_total", source="github", result="accepted") >= 3
+    # every delivery of the run is counted once; one that arrives before the dispatched run's
+    # id is recorded (a race the simulator's speed decides) is counted as ignored, not accepted
+    accepted = moved("egw_webhook_deliveries_total", source="github", result="accepted")
+    ignored = moved("egw_webhook_deliveries_total", source="github", result="ignored")
+    assert accepted >= 1 and accepted + ignored >= 3
     assert moved("egw_webhook_deliveries_total", source="github", result="bad_signature") == 1
     assert moved("egw_tasks_finished_total", provider="github_actions", outcome="succeeded") == 1
     assert (

@@ -70,6 +70,11 @@ class LocalProvider:
                 hint="any tasks:write token can run any command as this user;"
                 " set providers.local.allowed_commands",
             )
+        await self.adopt(sink, await sink.active_tasks(self.name), lost="gateway restarted")
+
+    async def adopt(self, sink: ProviderSink, tasks: list[Task], *, lost: str) -> None:
+        """``start``'s work on ``tasks`` (those a gateway that is gone left; ``lost``: why a
+        running one fails). Also a replica taking over a dead one's (PostgreSQL)."""
         # processes of the dead gateway's tasks, also those that left their group, and
         # those of a task whose start was not recorded before that gateway died, by task id
         # and attempt
@@ -77,7 +82,7 @@ class LocalProvider:
         for key, pids in group.marked().items():
             task_id, attempt = split_key(key)
             leftovers.setdefault(task_id, {})[attempt] = pids
-        for task in await sink.active_tasks(self.name):
+        for task in tasks:
             found = leftovers.get(task.id, {})
             self._kill_replaced(task, found)
             started = task.attempt in found
@@ -89,7 +94,7 @@ class LocalProvider:
                 group.kill(found.get(task.attempt, []))
                 await sink.observe(
                     task.id,
-                    Observation(state=TaskState.FAILED, reason="gateway restarted"),
+                    Observation(state=TaskState.FAILED, reason=lost),
                     source=self.name,
                 )
             await sink.logs_complete(task.id)

@@ -1,4 +1,4 @@
-"""Connecting to PostgreSQL, the advisory-lock keys, and the one-gateway-per-database lock.
+"""Connecting to PostgreSQL, the advisory-lock keys, the feed's channel, replica ids.
 
 Advisory locks are scoped to the database, so these keys never meet another
 database's; they are constants so that every gateway (and `egw migrate`) on one
@@ -8,15 +8,15 @@ database agrees on them.
   numbers its events: the order of commits is the order of ``seq`` (``writes.py``).
 - `MIGRATE_KEY`: held while migrations are applied, so that gateways starting together
   migrate once (``migrate.py``).
-- `INSTANCE_KEY`: held for its life by the write connection of a gateway: a second
-  gateway on the same database is refused with one line, as the SQLite ``flock`` does
-  (``lock.py``). Replicas that share the work (leases) replace it in stage 2 of issue
-  #17.
+- `INSTANCE_KEY`: held by ``egw migrate --from sqlite:///...`` while it copies, so that
+  two copies into one database refuse each other. Gateways do not take it: replicas
+  share one database (the feed, ``feed.py``; the leases, ``leases.py``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -30,6 +30,9 @@ LOG_KEY = 0x65677701
 MIGRATE_KEY = 0x65677702
 INSTANCE_KEY = 0x65677703
 
+#: the channel of ``NOTIFY`` after each commit that changed something (payload: a hint)
+CHANNEL = "egw_log"
+
 #: how a gateway's connections are named in ``pg_stat_activity``: the refused one is told
 APP_NAME = f"egw pid {os.getpid()} on {socket.gethostname()}"[:63]
 
@@ -37,6 +40,12 @@ APP_NAME = f"egw pid {os.getpid()} on {socket.gethostname()}"[:63]
 #: the writer waits this long for the log's lock (another writer's batch) before the batch
 #: counts as refused by the store, and is tried again (``writer.py``)
 LOCK_TIMEOUT = "5s"
+
+
+def new_replica_id() -> str:
+    """A replica's id, new at each start: ``host:pid:random`` (a restarted process with a
+    reused pid is another replica)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 async def connect(url: str, **settings: str) -> Any:
@@ -77,7 +86,4 @@ async def claim(conn: Any, url: str) -> None:
         INSTANCE_KEY & 0xFFFFFFFF,
     )
     who = holder or "another process"
-    raise StoreError(
-        f"{redact(url)} is in use by another egw ({who}): one gateway per database"
-        " (until replicas share the work)"
-    )
+    raise StoreError(f"{redact(url)} is in use by another copy ({who}): one copy at a time")

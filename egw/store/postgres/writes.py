@@ -27,16 +27,21 @@ part ``writer`` measures appends/s against SQLite in the same run).
 The log is also the cache's invalidation feed: if the high-water mark is above this
 writer's own counter, another writer appended, and the tasks of those events are
 evicted from the projection cache before the batch is computed (the preload reads them
-again, in the same transaction, under the lock). With one gateway it never fires
-(`conn.INSTANCE_KEY` admits one); it makes the cache correct for replicas.
-(A task another writer *pruned* leaves no event behind: stage 2 must evict those too.)
+again, in the same transaction, under the lock): the cache is correct for replicas.
+
+The feed of the other replicas: each batch that changed something also inserts one row
+of ``changes`` (its replica, its events' range, the tasks, output ranges, completions
+and prunes it made; ``mark`` from a sequence taken under the same lock, so mark order is
+commit order) and sends ``NOTIFY egw_log`` with the mark, delivered at commit. The
+payload is a hint; the row is the truth (``feed.py`` reads it).
 
 A lost connection is a refusal like a full disk on SQLite: the batch is retried with
-backoff, and the next attempt connects again (and takes the instance lock again).
+backoff, and the next attempt connects again.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +51,7 @@ from egw.core.model import TERMINAL, Task, format_time
 from egw.errors import StoreError
 from egw.store.batch import Batch
 from egw.store.ops import Op, Preload
-from egw.store.postgres.conn import INSTANCE_KEY, LOCK_TIMEOUT, LOG_KEY, claim, connect
+from egw.store.postgres.conn import CHANNEL, LOCK_TIMEOUT, LOG_KEY, connect, new_replica_id
 from egw.store.rows import EVENT_COLUMNS, EVENT_FIELDS, TASK_COLUMNS, TASK_FIELDS, task_from_row
 from egw.store.rows import task_to_row as _task_row
 
@@ -91,6 +96,13 @@ HIGH_WATER = (
     " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks)"
 )
 PROBE_BYTES = 64 << 10
+INSERT_CHANGE = (
+    "INSERT INTO changes (mark, replica, seq_from, seq_to, data)"
+    " VALUES (nextval('changes_mark'), $1, $2, $3, $4) RETURNING mark"
+)
+#: every this many batches, a writer deletes the feed's rows older than CHANGES_KEEP
+CHANGES_SWEEP = 1000
+CHANGES_KEEP = "10 minutes"
 
 #: failures of the store, not of a batch: the server is gone, out of space, read-only,
 #: shutting down, refusing connections (SQLSTATE classes 08, 53, 57, 25006, 55P03)
@@ -126,33 +138,27 @@ def task_row(t: Task) -> tuple[Any, ...]:
 
 
 class PgWrites:
-    """The write connection of one gateway (holding `INSTANCE_KEY`), and its batches."""
+    """The write connection of one replica, and its batches."""
 
-    def __init__(self, url: str, *, exclusive: bool = True) -> None:
+    def __init__(self, url: str, *, replica: str | None = None) -> None:
         self._url = url
-        #: take `INSTANCE_KEY` (one gateway per database); only the tests of several
-        #: writers on one log go without, until replicas have leases (stage 2)
-        self._exclusive = exclusive
+        #: this replica's id, written in each ``changes`` row it makes
+        self.replica = replica or new_replica_id()
         self.conn: Any = None
         self._tx: Any = None
+        self._seq_from = 0
+        self._batches = 0
 
     async def open(self) -> None:
-        conn = await connect(self._url, lock_timeout=LOCK_TIMEOUT)
-        try:
-            if self._exclusive:
-                await claim(conn, self._url)
-        except BaseException:
-            await conn.close()
-            raise
-        self.conn = conn
+        self.conn = await connect(self._url, lock_timeout=LOCK_TIMEOUT)
 
     async def close(self) -> None:
         if self.conn is not None:
-            await self.conn.close()  # ends the session: its advisory lock goes with it
+            await self.conn.close()
             self.conn = None
 
     async def _ready(self) -> Any:
-        """The connection, connected again (and the instance lock taken again) if lost."""
+        """The connection, connected again if lost."""
         if self.conn is None or self.conn.is_closed():
             self.conn = None
             await self.open()
@@ -177,6 +183,7 @@ class PgWrites:
             evict([str(r[0]) for r in rows])
             b.seq = int(seq)
         b.submit_seq = max(b.submit_seq, int(submit_seq))
+        self._seq_from = b.seq
 
     async def preload(
         self,
@@ -246,8 +253,33 @@ class PgWrites:
             cutoff = format_time(before)
             b.commit.pruned.extend(await _prune(conn, cutoff))
             await conn.execute("DELETE FROM gateway_events WHERE at <= $1", cutoff)
+        await self._record_change(conn, b)
         tx, self._tx = self._tx, None
         await tx.commit()
+
+    async def _record_change(self, conn: Any, b: Batch) -> None:
+        """The batch's row of ``changes`` and its NOTIFY (sent at commit), if it changed
+        anything another replica shows: see the module's docstring."""
+        c = b.commit
+        if not (c.events or b.staged or c.logs or c.logs_completed or c.pruned):
+            return
+        ranges: dict[str, list[int]] = {}
+        for chunk in c.logs:
+            r = ranges.setdefault(chunk.task_id, [chunk.offset, chunk.end])
+            r[0], r[1] = min(r[0], chunk.offset), max(r[1], chunk.end)
+        data = {
+            "tasks": list(b.staged),
+            "logs": [[t, lo, hi] for t, (lo, hi) in ranges.items()],
+            "completed": c.logs_completed,
+            "pruned": c.pruned,
+        }
+        row = (self.replica, self._seq_from, b.seq, json.dumps(data))
+        mark = await conn.fetchval(INSERT_CHANGE, *row)
+        c.mark = int(mark)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(mark))
+        self._batches += 1
+        if self._batches % CHANGES_SWEEP == 0:
+            await conn.execute(f"DELETE FROM changes WHERE at < now() - interval '{CHANGES_KEEP}'")
 
     async def finish(self) -> None:
         tx, self._tx = self._tx, None
@@ -317,4 +349,4 @@ async def _prune(conn: Any, before: str | None) -> list[str]:
     return ids
 
 
-__all__ = ["INSTANCE_KEY", "PgWrites"]
+__all__ = ["PgWrites"]

@@ -1,0 +1,44 @@
+"""PostgreSQL's lease table (``egw/store/leases.py`` for the theory of operation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: taken if free, expired, or ours; returns the previous holder (NULL: none)
+TAKE = (
+    "WITH prev AS (SELECT holder FROM leases WHERE name = $1)"
+    " INSERT INTO leases (name, holder, expires_at)"
+    " VALUES ($1, $2, now() + make_interval(secs => $3))"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+    " expires_at = excluded.expires_at"
+    " WHERE leases.holder = excluded.holder OR leases.expires_at < now()"
+    " RETURNING (SELECT holder FROM prev)"
+)
+
+
+class PgLeaseTable:
+    """The ``leases`` rows of one replica, through the readers' pool."""
+
+    def __init__(self, pool: Any, replica: str) -> None:
+        self._pool = pool
+        self.replica = replica
+
+    async def take(self, name: str, ttl_s: float) -> str | bool | None:
+        row = await self._pool.fetchrow(TAKE, name, self.replica, ttl_s)
+        if row is None:
+            return False
+        previous = row[0]
+        return str(previous) if previous is not None and previous != self.replica else None
+
+    async def give_back(self, names: list[str]) -> None:
+        await self._pool.execute(
+            "DELETE FROM leases WHERE name = ANY($1::text[]) AND holder = $2", names, self.replica
+        )
+
+    async def holders(self) -> dict[str, str]:
+        """Every lease not expired, and its holder (for ``/readyz``)."""
+        rows = await self._pool.fetch("SELECT name, holder FROM leases WHERE expires_at > now()")
+        return {str(r[0]): str(r[1]) for r in rows}
+
+
+__all__ = ["PgLeaseTable"]

@@ -1,0 +1,92 @@
+"""Leases (``egw/store/leases.py``): one holder at a time; a holder that dies is replaced
+within ``lease_s``; one that stops gives its leases back at once; SQLite holds them all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from egw.store import Store
+from egw.store.leases import Leases, while_held
+from egw.store.postgres.leases import PgLeaseTable
+
+LEASE_S = 0.6
+
+
+@pytest.fixture
+async def stores(pg_url: str) -> AsyncIterator[list[Store]]:
+    made = [Store(pg_url, lease_s=LEASE_S) for _ in range(3)]
+    for s in made:
+        await s.open()
+    yield made
+    for s in made:
+        await s.close()
+
+
+async def holders(stores: list[Store], name: str) -> list[int]:
+    return [i for i, s in enumerate(stores) if s.leases.held(name)]
+
+
+async def test_one_replica_holds_a_lease_and_another_takes_over_when_it_dies(
+    stores: list[Store],
+) -> None:
+    for s in stores:
+        s.leases.want("nomad:default")
+    deadline = time.monotonic() + 5
+    while not await holders(stores, "nomad:default"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    for _ in range(20):  # never two at once, over a few renewals
+        assert len(await holders(stores, "nomad:default")) == 1
+        await asyncio.sleep(LEASE_S / 6)
+    (first,) = await holders(stores, "nomad:default")
+    # the holder "dies": its loop stops without giving anything back (as on SIGKILL)
+    dead = stores[first].leases
+    assert dead._runner is not None
+    dead._runner.cancel()
+    dead._until.clear()
+    died = time.monotonic()
+    while not await holders(stores, "nomad:default"):
+        await asyncio.sleep(0.01)
+    took = time.monotonic() - died
+    assert took <= LEASE_S + 0.2, f"took over in {took:.2f} s"
+    (second,) = await holders(stores, "nomad:default")
+    assert second != first and stores[second].leases.failovers == 1
+
+
+async def test_a_replica_that_stops_gives_its_leases_back_at_once(stores: list[Store]) -> None:
+    stores[0].leases.want("prune")
+    await stores[0].leases.tick()
+    assert stores[0].leases.holding == ["prune"]
+    await stores[0].leases.close()
+    stores[1].leases.want("prune")
+    await stores[1].leases.tick()
+    assert stores[1].leases.held("prune") and stores[1].leases.failovers == 0
+
+
+async def test_the_table_refuses_a_lease_held_by_another(pg_url: str, stores: list[Store]) -> None:
+    pool = stores[0]._pg.pool  # type: ignore[union-attr]
+    one, two = PgLeaseTable(pool, "one"), PgLeaseTable(pool, "two")
+    assert await one.take("x", 5) is None
+    assert await two.take("x", 5) is False
+    assert await one.take("x", 0.05) is None  # renewed, shorter
+    await asyncio.sleep(0.1)
+    assert await two.take("x", 5) == "one"  # expired: taken over from "one"
+    assert await one.holders() == {"x": "two"}
+
+
+async def test_on_sqlite_every_lease_is_held_and_work_runs_at_once(tmp_path: object) -> None:
+    leases = Leases()
+    assert leases.always and leases.held("anything")
+    ran: list[int] = []
+
+    async def work() -> None:
+        ran.append(1)
+
+    loop = asyncio.create_task(while_held(leases, "prune", work, 3600))
+    await asyncio.sleep(0.05)
+    loop.cancel()
+    assert ran == [1]
