@@ -43,13 +43,10 @@ of a batch fill one `egw.store.batch.Batch` in memory; the dialect's `Writes`
 reads what the batch needs and writes it. This module holds the queue, the commit
 loop and the cache.
 
-What a batch costs the event loop: on SQLite, two calls to the write connection's own
-thread (``sqlite_writes.py``), one for the batch's lookups and one for its whole write,
-``BEGIN`` to ``COMMIT``, each answered at the loop's next turn; a statement that fails
-there stops the rest at once and the transaction is rolled back in that same call, so
-the all-or-nothing above holds even when SQLite ends a transaction by itself. (Through
-aiosqlite it was one turn per statement, five or more a batch, which under load is what
-deliveries and submits waited for: ``bench/README.md``, parts 4 and 5.)
+On SQLite a batch costs the event loop two turns (``sqlite_writes.py``): one call to the
+write connection's own thread for its lookups, one for its write, ``BEGIN`` to ``COMMIT``,
+where a failing statement stops the rest and the transaction is rolled back in that same
+call, so the all-or-nothing above holds even when SQLite ends a transaction by itself.
 """
 
 from __future__ import annotations
