@@ -143,12 +143,13 @@ class NomadProvider:
         new = []
         sink = self._sink()
         for task in await sink.active_tasks(self.name):
-            if not resume:  # only a running one, as it is now: an ended one was followed here
-                fresh = await sink.get_task(task.id)
-                if fresh is None or fresh.status.terminal:
-                    continue
             if self._registry.get(task.id) is not None or task.upstream_id is None:
                 continue
+            if not resume:  # only a running one, as it is now: an ended one was followed here
+                fresh = await sink.get_task(task.id)
+                if fresh is None or fresh.status.terminal or self._registry.get(task.id):
+                    continue
+                task = fresh
             if self._registry.standby or self._registry.closed:
                 return  # the lease was lost while reading
             tracked = Tracked.from_task(task, self._cfg.namespace)
