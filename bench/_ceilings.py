@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -86,11 +87,13 @@ class GroupCommit:
             INSERT_IDEMPOTENCY,
             SELECT_IDEMPOTENCY,
             UPSERT_TASKS,
-            select_in,
         )
 
         keys = [b[0] for b in batch]
-        known = {row[0] for row in await select_in(self.conn, SELECT_IDEMPOTENCY, keys, ("bench",))}
+        # one call to aiosqlite's thread per statement, as egw's writer did before its
+        # batches went to a thread of its own in one call each (bench/README.md, part 5)
+        sql = f"{SELECT_IDEMPOTENCY} ({', '.join('?' * len(keys))})"
+        known = {row[0] for row in await self.conn.execute_fetchall(sql, ["bench", *keys])}
         events, tasks, keys = [], [], []
         for key, task, _ in batch:
             if key in known:  # a replay: nothing to record (the bench sends none)
@@ -115,7 +118,7 @@ class GroupCommit:
 def record_app(db: str) -> web.Application:
     store: dict[str, GroupCommit] = {}
 
-    from egw.store.db import connect
+    from egw.store.db import connect, open_writer
     from egw.store.migrate import apply_migrations
     from egw.store.rows import TASK_FIELDS
 
@@ -133,8 +136,9 @@ def record_app(db: str) -> web.Application:
         return web.json_response({"id": task["id"], "status": "pending"}, status=202)
 
     async def writer(app: web.Application) -> Any:
+        with contextlib.closing(open_writer(db)) as migrating:
+            apply_migrations(migrating)
         conn = await connect(db)
-        await apply_migrations(conn)
         store["writer"] = GroupCommit(conn)
         loop = asyncio.create_task(store["writer"].run())
         yield

@@ -225,6 +225,29 @@ class Adopting(Provider, Protocol):
 
 
 @runtime_checkable
+class Leading(Provider, Protocol):
+    """A provider whose following of upstream (an event stream) must run on one replica at
+    a time (PostgreSQL): the holder of `stream_lease` follows every unfinished task of the
+    database, the others only submit and cancel (``egw/service/replicas.py``). On SQLite the
+    provider leads from ``start`` and none of this is called."""
+
+    @property
+    def stream_lease(self) -> str: ...
+
+    def stand_by(self) -> None:
+        """Before ``start``: follow nothing until `lead`."""
+
+    async def lead(self) -> None:
+        """The lease is taken: follow every unfinished task, resume the stored cursors."""
+
+    async def follow_new(self) -> None:
+        """While leading: follow the tasks other replicas submitted since the last look."""
+
+    async def step_down(self) -> None:
+        """The lease is lost: stop following at once."""
+
+
+@runtime_checkable
 class Queueing(Provider, Protocol):
     """A provider that can answer a submit without an upstream call when the work would
     only wait in its own queue (the local runner with every slot taken).

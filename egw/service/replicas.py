@@ -13,11 +13,22 @@ lease looks every `REAP_S` for unfinished local tasks whose replica's heartbeat 
 stopped (``store.live_replicas``), records itself as their replica and adopts them
 (`reap`): one whose process was running ends ``failed: gateway lost`` (never left
 ``running``), one that never started runs here.
+
+A provider whose following runs on one replica at a time (`Leading`: Nomad's event stream)
+stands by on every replica until it holds the provider's lease (`lead_while_held`): the
+holder follows every unfinished task of the database, loaded from the store, from the
+stored cursors; it looks every `FOLLOW_S` for tasks other replicas submitted since (one
+query of the unfinished tasks, on the holder only); when its lease runs out unrenewed it
+stops at once (the loop wakes at that moment: before the lease's row expires on the
+server, so before another replica can take it).
+The others submit and cancel, which are upstream calls of the accepting replica.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,7 +36,7 @@ from egw.background import BackgroundTasks
 from egw.core.model import Task, TaskState
 from egw.core.records import Commit
 from egw.errors import EgwError
-from egw.providers.base import Adopting
+from egw.providers.base import Adopting, Leading
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
@@ -39,6 +50,8 @@ COMMANDS = frozenset({"cancel_requested", "timed_out"})
 #: the lease of the replica that adopts dead replicas' local tasks, and how often it looks
 REAPER = "local-reaper"
 REAP_S = 2.0
+#: how often the holder of a stream's lease looks for tasks submitted on other replicas
+FOLLOW_S = 0.5
 
 
 def owned_elsewhere(task: Task, replica: str | None) -> bool:
@@ -100,4 +113,43 @@ async def reap(service: TaskService) -> None:
         await provider.adopt(service, adopted, lost="gateway lost")
 
 
-__all__ = ["REAPER", "REAP_S", "OwnedCommands", "owned_elsewhere", "reap"]
+def leaders(service: TaskService) -> list[Coroutine[Any, Any, None]]:
+    """On PostgreSQL, make each `Leading` provider stand by (before its ``start``) and
+    return the loops that make it lead while this replica holds its lease; on SQLite
+    none: every provider leads from ``start``, at no cost."""
+    if service.store.replica is None:
+        return []
+    found = [p for p in service.providers.values() if isinstance(p, Leading)]
+    for provider in found:
+        provider.stand_by()
+    return [lead_while_held(service, provider) for provider in found]
+
+
+async def lead_while_held(service: TaskService, provider: Leading) -> None:
+    """Lead when the lease is taken, follow new tasks while held, step down when lost."""
+    leases = service.store.leases
+    name = provider.stream_lease
+    leases.want(name)
+    look_s = min(FOLLOW_S, leases.lease_s / 6)
+    leading = False
+    while True:
+        held = leases.held(name)
+        try:
+            if held and not leading:
+                leading = True
+                log.info("stream_lease_leading", lease=name)
+                await provider.lead()
+            elif held:
+                await provider.follow_new()
+            elif leading:
+                leading = False
+                await provider.step_down()
+        # the store or upstream failed this look: the next one tries again
+        except Exception as exc:  # noqa: BLE001
+            log.warning("stream_lease_follow_failed", lease=name, error=repr(exc))
+        # awake when the lease would run out unrenewed: step down before another can take it
+        left = leases.left_s(name)
+        await asyncio.sleep(min(look_s, left + 0.001) if left else look_s)
+
+
+__all__ = ["FOLLOW_S", "REAPER", "REAP_S", "OwnedCommands", "leaders", "owned_elsewhere", "reap"]

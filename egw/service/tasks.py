@@ -35,14 +35,21 @@ from egw.errors import (
     ProviderUnavailable,
     StoreError,
 )
-from egw.providers.base import Provider, Queueing, Tailable, WebhookProvider
+from egw.providers.base import Leading, Provider, Queueing, Tailable, WebhookProvider
 from egw.service import storage
 from egw.service.accept import answer_op
 from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
-from egw.service.replicas import REAP_S, REAPER, OwnedCommands, owned_elsewhere, reap
+from egw.service.replicas import (
+    REAP_S,
+    REAPER,
+    OwnedCommands,
+    leaders,
+    owned_elsewhere,
+    reap,
+)
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
@@ -134,6 +141,7 @@ class TaskService:
     async def start(self) -> None:
         """Start providers (each resumes its own unfinished tasks), then re-launch
         submits that a previous gateway left unacknowledged, and re-arm timeouts."""
+        streams = leaders(self)  # PostgreSQL: stand by until the stream's lease is held
         for provider in self.providers.values():
             if isinstance(provider, WebhookProvider):
                 await self.store.watch_upstreams(provider.name)
@@ -165,6 +173,8 @@ class TaskService:
         if self.store.replica is not None:  # PostgreSQL: a dead replica's local tasks
             reaper = while_held(self.store.leases, REAPER, lambda: reap(self), REAP_S)
             _ = self._background.spawn(reaper, name="local_reaper")
+        for stream in streams:
+            _ = self._background.spawn(stream, name="stream_lease")
 
     async def close(self) -> None:
         await self.watchdog.close()
@@ -472,9 +482,10 @@ class TaskService:
 
     async def active_tasks(self, provider: str) -> list[Task]:
         """The provider's unfinished tasks, but those another replica that is alive accepted
-        (PostgreSQL: they are that replica's to follow, see ``store.live_replicas``)."""
+        (PostgreSQL: they are that replica's to follow, see ``store.live_replicas``), unless
+        one replica follows them all (`Leading`: the holder of its lease)."""
         tasks = await self.store.reader.active(provider)
-        if self.store.replica is not None:
+        if self.store.replica is not None and not isinstance(self.providers[provider], Leading):
             mine = {self.store.replica}
             others = await self.store.live_replicas() - mine
             tasks = [t for t in tasks if t.upstream.get("replica") not in others]

@@ -22,12 +22,13 @@ from egw.core.model import Task
 from egw.core.records import Commit
 from egw.errors import ConfigError, EgwError, StoreError
 from egw.store.backend import Reads, dialect, redact, sqlite_path
-from egw.store.db import connect, probe_write
+from egw.store.db import connect, connect_writer, probe_write
 from egw.store.leases import Leases, Replication
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations, current_version, load_migrations
 from egw.store.ops import Accept, retention_cutoff
 from egw.store.reads import Reader
+from egw.store.sqlite_writes import SqliteWrites, WriteThread
 from egw.store.upstreams import UpstreamIndex
 from egw.store.writer import Writer
 
@@ -50,7 +51,8 @@ class Store:
         self.path = sqlite_path(address) if self.dialect == "sqlite" else redact(address)
         self._cache_size = cache_size
         self._pool_size = pool_size
-        self._wconn: aiosqlite.Connection | None = None
+        #: SQLite's write connection, on the writer's own thread (``sqlite_writes.py``)
+        self._wthread: WriteThread | None = None
         self._rconn: aiosqlite.Connection | None = None
         self._pg: Any = None
         self._lock = DatabaseLock(self.path if self.dialect == "sqlite" else ":memory:")
@@ -80,18 +82,18 @@ class Store:
             raise
 
     async def _open(self, auto_migrate: bool) -> None:
-        self._wconn = await connect(self.path)
+        self._wthread = thread = await connect_writer(self.path)
         if auto_migrate:
-            await apply_migrations(self._wconn)
+            await thread.run(apply_migrations)
         else:
-            have, want = await current_version(self._wconn), len(load_migrations())
+            have, want = await thread.run(current_version), len(load_migrations())
             if have != want:
                 raise ConfigError(
                     "storage.path", f"schema version {have}, expected {want}: run `egw migrate`"
                 )
-        await probe_write(self._wconn)
+        await thread.run(probe_write)
         self._rconn = await connect(self.path, readonly=True)
-        self.writer = Writer(self._wconn, cache_size=self._cache_size)
+        self.writer = Writer(SqliteWrites(thread), cache_size=self._cache_size)
         self.writer.listeners.append(self.upstreams.on_commit)
         self.reader = Reader(self._rconn)
         await self.writer.start()
@@ -133,20 +135,22 @@ class Store:
 
     async def close(self) -> None:
         """Stop the writer, close both connections (each one even if another step fails:
-        an open aiosqlite connection is a thread that keeps the process alive), unlock."""
+        an open aiosqlite connection is a thread that keeps the process alive), then the
+        write connection's thread, unlock."""
         try:
             await self.leases.close()
             if getattr(self, "writer", None) is not None:
                 await self.writer.close()
         finally:
             try:
-                for conn in (self._rconn, self._wconn):
-                    if conn is not None:
-                        await _close_quietly(conn)
+                if self._rconn is not None:
+                    await _close_quietly(self._rconn)
+                if self._wthread is not None:
+                    await _close_quietly(self._wthread)
                 if self._pg is not None:
                     await self._pg.close()
             finally:
-                self._rconn = self._wconn = None
+                self._rconn = self._wthread = None
                 self._pg = None
                 self._lock.release()
 
@@ -213,7 +217,7 @@ class Store:
         return self.writer.running
 
 
-async def _close_quietly(conn: aiosqlite.Connection) -> None:
+async def _close_quietly(conn: aiosqlite.Connection | WriteThread) -> None:
     try:
         await conn.close()
     except sqlite3.Error:

@@ -1,10 +1,12 @@
-"""Open the SQLite database: one write connection, one read connection, WAL mode.
+"""Open the SQLite database: one write connection (plain sqlite3, on the writer's own
+thread: ``sqlite_writes.py``), one read connection (aiosqlite), WAL mode.
 
 Every opening of a database for writing holds its lock (``lock.py``) first.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -14,29 +16,63 @@ from egw.errors import ConfigError, StoreError
 from egw.store.backend import dialect, sqlite_path
 from egw.store.lock import DatabaseLock
 from egw.store.migrate import apply_migrations
+from egw.store.sqlite_writes import WriteThread
+
+
+def pragmas(*, readonly: bool) -> list[str]:
+    """What every connection is set to (the write connection: ``readonly`` False)."""
+    return [
+        "PRAGMA busy_timeout = 5000",
+        *([] if readonly else ["PRAGMA journal_mode = WAL"]),
+        # NORMAL in WAL mode: a commit survives a crash of egw (not of the OS); see
+        # https://www.sqlite.org/pragma.html#pragma_synchronous
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+        *(["PRAGMA query_only = ON"] if readonly else []),
+    ]
 
 
 async def connect(path: str, *, readonly: bool = False) -> aiosqlite.Connection:
+    """An aiosqlite connection: the reader's (``readonly``), or a bench's."""
     if path != ":memory:" and not readonly:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        if not readonly:
-            await conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a commit survives a crash of egw (not of the OS); see
-        # https://www.sqlite.org/pragma.html#pragma_synchronous
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            await conn.execute("PRAGMA query_only = ON")
+        for pragma in pragmas(readonly=readonly):
+            await conn.execute(pragma)
     except BaseException:
         await conn.close()
         raise
     return conn
 
 
-async def probe_write(conn: aiosqlite.Connection) -> None:
+def open_writer(path: str) -> sqlite3.Connection:
+    """The write connection, opened on the thread that will use it (`WriteThread.open`)."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level None: no implicit BEGIN, the writer's statements say when
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in pragmas(readonly=False):
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def connect_writer(path: str) -> WriteThread:
+    """The write connection on its own thread (``sqlite_writes.py``)."""
+    thread = WriteThread()
+    try:
+        await thread.open(functools.partial(open_writer, path))
+    except BaseException:
+        await thread.close()
+        raise
+    return thread
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
     """Fail now, with SQLite's reason, if the database cannot take a write.
 
     A database SQLite had to open read-only (an immutable file, a read-only mount, a
@@ -45,14 +81,13 @@ async def probe_write(conn: aiosqlite.Connection) -> None:
     unfinished task. So write the header's ``user_version`` (to its own value) in a
     transaction that is rolled back: nothing reaches the disk.
     """
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+    row = conn.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row else 0
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute(f"PRAGMA user_version = {version}")
     finally:
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
 
 
 async def open_and_migrate(path: str) -> list[str]:
@@ -60,15 +95,15 @@ async def open_and_migrate(path: str) -> list[str]:
     running gateway has it: the migration is refused, with one line naming that gateway)."""
     with DatabaseLock(path):
         try:
-            conn = await connect(path)
+            thread = await connect_writer(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: {exc}") from exc
         try:
-            return await apply_migrations(conn)
+            return await thread.run(apply_migrations)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
         finally:
-            await conn.close()
+            await thread.close()
 
 
 async def migrate_address(address: str) -> list[str]:

@@ -100,6 +100,13 @@ class Leases:
         until = self._until.get(name)
         return until is not None and asyncio.get_running_loop().time() < until
 
+    def left_s(self, name: str) -> float:
+        """How long ``name`` stays held unless renewed (0: not held; SQLite: forever)."""
+        if self._table is None:
+            return float("inf")
+        until = self._until.get(name)
+        return 0.0 if until is None else max(0.0, until - asyncio.get_running_loop().time())
+
     @property
     def holding(self) -> list[str]:
         return sorted(n for n in self._wanted if self.held(n))

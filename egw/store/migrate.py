@@ -8,11 +8,11 @@ finds them too.
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import aiosqlite
 import structlog
 
 from egw.errors import ConfigError
@@ -51,16 +51,15 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     return found
 
 
-async def current_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0]) if row else 0
 
 
-async def apply_migrations(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
+def apply_migrations(conn: sqlite3.Connection, folder: Path | None = None) -> list[str]:
     """Apply what is missing, each migration in its own transaction; returns the names applied."""
     applied: list[str] = []
-    version = await current_version(conn)
+    version = current_version(conn)
     known = load_migrations(folder)
     if version > len(known):
         raise ConfigError(
@@ -71,12 +70,12 @@ async def apply_migrations(conn: aiosqlite.Connection, folder: Path | None = Non
     for m in known[version:]:
         # executescript commits first; run the file and the version bump as one transaction
         try:
-            await conn.executescript(
+            conn.executescript(
                 f"BEGIN IMMEDIATE;\n{m.sql}\n;PRAGMA user_version = {m.version};\nCOMMIT;"
             )
         except Exception:
             if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
         applied.append(m.name)
         log.info("migration_applied", migration=m.name)

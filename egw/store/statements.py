@@ -1,4 +1,9 @@
-"""The SQL of the writer: a batch's rows in one transaction, one executemany per table."""
+"""The SQL of the writer: a batch's rows in one transaction, one executemany per table.
+
+Plain synchronous functions of a `sqlite3.Connection`: each runs whole on the writer's own
+thread (``sqlite_writes.py``), so that a batch's write is one call to that thread, not one
+per statement.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from egw.core.model import TERMINAL, format_time
 from egw.store.batch import Batch, Statements, row_sets
@@ -79,9 +82,9 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
-async def rollback(conn: aiosqlite.Connection) -> None:
+def rollback(conn: sqlite3.Connection) -> None:
     try:
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
     except Exception:  # noqa: BLE001 - no transaction open (SQLite may have ended it)
         pass
 
@@ -92,97 +95,108 @@ def _parts(values: Iterable[str]) -> Iterable[list[str]]:
         yield items[i : i + IN_CHUNK]
 
 
-async def select_in(
-    conn: aiosqlite.Connection, sql: str, values: Iterable[str], first: tuple[Any, ...] = ()
+def select_in(
+    conn: sqlite3.Connection, sql: str, values: Iterable[str], first: tuple[Any, ...] = ()
 ) -> list[Any]:
     """The rows of ``sql`` ending in ``... IN`` for these values (any number of them);
     ``first``: the parameters of the ``?`` placed before the ``IN``."""
     found: list[Any] = []
     for part in _parts(values):
         sql_part = f"{sql} ({placeholders(tuple(part))})"
-        # one call to the connection's thread, where execute, fetchall and the cursor's
-        # close were three, each waiting for an event loop turn (bench part "webhooks")
-        found.extend(await conn.execute_fetchall(sql_part, [*first, *part]))
+        found.extend(conn.execute(sql_part, [*first, *part]).fetchall())
     return found
 
 
-async def write(conn: aiosqlite.Connection, b: Batch) -> None:
+def write(conn: sqlite3.Connection, b: Batch) -> None:
     """Write a batch in one transaction; the ids it pruned go to ``b.commit.pruned``.
 
-    On failure the transaction is left open: the caller rolls it back.
+    All or nothing: the first statement that fails stops the rest at once (they run in this
+    one call), and the transaction, if SQLite has not ended it by itself (it may, on
+    ``SQLITE_FULL``, ``SQLITE_IOERR``, ``SQLITE_BUSY`` or ``SQLITE_NOMEM``:
+    https://www.sqlite.org/lang_transaction.html, "Response To Errors Within A
+    Transaction"), is rolled back before the error is raised. No statement of the batch ever
+    runs outside its transaction, where it would commit alone.
     """
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _statements(conn, b)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            rollback(conn)
+        raise
+
+
+def _statements(conn: sqlite3.Connection, b: Batch) -> None:
     for sql, rows in row_sets(b, STATEMENTS, task_to_row):
-        await conn.executemany(sql, rows)
+        conn.executemany(sql, rows)
     for before in b.prune:
-        b.commit.pruned.extend(await _prune(conn, before))
-        await conn.execute("DELETE FROM gateway_events WHERE at <= ?", (format_time(before),))
-    await conn.execute("COMMIT")
+        b.commit.pruned.extend(_prune(conn, before))
+        conn.execute("DELETE FROM gateway_events WHERE at <= ?", (format_time(before),))
 
 
 #: the size of the write that tells whether the store takes writes again (a log chunk's)
 PROBE_BYTES = 64 << 10
 
 
-async def probe(conn: aiosqlite.Connection) -> None:
+def probe(conn: sqlite3.Connection) -> None:
     """Commit a write of ``PROBE_BYTES`` that leaves nothing behind; raises what SQLite
     says if the store cannot take it (the transaction is left to the caller to roll back)."""
-    await conn.execute("BEGIN IMMEDIATE")
-    await conn.execute(
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
         "INSERT INTO cursors (key, value) VALUES ('egw.probe', zeroblob(?))", (PROBE_BYTES,)
     )
-    await conn.execute("DELETE FROM cursors WHERE key = 'egw.probe'")
-    await conn.execute("COMMIT")
+    conn.execute("DELETE FROM cursors WHERE key = 'egw.probe'")
+    conn.execute("COMMIT")
 
 
-async def used_bytes(conn: aiosqlite.Connection) -> int:
+def used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of the database's pages in use (its freed pages are reused before it grows)."""
-    async with conn.execute(
+    row = conn.execute(
         "SELECT (SELECT page_count FROM pragma_page_count())"
         " - (SELECT freelist_count FROM pragma_freelist_count()),"
         " (SELECT page_size FROM pragma_page_size())"
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     return int(row[0]) * int(row[1]) if row else 0
 
 
-async def _prune(conn: aiosqlite.Connection, before: datetime) -> list[str]:
+def _prune(conn: sqlite3.Connection, before: datetime) -> list[str]:
     terminal = tuple(str(s) for s in TERMINAL)
-    async with conn.execute(
-        # ``<=``: times are stored to the millisecond, so a task that finished in the same
-        # millisecond as the cutoff is "before" it too (retention 0 prunes everything ended)
-        "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= ?"
-        f" AND status IN ({placeholders(terminal)})",
-        [format_time(before), *terminal],
-    ) as cur:
-        ids = [str(r[0]) for r in await cur.fetchall()]
+    ids = [
+        str(r[0])
+        for r in conn.execute(
+            # ``<=``: times are stored to the millisecond, so a task that finished in the same
+            # millisecond as the cutoff is "before" it too (retention 0 prunes everything ended)
+            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at <= ?"
+            f" AND status IN ({placeholders(terminal)})",
+            [format_time(before), *terminal],
+        ).fetchall()
+    ]
     for part in _parts(ids):
         q = placeholders(tuple(part))
-        async with conn.execute(
+        row = conn.execute(
             f"SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id IN ({q})", part
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         top = int(row[0]) if row else 0
         # the horizon of pruned events: a client whose cursor is older is told to re-read
-        await conn.execute("UPDATE pruned SET pruned_seq = MAX(pruned_seq, ?) WHERE id = 1", (top,))
+        conn.execute("UPDATE pruned SET pruned_seq = MAX(pruned_seq, ?) WHERE id = 1", (top,))
         for table, col in (
             ("events", "task_id"),
             ("log_chunks", "task_id"),
             ("idempotency_keys", "task_id"),
             ("tasks", "id"),
         ):
-            await conn.execute(f"DELETE FROM {table} WHERE {col} IN ({q})", part)
+            conn.execute(f"DELETE FROM {table} WHERE {col} IN ({q})", part)
     return ids
 
 
-async def load_counters(conn: aiosqlite.Connection) -> tuple[int, int]:
+def load_counters(conn: sqlite3.Connection) -> tuple[int, int]:
     """The last event sequence number ever used (pruned ones too) and the last submit number."""
-    async with conn.execute(
+    row = conn.execute(
         "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
         " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks),"
         " (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     assert row is not None
     # never reuse a seq, even one whose event was pruned
     return max(int(row[0]), int(row[2] or 0)), int(row[1])

@@ -42,6 +42,11 @@ of a batch fill one `egw.store.batch.Batch` in memory; the dialect's `Writes`
 (``backend.py``; on PostgreSQL it also re-checks the counters under the log's lock)
 reads what the batch needs and writes it. This module holds the queue, the commit
 loop and the cache.
+
+On SQLite a batch costs the event loop two turns (``sqlite_writes.py``): one call to the
+write connection's own thread for its lookups, one for its write, ``BEGIN`` to ``COMMIT``,
+where a failing statement stops the rest and the transaction is rolled back in that same
+call, so the all-or-nothing above holds even when SQLite ends a transaction by itself.
 """
 
 from __future__ import annotations
@@ -53,7 +58,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-import aiosqlite
 import structlog
 
 from egw.background import cancel_and_wait
@@ -81,7 +85,6 @@ from egw.store.ops import (
     Settle,
     SetUpstream,
 )
-from egw.store.sqlite_writes import SqliteWrites
 from egw.store.watchops import CancelFailed, FlagStuck, Resubmit
 
 log = structlog.get_logger("egw.store")
@@ -101,10 +104,10 @@ MEASURE_S = 1.0
 
 
 class Writer:
-    def __init__(self, conn: aiosqlite.Connection | Writes, *, cache_size: int = 10000) -> None:
-        self._conn = conn
-        #: the dialect's half (`egw.store.backend`): a SQLite connection is SQLite's
-        self._db: Writes = SqliteWrites(conn) if isinstance(conn, aiosqlite.Connection) else conn
+    def __init__(self, db: Writes, *, cache_size: int = 10000) -> None:
+        #: the dialect's half (`egw.store.backend`): `egw.store.sqlite_writes.SqliteWrites`
+        #: or `egw.store.postgres.writes.PgWrites`
+        self._db = db
         self._queue: asyncio.Queue[Op[Any]] = asyncio.Queue()
         self._cache: OrderedDict[str, Task] = OrderedDict()
         self._cache_size = cache_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,10 @@ async def trace_sql(api: Client) -> list[str]:
     """Every statement either connection of the gateway's store runs from now on."""
     store = api.app[service_key].store
     seen: list[str] = []
-    for conn in (store._rconn, store.writer._conn):
-        assert conn is not None
-        await conn.set_trace_callback(seen.append)
+    assert store._rconn is not None and store._wthread is not None
+    await store._rconn.set_trace_callback(seen.append)
+    # the write connection is used on its own thread only (list.append is atomic)
+    await store._wthread.run(sqlite3.Connection.set_trace_callback, seen.append)
     return seen
 
 

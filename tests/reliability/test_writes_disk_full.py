@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,11 @@ def alive(pid: int) -> bool:
     return True
 
 
+def no_page_more(conn: sqlite3.Connection) -> None:
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
 async def test_disk_full_fails_the_task_stops_its_process_and_recovers(
     aiohttp_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -87,11 +93,10 @@ async def test_disk_full_fails_the_task_stops_its_process_and_recovers(
     assert committed.startswith(b"started\n") and len(committed) >= 200_000
 
     # the disk is full: no page more for the database
-    conn = writer._conn
-    async with conn.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    await conn.execute(f"PRAGMA max_page_count = {int(row[0])}")
+    # (on the write connection's own thread, the only one that may use it)
+    thread = app[service_key].store._wthread
+    assert thread is not None
+    await thread.run(no_page_more)
 
     async def not_ready() -> dict[str, Any] | None:
         status, body = await readyz(api)
@@ -105,7 +110,7 @@ async def test_disk_full_fails_the_task_stops_its_process_and_recovers(
     await until(lambda: asyncio.sleep(0, result=not alive(pid)), "the task's process to end")
 
     # space returns: everything recovers by itself
-    await conn.execute("PRAGMA max_page_count = 1073741823")
+    await thread.run(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823").close())
     final = await wait_terminal(api, task["id"])
     assert final["status"] == "failed"
     assert final["reason"] == "the task's output could not be stored: database or disk is full"

@@ -121,7 +121,8 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_addre
         raw = sqlite3.connect(db_address, timeout=0.1)
         raw.execute("PRAGMA busy_timeout = 0")
         raw.execute("BEGIN EXCLUSIVE")
-        await store._wconn.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
+        assert store._wthread is not None
+        await store._wthread.run(lambda conn: conn.execute("PRAGMA busy_timeout = 50").close())
         with pytest.raises(Exception, match="could not record"):
             await store.writer.observe(task.id, Observation(state=TaskState.RUNNING), source="x")
         raw.rollback()

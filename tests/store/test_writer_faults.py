@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import aiosqlite
 import pytest
 
 from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
@@ -29,20 +30,29 @@ def draft() -> Task:
 async def fill_disk(store: Store) -> None:
     """No page more for the write connection, and no room left in the pages it has: the
     next write is refused as SQLite refuses it on a full disk ("database or disk is full")."""
-    await fill(store.writer._conn)
+    await on_writer(store, fill)
 
 
-async def fill(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
+async def on_writer(store: Store, fn: Callable[[sqlite3.Connection], None]) -> None:
+    """``fn`` on the write connection, on its thread (the only one that may use it)."""
+    assert store._wthread is not None
+    await store._wthread.run(fn)
+
+
+def execute(sql: str, params: tuple[Any, ...] = ()) -> Callable[[sqlite3.Connection], None]:
+    return lambda conn: conn.execute(sql, params).close()
+
+
+def fill(conn: sqlite3.Connection) -> None:
+    row = conn.execute("PRAGMA page_count").fetchone()
     assert row is not None
-    await conn.execute(f"PRAGMA max_page_count = {int(row[0])}")
+    conn.execute(f"PRAGMA max_page_count = {int(row[0])}")
     n = 0
     for size in (4096, 512, 64, 1):
         while True:
             n += 1
             try:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO cursors (key, value) VALUES (?, zeroblob(?))", (f"fill-{n}", size)
                 )
             except sqlite3.OperationalError:
@@ -50,7 +60,7 @@ async def fill(conn: aiosqlite.Connection) -> None:
 
 
 async def free_disk(store: Store) -> None:
-    await store.writer._conn.execute("PRAGMA max_page_count = 1073741823")
+    await on_writer(store, execute("PRAGMA max_page_count = 1073741823"))
 
 
 async def refuse_writes(store: Store, refuse: bool = True) -> None:
@@ -62,7 +72,7 @@ async def refuse_writes(store: Store, refuse: bool = True) -> None:
         conn = store.writer._db.conn  # type: ignore[attr-defined]
         await conn.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
         return
-    await store.writer._conn.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+    await on_writer(store, execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}"))
 
 
 async def until_writable(store: Store) -> None:
@@ -182,9 +192,12 @@ async def test_small_writes_that_fit_do_not_make_the_store_writable(store: Store
 async def test_a_batch_failing_for_its_own_reason_is_not_retried(store: Store) -> None:
     task, _ = await store.writer.create_task(draft())
     # a row at the offset the next append takes: the batch fails on its own (IntegrityError)
-    await store.writer._conn.execute(
-        "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES (?, 0, 'stdout', x'00')",
-        (task.id,),
+    await on_writer(
+        store,
+        execute(
+            "INSERT INTO log_chunks (task_id, pos, stream, data) VALUES (?, 0, 'stdout', x'00')",
+            (task.id,),
+        ),
     )
     with pytest.raises(StoreError):
         await store.writer.append_log(task.id, "stdout", b"a")

@@ -100,17 +100,69 @@ class NomadProvider:
         )
 
     async def start(self, sink: ProviderSink) -> None:
-        """Resume every task egw still follows, then subscribe per namespace."""
+        """Resume every task egw still follows, then subscribe per namespace (standing by:
+        only once this replica holds the stream's lease, `lead`)."""
         self._sink.attach(sink)
+        if not self._registry.standby:
+            await self._follow(resume=True)
+
+    # --- one replica at a time follows (PostgreSQL: egw/service/replicas.py) ---------------------
+
+    @property
+    def stream_lease(self) -> str:
+        return f"nomad-stream:{self._cfg.region or 'global'}:{self._cfg.namespace}"
+
+    def stand_by(self) -> None:
+        self._registry.standby = True
+
+    async def lead(self) -> None:
+        self._registry.standby = False
+        await self._follow(resume=True)
+
+    async def follow_new(self) -> None:
+        await self._follow(resume=False)
+
+    async def step_down(self) -> None:
+        """Stop the subscriptions, pollers and log followers now, and forget every task: the
+        next holder loads them from the store and resumes from the stored cursors."""
+        self._registry.standby = True
+        await self._watcher.stop_all()
+        for tracked in list(self._registry.tasks.values()):
+            self._registry.remove(tracked)
+            await self._logs.stop(tracked)
+            if tracked.evaluating is not None:
+                tracked.evaluating.cancel()
+        log.warning("nomad_stream_lease_lost", lease=self.stream_lease)
+
+    async def _follow(self, *, resume: bool) -> None:
+        """Follow the unfinished tasks of the store not followed yet (registered: one whose
+        register is on its way is sent again by the gateway), subscribed per namespace. On
+        a start or a takeover (``resume``) each namespace is read again from one listing,
+        since the stored cursor may be ahead of what was recorded; a task another replica
+        submitted meanwhile is read on its own, since the stream skipped its events."""
+        new = []
+        sink = self._sink()
         for task in await sink.active_tasks(self.name):
             if self._registry.get(task.id) is not None or task.upstream_id is None:
-                continue  # never registered: egw submits it again
-            self._registry.add(Tracked.from_task(task, self._cfg.namespace))
-        tracked = list(self._registry.tasks.values())
-        for ns in {self._cfg.namespace} | {t.namespace for t in tracked}:
+                continue
+            if not resume:  # only a running one, as it is now: an ended one was followed here
+                fresh = await sink.get_task(task.id)
+                if fresh is None or fresh.status.terminal or self._registry.get(task.id):
+                    continue
+                task = fresh
+            if self._registry.standby or self._registry.closed:
+                return  # the lease was lost while reading
+            tracked = Tracked.from_task(task, self._cfg.namespace)
+            self._registry.add(tracked)
+            new.append(tracked)
+        for ns in {self._cfg.namespace} | {t.namespace for t in new}:
             self._watcher.ensure(ns)
-        self._resuming = len(tracked)
-        for ns in {t.namespace for t in tracked}:
+        if not resume:
+            for tracked in new:
+                _ = self._background.spawn(self._states.reconcile(tracked), name="nomad_reconcile")
+            return
+        self._resuming += len(new)
+        for ns in {t.namespace for t in new}:
             _ = self._background.spawn(self._resume(ns), name="nomad_reconcile")
 
     async def _resume(self, ns: str) -> None:
@@ -166,6 +218,9 @@ class NomadProvider:
             if other is not tracked and other.job.since < tracked.job.since:
                 other.job.until = tracked.job.since
         tracked.registering = False
+        if self._registry.standby:  # the holder of the stream's lease follows it
+            self._registry.remove(tracked)
+            return self._submission(tracked)
         buffered, tracked.buffered = tracked.buffered, []
         _ = self._background.spawn(
             self._after_register(tracked, buffered), name="nomad_after_register"

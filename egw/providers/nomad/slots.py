@@ -171,14 +171,18 @@ class LogSlots:
         self._schedule(turn)
 
     def repark(self, turn: Turn) -> None:
-        """A parked stream's next catch-up read is ``pause_s`` from now (its sibling's
-        listing just showed nothing new for it: the read it was due for would find none)."""
+        """A parked stream's next catch-up read is put off (its sibling's listing just
+        showed nothing new for it: the read it was due for would find none) until half a
+        pause after the sibling's next listing, which reparks it again while both stay
+        quiet. Without that half pause the two came due together whenever the loop was
+        late, and both listed. New output of the quiet stream is seen by the sibling's
+        listing, which then leaves it due: it is read at most 1.5 pauses after it came."""
         if turn.parked is not None:
-            self._schedule(turn)
+            self._schedule(turn, pauses=1.5)
 
-    def _schedule(self, turn: Turn) -> None:
+    def _schedule(self, turn: Turn, *, pauses: float = 1.0) -> None:
         loop = asyncio.get_running_loop()
-        when = loop.time() + self.pause_s()
+        when = loop.time() + self.pause_s() * pauses
         turn.ticket = next(self._order)
         heapq.heappush(self._due, (when, turn.ticket, turn))
         if self._timer is None or when < self._timer.when():

@@ -51,6 +51,8 @@ class JobStates:
         async with tracked.lock:
             if tracked.logs.completed or tracked.registering:
                 return
+            if self._registry.get(tracked.task_id) is not tracked:
+                return  # no longer followed here (another replica's now, or replaced)
             await self._logs.sync(tracked)
             obs = tracked.observation()
             await self._emit(tracked, obs)
@@ -128,6 +130,10 @@ class JobStates:
         if task.attempt != tracked.attempt:
             return  # a replaced attempt's registration (retired meanwhile): not the task's
         tracked.status = task.status
+        if task.status in (S.CANCELLING, S.CANCEL_FAILED) and not tracked.cancel_requested:
+            # cancelled through another replica (PostgreSQL): a stop is the cancel's
+            tracked.cancel_requested = True
+            obs = tracked.observation()
         if obs.state is task.status or not can_move(task.status, obs.state):
             return
         steps: list[Observation] = []

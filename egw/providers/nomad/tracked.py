@@ -252,6 +252,8 @@ class Registry:
         self.job_ids: dict[bytes, int] = {}
         #: the provider is closing: start nothing new
         self.closed = False
+        #: another replica holds the stream's lease: follow nothing (PostgreSQL)
+        self.standby = False
 
     def __len__(self) -> int:
         return len(self.tasks)

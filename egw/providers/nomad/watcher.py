@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from egw.background import BackgroundTasks
+from egw.background import BackgroundTasks, cancel_and_wait
 from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
 from egw.providers.http import HTTPResponse
@@ -162,8 +162,15 @@ class EventWatcher:
             (sub.task is None or sub.task.done())
             and self._sink.started
             and not self._registry.closed
+            and not self._registry.standby
         ):
             sub.task = self._background.spawn(self._watch(sub), name=f"nomad_watch_{ns}")
+
+    async def stop_all(self) -> None:
+        """End every subscription now (the stream's lease is lost: another replica's turn);
+        each resumes from its stored cursor when `ensure` starts it again."""
+        subs, self._subs = list(self._subs.values()), {}
+        await asyncio.gather(*(cancel_and_wait(sub.task) for sub in subs))
 
     def connected(self, ns: str) -> bool:
         sub = self._subs.get(ns)

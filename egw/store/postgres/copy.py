@@ -24,7 +24,7 @@ import asyncpg
 from egw.errors import ConfigError, StoreError
 from egw.store.backend import redact, sqlite_path
 from egw.store.lock import DatabaseLock
-from egw.store.migrate import current_version, load_migrations
+from egw.store.migrate import load_migrations
 from egw.store.postgres.conn import claim, connect
 from egw.store.postgres.migrate import apply_migrations
 
@@ -50,7 +50,8 @@ async def _locked(path: str, target: str) -> dict[str, int]:
         src = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
         try:
             want = len(load_migrations())
-            have = await current_version(src)
+            (row,) = await src.execute_fetchall("PRAGMA user_version")
+            have = int(row[0])
             if have != want:
                 raise ConfigError(
                     "--from", f"{path} is at schema version {have}, not {want}: egw migrate it"
