@@ -10,7 +10,7 @@ succeeded (see ``egw/store/writer.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -127,3 +127,56 @@ class Batch:
         self.commit.events.append(event)
         self.staged[after.id] = after
         return event
+
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """One dialect's statement for each kind of row a batch writes; each takes its
+    parameters in the order `row_sets` gives them."""
+
+    events: str
+    tasks: str  # an upsert
+    logs: str
+    cut_head: str  # (head, task, head, head): drop the bytes before a log's new head
+    drop_logs: str  # (task, head, upto, upto): drop the chunks of a trimmed log's hole
+    cut_log: str  # (upto, upto, task, head, upto, upto): cut the chunk the hole ends in
+    idempotency: str
+    cursors: str  # an upsert
+    gateway_events: str
+
+
+def row_sets(
+    b: Batch,
+    sql: Statements,
+    task_row: Callable[[Task], Row],
+    text: Callable[[Row], Row] | None = None,
+) -> list[tuple[str, list[Row]]]:
+    """Each statement ``b`` runs (``executemany``) with its rows, in the order they are
+    written; ``text``, if any, rewrites the rows whose text may come from outside egw."""
+
+    def outside(rows: list[Row]) -> list[Row]:
+        return rows if text is None else [text(r) for r in rows]
+
+    out: list[tuple[str, list[Row]]] = []
+    if b.event_rows:
+        out.append((sql.events, outside(b.event_rows)))
+    if b.staged:
+        out.append((sql.tasks, outside([task_row(t) for t in b.staged.values()])))
+    if b.log_rows:
+        out.append((sql.logs, b.log_rows))
+    if b.log_heads:
+        out.append((sql.cut_head, [(head, t, head, head) for t, head in b.log_heads.items()]))
+    if b.log_trims:
+        trims = b.log_trims.items()
+        out.append((sql.drop_logs, [(t, head, w, w) for t, (head, w) in trims]))
+        out.append((sql.cut_log, [(w, w, t, head, w, w) for t, (head, w) in trims]))
+    if b.idem_rows:
+        out.append((sql.idempotency, outside(b.idem_rows)))
+    if b.cursor_rows:
+        out.append((sql.cursors, outside(b.cursor_rows)))
+    if b.gateway_rows:
+        out.append((sql.gateway_events, outside(b.gateway_rows)))
+    return out

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from egw.core.model import TERMINAL, format_time
-from egw.store.batch import Batch
+from egw.store.batch import Batch, Statements, row_sets
 from egw.store.rows import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
@@ -62,6 +62,17 @@ INSERT_GATEWAY_EVENTS = (
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES (?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+STATEMENTS = Statements(
+    events=INSERT_EVENTS,
+    tasks=UPSERT_TASKS,
+    logs=INSERT_LOGS,
+    cut_head=CUT_HEAD,
+    drop_logs=DROP_LOGS,
+    cut_log=CUT_LOG,
+    idempotency=INSERT_IDEMPOTENCY,
+    cursors=UPSERT_CURSORS,
+    gateway_events=INSERT_GATEWAY_EVENTS,
 )
 
 
@@ -117,25 +128,8 @@ def write(conn: sqlite3.Connection, b: Batch) -> None:
 
 
 def _statements(conn: sqlite3.Connection, b: Batch) -> None:
-    if b.event_rows:
-        conn.executemany(INSERT_EVENTS, b.event_rows)
-    if b.staged:
-        conn.executemany(UPSERT_TASKS, [task_to_row(t) for t in b.staged.values()])
-    if b.log_rows:
-        conn.executemany(INSERT_LOGS, b.log_rows)
-    if b.log_heads:
-        heads = b.log_heads.items()
-        conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
-    if b.log_trims:
-        trims = b.log_trims.items()
-        conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
-        conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
-    if b.idem_rows:
-        conn.executemany(INSERT_IDEMPOTENCY, b.idem_rows)
-    if b.cursor_rows:
-        conn.executemany(UPSERT_CURSORS, b.cursor_rows)
-    if b.gateway_rows:
-        conn.executemany(INSERT_GATEWAY_EVENTS, b.gateway_rows)
+    for sql, rows in row_sets(b, STATEMENTS, task_to_row):
+        conn.executemany(sql, rows)
     for before in b.prune:
         b.commit.pruned.extend(_prune(conn, before))
         conn.execute("DELETE FROM gateway_events WHERE at <= ?", (format_time(before),))

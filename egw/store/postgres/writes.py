@@ -49,7 +49,7 @@ import asyncpg
 
 from egw.core.model import TERMINAL, Task, format_time
 from egw.errors import StoreError
-from egw.store.batch import Batch
+from egw.store.batch import Batch, Statements, row_sets
 from egw.store.ops import Op, Preload
 from egw.store.postgres.conn import CHANNEL, LOCK_TIMEOUT, LOG_KEY, connect, new_replica_id
 from egw.store.rows import EVENT_COLUMNS, EVENT_FIELDS, TASK_COLUMNS, TASK_FIELDS, task_from_row
@@ -89,6 +89,17 @@ INSERT_GATEWAY_EVENTS = (
 UPSERT_CURSORS = (
     "INSERT INTO cursors (key, value) VALUES ($1, $2)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+STATEMENTS = Statements(
+    events=INSERT_EVENTS,
+    tasks=UPSERT_TASKS,
+    logs=INSERT_LOGS,
+    cut_head=CUT_HEAD,
+    drop_logs=DROP_LOGS,
+    cut_log=CUT_LOG,
+    idempotency=INSERT_IDEMPOTENCY,
+    cursors=UPSERT_CURSORS,
+    gateway_events=INSERT_GATEWAY_EVENTS,
 )
 HIGH_WATER = (
     "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM events),"
@@ -230,25 +241,8 @@ class PgWrites:
 
     async def write(self, b: Batch) -> None:
         conn = self.conn
-        if b.event_rows:
-            await conn.executemany(INSERT_EVENTS, [_no_nul(r) for r in b.event_rows])
-        if b.staged:
-            await conn.executemany(UPSERT_TASKS, [_no_nul(task_row(t)) for t in b.staged.values()])
-        if b.log_rows:
-            await conn.executemany(INSERT_LOGS, b.log_rows)
-        if b.log_heads:
-            heads = b.log_heads.items()
-            await conn.executemany(CUT_HEAD, [(head, t, head, head) for t, head in heads])
-        if b.log_trims:
-            trims = b.log_trims.items()
-            await conn.executemany(DROP_LOGS, [(t, head, w, w) for t, (head, w) in trims])
-            await conn.executemany(CUT_LOG, [(w, w, t, head, w, w) for t, (head, w) in trims])
-        if b.idem_rows:
-            await conn.executemany(INSERT_IDEMPOTENCY, [_no_nul(r) for r in b.idem_rows])
-        if b.cursor_rows:
-            await conn.executemany(UPSERT_CURSORS, [_no_nul(r) for r in b.cursor_rows])
-        if b.gateway_rows:
-            await conn.executemany(INSERT_GATEWAY_EVENTS, [_no_nul(r) for r in b.gateway_rows])
+        for sql, rows in row_sets(b, STATEMENTS, task_row, _no_nul):
+            await conn.executemany(sql, rows)
         for before in b.prune:
             cutoff = format_time(before)
             b.commit.pruned.extend(await _prune(conn, cutoff))
