@@ -139,6 +139,21 @@ def test_the_replicas_profile_runs_two_egw_on_postgresql_behind_the_proxy() -> N
     assert "option httpchk GET /readyz" in proxy
 
 
+def test_the_default_up_needs_no_variable_of_a_profile() -> None:
+    """Compose interpolates every service before it applies profiles (docker/compose's
+    compose-go loader), so a `${VAR:?}` that only a profile's services use would stop the
+    default `docker compose up` for want of it."""
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):?\?", text))
+    default = {
+        name: service
+        for name, service in compose()["services"].items()
+        if not service.get("profiles")
+    }
+    used_by_default = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", yaml.safe_dump(default)))
+    assert required <= used_by_default, required - used_by_default
+
+
 def compose_spec_schema() -> dict[str, Any]:
     text = (
         resources.files("check_jsonschema.builtin_schemas.vendor")
