@@ -11,6 +11,7 @@ builds and runs them; each reader brings its driver call (`QueryReads._rows`) an
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -72,15 +73,15 @@ class Where:
         return " WHERE " + " AND ".join(self._terms) if self._terms else ""
 
 
-class QueryReads:
+class QueryReads(ABC):
     """The reads (`egw.store.backend.Reads`) both dialects answer with the same SQL but for
     its placeholders and lists."""
 
     dialect: Dialect
 
+    @abstractmethod
     async def _rows(self, sql: str, params: list[Any]) -> list[Any]:
         """The rows ``sql`` returns with ``params``: the driver's call, in each reader."""
-        raise NotImplementedError
 
     async def task(self, task_id: str) -> Task | None:
         w = Where(self.dialect)
