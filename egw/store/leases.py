@@ -118,10 +118,13 @@ class Leases:
     async def close(self) -> None:
         await cancel_and_wait(self._runner)
         self._runner = None
-        if self._table is not None and self._until:
-            held, self._until = list(self._until), {}
+        if self._table is not None and self._wanted:
+            # every wanted name, not only those counted as held: a take cancelled by
+            # this close may have committed on the server (the row names this replica
+            # either way; another's row is left alone)
+            self._until = {}
             try:
-                await self._table.give_back(held)
+                await self._table.give_back(sorted(self._wanted))
             except Exception as exc:  # noqa: BLE001 - they expire all the same
                 log.warning("lease_give_back_failed", error=repr(exc))
 

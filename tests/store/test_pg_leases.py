@@ -67,6 +67,35 @@ async def test_a_replica_that_stops_gives_its_leases_back_at_once(stores: list[S
     assert stores[1].leases.held("prune") and stores[1].leases.failovers == 0
 
 
+async def test_a_replica_stopped_while_its_take_is_in_flight_gives_that_lease_back(
+    stores: list[Store],
+) -> None:
+    """A close that cancels a take the server committed (the replica never learnt it
+    holds the lease) still gives it back: the next replica does not wait out its ttl."""
+    leases = stores[0].leases
+    table = leases._table
+    assert table is not None
+    committed = asyncio.Event()
+    real_take = table.take
+
+    async def take_then_hang(name: str, ttl_s: float) -> str | bool | None:
+        await real_take(name, ttl_s)
+        committed.set()
+        await asyncio.sleep(3600)  # the answer never reaches the loop
+        return None
+
+    table.take = take_then_hang  # type: ignore[method-assign]
+    leases.want("prune")
+    ticking = asyncio.create_task(leases.tick())
+    await committed.wait()
+    assert leases.holding == []
+    ticking.cancel()
+    await leases.close()
+    stores[1].leases.want("prune")
+    await stores[1].leases.tick()
+    assert stores[1].leases.held("prune")
+
+
 async def test_the_table_refuses_a_lease_held_by_another(pg_url: str, stores: list[Store]) -> None:
     pool = stores[0]._pg.pool  # type: ignore[union-attr]
     one, two = PgLeaseTable(pool, "one"), PgLeaseTable(pool, "two")
