@@ -14,13 +14,13 @@ stopped (``store.live_replicas``), records itself as their replica and adopts th
 (`reap`): one whose process was running ends ``failed: gateway lost`` (never left
 ``running``), one that never started runs here.
 
-A provider whose following runs on one replica at a time (`Leading`: Nomad's event stream)
-stands by on every replica until it holds the provider's lease (`lead_while_held`): the
-holder follows every unfinished task of the database, loaded from the store, from the
-stored cursors; it looks every `FOLLOW_S` for tasks other replicas submitted since (one
-query of the unfinished tasks, on the holder only); when its lease runs out unrenewed it
-stops at once (the loop wakes at that moment: before the lease's row expires on the
-server, so before another replica can take it).
+A provider whose following runs on one replica at a time (`Leading`: Nomad's event stream,
+Cloud Run's pollers and log readers) stands by on every replica until it holds the
+provider's lease (`lead_while_held`): the holder follows every unfinished task of the
+database, loaded from the store, from the stored cursors; it looks every `FOLLOW_S` for
+tasks other replicas submitted since (one query of the unfinished tasks, on the holder
+only); when its lease runs out unrenewed it stops at once (the loop wakes at that moment:
+before the lease's row expires on the server, so before another replica can take it).
 The others submit and cancel, which are upstream calls of the accepting replica.
 """
 
