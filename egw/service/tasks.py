@@ -45,7 +45,7 @@ from egw.service.reads import TaskReads
 from egw.service.replicas import (
     REAP_S,
     REAPER,
-    OwnedCommands,
+    hear_replicas,
     leaders,
     owned_elsewhere,
     reap,
@@ -107,8 +107,7 @@ class TaskService:
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)
         store.writer.listeners.append(self.watchdog.on_commit)
-        # cancels and timeouts of this replica's local tasks recorded by another replica
-        store.writer.listeners.append(OwnedCommands(self, self._background).on_commit)
+        hear_replicas(self, self._background)  # what other replicas' commits ask of this one
 
     def _attention(self, task_id: str, tailed: bool) -> None:
         """A task's first live log tailer came, or its last one left (`Tailable`)."""
