@@ -4,7 +4,9 @@ A cancel (or a timeout) of a local task may be recorded by any replica: the one 
 took the request writes the ``cancel_requested`` (``timed_out``) event as always, and
 leaves the process alone (`owned_elsewhere`). That event is the command: the owner
 hears it through the feed of replicas (``egw/store/postgres/feed.py``: a row of
-``changes`` and a NOTIFY) and stops the process (`OwnedCommands`). A log tail on any
+``changes`` and a NOTIFY) and stops the process (`OwnedCommands`). A force cancel of a task
+already cancelling leaves the status as it is, so it is recorded unapplied (``ops.Command``)
+for the owner to hear: it kills the process group. A log tail on any
 replica needs nothing more: the feed brings the output. On SQLite no task is owned
 elsewhere and no commit is another replica's: nothing here runs.
 
@@ -49,7 +51,9 @@ log = structlog.get_logger("egw.service")
 #: the providers whose work lives in the gateway's own process (the others' is upstream,
 #: reachable from any replica)
 IN_PROCESS = frozenset({"local"})
-COMMANDS = frozenset({"cancel_requested", "timed_out"})
+#: the events that are commands to the task's replica, and the status each leaves the task in
+#: (a force cancel of a task already cancelling is recorded too, not applied: still cancelling)
+COMMANDS = {"cancel_requested": TaskState.CANCELLING, "timed_out": TaskState.TIMED_OUT}
 #: the lease of the replica that adopts dead replicas' local tasks, and how often it looks
 REAPER = "local-reaper"
 REAP_S = 2.0
@@ -77,18 +81,20 @@ class OwnedCommands:
         for event in commit.events:
             task = commit.tasks.get(event.task_id)
             if (
-                event.kind in COMMANDS
-                and task is not None
+                task is not None
                 and task.provider in IN_PROCESS
                 and task.upstream.get("replica") == me
-                and task.status is TaskState.CANCELLING
+                and task.status is COMMANDS.get(event.kind)
             ):
                 force = bool(event.data.get("force"))
                 _ = self._background.spawn(self._cancel(task, force), name="replica_cancel")
 
     async def _cancel(self, task: Task, force: bool) -> None:
         try:
-            await self._service.carry_out_cancel(task, force)
+            if task.status is TaskState.TIMED_OUT:
+                await self._service.stop_timed_out(task)
+            else:
+                await self._service.carry_out_cancel(task, force)
         except EgwError as exc:
             log.warning("replica_cancel_failed", task_id=task.id, error=exc.message)
 
