@@ -248,6 +248,23 @@ class Leading(Provider, Protocol):
 
 
 @runtime_checkable
+class Hearing(Leading, Protocol):
+    """A `Leading` provider whose lease holder acts on events other replicas recorded for
+    its tasks (GitHub: the webhook deliveries stored by whichever replica GitHub reached)."""
+
+    #: the event kinds it hears
+    heard_kinds: ClassVar[frozenset[str]]
+
+    def heard(self, task_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        """Another replica committed this event (called on every replica; a provider that
+        does not lead ignores it). Must not block: start the work in the background."""
+
+    def heard_task(self, task: Task) -> None:
+        """Another replica committed a change of this task (its upstream id, say): called
+        on every replica, must not block."""
+
+
+@runtime_checkable
 class Queueing(Provider, Protocol):
     """A provider that can answer a submit without an upstream call when the work would
     only wait in its own queue (the local runner with every slot taken).

@@ -4,7 +4,9 @@ A cancel (or a timeout) of a local task may be recorded by any replica: the one 
 took the request writes the ``cancel_requested`` (``timed_out``) event as always, and
 leaves the process alone (`owned_elsewhere`). That event is the command: the owner
 hears it through the feed of replicas (``egw/store/postgres/feed.py``: a row of
-``changes`` and a NOTIFY) and stops the process (`OwnedCommands`). A log tail on any
+``changes`` and a NOTIFY) and stops the process (`OwnedCommands`). A force cancel of a task
+already cancelling leaves the status as it is, so it is recorded unapplied (``ops.Command``)
+for the owner to hear: it kills the process group. A log tail on any
 replica needs nothing more: the feed brings the output. On SQLite no task is owned
 elsewhere and no commit is another replica's: nothing here runs.
 
@@ -15,19 +17,21 @@ stopped (``store.live_replicas``), records itself as their replica and adopts th
 ``running``), one that never started runs here.
 
 A provider whose following runs on one replica at a time (`Leading`: Nomad's event stream,
-Cloud Run's pollers and log readers) stands by on every replica until it holds the
-provider's lease (`lead_while_held`): the holder follows every unfinished task of the
-database, loaded from the store, from the stored cursors; it looks every `FOLLOW_S` for
-tasks other replicas submitted since (one query of the unfinished tasks, on the holder
+Cloud Run's pollers and log readers, GitHub's reconciler) stands by on every replica until
+it holds the provider's lease (`lead_while_held`): the holder follows every unfinished task
+of the database, loaded from the store, from the stored cursors; it looks every `FOLLOW_S`
+for tasks other replicas submitted since (one query of the unfinished tasks, on the holder
 only); when its lease runs out unrenewed it stops at once (the loop wakes at that moment:
 before the lease's row expires on the server, so before another replica can take it).
-The others submit and cancel, which are upstream calls of the accepting replica.
+The others submit and cancel, which are upstream calls of the accepting replica. What
+reaches another replica from upstream (a GitHub webhook delivery) is stored there and
+applied by the holder, which hears the commit through the feed (`Relay`, `Hearing`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,7 +40,7 @@ from egw.background import BackgroundTasks
 from egw.core.model import Task, TaskState
 from egw.core.records import Commit
 from egw.errors import EgwError
-from egw.providers.base import Adopting, Leading
+from egw.providers.base import Adopting, Hearing, Leading
 
 if TYPE_CHECKING:
     from egw.service.tasks import TaskService
@@ -46,7 +50,9 @@ log = structlog.get_logger("egw.service")
 #: the providers whose work lives in the gateway's own process (the others' is upstream,
 #: reachable from any replica)
 IN_PROCESS = frozenset({"local"})
-COMMANDS = frozenset({"cancel_requested", "timed_out"})
+#: the events that are commands to the task's replica, and the status each leaves the task in
+#: (a force cancel of a task already cancelling is recorded too, not applied: still cancelling)
+COMMANDS = {"cancel_requested": TaskState.CANCELLING, "timed_out": TaskState.TIMED_OUT}
 #: the lease of the replica that adopts dead replicas' local tasks, and how often it looks
 REAPER = "local-reaper"
 REAP_S = 2.0
@@ -74,20 +80,49 @@ class OwnedCommands:
         for event in commit.events:
             task = commit.tasks.get(event.task_id)
             if (
-                event.kind in COMMANDS
-                and task is not None
+                task is not None
                 and task.provider in IN_PROCESS
                 and task.upstream.get("replica") == me
-                and task.status is TaskState.CANCELLING
+                and task.status is COMMANDS.get(event.kind)
             ):
                 force = bool(event.data.get("force"))
                 _ = self._background.spawn(self._cancel(task, force), name="replica_cancel")
 
     async def _cancel(self, task: Task, force: bool) -> None:
         try:
-            await self._service.carry_out_cancel(task, force)
+            if task.status is TaskState.TIMED_OUT:
+                await self._service.stop_timed_out(task)
+            else:
+                await self._service.carry_out_cancel(task, force)
         except EgwError as exc:
             log.warning("replica_cancel_failed", task_id=task.id, error=exc.message)
+
+
+class Relay:
+    """The writer's listener: another replica's events a `Hearing` provider's lease holder
+    acts on (the GitHub deliveries stored by the replica GitHub reached)."""
+
+    def __init__(self, providers: Mapping[str, object]) -> None:
+        self._hearing = {n: p for n, p in providers.items() if isinstance(p, Hearing)}
+
+    def on_commit(self, commit: Commit) -> None:
+        if not commit.replicated or not self._hearing:
+            return
+        for task in commit.tasks.values():
+            if (provider := self._hearing.get(task.provider)) is not None:
+                provider.heard_task(task)
+        for event in commit.events:
+            provider = self._hearing.get(event.provider)
+            if provider is not None and event.kind in provider.heard_kinds:
+                provider.heard(event.task_id, event.kind, event.data)
+
+
+def hear_replicas(service: TaskService, background: BackgroundTasks) -> None:
+    """Listen to the writer's commits for what other replicas ask of this one: cancels and
+    timeouts of its local tasks (`OwnedCommands`), deliveries for a lease holder (`Relay`)."""
+    listeners = service.store.writer.listeners
+    listeners.append(OwnedCommands(service, background).on_commit)
+    listeners.append(Relay(service.providers).on_commit)
 
 
 async def reap(service: TaskService) -> None:
@@ -152,4 +187,14 @@ async def lead_while_held(service: TaskService, provider: Leading) -> None:
         await asyncio.sleep(min(look_s, left + 0.001) if left else look_s)
 
 
-__all__ = ["FOLLOW_S", "REAPER", "REAP_S", "OwnedCommands", "leaders", "owned_elsewhere", "reap"]
+__all__ = [
+    "FOLLOW_S",
+    "REAPER",
+    "REAP_S",
+    "OwnedCommands",
+    "Relay",
+    "hear_replicas",
+    "leaders",
+    "owned_elsewhere",
+    "reap",
+]

@@ -42,14 +42,7 @@ from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
 from egw.service.reads import TaskReads
-from egw.service.replicas import (
-    REAP_S,
-    REAPER,
-    OwnedCommands,
-    leaders,
-    owned_elsewhere,
-    reap,
-)
+from egw.service.replicas import REAP_S, REAPER, hear_replicas, leaders, owned_elsewhere, reap
 from egw.service.requests import SubmitRequest
 from egw.service.storage import StorageLimits
 from egw.service.watchdog import Watchdog
@@ -107,8 +100,7 @@ class TaskService:
         #: cancel confirmation and stuck deadlines (``configure`` with the providers' keys)
         self.watchdog = Watchdog(self)
         store.writer.listeners.append(self.watchdog.on_commit)
-        # cancels and timeouts of this replica's local tasks recorded by another replica
-        store.writer.listeners.append(OwnedCommands(self, self._background).on_commit)
+        hear_replicas(self, self._background)  # what other replicas' commits ask of this one
 
     def _attention(self, task_id: str, tailed: bool) -> None:
         """A task's first live log tailer came, or its last one left (`Tailable`)."""
@@ -360,19 +352,22 @@ class TaskService:
     async def _expire(self, task_id: str) -> None:
         self._timers.pop(task_id, None)
         task, changed = await self.store.writer.command(task_id, "timeout", actor=None)
-        if not changed:
-            return
-        log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
+        if changed:
+            log.info("task_timed_out", task_id=task_id, timeout_s=task.timeout_s)
+            await self.stop_timed_out(task)
+
+    async def stop_timed_out(self, task: Task) -> None:
+        """Stop the work of a task that timed out; a local task of another replica is left to
+        that replica, which hears of the timeout through the feed (``replicas.py``)."""
         provider = self.providers.get(task.provider)
         if provider is None or owned_elsewhere(task, self.store.replica):
-            return  # (its replica hears of the timeout through the feed: replicas.py)
+            return
         try:
             await provider.cancel(task, force=False)
         except EgwError as exc:
-            log.warning("timeout_cancel_failed", task_id=task_id, error=exc.message)
-            await self.progress(
-                task_id, "cancel_error", {"error": exc.to_json()["error"]}, source=task.provider
-            )
+            log.warning("timeout_cancel_failed", task_id=task.id, error=exc.message)
+            error = {"error": exc.to_json()["error"]}
+            await self.progress(task.id, "cancel_error", error, source=task.provider)
 
     async def prune(self) -> None:
         await self.store.writer.prune(retention_cutoff(self._retention_days))

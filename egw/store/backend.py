@@ -61,10 +61,10 @@ class Writes(Protocol):
     async def load_counters(self) -> tuple[int, int]:
         """The last event seq ever used (pruned ones too) and the last submit number."""
 
-    async def begin(self, b: Batch, evict: Callable[[list[str]], None]) -> None:
+    async def begin(self, b: Batch, evict: Callable[[list[str] | None], None]) -> None:
         """Before a batch is computed: for a database other writers may append to, open the
         transaction, take the log's lock, move ``b``'s counters past what is committed and
-        ``evict`` the tasks that others changed since this writer's counter."""
+        ``evict`` the tasks that others changed since this writer looked (None: all)."""
 
     async def preload(
         self,

@@ -160,14 +160,20 @@ class Command(TaskOp[tuple[Task, bool]]):
         else:
             moved = states.time_out(task, seq=seq, now=now, timeout_s=float(task.timeout_s or 0))
             kind = "timed_out"
-        if moved is None:
+        # a force cancel of a task already cancelling leaves its status, but is recorded (not
+        # applied): it is the command the replica running a local task's process acts on
+        # (egw/service/replicas.py), and the log says who forced the cancel
+        forced = bool(self.data.get("force")) and task.status is TaskState.CANCELLING
+        if moved is None and not forced:
             return task, False
+        after = moved if moved is not None else task.evolve(index=seq)
         b.next_seq()
         b.event(
-            task, moved, kind=kind, source="gateway" if self.actor is None else "api",
-            applied=True, actor=self.actor, reason=moved.reason, data=self.data, now=now, seq=seq,
+            task, after, kind=kind, source="gateway" if self.actor is None else "api",
+            applied=moved is not None, actor=self.actor, reason=after.reason if moved else None,
+            data=self.data, now=now, seq=seq,
         )  # fmt: skip
-        return moved, True
+        return after, moved is not None
 
 
 @dataclass(eq=False)

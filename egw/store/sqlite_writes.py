@@ -86,7 +86,7 @@ class SqliteWrites:
     async def load_counters(self) -> tuple[int, int]:
         return await self.thread.run(statements.load_counters)
 
-    async def begin(self, b: Batch, evict: Callable[[list[str]], None]) -> None:
+    async def begin(self, b: Batch, evict: Callable[[list[str] | None], None]) -> None:
         pass  # the only writer: nobody else moves the counters
 
     async def preload(

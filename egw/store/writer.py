@@ -484,9 +484,9 @@ class Writer:
         else:
             self._evict(task_ids)
 
-    def _evict(self, task_ids: list[str]) -> None:
-        """Forget projections another writer changed (read again by the preload)."""
-        for task_id in task_ids:
+    def _evict(self, task_ids: list[str] | None) -> None:
+        """Forget projections another writer changed, None: all (the preload reads again)."""
+        for task_id in list(self._cache) if task_ids is None else task_ids:
             self._cache.pop(task_id, None)
 
     def _remember(self, task: Task) -> None:

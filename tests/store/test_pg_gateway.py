@@ -89,9 +89,7 @@ async def test_readyz_and_metrics_show_the_replica_its_leases_and_the_replicas_s
     deadline = asyncio.get_running_loop().time() + 5
     while True:
         replica = (await (await pg_api.get("/readyz")).json())["replica"]
-        if replica["leases"] == ["local-reaper", "prune", "watchdog"] == sorted(
-            replica["holders"]
-        ):
+        if replica["leases"] == ["local-reaper", "prune", "watchdog"] == sorted(replica["holders"]):
             break
         assert asyncio.get_running_loop().time() < deadline, replica
         await asyncio.sleep(0.05)

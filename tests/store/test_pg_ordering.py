@@ -149,6 +149,47 @@ async def test_another_writers_events_evict_its_tasks_from_the_cache(
         await close(one, two)
 
 
+async def test_another_writers_output_evicts_the_task_and_both_append_to_one_log(
+    pg_url: str, parts: PgParts
+) -> None:
+    """Output alone writes no event, but moves the task's log offset: two writers taking
+    turns appending to one task's log (a lease's old and new holder, for a moment) each
+    append after the other's bytes, never on the same offset (``log_chunks``' key)."""
+    one, two = await writer(pg_url), await writer(pg_url)
+    try:
+        task, _ = await one.create_task(draft())
+        expected = b""
+        for i in range(4):
+            for w, name in ((one, b"one"), (two, b"two")):
+                line = b"%s %d\n" % (name, i)
+                expected += line
+                assert await w.append_log(task.id, "stdout", line) == len(expected)
+        chunks = await parts.reader.logs(task.id)
+        assert b"".join(c.data for c in chunks) == expected
+    finally:
+        await close(one, two)
+
+
+async def test_a_writer_that_missed_swept_changes_forgets_its_whole_cache(
+    pg_url: str, parts: PgParts
+) -> None:
+    """The feed's rows are swept after a while: a writer idle for longer cannot tell which
+    tasks changed, and reads every one again rather than trust a stale offset."""
+    one, two = await writer(pg_url), await writer(pg_url)
+    try:
+        task, _ = await one.create_task(draft())
+        assert await one.append_log(task.id, "stdout", b"a") == 1
+        assert await two.append_log(task.id, "stdout", b"b") == 2
+        other, _ = await two.create_task(draft())
+        async with parts.pool.acquire() as conn:
+            # as the sweep would: the rows writer one has not seen yet are gone
+            await conn.execute("DELETE FROM changes WHERE mark < (SELECT MAX(mark) FROM changes)")
+        assert await one.append_log(task.id, "stdout", b"c") == 3
+        assert one.cached(other.id) is None
+    finally:
+        await close(one, two)
+
+
 async def test_gateway_events_are_numbered_in_commit_order(pg_url: str, parts: PgParts) -> None:
     one, two = await writer(pg_url), await writer(pg_url)
     try:

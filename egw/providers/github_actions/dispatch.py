@@ -151,7 +151,8 @@ class Dispatcher:
         """Record the run as the task's upstream at once, and follow it."""
         url = run.html_url or run.url
         await self.sink().set_upstream(task_id, upstream_id=str(run.id), upstream_url=url)
-        self.follow.track(task_id, spec, run.id)
+        if not self.follow.standby:  # else the holder of the lease follows it (its look)
+            self.follow.track(task_id, spec, run.id)
         await self.replay(run.id)
         obs = None if fresh else gh.run_observation(run, source="poll")
         return Submission(upstream_id=str(run.id), upstream_url=url, observation=obs)
@@ -159,8 +160,10 @@ class Dispatcher:
     def correlate(
         self, task_id: str, spec: gh.GitHubSpec, corr: str, since: datetime
     ) -> Submission:
-        """No run details: the task stays ``pending`` while the reconciler looks for its run."""
-        self.follow.correlate(task_id, spec, corr, since)
+        """No run details: the task stays ``pending`` while the reconciler looks for its run
+        (the lease holder's, from the stored ``dispatched``, when this replica stands by)."""
+        if not self.follow.standby:
+            self.follow.correlate(task_id, spec, corr, since)
         return Submission(
             upstream_id=None,
             upstream={

@@ -94,8 +94,9 @@ class WebhookIntake:
         if task_id is None and run_id in follow.runs:  # adopted while we looked
             task_id = follow.runs[run_id].task_id
         if task_id is None:
-            if busy or follow.dispatching or follow.pending:
-                # GitHub may deliver before egw has the dispatch's answer: hold it a while
+            if busy or follow.dispatching or follow.pending or follow.shared:
+                # GitHub may deliver before egw has the dispatch's answer (this replica's,
+                # or another's: replayed when its commit is heard): hold it a while
                 self._hold(run_id, delivery)
                 return WebhookOutcome(
                     delivery=Delivery.IGNORED, detail="run not known yet", held=True
@@ -110,8 +111,22 @@ class WebhookIntake:
         )
         if not stored:
             return WebhookOutcome(delivery=Delivery.DUPLICATE, task_id=task_id)
-        _ = self.background.spawn(self._apply(task_id, delivery), name=f"github_apply:{task_id}")
+        if not follow.standby:  # else the lease's holder applies it, heard from the feed
+            self.apply_later(task_id, delivery)
         return WebhookOutcome(delivery=Delivery.ACCEPTED, task_id=task_id)
+
+    def apply_later(self, task_id: str, delivery: gh.Delivery) -> None:
+        """Apply a stored delivery in the background, under the task's lock."""
+        _ = self.background.spawn(self._apply(task_id, delivery), name=f"github_apply:{task_id}")
+
+    async def apply_stored(self, task_id: str, record: Mapping[str, Any]) -> None:
+        """Apply a delivery another replica stored (this one holds the reconciler's lease):
+        follow its run if this replica does not yet, then apply it as if it came here."""
+        delivery = delivery_from_record(record)
+        if delivery is None or self.follow.standby:
+            return
+        if await self._task_for_run(_run_id(delivery), None) == task_id:
+            self.apply_later(task_id, delivery)
 
     def _hold(self, run_id: int, delivery: gh.Delivery) -> None:
         now = time.monotonic()
@@ -119,6 +134,10 @@ class WebhookIntake:
             del self._orphans[old]
         if sum(len(items) for items in self._orphans.values()) < MAX_ORPHANS:
             self._orphans.setdefault(run_id, []).append((now, delivery))
+
+    def holds(self, run_id: int) -> bool:
+        """Whether deliveries for the run are held, waiting for it to be known."""
+        return run_id in self._orphans
 
     async def replay(self, run_id: int) -> None:
         """Take the deliveries held for a run that is now known."""
@@ -131,15 +150,10 @@ class WebhookIntake:
         if tracked is not None:
             return tracked.task_id
         task = await self.sink().find_task(PROVIDER, str(run_id))
+        if task is not None and follow.standby:
+            return task.id  # stored here, followed and applied by the lease's holder
         if task is not None:
-            tracked = follow.track(
-                task.id,
-                gh.GitHubSpec.from_json(task.spec),
-                run_id,
-                terminal=task.status.terminal,
-                logs_done=task.logs_complete or run_id in follow.done,
-            )
-            tracked.attempt = int(task.upstream.get("run_attempt") or 1)
+            follow.track_stored(task, run_id)
             return task.id
         if run is not None:
             for pending in list(follow.pending.values()):
@@ -172,6 +186,7 @@ def delivery_record(delivery: gh.Delivery, run_id: int) -> dict[str, Any]:
         "action": delivery.action,
         "run_id": run_id,
         "hook_id": delivery.hook_id,
+        "delivery_id": delivery.delivery_id,
     }
     if delivery.run is not None:
         record["run"] = delivery.run.to_json()
@@ -180,6 +195,25 @@ def delivery_record(delivery: gh.Delivery, run_id: int) -> dict[str, Any]:
         if delivery.environment is not None:
             record["environment"] = delivery.environment
     return record
+
+
+def delivery_from_record(record: Mapping[str, Any]) -> gh.Delivery | None:
+    """The delivery a ``github.delivery`` event's data describes (`delivery_record`), as
+    the replica that stored it read it; None for a record of an earlier version (no
+    delivery id: the holder's poll makes it good)."""
+    delivery_id = record.get("delivery_id")
+    if not isinstance(delivery_id, str):
+        return None
+    run, job = record.get("run"), record.get("job")
+    return gh.Delivery(
+        event=str(record.get("event")),
+        delivery_id=delivery_id,
+        hook_id=record.get("hook_id"),
+        action=record.get("action"),
+        run=gh.parse_run(run) if run else None,
+        job=gh.parse_job({**job, "id": job.get("job_id")}) if job else None,
+        environment=record.get("environment"),
+    )
 
 
 def _run_id(delivery: gh.Delivery) -> int:

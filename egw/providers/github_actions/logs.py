@@ -61,10 +61,15 @@ class JobLogs:
             if text and not text.endswith("\n"):
                 out += "\n"
         async with self.follow.lock(tracked.task_id):
-            if tracked.logs_done:
+            if tracked.logs_done or job.id in tracked.logged:
                 return
+            sink = self.sink()
             for chunk in gh.text_chunks(out):
-                await self.sink().append_log(tracked.task_id, "stdout", chunk)
+                await sink.append_log(tracked.task_id, "stdout", chunk)
+            # written after the log: a gateway killed between the two writes it once more
+            # on its restart (never loses it)
+            tracked.logged.add(job.id)
+            await sink.set_upstream(tracked.task_id, data={"logged_jobs": sorted(tracked.logged)})
 
     async def _download(self, tracked: Tracked, job: gh.Job) -> tuple[str | None, str]:
         """The job's log, asked for again until it exists or ``wait_s`` passed; else None

@@ -95,13 +95,75 @@ class GitHubActionsProvider:
         )
 
     async def start(self, sink: ProviderSink) -> None:
+        """Resume every unfinished task and start the reconciler (standing by: only once
+        this replica holds the reconciler's lease, `lead`)."""
         self.sink.attach(sink)
-        for task in await sink.active_tasks(self.name):
-            await self.reconciler.resume(task)
-        _ = self.background.spawn(self.reconciler.run(), name="github_reconciler")
+        if not self.follow.standby:
+            await self.lead()
 
     async def close(self) -> None:
         await self.background.close()
+
+    # --- one replica at a time follows (PostgreSQL: egw/service/replicas.py) ---------------------
+    # Webhook deliveries land on any replica: each stores what it receives (deduplicated by
+    # X-GitHub-Delivery, as on one gateway); only the holder applies them, its own at once
+    # and the others' when it hears their commits (`heard`), and only the holder polls,
+    # matches dispatches and fetches job logs. One lease for the whole provider, not one
+    # per repository: the rate limit it spends is the token's, across repositories.
+
+    @property
+    def stream_lease(self) -> str:
+        return "github-reconciler"
+
+    #: the events of other replicas the holder acts on (`Hearing`)
+    heard_kinds: ClassVar[frozenset[str]] = frozenset({"github.delivery"})
+
+    def stand_by(self) -> None:
+        self.follow.standby = self.follow.shared = True
+
+    async def lead(self) -> None:
+        self.follow.standby = False
+        for task in await self.sink().active_tasks(self.name):
+            await self.reconciler.resume(task)
+        _ = self.background.spawn(self.reconciler.run(), name="github_reconciler")
+
+    async def follow_new(self) -> None:
+        """Follow the runs and dispatches other replicas recorded since the last look; a
+        task resubmitted elsewhere has a new run: its old one is forgotten here."""
+        sink = self.sink()
+        by_task = {t.task_id: t for t in self.follow.runs.values()}
+        for task in await sink.active_tasks(self.name):
+            if self.follow.followed(task.id, task.upstream_id):
+                continue
+            fresh = await sink.get_task(task.id)  # as it is now: it may have ended here
+            if fresh is None or self.follow.standby:
+                return
+            if self.follow.followed(fresh.id, fresh.upstream_id):
+                continue
+            old = by_task.get(fresh.id)
+            if old is not None and str(old.run_id) != fresh.upstream_id:
+                self.follow.forget(old)  # the replaced attempt's run
+            await self.reconciler.resume(fresh)
+
+    async def step_down(self) -> None:
+        """Stop polling, applying and fetching now and forget every run: the next holder
+        loads them from the store (each job's log is written once: ``logged_jobs``)."""
+        self.follow.standby = True
+        await self.background.close()
+        self.follow.clear()
+
+    def heard_task(self, task: Task) -> None:
+        """Another replica recorded a task's run: take the deliveries held for it here."""
+        run = task.upstream_id
+        if run is not None and run.isdigit() and self.intake.holds(int(run)):
+            _ = self.background.spawn(self.intake.replay(int(run)), name=f"github_held:{run}")
+
+    def heard(self, task_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        """Another replica stored a delivery for one of the runs: the holder applies it."""
+        if not self.follow.standby and kind == "github.delivery":
+            _ = self.background.spawn(
+                self.intake.apply_stored(task_id, data), name=f"github_heard:{task_id}"
+            )
 
     def health(self) -> Mapping[str, Any]:
         blocked_until = self.api.blocked_until

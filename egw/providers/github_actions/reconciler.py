@@ -214,18 +214,10 @@ class Reconciler:
         if task.upstream_id is not None:
             try:
                 run_id = gh.validate_run_id(task.upstream_id)
-                spec = gh.GitHubSpec.from_json(task.spec)
+                tracked = self.follow.track_stored(task, run_id)
             except EgwError as exc:
                 log.warning("github_resume_skipped", task_id=task.id, error=exc.message)
                 return
-            tracked = self.follow.track(
-                task.id,
-                spec,
-                run_id,
-                terminal=task.status.terminal,
-                logs_done=task.logs_complete,
-            )
-            tracked.attempt = int(task.upstream.get("run_attempt") or 1)
             tracked.next_poll = time.monotonic()
             return
         since = parse_time(task.upstream.get("dispatch_started_at"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from egw.config import GitHubActionsConfig
+from egw.core.model import Task
 from egw.wire import github as gh
 
 #: runs are listed from this long before the dispatch (clock skew between egw and GitHub)
@@ -33,6 +34,9 @@ class Tracked:
     etag: str | None = None
     jobs: dict[int, gh.Job] = field(default_factory=dict)
     fetched: set[int] = field(default_factory=set)
+    #: jobs whose log (or its "not available" line) is in the store: kept in the task's
+    #: ``upstream.logged_jobs``, so a restart or another replica never writes one again
+    logged: set[int] = field(default_factory=set)
     finish_tries: int = 0
     completed: bool = False
     logs_done: bool = False
@@ -61,6 +65,11 @@ class Follow:
         #: runs whose logs this process completed (late deliveries must not reopen them)
         self.done: set[int] = set()
         self.pending: dict[str, Pending] = {}
+        #: another replica holds the reconciler's lease (PostgreSQL): follow nothing, the
+        #: holder loads what this replica dispatched and applies the deliveries it stored
+        self.standby = False
+        #: other replicas dispatch too: a delivery for a run not known here may be theirs
+        self.shared = False
         #: dispatches waiting for GitHub's answer (a delivery may beat it: it is held)
         self.dispatching = 0
         self.wake = asyncio.Event()
@@ -94,6 +103,23 @@ class Follow:
             self.wake.set()
         return tracked
 
+    def track_stored(self, task: Task, run_id: int) -> Tracked:
+        """Follow the run of a task read from the store (a restart, a delivery for a run
+        not followed here, the lease's holder picking up another replica's dispatch)."""
+        tracked = self.track(
+            task.id,
+            gh.GitHubSpec.from_json(task.spec),
+            run_id,
+            terminal=task.status.terminal,
+            logs_done=task.logs_complete or run_id in self.done,
+        )
+        tracked.attempt = int(task.upstream.get("run_attempt") or 1)
+        logged = task.upstream.get("logged_jobs")
+        if isinstance(logged, list):
+            tracked.logged.update(j for j in logged if isinstance(j, int))
+            tracked.fetched.update(tracked.logged)
+        return tracked
+
     def correlate(self, task_id: str, spec: gh.GitHubSpec, corr: str, since: datetime) -> None:
         """Look for a dispatched run by listing runs (no run details came back)."""
         if task_id not in self.pending:
@@ -111,6 +137,19 @@ class Follow:
         # +-10% jitter, so runs started together are not polled together
         tracked.next_poll = time.monotonic() + delay_s * random.uniform(0.9, 1.1)
         self.wake.set()
+
+    def followed(self, task_id: str, upstream_id: str | None) -> bool:
+        """Whether the task's run (or its dispatch still looking for one) is followed here,
+        or was followed to its end."""
+        if upstream_id is None or not upstream_id.isdigit():
+            return task_id in self.pending
+        return int(upstream_id) in self.runs or int(upstream_id) in self.done
+
+    def clear(self) -> None:
+        """Another replica leads now: forget every run and dispatch (it loads them)."""
+        self.runs.clear()
+        self.pending.clear()
+        self._locks.clear()
 
     def forget(self, tracked: Tracked) -> None:
         """The run's logs are complete: stop following it, and never reopen it."""

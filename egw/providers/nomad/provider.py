@@ -139,15 +139,29 @@ class NomadProvider:
         register is on its way is sent again by the gateway), subscribed per namespace. On
         a start or a takeover (``resume``) each namespace is read again from one listing,
         since the stored cursor may be ahead of what was recorded; a task another replica
-        submitted meanwhile is read on its own, since the stream skipped its events."""
+        submitted meanwhile is read on its own, since the stream skipped its events, and so
+        is a newer attempt another replica registered (a resubmit: the replaced attempt is
+        forgotten, as `submit` forgets it here)."""
         new = []
         sink = self._sink()
         for task in await sink.active_tasks(self.name):
-            if self._registry.get(task.id) is not None or task.upstream_id is None:
+            known = self._registry.get(task.id)
+            if known is not None and known.attempt < task.attempt:
+                # resubmitted by a replica without the stream's lease, which registered the
+                # new attempt: the replaced one's reports are stale, follow the new one
+                await self._forget(known)
+            elif known is not None:
+                continue
+            if task.upstream_id is None:
                 continue
             if not resume:  # only a running one, as it is now: an ended one was followed here
                 fresh = await sink.get_task(task.id)
-                if fresh is None or fresh.status.terminal or self._registry.get(task.id):
+                if (
+                    fresh is None
+                    or fresh.status.terminal
+                    or fresh.upstream_id is None  # resubmitted again meanwhile
+                    or self._registry.get(task.id)
+                ):
                     continue
                 task = fresh
             if self._registry.standby or self._registry.closed:

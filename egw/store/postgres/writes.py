@@ -24,10 +24,15 @@ The cost: batches of different writers serialise on the lock (one lock and one e
 round trip per batch, not per event: group commit amortises it; ``bench/run.py``
 part ``writer`` measures appends/s against SQLite in the same run).
 
-The log is also the cache's invalidation feed: if the high-water mark is above this
-writer's own counter, another writer appended, and the tasks of those events are
-evicted from the projection cache before the batch is computed (the preload reads them
-again, in the same transaction, under the lock): the cache is correct for replicas.
+The feed below is also the cache's invalidation: if the last ``changes`` mark is above
+the last this writer saw, another writer committed, and the tasks of those rows (a new
+event, or only new output: a task's log offset lives in its projection) are evicted
+from the projection cache before the batch is computed (the preload reads them again,
+in the same transaction, under the lock): the cache is correct for replicas. Without it
+two replicas appending to one task's log (the lease holder and the one it replaced, for
+a moment) computed the same offset, and the second batch failed on ``log_chunks``' key.
+Rows older than the sweep are gone: a writer that has not looked since forgets its
+whole cache.
 
 The feed of the other replicas: each batch that changed something also inserts one row
 of ``changes`` (its replica, its events' range, the tasks, output ranges, completions
@@ -104,8 +109,11 @@ STATEMENTS = Statements(
 HIGH_WATER = (
     "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM events),"
     " (SELECT pruned_seq FROM pruned WHERE id = 1)),"
-    " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks)"
+    " (SELECT COALESCE(MAX(submit_seq), 0) FROM tasks),"
+    " (SELECT COALESCE(MAX(mark), 0) FROM changes), (SELECT MIN(mark) FROM changes)"
 )
+#: what other writers changed since a mark: their tasks' projections are stale here
+CHANGED_SINCE = "SELECT data FROM changes WHERE mark > $1 AND replica <> $2"
 PROBE_BYTES = 64 << 10
 INSERT_CHANGE = (
     "INSERT INTO changes (mark, replica, seq_from, seq_to, data)"
@@ -159,6 +167,9 @@ class PgWrites:
         self._tx: Any = None
         self._seq_from = 0
         self._batches = 0
+        #: the last ``changes`` mark this writer has taken into account (None: no batch
+        #: yet, nothing cached: what was committed before is no news)
+        self._mark: int | None = None
 
     async def open(self) -> None:
         self.conn = await connect(self._url, lock_timeout=LOCK_TIMEOUT)
@@ -183,16 +194,23 @@ class PgWrites:
         row = await (await self._ready()).fetchrow(HIGH_WATER)
         return int(row[0]), int(row[1])
 
-    async def begin(self, b: Batch, evict: Callable[[list[str]], None]) -> None:
+    async def begin(self, b: Batch, evict: Callable[[list[str] | None], None]) -> None:
         conn = await self._ready()
         self._tx = conn.transaction()
         await self._tx.start()
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_KEY)
-        seq, submit_seq = await conn.fetchrow(HIGH_WATER)  # a snapshot taken under the lock
-        if seq > b.seq:  # another writer appended: its tasks' projections are stale here
-            rows = await conn.fetch("SELECT DISTINCT task_id FROM events WHERE seq > $1", b.seq)
-            evict([str(r[0]) for r in rows])
-            b.seq = int(seq)
+        # a snapshot taken under the lock
+        seq, submit_seq, mark, oldest = await conn.fetchrow(HIGH_WATER)
+        if self._mark is None:
+            self._mark = int(mark)
+        elif mark > self._mark:  # another writer committed: its tasks' projections are stale
+            if oldest is not None and oldest > self._mark + 1:
+                evict(None)  # swept rows this writer never saw: forget every projection
+            else:
+                rows = await conn.fetch(CHANGED_SINCE, self._mark, self.replica)
+                evict([str(t) for r in rows for t in _changed_tasks(json.loads(r[0]))])
+            self._mark = int(mark)
+        b.seq = max(b.seq, int(seq))
         b.submit_seq = max(b.submit_seq, int(submit_seq))
         self._seq_from = b.seq
 
@@ -269,7 +287,7 @@ class PgWrites:
         }
         row = (self.replica, self._seq_from, b.seq, json.dumps(data))
         mark = await conn.fetchval(INSERT_CHANGE, *row)
-        c.mark = int(mark)
+        c.mark = self._mark = int(mark)  # under the lock: no other writer's in between
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(mark))
         self._batches += 1
         if self._batches % CHANGES_SWEEP == 0:
@@ -313,6 +331,13 @@ class PgWrites:
                 " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
             )
         )
+
+
+def _changed_tasks(data: Mapping[str, Any]) -> set[str]:
+    """The tasks a ``changes`` row names: changed, given output, completed, pruned."""
+    named = set(data.get("tasks") or ()) | set(data.get("completed") or ())
+    named |= set(data.get("pruned") or ())
+    return named | {str(t) for t, *_ in data.get("logs") or ()}
 
 
 async def _prune(conn: Any, before: str | None) -> list[str]:

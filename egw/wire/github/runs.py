@@ -95,6 +95,7 @@ class Job:
             "conclusion": self.conclusion,
             "html_url": self.html_url,
             "runner_name": self.runner_name,
+            "started_at": format_time(self.started_at),
             "steps": [
                 {"number": s.number, "name": s.name, "status": s.status, "conclusion": s.conclusion}
                 for s in self.steps
