@@ -17,13 +17,12 @@ stopped (``store.live_replicas``), records itself as their replica and adopts th
 ``running``), one that never started runs here.
 
 A provider whose following runs on one replica at a time (`Leading`: Nomad's event stream,
-GitHub's reconciler)
-stands by on every replica until it holds the provider's lease (`lead_while_held`): the
-holder follows every unfinished task of the database, loaded from the store, from the
-stored cursors; it looks every `FOLLOW_S` for tasks other replicas submitted since (one
-query of the unfinished tasks, on the holder only); when its lease runs out unrenewed it
-stops at once (the loop wakes at that moment: before the lease's row expires on the
-server, so before another replica can take it).
+Cloud Run's pollers and log readers, GitHub's reconciler) stands by on every replica until
+it holds the provider's lease (`lead_while_held`): the holder follows every unfinished task
+of the database, loaded from the store, from the stored cursors; it looks every `FOLLOW_S`
+for tasks other replicas submitted since (one query of the unfinished tasks, on the holder
+only); when its lease runs out unrenewed it stops at once (the loop wakes at that moment:
+before the lease's row expires on the server, so before another replica can take it).
 The others submit and cancel, which are upstream calls of the accepting replica. What
 reaches another replica from upstream (a GitHub webhook delivery) is stored there and
 applied by the holder, which hears the commit through the feed (`Relay`, `Hearing`).

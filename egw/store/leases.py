@@ -10,11 +10,12 @@ On PostgreSQL replicas share the database, and each lease is a row of ``leases``
 written only if this replica holds it already or it has expired (``postgres/leases.py``).
 Expiry is the server's clock (``now()``), so replicas' clocks never disagree. Every
 ``lease_s / 3`` each replica renews what it holds (for ``2 * lease_s / 3``) and tries
-to take what it wants and no one holds: a holder that dies is replaced at most
-``2/3 + 1/3 = lease_s`` later. A holder that cannot renew (the database is unreachable)
-stops counting the lease as held when its own ttl, counted from before the attempt,
-runs out: always before another replica can take it. A replica that stops gives its
-leases back at once.
+to take what it wants and no one holds (and at once when a name is first wanted: the
+providers' leases are wanted only once the gateway has started): a holder that dies is
+replaced at most ``2/3 + 1/3 = lease_s`` later. A holder that cannot renew (the database
+is unreachable) stops counting the lease as held when its own ttl, counted from before
+the attempt, runs out: always before another replica can take it. A replica that stops
+gives its leases back at once.
 
 Why a table, not session advisory locks: an advisory lock dies with its session, but a
 session whose peer vanished (a host powered off, a partition) lingers until TCP
@@ -85,9 +86,13 @@ class Leases:
         #: leases this replica took over from another (expired) holder
         self.failovers = 0
         self._runner: asyncio.Task[None] | None = None
+        #: a name wanted for the first time: tick now rather than up to ``lease_s / 3`` later
+        self._wake = asyncio.Event()
 
     def want(self, name: str) -> None:
-        self._wanted.add(name)
+        if name not in self._wanted:
+            self._wanted.add(name)
+            self._wake.set()
 
     @property
     def always(self) -> bool:
@@ -130,8 +135,13 @@ class Leases:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()
             await self.tick()
-            await asyncio.sleep(self.lease_s / 3)
+            try:
+                async with asyncio.timeout(self.lease_s / 3):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     async def tick(self) -> None:
         """Renew what is held, take what is free (one attempt each)."""

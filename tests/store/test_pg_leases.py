@@ -119,3 +119,19 @@ async def test_on_sqlite_every_lease_is_held_and_work_runs_at_once(tmp_path: obj
     await asyncio.sleep(0.05)
     loop.cancel()
     assert ran == [1]
+
+
+async def test_a_lease_first_wanted_after_the_start_is_taken_at_once(pg_url: str) -> None:
+    """The providers' leases are wanted once the gateway has started (after the loop's
+    first tick): a free one is taken then, not at the next renewal, ``lease_s / 3`` later
+    (on a lone replica with the default 15 s, Cloud Run's polling began 5 s late)."""
+    store = Store(pg_url, lease_s=30.0)
+    await store.open()
+    try:
+        await asyncio.sleep(0.2)  # the first tick has run, wanting nothing
+        store.leases.want("cloud_run:late")
+        async with asyncio.timeout(5):  # well under the 10 s to the next renewal
+            while not store.leases.held("cloud_run:late"):
+                await asyncio.sleep(0.02)
+    finally:
+        await store.close()

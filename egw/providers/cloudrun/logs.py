@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 
-from egw.background import BackgroundTasks
+from egw.background import BackgroundTasks, cancel_and_wait
 from egw.config import CloudRunConfig
 from egw.errors import CircuitOpen, ProviderError
 from egw.providers.base import SinkSlot
@@ -111,6 +111,8 @@ class LogReader:
         self._watches = watches
         self._tasks = tasks
         self._projects: dict[str, _Project] = {}
+        #: stores of read lines and their cursor under way (`_deliver`)
+        self._deliveries: set[asyncio.Future[None]] = set()
 
     def reads_last_minute(self) -> dict[str, int]:
         """Reads spent in the last minute, by project."""
@@ -130,6 +132,18 @@ class LogReader:
             project.loop = self._tasks.spawn(
                 self._run(project), name=f"cloud_run-logs-{watch.ref.project}"
             )
+
+    async def stop(self) -> None:
+        """Stop reading now (the lease is lost) and forget every execution; lines already
+        read are stored with their cursor first (`_deliver`), so the next holder reads on
+        right after them. The read budgets stay: what was spent in the last minute counts."""
+        for project in self._projects.values():
+            for watch in list(project.members.values()):
+                _leave(project, watch)
+            await cancel_and_wait(project.loop)
+            project.loop = None
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
 
     async def _run(self, project: _Project) -> None:
         """Read batches of due executions until none is followed any more."""
@@ -264,31 +278,43 @@ class LogReader:
             for task_id, entries in by_watch.items():
                 watch = members[task_id]
                 lines, watch.cursor = watch.cursor.accept(entries)
-                await self._append(watch, lines)
                 if lines:
-                    await self._sink().set_cursor(watch.cursor_key, watch.cursor.to_json())
+                    await self._deliver(watch, lines)
             token = page.get("nextPageToken")
             if not token:
                 return
 
-    async def _append(self, watch: Watch, lines: list[wire.LogLine]) -> None:
-        """Write lines, one append per run of lines on the same stream (none for a replaced
-        attempt's execution, retired while its read was in flight)."""
-        if watch.retired:
-            return
+    async def _deliver(self, watch: Watch, lines: list[wire.LogLine]) -> None:
+        """Store ``lines`` and then the cursor past them, as one delivery: shielded, so that a
+        `stop` (the lease lost) or a `close` never cuts it in two, and `stop` waits for it."""
+        delivery = asyncio.ensure_future(self._store(watch, lines))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        await asyncio.shield(delivery)
+
+    async def _store(self, watch: Watch, lines: list[wire.LogLine]) -> None:
+        """One append per run of lines on the same stream (none for a replaced attempt's
+        execution, retired while its read was in flight), and the cursor. All of them are
+        handed to the sink at once rather than one after the other's commit: the store's
+        writer then takes them in one batch, one transaction, as a rule (its group commit),
+        so a gateway killed in between (SIGKILL, whose lease another replica then takes)
+        seldom leaves lines stored whose cursor is not, which the next reader would store
+        again."""
         sink = self._sink()
-        multi = watch.task_count > 1
-        run: list[str] = []
-        stream = None
-        for line in [*lines, None]:
-            if line is None or line.stream != stream:
-                if run and stream is not None:
-                    await sink.append_log(watch.task_id, stream, "".join(run).encode())
-                run = []
-                if line is None:
-                    break
-                stream = line.stream
-            run.append(wire.format_line(line, multi_task=multi))
+        writes = [] if watch.retired else _runs(watch, lines)
+        appends = [sink.append_log(watch.task_id, stream, data) for stream, data in writes]
+        await asyncio.gather(*appends, sink.set_cursor(watch.cursor_key, watch.cursor.to_json()))
+
+
+def _runs(watch: Watch, lines: list[wire.LogLine]) -> list[tuple[str, bytes]]:
+    """The lines as (stream, bytes), one item per run of lines on the same stream, in order."""
+    multi = watch.task_count > 1
+    runs: list[tuple[str, list[str]]] = []
+    for line in lines:
+        if not runs or runs[-1][0] != line.stream:
+            runs.append((line.stream, []))
+        runs[-1][1].append(wire.format_line(line, multi_task=multi))
+    return [(stream, "".join(text).encode()) for stream, text in runs]
 
 
 def _leave(project: _Project, watch: Watch) -> None:

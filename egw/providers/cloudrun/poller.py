@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 
-from egw.background import BackgroundTasks
+from egw.background import BackgroundTasks, cancel_and_wait
 from egw.config import CloudRunConfig
 from egw.core.model import Observation, TaskState
 from egw.errors import CircuitOpen, ProviderError
@@ -118,6 +118,16 @@ class Poller:
         for job in self._jobs.values():
             job.watches.clear()
             job.nudge.set()
+
+    async def stop(self) -> None:
+        """End every job's loop now, a round in flight too, and forget the jobs (the lease
+        is lost: the next holder reads every execution again, and a state it reports that
+        was reported here already is a repeated delivery id, a no-op)."""
+        jobs = list(self._jobs.values())
+        self._jobs.clear()
+        for job in jobs:
+            job.watches.clear()
+            await cancel_and_wait(job.loop)
 
     @staticmethod
     def _ask(job: _Job, after: float) -> None:

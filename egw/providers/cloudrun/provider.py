@@ -3,6 +3,15 @@
 It owns the parts and their lifetime: one `CloudRunAPI` (token, HTTP, retries), the `Watches`
 (one per execution egw follows), and the background tasks of their loops. ``start`` resumes the
 watch of every task that has an execution; ``close`` stops every loop.
+
+On PostgreSQL replicas the polling and the log reading run on one replica at a time, the holder
+of `stream_lease` (the `Leading` protocol, driven by ``egw/service/replicas.py``): every replica
+starts standing by (submits and cancels are upstream calls of the accepting replica, nothing is
+watched); the holder `lead`s (watches every unfinished task of the database, each log from its
+stored cursor), looks for tasks submitted elsewhere (`follow_new`), and stops everything at once
+when its lease runs out (`step_down`). A state reported by both the old and the new holder has
+the same delivery id (``<execution>:<state>``), recorded once; a log line is stored with its
+cursor (`egw.providers.cloudrun.logs`). On SQLite the provider leads from ``start``.
 """
 
 from __future__ import annotations
@@ -86,14 +95,74 @@ class CloudRunProvider:
         )
 
     async def start(self, sink: ProviderSink) -> None:
+        """Resume the watch of every task with an execution (standing by: only once this
+        replica holds the provider's lease, `lead`)."""
         self._sink.attach(sink)
+        if not self._watches.standby:
+            await self._follow(resume=True)
+
+    # --- one replica at a time polls and reads logs (PostgreSQL: egw/service/replicas.py) ------
+
+    @property
+    def stream_lease(self) -> str:
+        """One lease per provider config, named for its default project and region. A config
+        is one set of credentials and one read budget per project, and its tasks may name
+        other projects and regions: a lease per execution's project or region would need the
+        tasks read before the lease is known, and would split one project's log reads (one
+        batched filter, one `ReadBudget`) between replicas. Replicas share one config, so
+        they agree on the name."""
+        return f"cloud_run:{self._cfg.project or '-'}:{self._cfg.region or '-'}"
+
+    def stand_by(self) -> None:
+        self._watches.standby = True
+
+    async def lead(self) -> None:
+        self._watches.standby = False
+        await self._follow(resume=True)
+
+    async def follow_new(self) -> None:
+        await self._follow(resume=False)
+
+    async def step_down(self) -> None:
+        """Stop every poller and log reader now and forget every watch: the next holder
+        loads the tasks from the store and reads their logs on from the stored cursors."""
+        self._watches.standby = True
+        self._watches.clear()
+        await self._poller.stop()
+        await self._logs.stop()
+        log.warning("cloud_run_lease_lost", lease=self.stream_lease)
+
+    async def _follow(self, *, resume: bool) -> None:
+        """Watch the unfinished tasks of the store not watched yet (from the stored log
+        cursors, loaded at each execution's first read). On a start or a takeover
+        (``resume``) the replaced attempts' executions that may still run are cancelled
+        too. A task watched here whose attempt was replaced elsewhere (``on_stuck:
+        resubmit`` recorded by another replica) stops being followed, and its new
+        execution is watched once it is recorded."""
+        sink = self._sink()
         for task in await sink.active_tasks(self.name):
-            retired = [n for n in task.upstream.get("retired") or () if isinstance(n, str)]
-            if retired:
-                stop = self._stop_retired(task.id, retired)
-                _ = self._tasks.spawn(stop, name=f"cloud_run-retired-{task.id}")
+            if self._watches.standby:
+                return  # the lease was lost while reading
+            watch = self._watches.get(task.id)
+            if watch is not None and watch.attempt < task.attempt:
+                self._watches.retire(task.id, watch.ref.name)
+                watch = None
+            if resume:
+                retired = [n for n in task.upstream.get("retired") or () if isinstance(n, str)]
+                if retired:
+                    stop = self._stop_retired(task.id, retired)
+                    _ = self._tasks.spawn(stop, name=f"cloud_run-retired-{task.id}")
+            if watch is not None or task.upstream_id is None:
+                continue  # watched, or never started upstream (egw re-submits it)
+            if not resume:  # as it is now: one whose log was completed here is not watched again
+                fresh = await sink.get_task(task.id)
+                if fresh is None or fresh.logs_complete or task.id in self._watches:
+                    continue
+                task = fresh
+            if self._watches.standby:
+                return  # the lease was lost while reading
             if task.upstream_id is None:
-                continue  # never started upstream: egw re-submits it (submit looks first)
+                continue
             try:
                 ref = wire.parse_execution_name(task.upstream_id)
             except ProviderError as exc:

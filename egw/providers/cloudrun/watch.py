@@ -71,11 +71,17 @@ Starter = Callable[[Watch, bool, bool], None]
 
 
 class Watches:
-    """The executions being watched, by task id; ``start`` gives each new one its loops."""
+    """The executions being watched, by task id; ``start`` gives each new one its loops.
+
+    Standing by (PostgreSQL, a replica that does not hold the provider's lease: see
+    `CloudRunProvider.stand_by`) nothing is watched: `ensure` hands back a watch that is
+    neither kept nor started, so a submit, a cancel or an adopted lost run on this replica
+    leaves the polling and the log to the holder."""
 
     def __init__(self, start: Starter) -> None:
         self._start = start
         self._by_task: dict[str, Watch] = {}
+        self.standby = False
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._by_task
@@ -97,9 +103,15 @@ class Watches:
         the attempt's key, when it is not the first attempt)."""
         watch = self._by_task.get(task_id)
         if watch is None:
-            watch = self._by_task[task_id] = Watch(task_id, ref, key="" if key == task_id else key)
+            watch = Watch(task_id, ref, key="" if key == task_id else key)
+            if self.standby:  # the lease's holder watches it
+                return watch
+            self._by_task[task_id] = watch
             self._start(watch, not ended, delay)
         return watch
+
+    def get(self, task_id: str) -> Watch | None:
+        return self._by_task.get(task_id)
 
     def drop(self, watch: Watch) -> None:
         """Forget ``watch`` (not a newer attempt's watch of the same task)."""
