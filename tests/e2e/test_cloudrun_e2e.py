@@ -149,7 +149,9 @@ async def test_failure_cancel_429s_and_injection(
         script=JobScript(
             # a second (real) between the cancel and its end: the cancel's answer is
             # formed before the poller can see the execution cancelled, however busy
-            stdout=[f"tick {i}" for i in range(1000)], duration_s=10000, cancel_delay_s=100
+            stdout=[f"tick {i}" for i in range(1000)],
+            duration_s=10000,
+            cancel_delay_s=100,
         ),
     )
     api: Client = await aiohttp_client(gateway(tmp_path, sim))
