@@ -38,7 +38,7 @@ with aiohttp's failures mapped once, and `egw.core.fields` for validation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -127,6 +127,20 @@ class ProviderSink(Protocol):
 
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
         """Append output (``stream`` is ``stdout`` or ``stderr``); returns the end offset."""
+        ...
+
+    async def append_output(
+        self,
+        task_id: str,
+        chunks: Sequence[tuple[str, bytes]],
+        *,
+        cursor: tuple[str, str] | None = None,
+        upstream: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append output (``(stream, bytes)`` in order) and, in the same commit, a cursor
+        (``(key, value)``, as `set_cursor`) and provider data merged into the task's
+        upstream data: both are stored or neither, so that whoever reads on after a crash
+        (a restart, another replica) neither loses nor repeats a line."""
         ...
 
     async def logs_complete(self, task_id: str) -> None:

@@ -18,7 +18,7 @@ is kept the same way, so no task is left unfinished by a full disk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from egw.service.accept import answer_op
 from egw.service.fanout import Hub
 from egw.service.launch import Launcher
 from egw.service.namespaces import Namespaces
+from egw.service.output import Outputs
 from egw.service.reads import TaskReads
 from egw.service.replicas import REAP_S, REAPER, hear_replicas, leaders, owned_elsewhere, reap
 from egw.service.requests import SubmitRequest
@@ -86,9 +87,8 @@ class TaskService:
         self._background = BackgroundTasks("service")
         self.submit_attempts = SUBMIT_ATTEMPTS
         self.submit_retry_s = SUBMIT_RETRY_S
-        #: tasks whose output could not be stored: being stopped, their output dropped
-        #: until their provider says the output is complete
-        self._doomed: set[str] = set()
+        #: output providers hand over, and the tasks whose output could not be stored
+        self._outputs = Outputs(self)
         self._limits = StorageLimits()
         self.namespaces = Namespaces()  # ``default`` only, until the composition root says
         self.limit_storage(Config())  # the defaults, until the composition root says
@@ -414,41 +414,22 @@ class TaskService:
             return False
 
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
-        """Store output; output that cannot be stored dooms its task (see the module's
-        docstring) and is dropped, as is the task's later output."""
-        if stream not in ("stdout", "stderr"):
-            raise ValueError(f"unknown stream {stream!r}")
-        if task_id not in self._doomed:
-            try:
-                return await self.store.writer.append_log(task_id, stream, data)
-            except StoreError as exc:
-                await self._doom(task_id, exc)
-        cached = self.store.writer.cached(task_id)
-        return cached.log_size if cached is not None else 0
+        return await self._outputs.store(task_id, [(stream, data)])
 
-    async def _doom(self, task_id: str, exc: StoreError) -> None:
-        """Stop a task whose output could not be stored, and record why once the store can."""
-        if task_id in self._doomed:
-            return
-        self._doomed.add(task_id)
-        cause = exc.details.get("cause") or exc.message
-        reason = f"the task's output could not be stored: {cause}"
-        log.error("task_output_not_stored", task_id=task_id, error=cause)
-        obs = Observation(state=TaskState.FAILED, reason=reason)
-        _ = self.store.writer.settle(task_id, obs, source="gateway")
-        task = await self.get_task(task_id)
-        provider = self.providers.get(task.provider) if task is not None else None
-        if task is None or provider is None:
-            return
-        try:
-            await provider.cancel(task, force=True)
-        except EgwError as err:
-            log.warning("doomed_task_cancel_failed", task_id=task_id, error=err.message)
+    async def append_output(
+        self,
+        task_id: str,
+        chunks: Sequence[tuple[str, bytes]],
+        *,
+        cursor: tuple[str, str] | None = None,
+        upstream: Mapping[str, Any] | None = None,
+    ) -> int:
+        return await self._outputs.store(task_id, chunks, cursor=cursor, upstream=upstream)
 
     async def logs_complete(self, task_id: str) -> None:
         """Mark the task's output complete; kept (not raised) while the store refuses it,
         so that the outcome a provider reports next is not skipped."""
-        self._doomed.discard(task_id)  # its provider sends no more output
+        self._outputs.doomed.discard(task_id)  # its provider sends no more output
         try:
             await self.store.writer.logs_complete(task_id)
         except StoreError:

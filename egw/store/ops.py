@@ -336,6 +336,31 @@ class AppendLog(TaskOp[int]):
 
 
 @dataclass(eq=False)
+class Output(TaskOp[int]):
+    """Output and what its provider must remember past it, as one operation, so in one
+    commit: a log reader's lines and its cursor after them (Nomad, Cloud Run), a job's log
+    and the note that it is in (GitHub's ``upstream.logged_jobs``, merged into the task's
+    upstream data without an event). A gateway killed around it leaves both or neither:
+    the next reader (after a restart, or the next holder of the provider's lease) neither
+    loses nor repeats a line. The log's new size, as `AppendLog`."""
+
+    chunks: tuple[tuple[str, bytes], ...]
+    cursor: tuple[str, str] | None = None
+    upstream: Mapping[str, Any] | None = None
+
+    def apply(self, b: Batch) -> int:
+        size = b.task(self.task_id).log_size
+        for stream, data in self.chunks:
+            size = AppendLog(self.task_id, stream, data).apply(b)
+        if self.cursor is not None:
+            b.cursor_rows.append(self.cursor)
+        if self.upstream:
+            task = b.task(self.task_id)
+            b.staged[task.id] = task.evolve(upstream={**task.upstream, **self.upstream})
+        return size
+
+
+@dataclass(eq=False)
 class LogsComplete(TaskOp[None]):
     """Mark a task's log as complete: no more output will come."""
 

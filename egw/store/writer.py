@@ -78,6 +78,7 @@ from egw.store.ops import (
     LogsComplete,
     Observe,
     Op,
+    Output,
     Progress,
     Prune,
     RecordGatewayEvent,
@@ -105,8 +106,7 @@ MEASURE_S = 1.0
 
 class Writer:
     def __init__(self, db: Writes, *, cache_size: int = 10000) -> None:
-        #: the dialect's half (`egw.store.backend`): `egw.store.sqlite_writes.SqliteWrites`
-        #: or `egw.store.postgres.writes.PgWrites`
+        #: the dialect's half (`egw.store.backend`): SQLite's or PostgreSQL's `Writes`
         self._db = db
         self._queue: asyncio.Queue[Op[Any]] = asyncio.Queue()
         self._cache: OrderedDict[str, Task] = OrderedDict()
@@ -114,9 +114,8 @@ class Writer:
         self._seq = 0
         self._submit_seq = 0
         self._runner: asyncio.Task[None] | None = None
-        #: called after each commit with what it changed (the hub, metrics)
+        #: called after each commit with what it changed (the hub, metrics), or its size
         self.listeners: list[Callable[[Commit], None]] = []
-        #: called after each commit with the number of operations it held
         self.batch_listeners: list[Callable[[int], None]] = []
         self._warming: set[str] = set()
         #: tasks another replica changed while a batch was being applied: forgotten after it
@@ -132,9 +131,8 @@ class Writer:
         #: kept operations (``Op.kept``) the store refused: first in every next batch
         self._owed: list[Op[Any]] = []
         self._probed_at = 0.0
-        #: bytes of the database's pages in use (freed pages, reused by later writes, not
-        #: counted), as of the last measure: at start, then at most every MEASURE_S after
-        #: writes
+        #: bytes of the database's pages in use (freed ones not counted), as measured at
+        #: start, then at most every MEASURE_S after writes
         self.used_bytes = 0
         self._measured_at = 0.0
         self._unmeasured = False
@@ -159,10 +157,9 @@ class Writer:
         return self._cache.get(task_id)
 
     def warm(self, task_id: str) -> None:
-        """Load a task the cache lacks (a read found it in the database), in the background,
-        so that the next reads need no query: after a restart, every task a bot polls is
-        read from SQLite once, not on every poll. The load goes through this writer's queue,
-        like a write, so it can never put an older projection over a newer one."""
+        """Load a task the cache lacks (a read found it in the database) in the background,
+        so that the next reads need no query (after a restart, a task a bot polls is read
+        once); through this writer's queue, so never an older projection over a newer one."""
         if task_id in self._cache or task_id in self._warming or not self.running:
             return
         op = Load(task_id)
@@ -224,6 +221,10 @@ class Writer:
     async def append_log(self, task_id: str, stream: str, data: bytes) -> int:
         """Append output to a task's log; returns the log's new size in bytes."""
         return await self._enqueue(AppendLog(task_id, stream, data))
+
+    async def output(self, op: Output) -> int:
+        """Output with a cursor or provider data, in one commit (`egw.store.ops.Output`)."""
+        return await self._enqueue(op)
 
     async def logs_complete(self, task_id: str) -> None:
         """Mark a task's log complete: no more output will come."""

@@ -8,7 +8,7 @@ exactly as the service does, and lets a test wait for a state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,27 @@ class MemorySink:
         assert stream in ("stdout", "stderr"), stream
         assert task_id not in self.complete, "append_log after logs_complete"
         self.logs.setdefault(task_id, []).append((stream, bytes(data)))
+        await self._notify()
+        return len(self.output(task_id))
+
+    async def append_output(
+        self,
+        task_id: str,
+        chunks: Sequence[tuple[str, bytes]],
+        *,
+        cursor: tuple[str, str] | None = None,
+        upstream: Mapping[str, Any] | None = None,
+    ) -> int:
+        """As the real sink: everything at once (no await between the parts)."""
+        assert task_id not in self.complete, "append_output after logs_complete"
+        for stream, data in chunks:
+            assert stream in ("stdout", "stderr"), stream
+            self.logs.setdefault(task_id, []).append((stream, bytes(data)))
+        if cursor is not None:
+            self.cursors[cursor[0]] = cursor[1]
+        if upstream and task_id in self.tasks:
+            task = self.tasks[task_id]
+            self.tasks[task_id] = task.evolve(upstream={**task.upstream, **upstream})
         await self._notify()
         return len(self.output(task_id))
 

@@ -14,6 +14,7 @@ from egw.core.model import Observation, Task, TaskState, new_task_id, utcnow
 from egw.errors import Conflict, NotFound
 from egw.store import Store, statements
 from egw.store.migrate import load_migrations
+from egw.store.ops import Output
 from egw.store.postgres.conn import LOG_KEY
 
 
@@ -132,6 +133,34 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store, db_addre
     # and the writer goes on, numbering without a gap
     after = await store.writer.observe(task.id, Observation(state=TaskState.RUNNING), source="x")
     assert after.status is TaskState.RUNNING and after.index == before + 1
+
+
+async def test_output_with_its_cursor_and_provider_data_is_one_commit(store: Store) -> None:
+    """`Output`: the chunks, the cursor past them and the provider's data land in one
+    commit (one batch of one operation), so a crash leaves all of them or none."""
+    task, _ = await store.writer.create_task(draft())
+    sizes: list[int] = []
+    store.writer.batch_listeners.append(sizes.append)
+    op = Output(
+        task.id,
+        (("stdout", b"one\n"), ("stderr", b"two\n"), ("stdout", b"three\n")),
+        cursor=("test:cursor", "14"),
+        upstream={"logged_jobs": [7]},
+    )
+    assert await store.writer.output(op) == 14
+    assert sizes == [1]
+    chunks = await store.reader.logs(task.id)
+    assert [(c.stream, c.data) for c in chunks] == [
+        ("stdout", b"one\n"),
+        ("stderr", b"two\n"),
+        ("stdout", b"three\n"),
+    ]
+    assert await store.reader.cursor("test:cursor") == "14"
+    stored = await store.reader.task(task.id)
+    assert stored is not None and stored.upstream["logged_jobs"] == [7]
+    assert stored.log_size == 14
+    # nothing else: no event for the provider's data
+    assert [e.kind for e in await store.reader.events(task_id=task.id)] == ["submitted"]
 
 
 async def test_prune_removes_old_finished_tasks_and_records_the_horizon(store: Store) -> None:

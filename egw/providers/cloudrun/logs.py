@@ -293,17 +293,14 @@ class LogReader:
         await asyncio.shield(delivery)
 
     async def _store(self, watch: Watch, lines: list[wire.LogLine]) -> None:
-        """One append per run of lines on the same stream (none for a replaced attempt's
-        execution, retired while its read was in flight), and the cursor. All of them are
-        handed to the sink at once rather than one after the other's commit: the store's
-        writer then takes them in one batch, one transaction, as a rule (its group commit),
-        so a gateway killed in between (SIGKILL, whose lease another replica then takes)
-        seldom leaves lines stored whose cursor is not, which the next reader would store
-        again."""
-        sink = self._sink()
+        """One chunk per run of lines on the same stream (none for a replaced attempt's
+        execution, retired while its read was in flight), and the cursor, in one commit
+        (`ProviderSink.append_output`): a gateway killed around it (SIGKILL, whose lease
+        another replica then takes) leaves both or neither, so the next reader neither
+        loses nor stores again a line."""
         writes = [] if watch.retired else _runs(watch, lines)
-        appends = [sink.append_log(watch.task_id, stream, data) for stream, data in writes]
-        await asyncio.gather(*appends, sink.set_cursor(watch.cursor_key, watch.cursor.to_json()))
+        cursor = (watch.cursor_key, watch.cursor.to_json())
+        await self._sink().append_output(watch.task_id, writes, cursor=cursor)
 
 
 def _runs(watch: Watch, lines: list[wire.LogLine]) -> list[tuple[str, bytes]]:

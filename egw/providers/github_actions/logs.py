@@ -63,13 +63,14 @@ class JobLogs:
         async with self.follow.lock(tracked.task_id):
             if tracked.logs_done or job.id in tracked.logged:
                 return
-            sink = self.sink()
-            for chunk in gh.text_chunks(out):
-                await sink.append_log(tracked.task_id, "stdout", chunk)
-            # written after the log: a gateway killed between the two writes it once more
-            # on its restart (never loses it)
+            # the log and the note that it is in, in one commit: written once, whatever
+            # process (a restart, the next holder of the reconciler's lease) reads on
+            logged = sorted({*tracked.logged, job.id})
+            chunks = [("stdout", chunk) for chunk in gh.text_chunks(out)]
+            await self.sink().append_output(
+                tracked.task_id, chunks, upstream={"logged_jobs": logged}
+            )
             tracked.logged.add(job.id)
-            await sink.set_upstream(tracked.task_id, data={"logged_jobs": sorted(tracked.logged)})
 
     async def _download(self, tracked: Tracked, job: gh.Job) -> tuple[str | None, str]:
         """The job's log, asked for again until it exists or ``wait_s`` passed; else None

@@ -61,7 +61,7 @@ class LogFollower:
         self._sink = sink
         self._registry = registry
         self._background = background
-        self._deliveries: set[asyncio.Future[None]] = set()
+        self._deliveries: set[asyncio.Future[int]] = set()
         #: the tasks clients tail (any provider's: the service says so to every provider)
         self._tailed: set[str] = set()
 
@@ -298,16 +298,12 @@ class LogFollower:
     async def _deliver(
         self, task_id: str, stream: str, text: bytes, cursor: str, value: str
     ) -> None:
-        """Store output, then its end position; a `close` in between would make a restarted
-        gateway read the chunk twice, so the pair is shielded and `close` waits for it."""
-        sink = self._sink()
-
-        async def both() -> None:
-            if text:
-                await sink.append_log(task_id, stream, text)
-            await sink.set_cursor(cursor, value)
-
-        delivery = asyncio.ensure_future(both())
+        """Store output and its end position in one commit (`ProviderSink.append_output`):
+        a gateway killed around it neither loses nor repeats the chunk on its restart or on
+        the next holder of the stream's lease. Shielded, so that `close` waits for it."""
+        chunks = [(stream, text)] if text else []
+        both = self._sink().append_output(task_id, chunks, cursor=(cursor, value))
+        delivery = asyncio.ensure_future(both)
         self._deliveries.add(delivery)
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
