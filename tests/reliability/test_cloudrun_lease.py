@@ -13,19 +13,19 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from db_support import create_database, drop_database, skip_reason
+from db_support import skip_reason
 from reliability.faultkit import Gateway, until
+from reliability.replicas_kit import LEASE_S, by_id, ready, replicas
+from reliability.replicas_kit import holder as lease_holder
 from support import WRITER
 
 from egw.testing.cloudrun import CloudRunSimulator, JobScript
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
-LEASE_S = 1.0
 LEASE = "cloud_run:my-project:asia-east1"
 LINES = 30
 
@@ -44,14 +44,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def ready(http: aiohttp.ClientSession, gw: Gateway) -> dict[str, Any]:
-    async with http.get(f"{gw.url}/readyz") as resp:
-        body: dict[str, Any] = await resp.json()
-        return body
-
-
 async def holder(http: aiohttp.ClientSession, gw: Gateway) -> str | None:
-    return (await ready(http, gw))["replica"]["holders"].get(LEASE)
+    return await lease_holder(http, gw, LEASE)
 
 
 def expected(job: str) -> str:
@@ -84,7 +78,6 @@ async def output(http: aiohttp.ClientSession, gw: Gateway, task_id: str) -> tupl
 async def gws(
     tmp_path: Path, sim: CloudRunSimulator, http: aiohttp.ClientSession
 ) -> AsyncIterator[list[Gateway]]:
-    url = create_database()
     section = {
         "enabled": True,
         "run_api_url": sim.url,
@@ -97,27 +90,14 @@ async def gws(
         "logging_settle_s": 0.05,
         "logging_reads_per_minute": 6000,
     }
-    made = []
-    try:
-        for name in "abc":
-            (tmp_path / name).mkdir()
-            gw = Gateway(
-                tmp_path / name,
-                {"storage": {"url": url, "lease_s": LEASE_S}, "providers": {"cloud_run": section}},
-            )
-            made.append(gw)
-            await gw.start(http)
+    async with replicas(tmp_path, http, {"cloud_run": section}) as made:
         yield made
-    finally:
-        for gw in made:
-            await gw.stop()
-        drop_database(url)
 
 
 async def test_polling_and_log_reading_move_to_another_replica_when_the_holder_dies(
     gws: list[Gateway], sim: CloudRunSimulator, http: aiohttp.ClientSession
 ) -> None:
-    ids = {(await ready(http, gw))["replica"]["id"]: gw for gw in gws}
+    ids = await by_id(http, gws)
     jobs = [f"lease-{i}" for i in range(6)]
     for job in jobs:
         script(sim, job, duration_s=500)  # 5 s: the kill comes while they run

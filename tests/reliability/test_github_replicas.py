@@ -19,15 +19,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from db_support import create_database, drop_database, skip_reason
+from db_support import skip_reason
 from reliability.faultkit import Gateway, until
+from reliability.replicas_kit import LEASE_S, by_id, replicas
+from reliability.replicas_kit import holder as lease_holder
 from support import WRITER
 
 from egw.testing.github import GitHubSimulator, JobScript, RunScript, StepScript
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
-LEASE_S = 1.0
 LEASE = "github-reconciler"
 SECRET = "replicas-webhook-secret"
 TOKEN = "ghp_replicas"
@@ -89,7 +90,6 @@ class Cluster:
 async def cluster(
     tmp_path: Path, sim: GitHubSimulator, http: aiohttp.ClientSession, aiohttp_server: Any
 ) -> AsyncIterator[Cluster]:
-    url = create_database()
     github = {
         "enabled": True,
         "api_url": sim.base_url,
@@ -100,39 +100,17 @@ async def cluster(
         "poll_min_s": 0.5,
         "poll_max_s": 2,
     }
-    made: list[Gateway] = []
-    try:
-        for name in "abc":
-            (tmp_path / name).mkdir()
-            gw = Gateway(
-                tmp_path / name,
-                {
-                    "storage": {"url": url, "lease_s": LEASE_S},
-                    "providers": {"github_actions": github},
-                },
-            )
-            made.append(gw)
-            await gw.start(http)
+    async with replicas(tmp_path, http, {"github_actions": github}) as made:
         spreader = Spreader(made)
         app = web.Application()
         app.router.add_post("/v1/webhooks/github", spreader.hook)
         server = await aiohttp_server(app)
         sim.webhook_url = str(server.make_url("/v1/webhooks/github"))
         yield Cluster(made, spreader)
-    finally:
-        for gw in made:
-            await gw.stop()
-        drop_database(url)
-
-
-async def ready(http: aiohttp.ClientSession, gw: Gateway) -> dict[str, Any]:
-    async with http.get(f"{gw.url}/readyz") as resp:
-        body: dict[str, Any] = await resp.json()
-        return body
 
 
 async def holder(http: aiohttp.ClientSession, gw: Gateway) -> str | None:
-    return (await ready(http, gw))["replica"]["holders"].get(LEASE)
+    return await lease_holder(http, gw, LEASE)
 
 
 async def submit(http: aiohttp.ClientSession, gw: Gateway, n: int) -> str:
@@ -162,7 +140,7 @@ async def test_a_webhook_storm_over_replicas_and_a_killed_holder_lose_and_double
     cluster: Cluster, sim: GitHubSimulator, http: aiohttp.ClientSession
 ) -> None:
     gws, spreader = cluster.gws, cluster.spreader
-    ids = {(await ready(http, gw))["replica"]["id"]: gw for gw in gws}
+    ids = await by_id(http, gws)
     deadline = time.monotonic() + 10
     while (first := await holder(http, gws[0])) is None:
         assert time.monotonic() < deadline, "no replica took the reconciler's lease"

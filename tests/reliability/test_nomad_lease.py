@@ -12,19 +12,19 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from db_support import create_database, drop_database, skip_reason
+from db_support import skip_reason
 from reliability.faultkit import Gateway, until
+from reliability.replicas_kit import LEASE_S, by_id, ready, replicas
+from reliability.replicas_kit import holder as lease_holder
 from support import WRITER
 
 from egw.testing.nomad import NomadSimulator
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
-LEASE_S = 1.0
 LEASE = "nomad-stream:global:default"
 
 
@@ -42,14 +42,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def ready(http: aiohttp.ClientSession, gw: Gateway) -> dict[str, Any]:
-    async with http.get(f"{gw.url}/readyz") as resp:
-        body: dict[str, Any] = await resp.json()
-        return body
-
-
 async def holder(http: aiohttp.ClientSession, gw: Gateway) -> str | None:
-    return (await ready(http, gw))["replica"]["holders"].get(LEASE)
+    return await lease_holder(http, gw, LEASE)
 
 
 async def submit(http: aiohttp.ClientSession, gw: Gateway, job: str) -> str:
@@ -67,29 +61,15 @@ async def submit(http: aiohttp.ClientSession, gw: Gateway, job: str) -> str:
 async def gws(
     tmp_path: Path, sim: NomadSimulator, http: aiohttp.ClientSession
 ) -> AsyncIterator[list[Gateway]]:
-    url = create_database()
     nomad = {"enabled": True, "address": sim.url, "log_grace_s": 0.5, "blocking_wait_s": 2}
-    made = []
-    try:
-        for name in "abc":
-            (tmp_path / name).mkdir()
-            gw = Gateway(
-                tmp_path / name,
-                {"storage": {"url": url, "lease_s": LEASE_S}, "providers": {"nomad": nomad}},
-            )
-            made.append(gw)
-            await gw.start(http)
+    async with replicas(tmp_path, http, {"nomad": nomad}) as made:
         yield made
-    finally:
-        for gw in made:
-            await gw.stop()
-        drop_database(url)
 
 
 async def test_the_stream_moves_to_another_replica_when_its_holder_dies(
     gws: list[Gateway], sim: NomadSimulator, http: aiohttp.ClientSession
 ) -> None:
-    ids = {(await ready(http, gw))["replica"]["id"]: gw for gw in gws}
+    ids = await by_id(http, gws)
     jobs = [f"lease-{i}" for i in range(6)]
     for job in jobs:
         sim.script(job, duration_s=3, start_delay_s=0.1, stdout=f"{job}\n".encode())
@@ -133,7 +113,7 @@ async def test_the_stream_moves_to_another_replica_when_its_holder_dies(
 async def test_a_task_submitted_and_cancelled_on_replicas_without_the_stream_ends_cancelled(
     gws: list[Gateway], sim: NomadSimulator, http: aiohttp.ClientSession
 ) -> None:
-    ids = {(await ready(http, gw))["replica"]["id"]: gw for gw in gws}
+    ids = await by_id(http, gws)
     for _ in range(100):
         if (first := await holder(http, gws[0])) is not None:
             break
