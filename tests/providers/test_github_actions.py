@@ -606,18 +606,18 @@ async def test_restart_resumes_following_runs(make_env: MakeEnv) -> None:
         env.sim.release()
 
 
-async def test_a_job_log_written_before_a_restart_is_not_written_again(
+async def test_a_job_log_or_progress_written_before_a_restart_is_not_written_again(
     make_env: MakeEnv,
 ) -> None:
-    """The jobs whose logs are in the store are kept with the task (``logged_jobs``): the
-    next process (a restart, or the next holder of the reconciler's lease on replicas)
-    fetches only the others."""
+    """The jobs whose logs are in the store, and what the log said of each job, are kept
+    with the task (``logged_jobs``, ``job_marks``): the next process (a restart, or the
+    next holder of the reconciler's lease on replicas) writes only what is new."""
     env = await make_env(poll_min_s=0.05, poll_max_s=0.2)
     env.sim.script(
         RunScript(
             jobs=[
-                JobScript("quick", steps=[StepScript("one", 1, output="quick output")]),
-                JobScript("slow", steps=[StepScript("one", 400, output="slow output")]),
+                JobScript("quick", steps=[StepScript("q-step", 1, output="quick output")]),
+                JobScript("slow", steps=[StepScript("s-step", 400, output="slow output")]),
             ],
             queue_s=0,
         )
@@ -637,6 +637,9 @@ async def test_a_job_log_written_before_a_restart_is_not_written_again(
         text = env.sink.output(task.id).decode()
         assert text.count("----- log of job quick ") == text.count("quick output") == 1, text
         assert text.count("----- log of job slow ") == text.count("slow output") == 1, text
+        # and the progress lines are not written again either (``job_marks``)
+        progress = [line for line in text.splitlines() if line.startswith("[github] ")]
+        assert len(progress) == len(set(progress)), text
     finally:
         await fresh.close()
 

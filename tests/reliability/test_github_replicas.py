@@ -2,8 +2,8 @@
 "Replicas"): the simulator's webhooks spread round-robin over three replicas (as a load
 balancer in front of them would), runs dispatched on every replica, and the holder of the
 reconciler's lease killed with SIGKILL in the middle. Every delivery a replica
-acknowledged is recorded exactly once, each run's moves are recorded once, each job's
-log is in the task's log exactly once, and only the holder polls. Skipped, saying so,
+acknowledged is recorded exactly once, each run's moves are recorded once, and each
+job's log and each progress line is in the task's log exactly once. Skipped, saying so,
 without a PostgreSQL server."""
 
 from __future__ import annotations
@@ -182,6 +182,8 @@ async def test_a_webhook_storm_over_replicas_and_a_killed_holder_lose_and_double
                     break
             assert time.monotonic() < deadline, f"{task_id}: its log never completed"
             await asyncio.sleep(0.1)
+        progress = [line for line in text.splitlines() if line.startswith("[github] ")]
+        assert len(progress) == len(set(progress)), (task_id, text)  # none written twice
         for job in ("build", "test"):
             assert text.count(f"----- log of job {job} ") == 1, (task_id, text)
             for i in range(3):

@@ -134,8 +134,10 @@ class JobLogs:
                     lines = gh.job_progress_lines(tracked.jobs.get(job.id), job)
                     tracked.jobs[job.id] = job
                     if lines:
-                        await sink.append_log(
-                            tracked.task_id, "stdout", ("\n".join(lines) + "\n").encode()
+                        text = ("\n".join(lines) + "\n").encode()
+                        marks = {"job_marks": tracked.job_marks()}
+                        await sink.append_output(
+                            tracked.task_id, [("stdout", text)], upstream=marks
                         )
                 if job.status == "completed":
                     self.fetch(tracked, job)

@@ -67,7 +67,9 @@ class Reports:
         )
         lines = gh.job_progress_lines(previous, job, environment=environment)
         if lines and not tracked.logs_done:
-            await sink.append_log(tracked.task_id, "stdout", ("\n".join(lines) + "\n").encode())
+            text = ("\n".join(lines) + "\n").encode()
+            marks = {"job_marks": tracked.job_marks()}
+            await sink.append_output(tracked.task_id, [("stdout", text)], upstream=marks)
         if job.status == "in_progress" and (
             tracked.last is None or tracked.last.attempt <= job.run_attempt
         ):

@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from egw.config import GitHubActionsConfig
 from egw.core.model import Task
@@ -37,6 +38,20 @@ class Tracked:
     #: jobs whose log (or its "not available" line) is in the store: kept in the task's
     #: ``upstream.logged_jobs``, so a restart or another replica never writes one again
     logged: set[int] = field(default_factory=set)
+
+    def job_marks(self) -> dict[str, list[Any]]:
+        """What the task's log says of each job so far, kept in ``upstream.job_marks`` with
+        each progress line: a restart or the next holder writes only what changed since."""
+        return {
+            str(job.id): [
+                job.run_attempt,
+                job.status,
+                job.conclusion,
+                [[s.number, s.name, s.status, s.conclusion] for s in job.steps],
+            ]
+            for job in self.jobs.values()
+        }
+
     finish_tries: int = 0
     completed: bool = False
     logs_done: bool = False
@@ -118,6 +133,11 @@ class Follow:
         if isinstance(logged, list):
             tracked.logged.update(j for j in logged if isinstance(j, int))
             tracked.fetched.update(tracked.logged)
+        marks = task.upstream.get("job_marks")
+        for key, mark in marks.items() if isinstance(marks, dict) else ():
+            job = _job_from_mark(key, run_id, mark)
+            if job is not None:
+                tracked.jobs.setdefault(job.id, job)
         return tracked
 
     def correlate(self, task_id: str, spec: gh.GitHubSpec, corr: str, since: datetime) -> None:
@@ -158,3 +178,22 @@ class Follow:
 
     def drop_lock(self, task_id: str) -> None:
         self._locks.pop(task_id, None)
+
+
+def _job_from_mark(key: str, run_id: int, mark: Any) -> gh.Job | None:
+    """A job as `Tracked.job_marks` kept it (None: not one egw wrote)."""
+    try:
+        attempt, status, conclusion, marked = mark
+        steps = tuple(
+            gh.Step(number=n, name=name, status=st, conclusion=c) for n, name, st, c in marked
+        )
+        return gh.Job(
+            id=int(key),
+            run_id=run_id,
+            run_attempt=int(attempt),
+            status=status,
+            conclusion=conclusion,
+            steps=steps,
+        )
+    except (TypeError, ValueError):
+        return None
