@@ -76,6 +76,9 @@ async def test_seed_example_by_webhooks_over_sse(
     tmp_path: Path, sim: GitHubSimulator, aiohttp_client: Callable[..., Any]
 ) -> None:
     api = await gateway(tmp_path, sim, aiohttp_client)
+    # half a second (real) queued: the dispatch's answer (queued) is recorded before the
+    # job's in_progress, however busy the machine (2.5 ms by default at this time scale)
+    sim.script(RunScript(queue_s=100))
     async with api.get("/v1/events", headers=SSE) as resp:
         task = await submit(api, SEED)
 
