@@ -12,10 +12,12 @@ Expiry is the server's clock (``now()``), so replicas' clocks never disagree. Ev
 ``lease_s / 3`` each replica renews what it holds (for ``2 * lease_s / 3``) and tries
 to take what it wants and no one holds (and at once when a name is first wanted: the
 providers' leases are wanted only once the gateway has started): a holder that dies is
-replaced at most ``2/3 + 1/3 = lease_s`` later. A holder that cannot renew (the database
-is unreachable) stops counting the lease as held when its own ttl, counted from before
-the attempt, runs out: always before another replica can take it. A replica that stops
-gives its leases back at once.
+replaced at most ``2/3 + 1/3 = lease_s`` later, and at once when it was a gateway of the
+same host whose process is gone (``postgres/conn.py`` ``gone_here``: a single gateway
+killed and started again resumes its work at once, as on SQLite). A holder that cannot
+renew (the database is unreachable) stops counting the lease as held when its own ttl,
+counted from before the attempt, runs out: always before another replica can take it.
+A replica that stops gives its leases back at once.
 
 Why a table, not session advisory locks: an advisory lock dies with its session, but a
 session whose peer vanished (a host powered off, a partition) lingers until TCP
@@ -41,6 +43,10 @@ class LeaseTable(Protocol):
     async def take(self, name: str, ttl_s: float) -> str | bool | None:
         """Take or renew ``name`` for ``ttl_s``: False if another holds it, else the
         previous holder if it was another replica (a failover), else None."""
+
+    async def take_from_gone(self, name: str, ttl_s: float) -> str | None:
+        """Take ``name`` from a holder known to be gone (its process is gone from this
+        host): that holder, else None (nothing taken)."""
 
     async def give_back(self, names: list[str]) -> None: ...
 
@@ -154,6 +160,12 @@ class Leases:
             except Exception as exc:  # noqa: BLE001 - held until its own ttl runs out
                 log.warning("lease_renew_failed", lease=name, error=repr(exc))
                 continue
+            if got is False:
+                try:
+                    got = await self._table.take_from_gone(name, ttl) or False
+                except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                    log.warning("lease_renew_failed", lease=name, error=repr(exc))
+                    got = False
             if got is False:
                 if self._until.pop(name, None) is not None:
                     log.warning("lease_lost", lease=name)

@@ -4,6 +4,8 @@ within ``lease_s``; one that stops gives its leases back at once; SQLite holds t
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -94,6 +96,42 @@ async def test_a_replica_stopped_while_its_take_is_in_flight_gives_that_lease_ba
     stores[1].leases.want("prune")
     await stores[1].leases.tick()
     assert stores[1].leases.held("prune")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_a_lease_of_a_gateway_gone_from_this_host_is_taken_at_once(
+    stores: list[Store],
+) -> None:
+    """A gateway killed and started again (a new replica id, the same host and pid
+    namespace) need not wait ``lease_s`` for its own earlier lease: its process is gone.
+    A holder whose process lives, or on another host, is waited for."""
+    pool = stores[0]._pg.pool  # type: ignore[union-attr]
+    mine = stores[0].replica
+    assert mine is not None
+    host, pid_part, _ = mine.split(":")
+    space = pid_part.partition("@")[2]
+    gone = f"{host}:{dead_pid()}@{space}:0a0a0a"
+    alive = f"{host}:{os.getppid()}@{space}:0b0b0b"
+    elsewhere = f"other-host:{dead_pid()}@{space}:0c0c0c"
+    for name, holder in (("a", gone), ("b", alive), ("c", elsewhere)):
+        hour = "now() + interval '1 hour'"
+        await pool.execute(
+            f"INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {hour})", name, holder
+        )
+        await pool.execute(
+            "INSERT INTO replicas (id, host, pid) VALUES ($1, 'h', 1)", holder
+        )  # a heartbeat of just now
+        stores[1].leases.want(name)
+    await stores[1].leases.tick()
+    assert stores[1].leases.holding == ["a"] and stores[1].leases.failovers == 1
+    assert {alive, elsewhere} <= await stores[1].live_replicas()
+    assert gone not in await stores[1].live_replicas()
 
 
 async def test_the_table_refuses_a_lease_held_by_another(pg_url: str, stores: list[Store]) -> None:

@@ -83,6 +83,8 @@ class LocalProvider:
             task_id, attempt = split_key(key)
             leftovers.setdefault(task_id, {})[attempt] = pids
         for task in tasks:
+            if task.id in self._running or task.id in self._queue:
+                continue  # adopted already (at the start, then by the reaper): ours to run
             found = leftovers.get(task.id, {})
             self._kill_replaced(task, found)
             started = task.attempt in found

@@ -15,7 +15,7 @@ from typing import Any
 
 from egw.core.records import Commit
 from egw.errors import ConfigError
-from egw.store.postgres.conn import connect, create_pool
+from egw.store.postgres.conn import connect, create_pool, gone_here
 from egw.store.postgres.feed import PgFeed
 from egw.store.postgres.leases import PgLeaseTable
 from egw.store.postgres.migrate import apply_migrations, current_version, pg_migrations
@@ -74,7 +74,8 @@ class PgParts:
             "SELECT id FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1)",
             self.live_s,
         )
-        return {str(r[0]) for r in rows}
+        # a replica of this host whose process is gone is not waited for (conn.gone_here)
+        return {str(r[0]) for r in rows if not gone_here(str(r[0]))}
 
     async def close(self) -> None:
         try:

@@ -42,10 +42,52 @@ APP_NAME = f"egw pid {os.getpid()} on {socket.gethostname()}"[:63]
 LOCK_TIMEOUT = "5s"
 
 
+def _pid_space() -> str:
+    """This process's pid namespace (Linux: the inode of ``/proc/self/ns/pid``), so that
+    a pid is only ever compared with pids of the same namespace; "" where unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
+
+
+PID_SPACE = _pid_space()
+#: the replica ids this process made (tests run several replicas in one process)
+_MADE_HERE: set[str] = set()
+
+
 def new_replica_id() -> str:
-    """A replica's id, new at each start: ``host:pid:random`` (a restarted process with a
-    reused pid is another replica)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """A replica's id, new at each start: ``host:pid:random``, the pid written ``pid@ns``
+    with its pid namespace where known (a restarted process with a reused pid is another
+    replica)."""
+    pid = f"{os.getpid()}@{PID_SPACE}" if PID_SPACE else str(os.getpid())
+    made = f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}"
+    _MADE_HERE.add(made)
+    return made
+
+
+def gone_here(replica: str) -> bool:
+    """Whether ``replica`` was a gateway of this host and pid namespace whose process is
+    gone (killed with SIGKILL and started again, say): its leases and local tasks need not
+    wait out ``lease_s`` for its heartbeat to age. Only the same host and namespace are
+    judged (a pid means nothing elsewhere); a pid that is alive, even reused by another
+    program, counts as alive."""
+    host, _, rest = replica.partition(":")
+    pid_part, _, _ = rest.partition(":")
+    pid_text, _, space = pid_part.partition("@")
+    if host != socket.gethostname() or not PID_SPACE or space != PID_SPACE:
+        return False
+    if not pid_text.isdigit():
+        return False
+    if int(pid_text) == os.getpid():  # this pid in another id: an earlier start's, unless
+        return replica not in _MADE_HERE  # this process made it (several in one process)
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 async def connect(url: str, **settings: str) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from egw.store.postgres.conn import gone_here
+
 #: taken if free, expired, or ours; returns the previous holder (NULL: none)
 TAKE = (
     "WITH prev AS (SELECT holder FROM leases WHERE name = $1)"
@@ -29,6 +31,25 @@ class PgLeaseTable:
             return False
         previous = row[0]
         return str(previous) if previous is not None and previous != self.replica else None
+
+    async def take_from_gone(self, name: str, ttl_s: float) -> str | None:
+        """Take ``name`` from a holder that is gone from this host (`conn.gone_here`: a
+        gateway killed and started again need not wait out its own lease); the holder
+        taken from, None if it was held by no such replica."""
+        holder = await self._pool.fetchval(
+            "SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", name
+        )
+        if holder is None or holder == self.replica or not gone_here(str(holder)):
+            return None
+        taken = await self._pool.fetchval(
+            "UPDATE leases SET holder = $3, expires_at = now() + make_interval(secs => $4)"
+            " WHERE name = $1 AND holder = $2 RETURNING holder",
+            name,
+            holder,
+            self.replica,
+            ttl_s,
+        )
+        return str(holder) if taken is not None else None
 
     async def give_back(self, names: list[str]) -> None:
         await self._pool.execute(
