@@ -145,3 +145,37 @@ async def test_the_hub_of_each_replica_hears_every_commit_once_in_seq_order(
     )
     await until(lambda: len(ordered["a"]) == 100 and len(ordered["b"]) == 100)
     assert ordered["a"] == ordered["b"] == list(range(1, 101))
+
+
+async def test_an_own_commit_read_back_while_its_writer_hands_it_is_handed_once(
+    pair: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer hands its commit to the feed late (a busy loop): the feed reads it back
+    from the database, and the writer's hand arrives during that read. The hub gets the
+    commit once: twice was a duplicate frame on every SSE tail of its task."""
+    from egw.store.postgres import feed as feed_module
+
+    store = pair[0]
+    assert store._pg is not None and store._pg.feed is not None
+    feed = store._pg.feed
+    task, _ = await store.writer.create_task(draft())
+    handed: list[Commit] = []
+    feed.ordered.append(handed.append)
+    store.writer.listeners.remove(feed.own)  # the writer's hand, held back by the test
+    late: list[Commit] = []
+    store.writer.listeners.append(late.append)
+    monkeypatch.setattr(feed_module, "OWN_WAIT_S", 0.0)
+    read_back = feed._read
+
+    async def read_while_the_writer_hands(conn: object, rows: list[object]) -> Commit:
+        commit = await read_back(conn, rows)
+        for own in late:
+            feed.own(own)  # the writer's hand, arriving now
+        return commit
+
+    monkeypatch.setattr(feed, "_read", read_while_the_writer_hands)
+    await store.writer.append_log(task.id, "stdout", b"once\n")
+    await until(lambda: any(c.logs for c in handed))
+    await asyncio.sleep(0.3)  # a second hand would come by now
+    chunks = [chunk for c in handed for chunk in c.logs]
+    assert [(c.offset, c.data) for c in chunks] == [(0, b"once\n")]

@@ -140,8 +140,8 @@ class PgFeed:
 
     def own(self, commit: Commit) -> None:
         """The writer's listener: this replica's commit, to `ordered` in its turn."""
-        if commit.replicated or not commit.mark:
-            return
+        if commit.replicated or not commit.mark or commit.mark <= self.mark:
+            return  # (the last: read back and handed over already, its writer being late)
         if commit.mark == self.mark + 1 and not self._own:
             self.mark = commit.mark  # next in line: no query needed
             self._hand(commit)
@@ -225,6 +225,9 @@ class PgFeed:
                 self._own_seen_at = None
                 if commit is None:
                     commit = await self._read(conn, [row])
+                    if int(row[0]) <= self.mark:  # `own` handed it while it was read back
+                        done += 1
+                        continue
                 self.mark = int(row[0])
                 self._hand(commit)
                 done += 1
