@@ -323,9 +323,11 @@ class LocalProvider:
 
 
 def _never_started(task: Task) -> bool:
-    """No process was ever started for the task (none recorded, never ``running``)."""
+    """No process was ever started for the task (none recorded, never ``running``, no
+    output: a process that wrote and exited before its pid was recorded did start)."""
     return (
         task.status in (TaskState.PENDING, TaskState.QUEUED, TaskState.CANCELLING)
         and "pid" not in task.upstream
         and task.started_at is None
+        and task.log_size == 0
     )
