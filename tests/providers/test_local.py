@@ -259,6 +259,34 @@ async def test_restart_marks_orphaned_tasks_failed(
         raise AssertionError("the leftover process is still running")
 
 
+async def test_a_queued_task_with_output_is_not_run_again_after_a_restart(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A gateway killed after a queued task's process wrote (and exited) but before its
+    pid and ``running`` were recorded: the task has output, so it did start; the restart
+    ends it ``failed: gateway restarted`` rather than run it a second time."""
+    from egw.web.keys import service_key
+
+    cfg = make_config(tmp_path, {"providers": {"local": {"max_concurrent": 1}}})
+    app = create_app(cfg)
+    api = await aiohttp_client(app)
+    await submit_local(api, "sleep", "30")
+    queued = await submit_local(api, "sh", "-c", "echo ran >> " + str(tmp_path / "runs"))
+    assert queued["status"] == "queued"
+    service = app[service_key]
+    await service.store.writer.append_log(queued["id"], "stdout", b"ran\n")
+
+    async def killed() -> None:
+        """The old gateway's memory is gone: it stops nothing and waits for nothing."""
+
+    monkeypatch.setattr(service.providers["local"], "close", killed)
+    await api.close()
+    api2 = await aiohttp_client(create_app(cfg))
+    done = await wait_terminal(api2, queued["id"])
+    assert (done["status"], done["reason"]) == ("failed", "gateway restarted")
+    assert not (tmp_path / "runs").exists()  # not run again
+
+
 async def test_close_waits_for_its_processes_and_records_why(
     aiohttp_client: Any, cfg: Config
 ) -> None:
