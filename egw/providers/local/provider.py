@@ -323,11 +323,15 @@ class LocalProvider:
 
 
 def _never_started(task: Task) -> bool:
-    """No process was ever started for the task (none recorded, never ``running``, no
-    output: a process that wrote and exited before its pid was recorded did start)."""
+    """No process was ever started for the task's attempt (none recorded, never
+    ``running``, no output since it was queued: a process that wrote and exited before its
+    pid was recorded did start; a replaced attempt's output is older than the status)."""
+    wrote = task.output_at is not None and (
+        task.status_at is None or task.output_at > task.status_at
+    )
     return (
         task.status in (TaskState.PENDING, TaskState.QUEUED, TaskState.CANCELLING)
         and "pid" not in task.upstream
         and task.started_at is None
-        and task.log_size == 0
+        and not wrote
     )
