@@ -40,8 +40,6 @@ class Outputs:
         writer = self._service.store.writer
         if task_id not in self.doomed:
             try:
-                if len(chunks) == 1 and cursor is None and not upstream:  # the common case
-                    return await writer.append_log(task_id, *chunks[0])
                 return await writer.output(Output(task_id, tuple(chunks), cursor, upstream))
             except StoreError as exc:
                 await self._doom(task_id, exc)

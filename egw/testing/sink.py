@@ -3,6 +3,10 @@
 For testing a provider against its simulator without a database or a web
 app: it records every call, applies observations through `egw.core.states`
 exactly as the service does, and lets a test wait for a state.
+
+Not a simulator of an upstream: it stands in for egw's own `ProviderSink`
+(``egw/service/tasks.py``, ``egw/service/output.py``), so it follows that code, not an
+upstream source; no upstream document describes anything here.
 """
 
 from __future__ import annotations
