@@ -28,7 +28,7 @@ from egw.providers.local import group
 from egw.providers.local.leftovers import kill_leftover
 from egw.providers.local.policy import Policy
 from egw.providers.local.process import Run
-from egw.providers.local.spec import LocalSpec, validate_task
+from egw.providers.local.spec import FoundCommands, LocalSpec, validate_task
 
 log = structlog.get_logger("egw.providers.local")
 
@@ -50,9 +50,10 @@ class LocalProvider:
         self._closing = False
         #: the allowlist pinned at load (None: any command runs)
         self._policy = Policy.from_config(cfg)
+        self._found = FoundCommands()
 
     def validate(self, task: Mapping[str, Any]) -> LocalSpec:
-        return validate_task(task, self._policy)
+        return validate_task(task, self._policy, self._found)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
