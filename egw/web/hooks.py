@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, assert_never, cast
 
+import orjson
 from aiohttp import web
 
 from egw.errors import EgwError, NotFound
@@ -53,7 +54,8 @@ def render(outcome: WebhookOutcome) -> web.Response:
             body, status = {"ok": True, "zen": outcome.detail}, 200
         case _:
             assert_never(outcome.delivery)
-    return web.json_response(body, status=status)
+    # orjson: the stdlib encoder was 3% of a foreign delivery (bench "webhooks")
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def _refusal(status: int) -> str:
