@@ -27,7 +27,9 @@ class Reports:
         """Apply a run report if it is newer than the last one; True if it was."""
         sink = self.sink()
         if not gh.is_newer(run, tracked.last):
-            log.info("github_stale_run_report", run_id=run.id, status=run.status)
+            # debug: GitHub delivers a run's state more than once (each hook, each redelivery)
+            # and the poll reads it too; a line each was 2% of a delivery (bench "webhooks")
+            log.debug("github_stale_run_report", run_id=run.id, status=run.status)
             return False
         if run.attempt > tracked.attempt:
             tracked.attempt = run.attempt
