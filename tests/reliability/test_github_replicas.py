@@ -9,6 +9,7 @@ without a PostgreSQL server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -58,7 +59,9 @@ class Spreader:
                 ):
                     answer = await resp.read()
                     # taken (200), or held until its run is known (202 and "held")
-                    if resp.status == 200 or b'"held": true' in answer:
+                    if resp.status == 200 or (
+                        resp.status == 202 and json.loads(answer).get("held")
+                    ):
                         self.acked[headers["X-GitHub-Delivery"]] = gw.url
                     return web.Response(status=resp.status, body=answer)
             except (aiohttp.ClientError, TimeoutError):
