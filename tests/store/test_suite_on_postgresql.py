@@ -41,7 +41,9 @@ def test_the_service_and_the_log_routes_pass_on_postgresql() -> None:
         pytest.skip(reason)
     env = {**os.environ, "EGW_TEST_STORE": "postgresql"}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *PART],
+        # three workers (pytest-xdist): each test has a database of its own, and these
+        # tests mostly wait, so the part takes about half as long as in one process
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-n", "3", *PART],
         cwd=ROOT,
         env=env,
         capture_output=True,
