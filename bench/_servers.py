@@ -19,7 +19,8 @@ the same backlog, no access log), so only the application differs:
 * ``gateway``: ``egw.web.app.create_app(parse_config(config, {}))`` with
   logging configured as a server would (``configure_logging``: the canonical
   JSON line per request goes to this process's stdout, which the benchmark
-  points at a file);
+  points at a file), and the start-up's heap frozen as ``egw serve`` freezes it
+  (``freeze_startup_heap``);
 * ``fanout``: the ceiling of the SSE fan-out: the same design as
   ``egw.web.sse`` (one pre-framed HTTP chunk per tick written straight to each
   client's transport, same framing, same 25 ms tick) in a bare aiohttp
@@ -321,6 +322,10 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG, shutdown_timeout=2.0)
     await site.start()
     port = runner.addresses[0][1]
+    if args.kind == "gateway":  # as egw serve does once started
+        from egw.web.app import freeze_startup_heap
+
+        freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
