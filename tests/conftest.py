@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from support import make_config
 
 from egw.config import Config
 from egw.web.app import create_app
+
+# A shell that starts the suite in the background (`cmd &` without job control) starts it
+# with SIGINT ignored, and an ignored signal stays ignored in every child: the tests that
+# press Ctrl-C on an `egw` command would then wait for an interrupt that never comes.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
