@@ -81,7 +81,7 @@ class FoundCommands:
 
 
 def validate_task(
-    task: Mapping[str, Any], policy: Policy | None, found: FoundCommands | None = None
+    task: Mapping[str, Any], policy: Policy | None, found: FoundCommands
 ) -> LocalSpec:
     """Check a submit's ``task`` object; with an allowlist (`Policy`), a command outside
     it, a denied ``env`` name or a ``cwd`` outside the allowed roots is `Forbidden`."""
@@ -91,7 +91,7 @@ def validate_task(
         policy.check_env(dict(spec.env))
         policy.cwd(spec.cwd)
     else:
-        _check_found(spec, found or FoundCommands(ttl_s=0.0))
+        _check_found(spec, found)
     return spec
 
 
